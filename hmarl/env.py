@@ -1,0 +1,148 @@
+"""Batched trading environment on precomputed bars.
+
+Timing rule (the one place it is defined):
+
+* The agent decides at the close of bar t, seeing features of bars <= t only.
+* The order fills at bar t's close (the price the agent just observed) plus
+  ``slippage_bps`` of adverse cost; say so in every report. Commission is charged on the
+  traded notional: ``fee_t = (commission + slippage_bps / 1e4) * |target_t - q_t|`` as a
+  fraction of equity, where ``q_t`` is the exposure held just before the trade.
+* The position chosen at t is held over bar t+1 and earns ``r_{t+1} = close_{t+1}/close_t - 1``.
+  Equity: ``E_{t+1} = E_t * (1 - fee_t) * (1 + p_t * r_{t+1})``; reward = log of that growth.
+
+Position ``p`` is the exposure as a signed fraction of equity in [-1, 1]; the cash ratio is the
+share of equity not held in the position, ``1 - |p|``. A position drifts with the price
+(``q_{t+1} = p_t (1 + r) / (1 + p_t r)``: a full long stays at 1, a short or a partial
+position does not); HOLD restores the held target and pays the fee on that small rebalance,
+so the costs are exactly those of holding a constant exposure.
+
+Because BUY, SELL and HOLD move the position on a finite grid (three values in target mode,
+``2 * max_position / increment + 1`` in increment mode), the policy's state-dependent input
+takes few values; :func:`position_grid` enumerates them for the factored rollout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+HOLD, BUY, SELL = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class EnvParams:
+    """Execution parameters (mirrors ``EnvConfig``)."""
+
+    commission: float = 0.001
+    slippage_bps: float = 0.0
+    max_position: float = 1.0
+    allow_short: bool = True
+    action_mode: str = "target"  # target | increment
+    increment: float = 0.5
+
+    @property
+    def cost_rate(self) -> float:
+        """Cost per unit of notional traded (commission plus slippage)."""
+        return self.commission + self.slippage_bps * 1e-4
+
+
+class Grid(NamedTuple):
+    """The reachable positions and the transition table ``next[state, action]``."""
+
+    positions: np.ndarray  # [S] float64, sorted
+    next_state: np.ndarray  # [S, 3] int64
+    start: int  # index of the flat position 0
+
+
+def position_grid(params: EnvParams) -> Grid:
+    """Enumerate reachable positions from flat under the action rule.
+
+    Target mode: BUY -> +max, SELL -> -max (flat when shorting is off), HOLD keeps.
+    Increment mode: BUY/SELL move by ``increment`` within [-max, max] (or [0, max]); the
+    increment must divide ``max_position`` so the grid stays finite and exact.
+    """
+    m = params.max_position
+    lo = -m if params.allow_short else 0.0
+    if params.action_mode == "target":
+        values = sorted({0.0, m, lo})
+        step = {BUY: lambda p: m, SELL: lambda p: lo}
+    elif params.action_mode == "increment":
+        k = m / params.increment
+        if params.increment <= 0 or abs(k - round(k)) > 1e-9 or round(k) > 10:
+            raise ValueError(
+                f"env.increment={params.increment} must divide env.max_position={m} "
+                "(at most 10 steps each way) so positions stay on a finite grid"
+            )
+        n = round(k)
+        values = [i * params.increment for i in range(-n if params.allow_short else 0, n + 1)]
+        inc = params.increment
+        step = {BUY: lambda p: min(p + inc, m), SELL: lambda p: max(p - inc, lo)}
+    else:
+        raise ValueError(f"env.action_mode must be 'target' or 'increment', got {params.action_mode!r}")
+    pos = np.asarray(values, dtype=np.float64)
+
+    def index(v: float) -> int:
+        return int(np.argmin(np.abs(pos - v)))
+
+    table = np.empty((len(pos), 3), dtype=np.int64)
+    for s, p in enumerate(pos):
+        table[s, HOLD] = s
+        table[s, BUY] = index(step[BUY](p))
+        table[s, SELL] = index(step[SELL](p))
+    return Grid(pos, table, index(0.0))
+
+
+def cash_ratio(position: Tensor) -> Tensor:
+    """Share of equity not held in the position."""
+    return 1.0 - position.abs()
+
+
+class Settlement(NamedTuple):
+    turnover: Tensor  # [B, L] notional traded at t, fraction of equity
+    fee: Tensor  # [B, L] cost paid at t, fraction of equity
+    reward: Tensor  # [B, L] log equity growth over t -> t+1, net of the fee at t
+    equity: Tensor  # [B, L] equity at the close of t+1 (1.0 before the first decision)
+
+
+def settle(positions: Tensor, returns: Tensor, params: EnvParams) -> Settlement:
+    """Costs, rewards and equity of held positions, vectorised over a whole episode.
+
+    ``positions[b, k]``: exposure chosen at decision k (held over the next bar);
+    ``returns[b, k]``: that next bar's simple return. Only positions depend on actions, so
+    everything here runs after the action loop, in float64.
+    """
+    p = positions.to(torch.float64)
+    r = returns.to(torch.float64)
+    growth_asset = torch.clamp(1.0 + p * r, min=1e-12)
+    drifted = p * (1.0 + r) / growth_asset  # exposure after the bar, before the next trade
+    before = torch.cat([torch.zeros_like(p[:, :1]), drifted[:, :-1]], dim=1)
+    turnover = (p - before).abs()
+    fee = params.cost_rate * turnover
+    growth = (1.0 - fee) * growth_asset
+    reward = torch.log(growth)
+    equity = torch.exp(torch.cumsum(reward, dim=1))
+    return Settlement(turnover, fee, reward, equity)
+
+
+def positions_from_actions(actions: Tensor, params: EnvParams) -> Tensor:
+    """Positions held after each action of fixed action sequences ``[B, L]`` (baselines)."""
+    grid = position_grid(params)
+    acts = actions.detach().cpu().numpy()
+    states = np.empty(acts.shape, dtype=np.int64)
+    s = np.full(acts.shape[0], grid.start, dtype=np.int64)
+    for k in range(acts.shape[1]):
+        s = grid.next_state[s, acts[:, k]]
+        states[:, k] = s
+    return torch.from_numpy(grid.positions[states]).to(actions.device)
+
+
+def bar_returns(close: np.ndarray) -> np.ndarray:
+    """``r[t] = close[t+1] / close[t] - 1`` (the return earned by a decision at t); last is 0."""
+    c = np.asarray(close, dtype=np.float64)
+    r = np.zeros_like(c)
+    r[:-1] = c[1:] / c[:-1] - 1.0
+    return r

@@ -1,0 +1,169 @@
+"""MacroNet, MicroNet, DecisionHead and the HierarchicalPolicy that ties them (SPEC.md).
+
+Every dropout layer can take an explicit mask. Why: the factored rollout (hmarl/rollout.py)
+samples actions in a cheap per-step loop and recomputes log-probabilities afterwards in one
+batched pass with gradients; reusing the masks drawn during the rollout makes that gradient
+exactly the gradient of the trajectory that was sampled. A mask holds 0 or 1/(1-p) (inverted
+dropout, as torch's ``F.dropout``); ``None`` means ordinary dropout in training mode and
+identity in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIONS: tuple[str, ...] = ("HOLD", "BUY", "SELL")
+N_ACTIONS = len(ACTIONS)
+N_STATE = 2  # position in [-1, 1] and cash ratio in [0, 1], appended to the head's input
+
+
+def _dropout(h: Tensor, mask: Tensor | None, p: float, training: bool) -> Tensor:
+    if mask is not None:
+        return h * mask
+    return F.dropout(h, p, training)
+
+
+def draw_mask(shape: Sequence[int], p: float, generator: torch.Generator | None) -> Tensor | None:
+    """An inverted-dropout mask (0 or 1/(1-p)); ``None`` when p == 0 (no dropout)."""
+    if p <= 0.0:
+        return None
+    keep = torch.rand(tuple(shape), generator=generator) >= p
+    return keep.to(torch.float32) / (1.0 - p)
+
+
+class Encoder(nn.Module):
+    """Linear(in, hidden) ReLU Dropout Linear(hidden, out) ReLU: the shape of both towers."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.fc2 = nn.Linear(hidden, out_dim)
+        self.p = dropout
+        self.in_dim, self.hidden, self.out_dim = in_dim, hidden, out_dim
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        h = _dropout(F.relu(self.fc1(x)), mask, self.p, self.training)
+        return F.relu(self.fc2(h))
+
+    def mask_shape(self, lead: Sequence[int]) -> tuple[int, ...]:
+        return (*lead, self.hidden)
+
+
+class MacroNet(Encoder):
+    """Slow context: mean/std/last of the long (492-bar) window -> a 128-d embedding."""
+
+    def __init__(self, in_dim: int, hidden: int = 256, out_dim: int = 128, dropout: float = 0.2):
+        super().__init__(in_dim, hidden, out_dim, dropout)
+
+
+class MicroNet(Encoder):
+    """Fast context: mean/std/last of the short (60-bar) window -> a 32-d embedding."""
+
+    def __init__(self, in_dim: int, hidden: int = 64, out_dim: int = 32, dropout: float = 0.2):
+        super().__init__(in_dim, hidden, out_dim, dropout)
+
+
+class DecisionHead(nn.Module):
+    """concat(macro, micro, position, cash) -> hidden layers -> logits over HOLD/BUY/SELL.
+
+    The first layer is split into a context part (macro and micro, which do not depend on the
+    agent's actions) and a state part (position and cash ratio, which do). The rollout
+    computes the context part once per episode and adds the two state columns per step.
+    """
+
+    def __init__(
+        self,
+        macro_dim: int = 128,
+        micro_dim: int = 32,
+        hidden: Sequence[int] = (128, 64),
+        n_actions: int = N_ACTIONS,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("DecisionHead needs at least one hidden layer")
+        self.ctx_dim = macro_dim + micro_dim
+        dims = [self.ctx_dim + N_STATE, *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.out = nn.Linear(dims[-1], n_actions)
+        self.p = dropout
+        self.hidden_sizes = tuple(hidden)
+
+    def mask_shapes(self, lead: Sequence[int]) -> list[tuple[int, ...]]:
+        return [(*lead, h) for h in self.hidden_sizes]
+
+    def context(self, macro: Tensor, micro: Tensor) -> Tensor:
+        """First-layer pre-activation from macro and micro alone (bias included)."""
+        fc1 = self.hidden[0]
+        assert isinstance(fc1, nn.Linear)
+        return F.linear(torch.cat([macro, micro], dim=-1), fc1.weight[:, : self.ctx_dim], fc1.bias)
+
+    def state_weights(self) -> tuple[Tensor, Tensor]:
+        """First-layer columns for position and cash ratio: ``[H1]`` each."""
+        fc1 = self.hidden[0]
+        assert isinstance(fc1, nn.Linear)
+        w = fc1.weight[:, self.ctx_dim :]
+        return w[:, 0], w[:, 1]
+
+    def from_context(
+        self,
+        ctx: Tensor,
+        position: Tensor,
+        cash: Tensor,
+        masks: Sequence[Tensor | None] | None = None,
+    ) -> Tensor:
+        """Logits from the context pre-activation plus the state terms."""
+        w_pos, w_cash = self.state_weights()
+        h = ctx + position.unsqueeze(-1) * w_pos + cash.unsqueeze(-1) * w_cash
+        for i, layer in enumerate(self.hidden):
+            if i > 0:
+                h = layer(h)
+            h = _dropout(F.relu(h), None if masks is None else masks[i], self.p, self.training)
+        return self.out(h)
+
+    def forward(
+        self,
+        macro: Tensor,
+        micro: Tensor,
+        position: Tensor,
+        cash: Tensor,
+        masks: Sequence[Tensor | None] | None = None,
+    ) -> Tensor:
+        return self.from_context(self.context(macro, micro), position, cash, masks)
+
+
+class HierarchicalPolicy(nn.Module):
+    """MacroNet + MicroNet + DecisionHead; ``forward`` returns P(HOLD), P(BUY), P(SELL)."""
+
+    def __init__(
+        self,
+        n_features: int,
+        *,
+        macro_hidden: int = 256,
+        macro_dim: int = 128,
+        micro_hidden: int = 64,
+        micro_dim: int = 32,
+        head_hidden: Sequence[int] = (128, 64),
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        in_dim = 3 * n_features  # mean, std and last of each feature over a window
+        self.n_features = n_features
+        self.macro = MacroNet(in_dim, macro_hidden, macro_dim, dropout)
+        self.micro = MicroNet(in_dim, micro_hidden, micro_dim, dropout)
+        self.head = DecisionHead(macro_dim, micro_dim, head_hidden, N_ACTIONS, dropout)
+
+    def logits(self, macro_x: Tensor, micro_x: Tensor, position: Tensor, cash: Tensor) -> Tensor:
+        return self.head(self.macro(macro_x), self.micro(micro_x), position, cash)
+
+    def forward(self, macro_x: Tensor, micro_x: Tensor, position: Tensor, cash: Tensor) -> Tensor:
+        return torch.softmax(self.logits(macro_x, micro_x, position, cash), dim=-1)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
