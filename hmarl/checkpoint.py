@@ -1,0 +1,84 @@
+"""Checkpoints: atomic writes, loads that never execute code.
+
+A checkpoint holds plain types and tensors only (module and optimizer states, the schedule
+counter, RNG states, the resolved config, the feature spec with scaler statistics, the data
+fingerprint and versions), so ``torch.load(weights_only=True)`` reads it; a pickle that would
+run code on load is refused instead.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import platform
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hmarl import __version__
+from hmarl.config import ModelConfig
+from hmarl.policy import HierarchicalPolicy
+
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unsafe, of another format or incompatible."""
+
+
+def versions() -> dict[str, str]:
+    return {
+        "hmarl": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to a temporary file beside ``path``, then rename it into place.
+
+    A crash mid-write leaves the previous checkpoint under ``path`` untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, "versions": versions(), **payload}, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``: tensors and plain containers only, never code."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refusing to load {p}: it is not a weights-only checkpoint (it would need to "
+            f"execute code from the file to load). Details: {str(exc).splitlines()[0]}"
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {p}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is not an hmarl checkpoint of format {FORMAT}")
+    return ckpt
+
+
+def policy_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> HierarchicalPolicy:
+    """Rebuild the policy with the checkpoint's architecture and weights (eval mode)."""
+    model = ModelConfig(**ckpt["model"])
+    policy = HierarchicalPolicy(len(ckpt["feature_spec"]["names"]), **asdict(model))
+    policy.load_state_dict(ckpt["policy"])
+    return policy.to(device).eval()
