@@ -33,8 +33,8 @@ class CheckpointError(ValueError):
 def versions() -> dict[str, str]:
     return {
         "hmarl": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
         "python": platform.python_version(),
     }
 

@@ -82,7 +82,13 @@ def load_market_candles(
 ) -> pd.DataFrame:
     """Candles for a data config: the synthetic default or a validated file."""
     if data.source == DataSource.synthetic:
-        candles = synthetic_candles(data.n_candles, data.market_seed)
+        candles = synthetic_candles(
+            data.n_candles,
+            data.market_seed,
+            trend_drift=data.trend_drift,
+            bar_vol=data.bar_vol,
+            mean_regime_bars=data.mean_regime_bars,
+        )
     else:
         if not data.path:
             raise ValueError(f"data.path is required for data={data.source.value}")

@@ -10,7 +10,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +118,14 @@ def train(
     overrides: Sequence[str] = (),
     composed_yaml: str | None = None,
     progress: bool = True,
+    on_episode: Callable[[int, dict[str, float], HierarchicalPolicy, dict[str, torch.optim.Adam]], None]
+    | None = None,
 ) -> TrainResult:
-    """Train a HierarchicalPolicy as configured; writes checkpoints under ``out_dir``."""
+    """Train a HierarchicalPolicy as configured; writes checkpoints under ``out_dir``.
+
+    ``on_episode(episode, metrics, policy, optimizers)`` runs after each episode's update
+    (for custom logging, and for tests that watch the schedule).
+    """
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +231,8 @@ def train(
             if state.episode % tc.checkpoint_every == 0 or last or stopped_early:
                 save(last_path)
             tracker.log_metrics(metrics, step=episode)
+            if on_episode is not None:
+                on_episode(episode, metrics, policy, optimizers)
             pbar.set_postfix(
                 reward=f"{metrics['reward/mean']:+.4f}", loss=f"{metrics['loss/policy']:.3g}",
                 steps_s=f"{metrics['perf/steps_per_s']:.0f}",

@@ -16,3 +16,31 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not available: {SHARED_DATA} is absent (a fresh clone has no ../shared)")
     return SHARED_DATA
+
+
+TINY = (
+    "data.n_candles=6000",
+    "features.macro_window=48",
+    "features.micro_window=12",
+    "trainer.n_envs=4",
+    "trainer.episode_len=32",
+    "trainer.eval_every=5",
+    "trainer.checkpoint_every=5",
+)
+
+
+def compose_config(*overrides: str):  # -> hmarl.config.Config
+    """The typed config composed from conf/ exactly as the entry point does."""
+    from hydra import compose, initialize_config_dir
+
+    from hmarl.config import conf_dir, register_configs, to_config
+
+    register_configs()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return to_config(compose("config", overrides=list(overrides)))
+
+
+def tiny_overrides(tmp_path: Path, *extra: str, tracking: bool = False) -> list[str]:
+    """A small, fast market and model run whose files all live under tmp_path."""
+    store = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"] if tracking else ["tracking=none"]
+    return [*TINY, f"cache_dir={tmp_path}/cache", *store, *extra]

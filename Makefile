@@ -1,0 +1,36 @@
+# The two commands of the README: `make train` and `make test`. Both create .venv on first
+# use and reuse it afterwards (re-installing only when pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hmarl-installed
+ARGS ?=
+
+.PHONY: setup train test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# Exact pin first: an unpinned torch would pull the newest CUDA build (gigabytes).
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[dev,slurm]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: setup
+	$(BIN)/python -m hmarl.train +experiment=asym_1_10 $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check hmarl tests scripts
+	$(BIN)/ruff format --check hmarl tests scripts
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python scripts/bench_features.py
+	$(BIN)/python scripts/bench_train.py
+
+clean:
+	rm -rf $(VENV) .hmarl_cache outputs multirun
