@@ -1,0 +1,135 @@
+"""Backtest figures, built on :class:`matplotlib.figure.Figure` (Agg rendering, no pyplot).
+
+Why no pyplot: pyplot keeps global state and picks a GUI backend; a backtest running on a
+headless server, in a test or inside a notebook must neither open windows nor leak
+figures. A bare ``Figure`` is rendered by the Agg canvas when saved as PNG.
+
+Every function takes steps frames (the schema of :func:`hmarl.evaluation.steps_frame`)
+and returns a Figure; the caller saves it (atomically).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from hmarl.env import BUY, SELL
+
+MAX_POINTS = 4000  # line plots are thinned to about this many points (a year of 5-min bars is 105k)
+
+
+def _figure(rows: int = 1, height: float = 4.0) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(11, height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(rows, 1, i + 1) for i in range(rows)]
+    for ax in axes[1:]:
+        ax.sharex(axes[0])
+    return fig, axes
+
+
+def _thin(series: pd.Series) -> pd.Series:
+    """Every k-th point so that a line plot stays light; the last point is always kept."""
+    step = max(1, len(series) // MAX_POINTS)
+    if step == 1:
+        return series
+    keep = np.zeros(len(series), dtype=bool)
+    keep[::step] = True
+    keep[-1] = True
+    return series[keep]
+
+
+def equity_curve(steps: pd.DataFrame) -> pd.Series:
+    """Equity at each decision bar's next close, starting from 1.0 (fees included)."""
+    return steps["equity"].astype(np.float64)
+
+
+def drawdown_curve(steps: pd.DataFrame) -> pd.Series:
+    """Drawdown of the equity curve from its running peak (initial 1.0 counts), in %."""
+    equity = equity_curve(steps)
+    peak = np.maximum.accumulate(np.maximum(equity.to_numpy(), 1.0))
+    return pd.Series((equity.to_numpy() / peak - 1.0) * 100.0, index=steps.index)
+
+
+def equity_figure(runs: Mapping[str, pd.DataFrame], title: str) -> Figure:
+    """The strategy (first run, bold) against buy & hold and the other baselines."""
+    fig, (ax,) = _figure()
+    for i, (name, steps) in enumerate(runs.items()):
+        curve = _thin(equity_curve(steps))
+        ax.plot(
+            curve.index,
+            curve.to_numpy(),
+            label=name,
+            color=f"C{i}",
+            lw=1.8 if i == 0 else 0.9,
+            alpha=1.0 if i == 0 else 0.8,
+        )
+    ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+    ax.set_ylabel("equity (x initial, net of fees)")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def drawdown_figure(runs: Mapping[str, pd.DataFrame], title: str) -> Figure:
+    """Drawdown from the running peak, strategy filled, baselines as lines."""
+    fig, (ax,) = _figure()
+    for i, (name, steps) in enumerate(runs.items()):
+        dd = _thin(drawdown_curve(steps))
+        if i == 0:
+            ax.fill_between(dd.index, dd.to_numpy(), 0.0, color="C0", alpha=0.4, label=name)
+        else:
+            ax.plot(dd.index, dd.to_numpy(), color=f"C{i}", lw=0.9, label=name)
+    ax.set_ylabel("drawdown [%]")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def positions_figure(steps: pd.DataFrame, title: str) -> Figure:
+    """Price with the trades that changed the position marked, and the position below."""
+    fig, (ax_price, ax_pos) = _figure(rows=2, height=3.2)
+    price = _thin(steps["price"])
+    ax_price.plot(price.index, price.to_numpy(), color="black", lw=0.8, label="close")
+    change = np.diff(steps["position"].to_numpy(), prepend=0.0) != 0.0
+    for code, marker, color, label in (
+        (BUY, "^", "tab:green", "BUY"),
+        (SELL, "v", "tab:red", "SELL"),
+    ):
+        at = change & (steps["action"].to_numpy() == code)
+        ax_price.scatter(
+            steps.index[at],
+            steps["price"].to_numpy()[at],
+            marker=marker,
+            color=color,
+            s=14,
+            label=f"{label} ({int(at.sum())} position changes)",
+            zorder=3,
+        )
+    ax_price.set_ylabel("price")
+    ax_price.set_title(title)
+    ax_price.legend(loc="best", fontsize="small")
+    ax_pos.step(steps.index, steps["position"].to_numpy(), where="post", color="tab:blue", lw=0.8)
+    ax_pos.axhline(0.0, color="grey", lw=0.6, ls=":")
+    ax_pos.set_ylabel("position (held over next bar)")
+    return fig
+
+
+def probabilities_figure(steps: pd.DataFrame, title: str) -> Figure:
+    """Action probabilities over time, smoothed with a rolling mean when the run is long."""
+    fig, (ax,) = _figure()
+    window = max(1, len(steps) // 500)
+    for column, color in (("p_hold", "grey"), ("p_buy", "tab:green"), ("p_sell", "tab:red")):
+        if column not in steps.columns:
+            continue
+        smooth = _thin(steps[column].rolling(window, min_periods=1).mean())
+        ax.plot(smooth.index, smooth.to_numpy(), color=color, lw=0.9, label=column[2:].upper())
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("probability" + (f" (rolling mean of {window} bars)" if window > 1 else ""))
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize="small")
+    return fig

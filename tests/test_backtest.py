@@ -1,0 +1,488 @@
+"""Backtests from checkpoints: reports that agree with steps.csv, baselines, refusals.
+
+One tiny policy is trained in-process for the module (synthetic 5-minute market, windows
+48 / 12, MLflow in a sqlite file under tmp), then backtested through ``checkpoint=`` in
+process and through ``run_id=`` on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, compose_config, tiny_overrides
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from mlflow.tracking import MlflowClient
+
+from hmarl.backtest import (
+    STRATEGY,
+    BacktestConfig,
+    BacktestError,
+    BacktestResult,
+    backtest,
+    backtest_market,
+    check_feature_request,
+    daily_frame,
+    decision_range,
+    fetch_run_checkpoint,
+    in_sample,
+    load_backtest_checkpoint,
+    register_backtest_configs,
+    to_backtest_config,
+)
+from hmarl.baselines import (
+    BASELINES,
+    action_frequencies,
+    actions_from_positions,
+    baseline_steps,
+    momentum_actions,
+    positions_for,
+    random_actions,
+)
+from hmarl.config import DataConfig, conf_dir
+from hmarl.data import synthetic_candles
+from hmarl.dataset import MarketData
+from hmarl.env import BUY, HOLD, SELL, EnvParams
+from hmarl.metrics import Calendar, compute_stats
+from hmarl.train import train
+
+RUNS = [STRATEGY, *BASELINES]
+FIGURES = ("equity.png", "drawdown.png", "positions.png", "action_probabilities.png")
+
+
+@dataclass
+class Trained:
+    root: Path
+    uri: str
+    checkpoint: Path
+    run_id: str
+
+
+def compose_backtest(*overrides: str) -> BacktestConfig:
+    register_backtest_configs()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return to_backtest_config(compose("backtest", overrides=list(overrides)))
+
+
+def backtest_overrides(trained: Trained, *extra: str) -> list[str]:
+    return [
+        f"tracking.uri={trained.uri}",
+        f"cache_dir={trained.root}/cache",
+        "progress=false",
+        *extra,
+    ]
+
+
+def read_steps(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, index_col="time", parse_dates=["time"])
+
+
+def assert_same_stats(actual: dict, expected: dict) -> None:
+    assert list(actual) == list(expected)
+    for key, value in expected.items():
+        if isinstance(value, str):
+            assert actual[key] == value, key
+        else:
+            assert actual[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    root = tmp_path_factory.mktemp("trained")
+    cfg = compose_config(
+        *tiny_overrides(root, "trainer.episodes=3", "trainer.eval_every=1", tracking=True)
+    )
+    result = train(cfg, root / "run", progress=False)
+    assert result.best_checkpoint is not None and result.run_id is not None
+    return Trained(root, cfg.tracking.uri, result.best_checkpoint, result.run_id)
+
+
+@pytest.fixture(scope="module")
+def report(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> BacktestResult:
+    out = tmp_path_factory.mktemp("report")
+    cfg = compose_backtest(
+        *backtest_overrides(
+            trained, f"checkpoint={trained.checkpoint}", "seeds=2", "n_bootstrap=200"
+        )
+    )
+    return backtest(cfg, out)
+
+
+# ----------------------------------------------------------------------------- checkpoint=
+
+
+def test_report_files_exist_parse_and_match_steps(report: BacktestResult) -> None:
+    out = report.out_dir
+    doc = json.loads((out / "stats.json").read_text())
+    assert list(doc["stats"]) == RUNS
+    meta = doc["meta"]
+    steps = read_steps(out / "steps.csv")
+    assert str(steps.index.tz) == "UTC" and len(steps) == meta["bars"]
+    recomputed = compute_stats(
+        steps,
+        calendar=Calendar(**meta["calendar"]),
+        n_bootstrap=meta["n_bootstrap"],
+        seed=meta["seed"],
+    )
+    assert_same_stats(doc["stats"][STRATEGY], recomputed)
+    assert "Sharpe 95% CI Low" in recomputed  # the bootstrap ran and matches too
+
+    table = pd.read_csv(out / "stats.csv", index_col=0)
+    assert list(table.columns) == RUNS
+    assert float(table.loc["Sharpe Ratio", "momentum"]) == pytest.approx(
+        doc["stats"]["momentum"]["Sharpe Ratio"], rel=1e-12
+    )
+    trades = pd.read_csv(out / "trades.csv")
+    assert len(trades) == recomputed["# Trades"]
+    if len(trades):
+        assert trades["return"].mean() * 100 == pytest.approx(recomputed["Avg. Trade [%]"])
+    for name in FIGURES:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+
+
+def test_daily_table_adds_up_to_the_run(report: BacktestResult) -> None:
+    daily = pd.read_csv(report.out_dir / "daily.csv", index_col="date")
+    stats = report.stats[STRATEGY]
+    assert daily["bars"].sum() == stats["Bars"]
+    assert daily["pnl"].sum() == pytest.approx(stats["Equity Final [x]"] - 1.0, abs=1e-12)
+    assert daily["fees"].sum() * 100 == pytest.approx(stats["Fees Paid [%]"], rel=1e-9)
+    assert daily["trades"].sum() == stats["# Trades"]
+    assert daily["max_drawdown_pct"].min() == pytest.approx(stats["Max. Drawdown [%]"], rel=1e-9)
+    assert (daily[["hold", "buy", "sell"]].sum(axis=1) == daily["bars"]).all()
+    assert list(daily.index) == sorted(set(report.steps.index.strftime("%Y-%m-%d")))
+
+
+def test_baselines_are_settled_on_the_same_bars_and_costs(report: BacktestResult) -> None:
+    steps, stats, env = report.steps, report.stats, report.meta["env"]
+    growth = steps["next_price"].iloc[-1] / steps["price"].iloc[0]
+    assert stats["buy_and_hold"]["Equity Final [x]"] == pytest.approx(
+        (1 - env["commission"]) * growth
+    )
+    assert stats["flat"]["Equity Final [x]"] == 1.0 and stats["flat"]["# Trades"] == 0
+    agent = action_frequencies(steps["action"])
+    n = len(steps)
+    for code, name in enumerate(("HOLD", "BUY", "SELL")):
+        share = stats["random"][f"Action {name} [%]"] / 100
+        assert abs(share - agent[code]) <= 5 * np.sqrt(agent[code] * (1 - agent[code]) / n) + 1e-12
+    for name in RUNS:
+        assert stats[name]["Start"] == stats[STRATEGY]["Start"] and stats[name]["Bars"] == n
+
+
+def test_cost_sensitivity_and_stochastic_runs(report: BacktestResult) -> None:
+    costs = pd.read_csv(report.out_dir / "costs.csv", index_col=["fee_multiplier", "run"])
+    assert sorted(set(costs.index.get_level_values(0))) == [1.0, 2.0, 3.0]
+    assert set(costs.index.get_level_values(1)) == set(RUNS)
+    strat = costs.xs(STRATEGY, level="run")
+    assert strat.loc[1.0, "Return [%]"] == pytest.approx(
+        report.stats[STRATEGY]["Return [%]"], rel=1e-12
+    )
+    # the policy never sees costs: same trades, only the bill changes
+    assert strat["Turnover [x]"].nunique() == 1
+    if strat.loc[1.0, "Turnover [x]"] > 0:
+        assert (
+            strat.loc[1.0, "Equity Final [x]"]
+            > strat.loc[2.0, "Equity Final [x]"]
+            > strat.loc[3.0, "Equity Final [x]"]
+        )
+        assert strat.loc[2.0, "Fees Paid [%]"] > strat.loc[1.0, "Fees Paid [%]"]
+
+    seeds = pd.read_csv(report.out_dir / "stochastic.csv", index_col="seed")
+    assert list(seeds.index) == [0, 1]
+    doc = json.loads((report.out_dir / "stats.json").read_text())
+    assert doc["stochastic"]["seeds"] == 2
+    assert doc["stochastic"]["mean"]["Sharpe Ratio"] == pytest.approx(seeds["Sharpe Ratio"].mean())
+    assert doc["stochastic"]["std"]["Return [%]"] == pytest.approx(seeds["Return [%]"].std(ddof=1))
+
+
+def test_backtest_is_logged_to_mlflow_and_linked_to_training(
+    report: BacktestResult, trained: Trained
+) -> None:
+    client = MlflowClient(tracking_uri=trained.uri)
+    assert report.run_id is not None
+    run = client.get_run(report.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["kind"] == "backtest"
+    assert run.data.tags["train_run_id"] == trained.run_id == report.meta["train_run_id"]
+    assert run.data.metrics["sharpe"] == pytest.approx(report.stats[STRATEGY]["Sharpe Ratio"])
+    assert run.data.metrics["buy_and_hold/return_pct"] == pytest.approx(
+        report.stats["buy_and_hold"]["Return [%]"]
+    )
+    logged = {Path(f.path).name for f in client.list_artifacts(report.run_id, "backtest")}
+    assert {"stats.json", "stats.csv", "daily.csv", "trades.csv", "steps.csv", *FIGURES} <= logged
+    assert report.meta["same_data_as_training"] and not report.meta["in_sample"]
+
+
+# ----------------------------------------------------------------------------- run_id=
+
+
+def test_run_id_backtest_on_the_command_line(
+    trained: Trained, report: BacktestResult, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "hmarl.backtest", f"run_id={trained.run_id}",
+            *backtest_overrides(trained, "out=rep", "n_bootstrap=0", "plots=false"),
+            "fee_multipliers=[1]",
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "buy_and_hold" in proc.stdout and "Sharpe Ratio" in proc.stdout
+    doc = json.loads((tmp_path / "rep" / "stats.json").read_text())
+    assert doc["meta"]["checkpoint"] == f"runs:/{trained.run_id}/checkpoints/best.pt"
+    assert doc["meta"]["train_run_id"] == trained.run_id
+    # the MLflow copy of best.pt is the same policy: the same decisions, bar for bar
+    pd.testing.assert_frame_equal(
+        read_steps(tmp_path / "rep" / "steps.csv"), read_steps(report.out_dir / "steps.csv")
+    )
+
+
+def test_run_without_best_falls_back_to_last_then_fails_clearly(
+    trained: Trained, tmp_path: Path
+) -> None:
+    client = MlflowClient(tracking_uri=trained.uri)
+    exp = client.get_run(trained.run_id).info.experiment_id
+    only_last = client.create_run(exp).info.run_id
+    shutil.copy(trained.checkpoint.parent / "last.pt", tmp_path / "last.pt")
+    client.log_artifact(only_last, str(tmp_path / "last.pt"), "checkpoints")
+    path, source = fetch_run_checkpoint(only_last, trained.uri, tmp_path / "dl")
+    assert source.endswith("/checkpoints/last.pt") and path.is_file()
+    empty = client.create_run(exp).info.run_id
+    with pytest.raises(BacktestError, match=r"has no checkpoints/best\.pt or checkpoints/last\.pt"):
+        load_backtest_checkpoint(None, empty, trained.uri)
+    with pytest.raises(BacktestError, match="not found"):
+        fetch_run_checkpoint("0" * 32, trained.uri, tmp_path / "dl")
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "features.macro_window=24",
+            "features.macro_window=24 but the checkpoint was trained with 48",
+        ),
+        (
+            "features.names=[ret_1,rsi_14]",
+            r"features.names=\['ret_1', 'rsi_14'\] but the checkpoint",
+        ),
+    ],
+)
+def test_other_feature_set_is_refused(
+    trained: Trained, tmp_path: Path, override: str, message: str
+) -> None:
+    cfg = compose_backtest(
+        *backtest_overrides(trained, f"checkpoint={trained.checkpoint}", override)
+    )
+    with pytest.raises(BacktestError, match=message):
+        backtest(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_matching_feature_request_passes() -> None:
+    spec = {"names": ["ret_1"], "macro_window": 48, "micro_window": 12}
+    check_feature_request(spec, ["ret_1"], 48, None)
+    with pytest.raises(BacktestError, match="micro_window=6"):
+        check_feature_request(spec, None, None, 6)
+
+
+def test_data_lacking_a_needed_column_is_refused(trained: Trained, tmp_path: Path) -> None:
+    candles = synthetic_candles(3000, 1).drop(columns="volume")
+    candles.to_csv(tmp_path / "no_volume.csv")
+    cfg = compose_backtest(
+        *backtest_overrides(
+            trained,
+            f"checkpoint={trained.checkpoint}",
+            "data=csv",
+            f"data.path={tmp_path}/no_volume.csv",
+        )
+    )
+    with pytest.raises(
+        BacktestError, match=r"(?s)read columns \[.*'volume'.*\].*missing column.*volume"
+    ):
+        backtest(cfg, tmp_path / "out")
+
+
+def test_config_mistakes_fail_early(trained: Trained) -> None:
+    with pytest.raises(ConfigCompositionException, match="sedds"):
+        compose_backtest("checkpoint=x.pt", "sedds=2")
+    with pytest.raises(ConfigCompositionException):
+        compose_backtest("checkpoint=x.pt", "split=everything")
+    with pytest.raises(BacktestError, match="exactly one of checkpoint"):
+        compose_backtest("checkpoint=x.pt", "run_id=abc")
+    with pytest.raises(BacktestError, match="exactly one of checkpoint"):
+        compose_backtest()
+    with pytest.raises(BacktestError, match="fee_multipliers"):
+        compose_backtest("checkpoint=x.pt", "fee_multipliers=[1,-2]")
+
+
+# ----------------------------------------------------------------------------- rows and data
+
+
+def test_splits_dates_and_in_sample_flag(trained: Trained) -> None:
+    ckpt, _ = load_backtest_checkpoint(str(trained.checkpoint), None, trained.uri)
+    data = DataConfig(n_candles=6000)
+    market = backtest_market(ckpt["feature_spec"], data, str(trained.root / "cache"), log=None)
+    assert market.scalers == ckpt["feature_spec"]["scalers"]  # reused, not refitted
+    lo, hi = decision_range(market, "all")
+    assert (lo, hi) == (market.splits["train"][0], market.splits["test"][1])
+    t_lo, t_hi = decision_range(market, "test")
+    day = market.index[t_lo + 300].floor("D")
+    c_lo, c_hi = decision_range(
+        market, "test", start=str(day.date()), end=str((day + pd.Timedelta("1D")).date())
+    )
+    assert (
+        market.index[c_lo] == day
+        and market.index[c_hi - 1] < day + pd.Timedelta("1D")
+        and c_hi - c_lo == 288
+    )
+    with pytest.raises(BacktestError, match="leaves 0 decision bars"):
+        decision_range(market, "test", start="2030-01-01")
+    assert in_sample(ckpt, market, *decision_range(market, "train"))
+    assert in_sample(ckpt, market, lo, hi)
+    assert not in_sample(ckpt, market, t_lo, t_hi)
+    other = backtest_market(ckpt["feature_spec"], replace(data, market_seed=7), None, log=None)
+    assert other.fingerprint != ckpt["data_fingerprint"]
+    assert not in_sample(ckpt, other, *decision_range(other, "all"))
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def tiny_market(close: np.ndarray) -> MarketData:
+    n = len(close)
+    empty = np.zeros((n, 3), dtype=np.float32)
+    index = pd.date_range("2024-01-01", periods=n, freq="5min", tz="UTC")
+    returns = np.append(close[1:] / close[:-1] - 1.0, 0.0)
+    return MarketData(
+        index, close, returns, empty, empty, {"all": (0, n - 1)}, ["x"], 2, 2, {}, "fp"
+    )
+
+
+def test_momentum_is_causal_and_follows_its_rule() -> None:
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.01, 300)))
+    rows = np.arange(250)
+    acts = momentum_actions(close, rows, 12)
+    assert (acts[:12] == HOLD).all()
+    up = close[12:250] > close[:238]
+    assert (acts[12:] == np.where(up, BUY, SELL)).all()
+    for t in (20, 100, 249):  # rewriting the future changes nothing decided at t
+        future = close.copy()
+        future[t + 1 :] *= 3.0
+        assert momentum_actions(future, rows[: t + 1], 12)[-1] == acts[t]
+
+
+def test_baseline_positions_follow_the_action_rule() -> None:
+    assert actions_from_positions(np.array([0.0, 1.0, 1.0, -1.0, 0.0])).tolist() == [
+        HOLD,
+        BUY,
+        HOLD,
+        SELL,
+        BUY,
+    ]
+    acts = np.array([BUY, BUY, BUY, SELL, HOLD])
+    assert positions_for(acts, EnvParams()).tolist() == [1.0, 1.0, 1.0, -1.0, -1.0]
+    inc = EnvParams(action_mode="increment", increment=0.5, allow_short=False)
+    assert positions_for(acts, inc).tolist() == [0.5, 1.0, 1.0, 0.5, 0.5]
+    assert (random_actions([0.5, 0.0, 0.5], 1000, 3) != BUY).all()
+    assert (random_actions([0.2, 0.3, 0.5], 50, 3) == random_actions([0.2, 0.3, 0.5], 50, 3)).all()
+    with pytest.raises(ValueError, match="summing to 1"):
+        random_actions([0.5, 0.5, 0.5], 10, 0)
+
+
+def test_baseline_frames_settle_with_the_given_costs() -> None:
+    close = np.array([100.0, 110.0, 99.0, 99.0, 120.0, 90.0])
+    market = tiny_market(close)
+    env = EnvParams(commission=0.01, slippage_bps=10.0)
+    runs = baseline_steps(market, 0, 5, env, agent_actions=[HOLD, SELL], momentum_bars=1, seed=0)
+    assert list(runs) == list(BASELINES)
+    bh = runs["buy_and_hold"]
+    assert bh["equity"].iloc[-1] == pytest.approx((1 - 0.011) * 90.0 / 100.0)
+    assert bh["fee"].iloc[0] == pytest.approx(0.011) and (bh["fee"].iloc[1:] == 0).all()
+    assert (runs["flat"]["equity"] == 1.0).all()
+    assert set(runs["random"]["action"]) <= {HOLD, SELL}
+    mom = runs["momentum"]  # row 0 has no past bar: HOLD; then up, down, flat, up
+    assert mom["action"].tolist() == [HOLD, BUY, SELL, HOLD, BUY]
+    assert mom["position"].tolist() == [0.0, 1.0, -1.0, -1.0, 1.0]
+    for frame in runs.values():
+        compute_stats(frame, n_bootstrap=0)  # the steps schema compute_stats reads
+
+
+def test_daily_frame_on_a_hand_built_run() -> None:
+    index = pd.DatetimeIndex(["2024-01-01 23:50", "2024-01-01 23:55", "2024-01-02 00:00"], tz="UTC")
+    steps = pd.DataFrame(
+        {
+            "action": [BUY, HOLD, SELL],
+            "position": [1.0, 1.0, -1.0],
+            "turnover": [1.0, 0.0, 2.0],
+            "fee": [0.001, 0.0, 0.002],
+            "equity": [1.02, 0.99, 1.01],
+        },
+        index=index,
+    )
+    daily = daily_frame(steps)
+    assert list(daily.index) == ["2024-01-01", "2024-01-02"]
+    assert daily["pnl"].tolist() == pytest.approx([-0.01, 0.02])
+    assert daily["drawdown_pct"].tolist() == pytest.approx(
+        [(0.99 / 1.02 - 1) * 100, (1.01 / 1.02 - 1) * 100]
+    )
+    assert daily["fees"].tolist() == pytest.approx([0.001, 0.002 * 0.99])
+    assert daily["trades"].tolist() == [1, 1] and daily["buy"].tolist() == [1, 0]
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_train_on_q1_backtest_on_q4(shared_data: Path, tmp_path: Path) -> None:
+    q1, q4 = (shared_data / f"binance_spot_BTCUSDT_5m_2024{q}.csv" for q in ("Q1", "Q4"))
+    cfg = compose_config(
+        "data=csv", f"data.path={q1}", "trainer.episodes=2", "trainer.n_envs=4",
+        "trainer.episode_len=32", "trainer.eval_every=2", "tracking=none",
+        f"cache_dir={tmp_path}/cache", "device=cpu",
+    )  # fmt: skip
+    result = train(cfg, tmp_path / "train", progress=False)
+    bt = compose_backtest(
+        f"checkpoint={result.last_checkpoint}", "data=csv", f"data.path={q4}", "split=all",
+        "tracking=none", f"cache_dir={tmp_path}/cache", "n_bootstrap=100", "fee_multipliers=[1,2]",
+        "progress=false",
+    )  # fmt: skip
+    rep = backtest(bt, tmp_path / "q4")
+    for name in (
+        "stats.json",
+        "stats.csv",
+        "daily.csv",
+        "trades.csv",
+        "steps.csv",
+        "costs.csv",
+        *FIGURES,
+    ):
+        assert (tmp_path / "q4" / name).stat().st_size > 0, name
+    assert list(rep.stats) == RUNS
+    meta = rep.meta
+    assert not meta["same_data_as_training"] and not meta["in_sample"]
+    assert meta["macro_window"] == 492 and meta["micro_window"] == 60
+    assert (
+        "2024-10-01" <= meta["first_decision"] < "2024-10-04"
+        and meta["last_decision"] < "2025-01-01"
+    )
+    assert len(pd.read_csv(tmp_path / "q4" / "daily.csv")) >= 89
+    steps = read_steps(tmp_path / "q4" / "steps.csv")
+    assert_same_stats(rep.stats[STRATEGY], compute_stats(steps, n_bootstrap=100, seed=meta["seed"]))
+    growth = steps["next_price"].iloc[-1] / steps["price"].iloc[0]
+    assert rep.stats["buy_and_hold"]["Equity Final [x]"] == pytest.approx(0.999 * growth)
