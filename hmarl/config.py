@@ -53,9 +53,9 @@ class DataConfig:
     path: str | None = None  # file, zip or directory (csv / parquet / binance)
     n_candles: int = 105_120  # synthetic: number of bars (one year of 5-minute bars)
     market_seed: int = 0  # synthetic: market seed (separate from `seed` so sweeps share a market)
-    trend_drift: float = 1e-4  # synthetic: per-bar log drift of up/down regimes
+    trend_drift: float = 3e-4  # synthetic: per-bar log drift of up/down regimes
     bar_vol: float = 0.0015  # synthetic: per-bar log-return volatility
-    mean_regime_bars: float = 1440.0  # synthetic: mean regime length in bars (5 days)
+    mean_regime_bars: float = 720.0  # synthetic: mean regime length in bars (2.5 days)
     freq: str | None = None  # expected bar spacing, e.g. "5min"; None infers it from the data
     resample: str | None = None  # optional resampling rule applied after loading, e.g. "15min"
     start: str | None = None  # optional UTC date bounds [start, end) applied after loading

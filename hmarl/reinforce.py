@@ -78,10 +78,12 @@ def reinforce_update(
     b_returns = normalise(discounted_returns(b_rewards, gamma)).to(torch.float32)  # [B, L]
 
     # ---- loss: -sum_t log pi(a_t|s_t) * G_hat_t, averaged over trajectories ----
+    # The entropy bonus is summed over t like the policy term, so that entropy_coef weighs
+    # one step's entropy against one step's normalised return whatever the episode length.
     b_logp, b_entropy = log_probs(policy, traj)  # [B, L] each, with graph
     loss_policy = -(b_logp * b_returns).sum(dim=1).mean()
-    entropy = b_entropy.mean()
-    loss = loss_policy - entropy_coef * entropy
+    loss = loss_policy - entropy_coef * b_entropy.sum(dim=1).mean()
+    entropy = b_entropy.mean()  # per step, for logging
 
     # ---- update: every module computes its gradient; the schedule picks who steps ----
     stepping = [name for name in MODULES if name != "macro" or update_macro]
