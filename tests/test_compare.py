@@ -1,0 +1,240 @@
+"""Comparison of sweep runs: statistics, the MLflow selection, plots, the CLI, the notebook.
+
+The store is a real sweep's: a parent run from the sweep callback's functions, four
+children trained by `hmarl.train.train` (asym_1_10 and sym_1_1, seeds 0 and 1) on a tiny
+synthetic market, and test backtests (`hmarl.backtest.backtest`) of the asym_1_10 runs only.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hmarl.compare import (
+    aggregate,
+    best_run_dsr,
+    ci95_halfwidth,
+    compare,
+    format_summary,
+    paired_differences,
+    report,
+)
+from hmarl.config import Config
+from hmarl.sweep import finish_sweep, prepare_store, start_parent_run
+from hmarl.tracking import PARENT_RUN_ENV, SWEEP_DIR_ENV
+
+REPO = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_ci95_is_the_student_t_half_width() -> None:
+    assert ci95_halfwidth([1.0, 2.0, 3.0]) == pytest.approx(T_975_DF2 * 1.0 / math.sqrt(3))
+    assert math.isnan(ci95_halfwidth([5.0]))
+    assert math.isnan(ci95_halfwidth([5.0, float("nan")]))  # one finite value: no spread
+
+
+def frame(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["group", "seed", "val_sharpe", "val_return_pct"])
+
+
+def test_aggregate_per_group() -> None:
+    runs = frame([("a", "0", 1.0, 10.0), ("a", "1", 2.0, 20.0), ("a", "2", 3.0, 30.0),
+                  ("b", "0", 5.0, -1.0)])  # fmt: skip
+    s = aggregate(runs, columns=["val_sharpe", "val_return_pct", "test_sharpe"])
+    assert list(s.index) == ["a", "b"]
+    assert s.loc["a", "n"] == 3
+    assert s.loc["a", "val_sharpe_mean"] == pytest.approx(2.0)
+    assert s.loc["a", "val_sharpe_std"] == pytest.approx(1.0)
+    assert s.loc["a", "val_return_pct_ci95"] == pytest.approx(10 * T_975_DF2 / math.sqrt(3))
+    assert s.loc[["b"], ["val_sharpe_std", "val_sharpe_ci95"]].isna().all(axis=None)
+    assert s["test_sharpe_mean"].isna().all()  # a column the runs lack stays empty
+    text = format_summary(s, columns=["val_sharpe", "test_sharpe"])
+    assert "2 ± 2.48 (sd 1)" in text and "test_sharpe" not in text
+
+
+def test_paired_differences_pair_by_seed() -> None:
+    runs = frame([("a", "0", 1.0, 0.0), ("a", "1", 2.0, 0.0), ("a", "2", 9.0, 0.0),
+                  ("b", "0", 2.0, 0.0), ("b", "1", 4.0, 0.0)])  # fmt: skip
+    d = paired_differences(runs).iloc[0]
+    assert (d["a"], d["b"], d["n_pairs"]) == ("a", "b", 2)  # seed 2 has no partner
+    assert d["diff_mean"] == pytest.approx(1.5)  # (2-1 + 4-2) / 2
+    assert d["diff_ci95"] == pytest.approx(ci95_halfwidth([1.0, 2.0]))
+
+
+def dsr_runs(sharpes: list[float]) -> pd.DataFrame:
+    n = len(sharpes)
+    return pd.DataFrame(
+        {
+            "name": [f"r{i}" for i in range(n)],
+            "group": ["g"] * n,
+            "val_sharpe": sharpes,
+            "val_periods_per_year": [105_192.0] * n,
+            "val_bars": [15_000] * n,
+            "val_skew": [0.0] * n,
+            "val_kurtosis": [3.0] * n,
+        },
+        index=[f"id{i}" for i in range(n)],
+    )
+
+
+def test_dsr_deflates_more_with_more_trials() -> None:
+    runs = dsr_runs([0.5, 1.0, 3.0, 2.0])
+    few, many = best_run_dsr(runs), best_run_dsr(runs, n_trials=200)
+    assert few["run_id"] == "id2" and few["n_trials"] == 4
+    assert 0.0 <= many["dsr"] < few["dsr"] <= 1.0
+    assert many["expected_max_sharpe"] > few["expected_max_sharpe"] > 0.0
+    with pytest.raises(ValueError, match="validation metrics DSR needs"):
+        best_run_dsr(runs.drop(columns="val_skew").assign(val_skew=np.nan))
+
+
+# ----------------------------------------------------------------------------- a real sweep
+
+
+def tiny(tmp: Path, experiment: str, macro_every: int, seed: int) -> Config:
+    cfg = Config(seed=seed, experiment_name=experiment, device="cpu", cache_dir=str(tmp / "cache"))
+    cfg.data.n_candles = 6000
+    cfg.features.macro_window, cfg.features.micro_window = 48, 12
+    cfg.trainer.episodes, cfg.trainer.n_envs, cfg.trainer.episode_len = 4, 4, 32
+    cfg.trainer.eval_every, cfg.trainer.macro_every = 1, macro_every
+    cfg.tracking.uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
+    """(tracking uri, parent run id, folder) of a finished 4-run sweep with 2 backtests."""
+    from hmarl.backtest import BacktestConfig, backtest
+    from hmarl.train import train
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    parent = start_parent_run(uri, prepare_store(uri, "hmarl"), "sweep", {"sweep_dir": str(tmp)})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(PARENT_RUN_ENV, parent)
+        mp.setenv(SWEEP_DIR_ENV, str(tmp))
+        for experiment, every in (("asym_1_10", 11), ("sym_1_1", 1)):
+            for seed in (0, 1):
+                cfg = tiny(tmp, experiment, every, seed)
+                overrides = [f"+experiment={experiment}", f"seed={seed}"]
+                result = train(
+                    cfg, tmp / f"{experiment}-{seed}", overrides=overrides, progress=False
+                )
+                if experiment == "asym_1_10":
+                    assert result.best_checkpoint is not None
+                    bt = BacktestConfig(
+                        checkpoint=str(result.best_checkpoint), tracking=cfg.tracking,
+                        n_bootstrap=0, plots=False, progress=False, fee_multipliers=[1.0],
+                        cache_dir=cfg.cache_dir,
+                    )  # fmt: skip
+                    backtest(bt, tmp / f"backtest-{seed}")
+    assert finish_sweep(uri, parent, 4) == "FINISHED"
+    return uri, parent, tmp
+
+
+def test_compare_a_sweep(sweep: tuple[str, str, Path], tmp_path: Path) -> None:
+    uri, parent, _ = sweep
+    result = compare(uri, tmp_path / "out", parent_run_id=parent)
+    runs, summary = result.runs, result.summary
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    assert list(summary.index) == ["asym_1_10", "sym_1_1"] and list(summary["n"]) == [2, 2]
+    asym = runs[runs["group"] == "asym_1_10"]
+    assert summary.loc["asym_1_10", "val_sharpe_mean"] == pytest.approx(asym["val_sharpe"].mean())
+    assert (runs["wall_s"] > 0).all() and (runs["steps_per_s"] > 0).all()
+    # test figures exist for the backtested group only
+    assert result.has_test
+    assert runs.loc[asym.index, "test_sharpe"].notna().all()
+    assert runs[runs["group"] == "sym_1_1"]["test_sharpe"].isna().all()
+    assert summary.loc[["sym_1_1"], "test_sharpe_mean"].isna().all()
+    assert result.dsr["n_trials"] == 4 and 0.0 <= result.dsr["dsr"] <= 1.0
+    assert result.dsr["run_id"] == runs["val_sharpe"].idxmax()
+    assert set(result.histories["key"]) == {"reward/mean", "val/sharpe"}
+    assert len(result.histories) == 4 * 4 * 2  # 4 runs x 4 episodes x 2 keys
+    for name in ("learning_curves", "bars"):
+        assert result.files[name].read_bytes()[:8] == PNG
+    saved = pd.read_csv(result.files["summary"], index_col=0)
+    assert saved.loc["sym_1_1", "n"] == 2
+    text = report(result)
+    assert "asym_1_10" in text and "sym_1_1 - asym_1_10 val_sharpe" in text
+    assert "Deflated Sharpe Ratio" in text and "validation only" not in text
+
+
+def test_compare_without_backtests_says_validation_only(
+    sweep: tuple[str, str, Path], tmp_path: Path
+) -> None:
+    uri, _, _ = sweep
+    result = compare(uri, tmp_path, experiments=["hmarl"], tags={"experiment_name": "sym_1_1"})
+    assert list(result.summary.index) == ["sym_1_1"] and not result.has_test
+    assert "validation only" in report(result)
+
+
+def test_compare_errors_name_the_selection(sweep: tuple[str, str, Path], tmp_path: Path) -> None:
+    uri, _, _ = sweep
+    with pytest.raises(ValueError, match="experiment 'nope' not found"):
+        compare(uri, tmp_path, experiments=["nope"])
+    with pytest.raises(ValueError, match="no training runs"):
+        compare(uri, tmp_path, tags={"experiment_name": "asym_1_2"})
+    with pytest.raises(FileNotFoundError, match="no MLflow store"):
+        compare(f"sqlite:///{tmp_path / 'missing.db'}", tmp_path)
+
+
+@pytest.mark.slow
+def test_compare_runs_cli(sweep: tuple[str, str, Path], tmp_path: Path) -> None:
+    uri, _, _ = sweep
+    cmd = [sys.executable, str(REPO / "scripts" / "compare_runs.py"), "--tracking-uri", uri,
+           "--latest-sweep", "--out", str(tmp_path / "cli")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "asym_1_10" in proc.stdout and "Deflated Sharpe Ratio" in proc.stdout
+    assert (tmp_path / "cli" / "learning_curves.png").read_bytes()[:8] == PNG
+    bad = subprocess.run([*cmd[:2], "--tag", "novalue"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- the notebook
+
+
+NOTEBOOK = REPO / "notebooks" / "compare_runs.ipynb"
+
+
+def test_notebook_is_committed_without_outputs() -> None:
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+    assert any("from hmarl.compare import" in c.source for c in code)
+
+
+@pytest.mark.slow
+def test_notebook_executes_headless(
+    sweep: tuple[str, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    uri, parent, _ = sweep
+    monkeypatch.setenv("HMARL_TRACKING_URI", uri)
+    monkeypatch.setenv("HMARL_PARENT_RUN", parent)
+    monkeypatch.setenv("HMARL_COMPARE_OUT", str(tmp_path / "nb"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # jupyter_client starts the native python3 kernel with this interpreter (sys.executable)
+    client = NotebookClient(
+        nb, kernel_name="python3", timeout=180, resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    printed = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "asym_1_10" in printed and "Deflated Sharpe Ratio" in printed
+    assert (tmp_path / "nb" / "groups.png").read_bytes()[:8] == PNG
