@@ -57,7 +57,9 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
     return target
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Load with ``weights_only=True``: tensors and plain containers only, never code."""
     p = Path(path)
     if not p.is_file():
@@ -76,7 +78,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return ckpt
 
 
-def policy_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> HierarchicalPolicy:
+def policy_from_checkpoint(
+    ckpt: dict[str, Any], device: str | torch.device = "cpu"
+) -> HierarchicalPolicy:
     """Rebuild the policy with the checkpoint's architecture and weights (eval mode)."""
     model = ModelConfig(**ckpt["model"])
     policy = HierarchicalPolicy(len(ckpt["feature_spec"]["names"]), **asdict(model))

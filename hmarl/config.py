@@ -231,5 +231,5 @@ def flatten(cfg: Config | dict[str, Any], prefix: str = "") -> dict[str, Any]:
             else:
                 out[key] = v
 
-    walk(node, prefix)
+    walk({str(k): v for k, v in node.items()}, prefix)
     return out

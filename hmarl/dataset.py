@@ -167,7 +167,11 @@ def build_market(
         bad = first_valid + int(np.argmin(finite[first_valid:]))
         raise ValueError(f"non-finite feature window at row {bad} ({candles.index[bad]})")
     row_splits = chronological_split(
-        candles.index, train=train_frac, val=val_frac, val_start=val_start, test_start=test_start
+        pd.DatetimeIndex(candles.index),
+        train=train_frac,
+        val=val_frac,
+        val_start=val_start,
+        test_start=test_start,
     )
     splits = decision_splits(row_splits, first_valid)
     if scalers is None:
@@ -196,7 +200,12 @@ def build_market(
 
 def cache_key(fingerprint: str, params: Mapping[str, Any]) -> str:
     blob = json.dumps(
-        {"fingerprint": fingerprint, "params": params, "format": CACHE_FORMAT, "version": __version__},
+        {
+            "fingerprint": fingerprint,
+            "params": params,
+            "format": CACHE_FORMAT,
+            "version": __version__,
+        },
         sort_keys=True,
         default=str,
     )
@@ -235,7 +244,8 @@ def _save(path: Path, market: MarketData, key: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+            payload = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays}
+            np.savez(fh, **payload)  # type: ignore[arg-type]
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -309,7 +319,9 @@ def market_for_config(
 ) -> MarketData:
     """The entry points' one call: load candles for ``data`` and build (or load) tensors."""
     names = resolve_feature_names(feature_names)
-    extra = [c for c in required_columns(names) if c not in ("open", "high", "low", "close", "volume")]
+    extra = [
+        c for c in required_columns(names) if c not in ("open", "high", "low", "close", "volume")
+    ]
     min_candles = macro_window + feature_lookback(names) + 10
     candles = load_market_candles(data, min_candles=min_candles, extra_columns=extra, log=log)
     return cached_market(

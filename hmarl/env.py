@@ -82,7 +82,9 @@ def position_grid(params: EnvParams) -> Grid:
         inc = params.increment
         step = {BUY: lambda p: min(p + inc, m), SELL: lambda p: max(p - inc, lo)}
     else:
-        raise ValueError(f"env.action_mode must be 'target' or 'increment', got {params.action_mode!r}")
+        raise ValueError(
+            f"env.action_mode must be 'target' or 'increment', got {params.action_mode!r}"
+        )
     pos = np.asarray(values, dtype=np.float64)
 
     def index(v: float) -> int:

@@ -28,7 +28,7 @@ def market_tensors(market: MarketData, device: torch.device | str = "cpu") -> Ma
 
 
 def steps_frame(traj: Trajectory, market: MarketData, env_index: int = 0) -> pd.DataFrame:
-    """One row per decision bar t: price, next price, action, probabilities, position, costs, equity."""
+    """One row per decision bar t: prices, action, probabilities, position, costs, equity."""
     rows = traj.rows[env_index].cpu().numpy()
     probs = traj.probs[env_index].detach().cpu().numpy().astype(np.float64)
     s = traj.settlement

@@ -11,6 +11,7 @@ identity in eval mode.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,7 @@ class DecisionHead(nn.Module):
             raise ValueError("DecisionHead needs at least one hidden layer")
         self.ctx_dim = macro_dim + micro_dim
         dims = [self.ctx_dim + N_STATE, *hidden]
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(dims))
         self.out = nn.Linear(dims[-1], n_actions)
         self.p = dropout
         self.hidden_sizes = tuple(hidden)
@@ -166,4 +167,3 @@ class HierarchicalPolicy(nn.Module):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-

@@ -25,7 +25,10 @@ def make_optimizers(
 ) -> dict[str, torch.optim.Adam]:
     """One Adam per module, so each can have its own learning rate and its own clock."""
     lrs = {"macro": lr_macro, "micro": lr_micro, "head": lr_head}
-    return {name: torch.optim.Adam(module_of(policy, name).parameters(), lr=lrs[name]) for name in MODULES}
+    return {
+        name: torch.optim.Adam(module_of(policy, name).parameters(), lr=lrs[name])
+        for name in MODULES
+    }
 
 
 def module_of(policy: HierarchicalPolicy, name: str) -> nn.Module:
@@ -123,4 +126,6 @@ def _clip(params: list[nn.Parameter], max_norm: float) -> float:
         return 0.0
     if max_norm > 0:
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+    return float(
+        torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    )

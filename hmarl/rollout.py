@@ -134,7 +134,9 @@ def collect(
     if cache is not None:
         macro_emb = cache.emb[rows - cache.offset]  # [B, L, D_macro], no graph
     else:
-        macro_mask = _mask(policy.macro.mask_shape(lead), policy.macro.p, policy.training, generator)
+        macro_mask = _mask(
+            policy.macro.mask_shape(lead), policy.macro.p, policy.training, generator
+        )
         with torch.set_grad_enabled(train_macro and torch.is_grad_enabled()):
             macro_emb = policy.macro(market.macro[rows], macro_mask)
     micro_mask = _mask(policy.micro.mask_shape(lead), policy.micro.p, policy.training, generator)

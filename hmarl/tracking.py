@@ -35,7 +35,9 @@ class Tracker:
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
-    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None: ...
+    def log_artifact(
+        self, path: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -138,7 +140,12 @@ def git_commit() -> str:
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -61,13 +61,22 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name} requested but CUDA is not available; use device=auto or cpu")
+        raise ValueError(
+            f"device={name} requested but CUDA is not available; use device=auto or cpu"
+        )
     return device
 
 
 def env_params(cfg: Config) -> EnvParams:
     e = cfg.env
-    return EnvParams(e.commission, e.slippage_bps, e.max_position, e.allow_short, e.action_mode.value, e.increment)
+    return EnvParams(
+        e.commission,
+        e.slippage_bps,
+        e.max_position,
+        e.allow_short,
+        e.action_mode.value,
+        e.increment,
+    )
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:
@@ -86,12 +95,16 @@ def _check_resume(ckpt: dict[str, Any], cfg: Config, market: MarketData) -> None
         if ckpt["feature_spec"][key] != spec[key]:
             problems.append(f"features.{key} differs: {ckpt['feature_spec'][key]} vs {spec[key]}")
     if ckpt["data_fingerprint"] != market.fingerprint:
-        problems.append("the data differs from the data the checkpoint was trained on (fingerprint)")
+        problems.append(
+            "the data differs from the data the checkpoint was trained on (fingerprint)"
+        )
     if problems:
         raise CheckpointError("cannot resume from this checkpoint:\n  " + "\n  ".join(problems))
 
 
-def _start_tracker(cfg: Config, market: MarketData, overrides: Sequence[str], run_id: str | None) -> Tracker:
+def _start_tracker(
+    cfg: Config, market: MarketData, overrides: Sequence[str], run_id: str | None
+) -> Tracker:
     if not cfg.tracking.enabled:
         return Tracker()
     name = cfg.tracking.run_name or " ".join([cfg.experiment_name, *overrides]).strip() or "train"
@@ -102,13 +115,148 @@ def _start_tracker(cfg: Config, market: MarketData, overrides: Sequence[str], ru
         "hydra_overrides": " ".join(overrides),
         "kind": "train",
     }
-    return MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name=name[:250], tags=tags, run_id=run_id)
+    return MlflowTracker(
+        cfg.tracking.uri, cfg.tracking.experiment, run_name=name[:250], tags=tags, run_id=run_id
+    )
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:
     if not math.isfinite(value):
         return False
     return best is None or (value > best if mode == "max" else value < best)
+
+
+EpisodeHook = Callable[
+    [int, dict[str, float], HierarchicalPolicy, dict[str, torch.optim.Adam]], None
+]
+
+
+class Trainer:
+    """One training run: set-up, the episode loop, validation and checkpoints."""
+
+    def __init__(self, cfg: Config, out_dir: str | os.PathLike[str]) -> None:
+        self.cfg, tc = cfg, cfg.trainer
+        self.out = Path(out_dir)
+        self.last_path = self.out / "checkpoints" / "last.pt"
+        self.best_path = self.out / "checkpoints" / "best.pt"
+        self.last_path.parent.mkdir(parents=True, exist_ok=True)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        device = resolve_device(cfg.device)
+
+        # ---- data: candles -> features -> windows (cached) ----
+        self.market = market_for_config(
+            cfg.data,
+            feature_names=cfg.features.names,
+            macro_window=cfg.features.macro_window,
+            micro_window=cfg.features.micro_window,
+            cache_dir=cfg.cache_dir,
+        )
+        self.tensors = market_tensors(self.market, device)
+
+        # ---- model, optimizers, RNG, state (fresh or resumed) ----
+        self.policy = HierarchicalPolicy(self.market.n_features, **asdict(cfg.model)).to(device)
+        self.optimizers = make_optimizers(
+            self.policy, lr_macro=tc.lr_macro, lr_micro=tc.lr_micro, lr_head=tc.lr_head
+        )
+        self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.state = TrainState()
+        if tc.resume:
+            self._resume(tc.resume, device)
+        self.env = env_params(cfg)
+        self.grid = position_grid(self.env)
+        self.cache: MacroCache | None = None
+        self.val: dict[str, Any] = {}
+
+    def _resume(self, path: str, device: torch.device) -> None:
+        ckpt = load_checkpoint(path, map_location=device)
+        _check_resume(ckpt, self.cfg, self.market)
+        self.policy.load_state_dict(ckpt["policy"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        self.gen.set_state(ckpt["rng"]["generator"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.state = TrainState(**ckpt["train_state"])
+        print(f"resumed from {path} at episode {self.state.episode}")
+
+    def save(self, path: Path) -> Path:
+        return save_checkpoint(
+            path,
+            {
+                "policy": self.policy.state_dict(),
+                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+                "train_state": asdict(self.state),
+                "rng": {"generator": self.gen.get_state(), "torch": torch.get_rng_state()},
+                "config": config_dict(self.cfg),
+                "model": asdict(self.cfg.model),
+                "env": asdict(self.env),
+                "feature_spec": self.market.feature_spec(),
+                "data_fingerprint": self.market.fingerprint,
+                "data_splits": {k: list(v) for k, v in self.market.splits.items()},
+            },
+        )
+
+    def episode(self, episode: int) -> dict[str, float]:
+        """Collect a batch of trajectories and apply one scheduled REINFORCE update."""
+        tc = self.cfg.trainer
+        t0 = time.perf_counter()
+        lo, hi = self.market.splits["train"]
+        update_macro = macro_steps_at(episode, tc.macro_every)
+        use_cache = tc.cache_frozen_macro and not update_macro
+        if use_cache and self.cache is None:
+            self.cache = macro_cache(self.policy, self.tensors.macro, lo, hi)
+        starts = sample_starts(lo, hi, tc.episode_len, tc.n_envs, self.gen)
+        traj = collect(
+            self.policy,
+            self.tensors,
+            starts,
+            tc.episode_len,
+            self.grid,
+            self.env,
+            generator=self.gen,
+            cache=self.cache if use_cache else None,
+            train_macro=update_macro,
+        )
+        metrics = reinforce_update(
+            self.policy,
+            self.optimizers,
+            traj,
+            gamma=tc.gamma,
+            entropy_coef=tc.entropy_coef,
+            grad_clip=tc.grad_clip,
+            update_macro=update_macro,
+        )
+        if update_macro:
+            self.cache = None  # MacroNet changed: its cached embeddings are stale
+            self.state.macro_steps += 1
+        metrics["perf/steps_per_s"] = tc.n_envs * tc.episode_len / (time.perf_counter() - t0)
+        self.state.episode = episode + 1
+        return metrics
+
+    def validate(self, episode: int) -> dict[str, float]:
+        """Deterministic validation; keeps `best` and counts evaluations without improvement."""
+        tc = self.cfg.trainer
+        self.val = validate(self.policy, self.market, self.tensors, self.env)
+        vals = metric_keys(self.val, prefix="val/")
+        value = vals.get(f"val/{tc.best_metric}")
+        if value is None:
+            choices = sorted(k[4:] for k in vals)
+            raise KeyError(
+                f"trainer.best_metric={tc.best_metric!r} is not a validation key; "
+                f"choose one of {choices}"
+            )
+        if _improved(value, self.state.best_value, tc.best_mode.value):
+            self.state.best_value, self.state.best_episode = value, episode
+            self.state.evals_without_improvement = 0
+            self.save(self.best_path)
+        else:
+            self.state.evals_without_improvement += 1
+        return vals
+
+    def stop_early(self) -> bool:
+        patience = self.cfg.trainer.early_stop_patience
+        return 0 < patience <= self.state.evals_without_improvement
 
 
 def train(
@@ -118,135 +266,49 @@ def train(
     overrides: Sequence[str] = (),
     composed_yaml: str | None = None,
     progress: bool = True,
-    on_episode: Callable[[int, dict[str, float], HierarchicalPolicy, dict[str, torch.optim.Adam]], None]
-    | None = None,
+    on_episode: EpisodeHook | None = None,
 ) -> TrainResult:
     """Train a HierarchicalPolicy as configured; writes checkpoints under ``out_dir``.
 
     ``on_episode(episode, metrics, policy, optimizers)`` runs after each episode's update
     (for custom logging, and for tests that watch the schedule).
     """
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    tc = cfg.trainer
-
-    # ---- data: candles -> features -> windows (cached) ----
-    market = market_for_config(
-        cfg.data,
-        feature_names=cfg.features.names,
-        macro_window=cfg.features.macro_window,
-        micro_window=cfg.features.micro_window,
-        cache_dir=cfg.cache_dir,
-    )
-    tensors = market_tensors(market, device)
-    lo, hi = market.splits["train"]
-
-    # ---- model, optimizers, RNG, state (fresh or resumed) ----
-    policy = HierarchicalPolicy(market.n_features, **asdict(cfg.model)).to(device)
-    optimizers = make_optimizers(policy, lr_macro=tc.lr_macro, lr_micro=tc.lr_micro, lr_head=tc.lr_head)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    state = TrainState()
-    if tc.resume:
-        ckpt = load_checkpoint(tc.resume, map_location=device)
-        _check_resume(ckpt, cfg, market)
-        policy.load_state_dict(ckpt["policy"])
-        for name, opt in optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][name])
-        gen.set_state(ckpt["rng"]["generator"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        state = TrainState(**ckpt["train_state"])
-        print(f"resumed from {tc.resume} at episode {state.episode}")
-    env = env_params(cfg)
-    grid = position_grid(env)
-
-    def save(path: Path) -> Path:
-        return save_checkpoint(
-            path,
-            {
-                "policy": policy.state_dict(),
-                "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-                "train_state": asdict(state),
-                "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
-                "config": config_dict(cfg),
-                "model": asdict(cfg.model),
-                "env": asdict(env),
-                "feature_spec": market.feature_spec(),
-                "data_fingerprint": market.fingerprint,
-                "data_splits": {k: list(v) for k, v in market.splits.items()},
-            },
-        )
-
-    tracker = _start_tracker(cfg, market, overrides, state.run_id)
+    run = Trainer(cfg, out_dir)
+    tc, state = cfg.trainer, run.state
+    tracker = _start_tracker(cfg, run.market, overrides, state.run_id)
     state.run_id = tracker.run_id
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    status, val, stopped_early = "FAILED", {}, False
-    pbar = tqdm(total=tc.episodes, initial=state.episode, disable=not progress, mininterval=1.0, unit="ep")
+    status, stopped_early = "FAILED", False
+    pbar = tqdm(
+        total=tc.episodes, initial=state.episode, disable=not progress, mininterval=1.0, unit="ep"
+    )
     try:
         if not tc.resume:
             tracker.log_params(flatten(cfg))
-        _log_config_artifacts(tracker, out, cfg, overrides, composed_yaml)
-        cache: MacroCache | None = None
-        policy.train()
+        _log_config_artifacts(tracker, run.out, cfg, overrides, composed_yaml)
+        run.policy.train()
         for episode in range(state.episode, tc.episodes):
-            t0 = time.perf_counter()
-            update_macro = macro_steps_at(episode, tc.macro_every)
-            use_cache = tc.cache_frozen_macro and not update_macro
-            if use_cache and cache is None:
-                cache = macro_cache(policy, tensors.macro, lo, hi)
-            starts = sample_starts(lo, hi, tc.episode_len, tc.n_envs, gen)
-            traj = collect(
-                policy, tensors, starts, tc.episode_len, grid, env, generator=gen,
-                cache=cache if use_cache else None, train_macro=update_macro,
-            )
-            metrics = reinforce_update(
-                policy, optimizers, traj, gamma=tc.gamma, entropy_coef=tc.entropy_coef,
-                grad_clip=tc.grad_clip, update_macro=update_macro,
-            )
-            if update_macro:
-                cache = None  # MacroNet changed: its cached embeddings are stale
-                state.macro_steps += 1
-            metrics["perf/steps_per_s"] = tc.n_envs * tc.episode_len / (time.perf_counter() - t0)
-            state.episode = episode + 1
+            metrics = run.episode(episode)
             last = state.episode == tc.episodes
             if state.episode % tc.eval_every == 0 or last:
-                val = validate(policy, market, tensors, env)
-                vals = metric_keys(val, prefix="val/")
-                metrics.update(vals)
-                value = vals.get(f"val/{tc.best_metric}")
-                if value is None:
-                    raise KeyError(f"trainer.best_metric={tc.best_metric!r} is not a validation key; "
-                                   f"choose one of {sorted(k[4:] for k in vals)}")
-                if _improved(value, state.best_value, tc.best_mode.value):
-                    state.best_value, state.best_episode = value, episode
-                    state.evals_without_improvement = 0
-                    save(best_path)
-                else:
-                    state.evals_without_improvement += 1
-                stopped_early = 0 < tc.early_stop_patience <= state.evals_without_improvement
+                metrics.update(run.validate(episode))
+                stopped_early = run.stop_early()
             if state.episode % tc.checkpoint_every == 0 or last or stopped_early:
-                save(last_path)
+                run.save(run.last_path)
             tracker.log_metrics(metrics, step=episode)
             if on_episode is not None:
-                on_episode(episode, metrics, policy, optimizers)
-            pbar.set_postfix(
-                reward=f"{metrics['reward/mean']:+.4f}", loss=f"{metrics['loss/policy']:.3g}",
-                steps_s=f"{metrics['perf/steps_per_s']:.0f}",
-                val_sharpe=f"{val.get('Sharpe Ratio', float('nan')):.2f}", refresh=False,
-            )
-            pbar.update(1)
+                on_episode(episode, metrics, run.policy, run.optimizers)
+            _show(pbar, metrics, run.val)
             if stopped_early:
-                print(f"early stop at episode {episode}: no improvement in {tc.early_stop_patience} evaluations")
+                n = tc.early_stop_patience
+                print(f"early stop at episode {episode}: {n} evaluations without improvement")
                 break
-        if not last_path.exists():  # resumed a finished run: nothing new, keep the state
-            save(last_path)
-        tracker.set_tags({"best_episode": str(state.best_episode), "stopped_early": str(stopped_early)})
+        if not run.last_path.exists():  # resumed a finished run: nothing new, keep the state
+            run.save(run.last_path)
+        tracker.set_tags(
+            {"best_episode": str(state.best_episode), "stopped_early": str(stopped_early)}
+        )
         if cfg.tracking.log_checkpoints:
-            for path in (last_path, best_path):
+            for path in (run.last_path, run.best_path):
                 if path.exists():
                     tracker.log_artifact(path, "checkpoints")
         status = "FINISHED"
@@ -255,16 +317,34 @@ def train(
         raise
     finally:
         pbar.close()
-        if status != "FINISHED" and cfg.tracking.log_checkpoints and last_path.exists():
-            try:  # the last good checkpoint, for inspection of the failed run
-                tracker.log_artifact(last_path, "checkpoints")
-            except Exception as exc:  # never mask the original error
-                print(f"warning: could not log the last checkpoint: {exc}")
-        tracker.finish(status)
-    result = TrainResult(out, last_path, best_path if best_path.exists() else None, tracker.run_id,
-                         state, val, stopped_early)
+        _finish(tracker, status, run.last_path if cfg.tracking.log_checkpoints else None)
+    best = run.best_path if run.best_path.exists() else None
+    result = TrainResult(
+        run.out, run.last_path, best, tracker.run_id, state, run.val, stopped_early
+    )
     _print_summary(result, cfg)
     return result
+
+
+def _show(pbar: tqdm, metrics: dict[str, float], val: dict[str, Any]) -> None:
+    pbar.set_postfix(
+        reward=f"{metrics['reward/mean']:+.4f}",
+        loss=f"{metrics['loss/policy']:.3g}",
+        steps_s=f"{metrics['perf/steps_per_s']:.0f}",
+        val_sharpe=f"{val.get('Sharpe Ratio', float('nan')):.2f}",
+        refresh=False,
+    )
+    pbar.update(1)
+
+
+def _finish(tracker: Tracker, status: str, last: Path | None) -> None:
+    """End the MLflow run with its status; a failed run still gets its last good checkpoint."""
+    if status != "FINISHED" and last is not None and last.exists():
+        try:
+            tracker.log_artifact(last, "checkpoints")
+        except Exception as exc:  # never mask the original error
+            print(f"warning: could not log the last checkpoint: {exc}")
+    tracker.finish(status)
 
 
 def _log_config_artifacts(
@@ -281,11 +361,16 @@ def _log_config_artifacts(
 
 def _print_summary(result: TrainResult, cfg: Config) -> None:
     s = result.state
-    best = "none" if s.best_value is None else f"{cfg.trainer.best_metric}={s.best_value:.4g} at episode {s.best_episode}"
+    best = (
+        "none"
+        if s.best_value is None
+        else f"{cfg.trainer.best_metric}={s.best_value:.4g} at episode {s.best_episode}"
+    )
     lines = [
         f"episodes: {s.episode} (MacroNet steps: {s.macro_steps}); best validation {best}",
         f"output: {result.out_dir.resolve()}",
-        f"checkpoints: {result.last_checkpoint}" + (f", {result.best_checkpoint}" if result.best_checkpoint else ""),
+        f"checkpoints: {result.last_checkpoint}"
+        + (f", {result.best_checkpoint}" if result.best_checkpoint else ""),
     ]
     if result.run_id:
         lines.append(f"MLflow run: {result.run_id} (experiment '{cfg.tracking.experiment}')")
@@ -308,7 +393,10 @@ def main(dcfg: DictConfig) -> float | None:
     if hc.mode is None or hc.mode.name == "RUN":
         signal.signal(signal.SIGTERM, _sigterm)  # a cluster's preemption ends the run KILLED
     result = train(
-        cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), composed_yaml=OmegaConf.to_yaml(dcfg)
+        cfg,
+        hc.runtime.output_dir,
+        overrides=list(hc.overrides.task),
+        composed_yaml=OmegaConf.to_yaml(dcfg),
     )
     return result.state.best_value
 

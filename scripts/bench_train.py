@@ -44,14 +44,22 @@ def config(*overrides: str) -> Config:
 def plain_reference(cfg: Config, episodes: int) -> float:
     """Env-steps/s of a per-step, gym-style REINFORCE loop (one environment)."""
     market = market_for_config(
-        cfg.data, feature_names=cfg.features.names, macro_window=cfg.features.macro_window,
-        micro_window=cfg.features.micro_window, cache_dir=cfg.cache_dir, log=None,
+        cfg.data,
+        feature_names=cfg.features.names,
+        macro_window=cfg.features.macro_window,
+        micro_window=cfg.features.micro_window,
+        cache_dir=cfg.cache_dir,
+        log=None,
     )
     t = market_tensors(market)
     torch.manual_seed(0)
     policy = HierarchicalPolicy(market.n_features, **asdict(cfg.model)).train()
-    opts = make_optimizers(policy, lr_macro=cfg.trainer.lr_macro, lr_micro=cfg.trainer.lr_micro,
-                           lr_head=cfg.trainer.lr_head)
+    opts = make_optimizers(
+        policy,
+        lr_macro=cfg.trainer.lr_macro,
+        lr_micro=cfg.trainer.lr_micro,
+        lr_head=cfg.trainer.lr_head,
+    )
     lo, hi = market.splits["train"]
     length, fee_rate = cfg.trainer.episode_len, cfg.env.commission
     gen = torch.Generator().manual_seed(0)
@@ -62,7 +70,9 @@ def plain_reference(cfg: Config, episodes: int) -> float:
         position, logps, rewards = 0.0, [], []
         for k in range(length):
             row = start + k
-            probs = policy(t.macro[row], t.micro[row], torch.tensor(position), torch.tensor(1 - abs(position)))
+            probs = policy(
+                t.macro[row], t.micro[row], torch.tensor(position), torch.tensor(1 - abs(position))
+            )
             action = int(torch.multinomial(probs, 1, generator=gen))
             logps.append(torch.log(probs[action]))
             target = {0: position, 1: 1.0, 2: -1.0}[action]
@@ -97,34 +107,50 @@ def timed_training(cfg: Config, out: Path) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ref-episodes", type=int, default=3, help="timed episodes of the plain reference")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--ref-episodes", type=int, default=3, help="timed episodes of the plain reference"
+    )
     ap.add_argument("--cycles", type=int, default=2, help="timed 11-episode cycles per schedule")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        common = ["tracking=none", f"cache_dir={tmp}/cache", "trainer.eval_every=100000",
-                  "trainer.checkpoint_every=100000"]
+        common = [
+            "tracking=none",
+            f"cache_dir={tmp}/cache",
+            "trainer.eval_every=100000",
+            "trainer.checkpoint_every=100000",
+        ]
         n_eps = 11 * (args.cycles + 1)  # the first cycle warms up
         asym = config("+experiment=asym_1_10", f"trainer.episodes={n_eps}", *common)
         sym = config("+experiment=sym_1_1", f"trainer.episodes={n_eps}", *common)
-        print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads; batch {asym.trainer.n_envs} x {asym.trainer.episode_len}")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; "
+            f"batch {asym.trainer.n_envs} x {asym.trainer.episode_len}"
+        )
         ref = plain_reference(asym, args.ref_episodes)
         print(f"(a) plain reference (1 env, per-step forward + autograd): {ref:,.0f} env-steps/s")
         t_asym = timed_training(asym, Path(tmp) / "asym")[11:]
         t_sym = timed_training(sym, Path(tmp) / "sym")[11:]
     steps = asym.trainer.n_envs * asym.trainer.episode_len
     fast = steps * len(t_asym) / sum(t_asym)
-    print(f"(b) hmarl trainer, asym_1_10 defaults: {fast:,.0f} env-steps/s "
-          f"(MacroNet-update episodes {steps / (sum(t_asym[::11]) / len(t_asym[::11])):,.0f}/s, "
-          f"frozen {steps * 10 * args.cycles / (sum(t_asym) - sum(t_asym[::11])):,.0f}/s)")
+    print(
+        f"(b) hmarl trainer, asym_1_10 defaults: {fast:,.0f} env-steps/s "
+        f"(MacroNet-update episodes {steps / (sum(t_asym[::11]) / len(t_asym[::11])):,.0f}/s, "
+        f"frozen {steps * 10 * args.cycles / (sum(t_asym) - sum(t_asym[::11])):,.0f}/s)"
+    )
     print(f"    ratio (b)/(a): {fast / ref:,.1f}x")
     cyc_a, cyc_s = sum(t_asym) / args.cycles, sum(t_sym) / args.cycles
-    print(f"one 11-episode cycle: sym_1_1 {cyc_s:.3f} s, asym_1_10 {cyc_a:.3f} s, "
-          f"sym/asym wall-clock ratio {cyc_s / cyc_a:.2f}x (SPEC's note claims 2.30x by parameter count)")
+    print(
+        f"one 11-episode cycle: sym_1_1 {cyc_s:.3f} s, asym_1_10 {cyc_a:.3f} s, "
+        f"sym/asym wall-clock ratio {cyc_s / cyc_a:.2f}x "
+        "(SPEC's note claims 2.30x from parameter counts)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def shared_data() -> Path:
     """Path of ../shared/data; skips the test with a reason when it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not available: {SHARED_DATA} is absent (a fresh clone has no ../shared)")
+        pytest.skip(
+            f"real data not available: {SHARED_DATA} is absent (a fresh clone has no ../shared)"
+        )
     return SHARED_DATA
 
 

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from hmarl.env import BUY, HOLD, SELL, EnvParams, bar_returns, position_grid, positions_from_actions, settle
+from hmarl.env import (
+    BUY,
+    HOLD,
+    SELL,
+    EnvParams,
+    bar_returns,
+    position_grid,
+    positions_from_actions,
+    settle,
+)
 
 
 def test_equity_matches_a_hand_computation() -> None:
@@ -36,7 +45,9 @@ def test_equity_matches_a_hand_computation() -> None:
     expected = [e1, e2, e3, e4, e5]
     np.testing.assert_allclose(s.equity[0].numpy(), expected, rtol=1e-12)
     np.testing.assert_allclose(s.turnover[0].numpy(), [1.0, 0.0, 2.0, 0.0, turn4], rtol=1e-12)
-    np.testing.assert_allclose(s.fee[0].numpy(), c * np.array([1.0, 0.0, 2.0, 0.0, turn4]), rtol=1e-12)
+    np.testing.assert_allclose(
+        s.fee[0].numpy(), c * np.array([1.0, 0.0, 2.0, 0.0, turn4]), rtol=1e-12
+    )
     np.testing.assert_allclose(s.reward[0].sum().item(), math.log(e5), rtol=1e-12)
 
 
@@ -56,7 +67,10 @@ def test_hold_on_a_short_pays_the_rebalance_back_to_its_target() -> None:
         (EnvParams(allow_short=False), [0.0, 1.0]),
         (EnvParams(max_position=0.5), [-0.5, 0.0, 0.5]),
         (EnvParams(action_mode="increment", increment=0.5), [-1.0, -0.5, 0.0, 0.5, 1.0]),
-        (EnvParams(action_mode="increment", increment=0.25, allow_short=False), [0.0, 0.25, 0.5, 0.75, 1.0]),
+        (
+            EnvParams(action_mode="increment", increment=0.25, allow_short=False),
+            [0.0, 0.25, 0.5, 0.75, 1.0],
+        ),
     ],
 )
 def test_position_grid(params: EnvParams, positions: list[float]) -> None:
@@ -66,17 +80,22 @@ def test_position_grid(params: EnvParams, positions: list[float]) -> None:
     assert (grid.next_state[:, HOLD] == np.arange(len(positions))).all()
     if params.action_mode == "target":
         assert (grid.positions[grid.next_state[:, BUY]] == params.max_position).all()
-        assert (grid.positions[grid.next_state[:, SELL]] == (-params.max_position if params.allow_short else 0.0)).all()
+        assert (
+            grid.positions[grid.next_state[:, SELL]]
+            == (-params.max_position if params.allow_short else 0.0)
+        ).all()
 
 
 def test_increment_mode_walks_and_clips() -> None:
     env = EnvParams(action_mode="increment", increment=0.5)
     acts = torch.tensor([[BUY, BUY, BUY, SELL, SELL, SELL, SELL, SELL, HOLD]])
-    assert positions_from_actions(acts, env).tolist() == [[0.5, 1.0, 1.0, 0.5, 0.0, -0.5, -1.0, -1.0, -1.0]]
+    assert positions_from_actions(acts, env).tolist() == [
+        [0.5, 1.0, 1.0, 0.5, 0.0, -0.5, -1.0, -1.0, -1.0]
+    ]
 
 
 def test_bad_increment_is_refused_with_the_reason() -> None:
-    with pytest.raises(ValueError, match="must divide env.max_position"):
+    with pytest.raises(ValueError, match=r"must divide env\.max_position"):
         position_grid(EnvParams(action_mode="increment", increment=0.3))
 
 

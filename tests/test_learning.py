@@ -26,8 +26,13 @@ from hmarl.train import env_params, train
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_trained_policy_beats_flat_and_random(tmp_path: Path, seed: int) -> None:
     cfg = compose_config(
-        "+experiment=asym_1_10", "data.n_candles=50000", "trainer.episodes=300", "trainer.eval_every=25",
-        f"seed={seed}", "tracking=none", f"cache_dir={tmp_path}/cache",
+        "+experiment=asym_1_10",
+        "data.n_candles=50000",
+        "trainer.episodes=300",
+        "trainer.eval_every=25",
+        f"seed={seed}",
+        "tracking=none",
+        f"cache_dir={tmp_path}/cache",
     )
     t0 = time.perf_counter()
     result = train(cfg, tmp_path / "run", progress=False)
@@ -35,19 +40,34 @@ def test_trained_policy_beats_flat_and_random(tmp_path: Path, seed: int) -> None
     assert result.best_checkpoint is not None
 
     policy = policy_from_checkpoint(load_checkpoint(result.best_checkpoint))
-    market = market_for_config(cfg.data, feature_names=cfg.features.names, macro_window=cfg.features.macro_window,
-                               micro_window=cfg.features.micro_window, cache_dir=cfg.cache_dir, log=None)
+    market = market_for_config(
+        cfg.data,
+        feature_names=cfg.features.names,
+        macro_window=cfg.features.macro_window,
+        micro_window=cfg.features.micro_window,
+        cache_dir=cfg.cache_dir,
+        log=None,
+    )
     tensors, env = market_tensors(market), env_params(cfg)
     for split in ("val", "test"):
         steps = run_split(policy, market, tensors, split, env)
         ours = compute_stats(steps, n_bootstrap=0)
         lo, hi = market.splits[split]
-        base = baseline_steps(market, lo, hi, env, agent_actions=steps["action"].to_numpy(), seed=seed,
-                              names=("flat", "random"))
+        base = baseline_steps(
+            market,
+            lo,
+            hi,
+            env,
+            agent_actions=steps["action"].to_numpy(),
+            seed=seed,
+            names=("flat", "random"),
+        )
         flat = compute_stats(base["flat"], n_bootstrap=0)["Return [%]"]
         rand = compute_stats(base["random"], n_bootstrap=0)["Return [%]"]
-        print(f"  {split}: policy {ours['Return [%]']:+.1f}% ({ours['# Trades']} trades, fees "
-              f"{ours['Fees Paid [%]']:.2f}%), flat {flat:+.1f}%, random {rand:+.1f}%")
+        print(
+            f"  {split}: policy {ours['Return [%]']:+.1f}% ({ours['# Trades']} trades, fees "
+            f"{ours['Fees Paid [%]']:.2f}%), flat {flat:+.1f}%, random {rand:+.1f}%"
+        )
         assert ours["# Trades"] > 0
         assert ours["Return [%]"] > flat + 1.0, split
         assert ours["Return [%]"] > rand + 1.0, split

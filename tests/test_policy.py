@@ -20,8 +20,16 @@ def test_layer_shapes() -> None:
     policy = HierarchicalPolicy(20)
     assert isinstance(policy.macro, MacroNet) and isinstance(policy.micro, MicroNet)
     assert isinstance(policy.head, DecisionHead)
-    assert (policy.macro.fc1.in_features, policy.macro.fc1.out_features, policy.macro.fc2.out_features) == (60, 256, 128)
-    assert (policy.micro.fc1.in_features, policy.micro.fc1.out_features, policy.micro.fc2.out_features) == (60, 64, 32)
+    assert (
+        policy.macro.fc1.in_features,
+        policy.macro.fc1.out_features,
+        policy.macro.fc2.out_features,
+    ) == (60, 256, 128)
+    assert (
+        policy.micro.fc1.in_features,
+        policy.micro.fc1.out_features,
+        policy.micro.fc2.out_features,
+    ) == (60, 64, 32)
     dims = [(layer.in_features, layer.out_features) for layer in policy.head.hidden]
     assert dims == [(162, 128), (128, 64)] and policy.head.out.out_features == 3
 
@@ -38,8 +46,15 @@ def test_probabilities_sum_to_one(batch: tuple[int, ...]) -> None:
 
 
 def test_sizes_and_dropout_come_from_arguments() -> None:
-    policy = HierarchicalPolicy(5, macro_hidden=32, macro_dim=16, micro_hidden=8, micro_dim=4,
-                                head_hidden=(10,), dropout=0.5)
+    policy = HierarchicalPolicy(
+        5,
+        macro_hidden=32,
+        macro_dim=16,
+        micro_hidden=8,
+        micro_dim=4,
+        head_hidden=(10,),
+        dropout=0.5,
+    )
     assert policy.macro.fc1.in_features == 15 and policy.head.hidden[0].in_features == 16 + 4 + 2
     assert policy.head.p == 0.5 and policy.macro.p == 0.5
 
@@ -60,5 +75,13 @@ def test_factored_head_equals_the_plain_head() -> None:
     head = DecisionHead().eval()
     macro, micro = torch.randn(9, 128), torch.randn(9, 32)
     pos, cash = torch.rand(9) * 2 - 1, torch.rand(9)
-    plain = head.out(torch.relu(head.hidden[1](torch.relu(head.hidden[0](torch.cat([macro, micro, pos[:, None], cash[:, None]], -1))))))
+    plain = head.out(
+        torch.relu(
+            head.hidden[1](
+                torch.relu(
+                    head.hidden[0](torch.cat([macro, micro, pos[:, None], cash[:, None]], -1))
+                )
+            )
+        )
+    )
     torch.testing.assert_close(head(macro, micro, pos, cash), plain)

@@ -34,11 +34,19 @@ def tiny_market(rows: int = 300, seed: int = 0) -> MarketTensors:
 def tiny_policy(seed: int = 0, dropout: float = 0.2) -> HierarchicalPolicy:
     torch.manual_seed(seed)
     return HierarchicalPolicy(
-        N_FEAT, macro_hidden=16, macro_dim=8, micro_hidden=8, micro_dim=4, head_hidden=(12, 6), dropout=dropout
+        N_FEAT,
+        macro_hidden=16,
+        macro_dim=8,
+        micro_hidden=8,
+        micro_dim=4,
+        head_hidden=(12, 6),
+        dropout=dropout,
     )
 
 
-def per_step_logp(policy: HierarchicalPolicy, market: MarketTensors, traj: Trajectory) -> torch.Tensor:
+def per_step_logp(
+    policy: HierarchicalPolicy, market: MarketTensors, traj: Trajectory
+) -> torch.Tensor:
     """The plain way: the whole model forward per step, one step at a time, same masks."""
     out = []
     for k in range(traj.rows.shape[1]):
@@ -94,7 +102,15 @@ def test_states_follow_the_action_rule() -> None:
     policy = tiny_policy()
     env = EnvParams()
     gen = torch.Generator().manual_seed(3)
-    traj = collect(policy, market, sample_starts(0, 290, 50, 8, gen), 50, position_grid(env), env, generator=gen)
+    traj = collect(
+        policy,
+        market,
+        sample_starts(0, 290, 50, 8, gen),
+        50,
+        position_grid(env),
+        env,
+        generator=gen,
+    )
     a, pos, held = traj.actions, traj.positions.double(), traj.held
     assert torch.all(pos[:, 0] == 0)  # every episode starts flat
     assert torch.all(held[a == BUY] == 1.0) and torch.all(held[a == SELL] == -1.0)
@@ -142,8 +158,14 @@ def test_macro_cache_equals_eval_mode_forward() -> None:
     gen = torch.Generator().manual_seed(2)
     policy.train()
     traj = collect(
-        policy, market, sample_starts(20, 200, 30, 4, gen), 30, position_grid(env), env,
-        generator=gen, cache=cache,
+        policy,
+        market,
+        sample_starts(20, 200, 30, 4, gen),
+        30,
+        position_grid(env),
+        env,
+        generator=gen,
+        cache=cache,
     )
     assert traj.macro_mask is None
     logp, _ = log_probs(policy, traj)
@@ -155,7 +177,9 @@ def test_macro_cache_equals_eval_mode_forward() -> None:
 def test_discounted_returns_match_the_definition() -> None:
     r = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])
     g = discounted_returns(r, 0.9)
-    expected = torch.tensor([[1 + 0.9 * 2 + 0.81 * 3, 2 + 0.9 * 3, 3.0], [0.5 - 0.9, -1.0, 0.0]], dtype=torch.float64)
+    expected = torch.tensor(
+        [[1 + 0.9 * 2 + 0.81 * 3, 2 + 0.9 * 3, 3.0], [0.5 - 0.9, -1.0, 0.0]], dtype=torch.float64
+    )
     torch.testing.assert_close(g, expected)
 
 
@@ -167,10 +191,18 @@ def test_reinforce_update_steps_only_scheduled_modules() -> None:
     gen = torch.Generator().manual_seed(4)
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
     traj = collect(
-        policy, market, sample_starts(0, 290, 30, 4, gen), 30, position_grid(env), env,
-        generator=gen, train_macro=False,
+        policy,
+        market,
+        sample_starts(0, 290, 30, 4, gen),
+        30,
+        position_grid(env),
+        env,
+        generator=gen,
+        train_macro=False,
     )
-    m = reinforce_update(policy, opts, traj, gamma=0.99, entropy_coef=0.0, grad_clip=1.0, update_macro=False)
+    m = reinforce_update(
+        policy, opts, traj, gamma=0.99, entropy_coef=0.0, grad_clip=1.0, update_macro=False
+    )
     for n, p in policy.named_parameters():
         changed = not torch.equal(p, before[n])
         assert changed == (not n.startswith("macro.")), n

@@ -26,14 +26,25 @@ def synthetic_ticks(minutes: int = 40, seed: int = 0) -> Ticks:
     q_ts = t0 + np.sort(rng.integers(0, minutes * 60 * 10**9, n_q))
     mid = 60_000 * np.exp(np.cumsum(rng.normal(0, 2e-5, n_q)))
     half = rng.choice([0.005, 0.01, 0.02], n_q)
-    quotes = pd.DataFrame({"ts": q_ts, "bid_price": mid - half, "bid_qty": rng.gamma(2, 1, n_q),
-                           "ask_price": mid + half, "ask_qty": rng.gamma(2, 1, n_q)})
+    quotes = pd.DataFrame(
+        {
+            "ts": q_ts,
+            "bid_price": mid - half,
+            "bid_qty": rng.gamma(2, 1, n_q),
+            "ask_price": mid + half,
+            "ask_qty": rng.gamma(2, 1, n_q),
+        }
+    )
     n_t = minutes * 60 * 2
     t_ts = t0 + np.sort(rng.integers(0, minutes * 60 * 10**9, n_t))
     idx = np.clip(np.searchsorted(q_ts, t_ts, side="right") - 1, 0, n_q - 1)
     is_buy = rng.random(n_t) < 0.5
-    price = np.where(is_buy, quotes["ask_price"].to_numpy()[idx], quotes["bid_price"].to_numpy()[idx])
-    trades = pd.DataFrame({"ts": t_ts, "price": price, "qty": rng.gamma(1.5, 0.01, n_t), "is_buy": is_buy})
+    price = np.where(
+        is_buy, quotes["ask_price"].to_numpy()[idx], quotes["bid_price"].to_numpy()[idx]
+    )
+    trades = pd.DataFrame(
+        {"ts": t_ts, "price": price, "qty": rng.gamma(1.5, 0.01, n_t), "is_buy": is_buy}
+    )
     return Ticks(quotes, trades)
 
 
@@ -46,13 +57,27 @@ def test_book_features_need_the_bar_columns() -> None:
 def test_trains_on_tick_bars_with_book_features(tmp_path: Path) -> None:
     bars_path = tmp_path / "bars.parquet"
     write_bars(ticks_to_bars(synthetic_ticks(), "1s"), bars_path, "1s")
-    candles = load_candles(bars_path, fmt="parquet", extra_columns=list(BAR_EXTRA_COLUMNS), log=None)
+    candles = load_candles(
+        bars_path, fmt="parquet", extra_columns=list(BAR_EXTRA_COLUMNS), log=None
+    )
     assert len(candles) > 2000
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "hmarl.train", "+experiment=asym_1_10", "data=parquet",
-           f"data.path={bars_path}", "features=book", "trainer.episodes=4", "trainer.n_envs=4",
-           "trainer.episode_len=32", "trainer.eval_every=2", "tracking=none",
-           f"cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/out"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hmarl.train",
+        "+experiment=asym_1_10",
+        "data=parquet",
+        f"data.path={bars_path}",
+        "features=book",
+        "trainer.episodes=4",
+        "trainer.n_envs=4",
+        "trainer.episode_len=32",
+        "trainer.eval_every=2",
+        "tracking=none",
+        f"cache_dir={tmp_path}/cache",
+        f"hydra.run.dir={tmp_path}/out",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "episodes: 4 (MacroNet steps: 1)" in proc.stdout
@@ -62,14 +87,28 @@ def test_trains_on_tick_bars_with_book_features(tmp_path: Path) -> None:
 @pytest.mark.realdata
 def test_trains_on_the_real_capture(tmp_path: Path, shared_data: Path) -> None:
     bars_path = tmp_path / "ws_1s.parquet"
-    write_bars(ticks_to_bars(read_ws_capture(shared_data / "binance_spot_btcusdt_20240809_ws.gz"), "1s"),
-               bars_path, "1s")
-    cfg = compose_config("+experiment=asym_1_10", "data=parquet", f"data.path={bars_path}", "features=book",
-                         "features.macro_window=30", "features.micro_window=8", "trainer.episodes=3",
-                         "trainer.n_envs=2", "trainer.episode_len=16", "tracking=none",
-                         f"cache_dir={tmp_path}/cache")
+    write_bars(
+        ticks_to_bars(read_ws_capture(shared_data / "binance_spot_btcusdt_20240809_ws.gz"), "1s"),
+        bars_path,
+        "1s",
+    )
+    cfg = compose_config(
+        "+experiment=asym_1_10",
+        "data=parquet",
+        f"data.path={bars_path}",
+        "features=book",
+        "features.macro_window=30",
+        "features.micro_window=8",
+        "trainer.episodes=3",
+        "trainer.n_envs=2",
+        "trainer.episode_len=16",
+        "tracking=none",
+        f"cache_dir={tmp_path}/cache",
+    )
     result = train(cfg, tmp_path / "out", progress=False)
     assert result.state.episode == 3 and result.last_checkpoint.exists()
-    feats = build_features(load_candles(bars_path, fmt="parquet", extra_columns=list(BAR_EXTRA_COLUMNS), log=None),
-                           cfg.features.names)
+    feats = build_features(
+        load_candles(bars_path, fmt="parquet", extra_columns=list(BAR_EXTRA_COLUMNS), log=None),
+        cfg.features.names,
+    )
     assert np.isfinite(feats.iloc[1:].to_numpy()).all()

@@ -25,9 +25,20 @@ def changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
     return any(not torch.equal(a, p) for a, p in zip(before, module.parameters(), strict=True))
 
 
-@pytest.mark.parametrize("experiment,macro_episodes", [("asym_1_10", {0, 11}), ("asym_1_2", {0, 3, 6, 9, 12, 15, 18, 21}), ("sym_1_1", set(range(22)))])
-def test_schedule_over_22_episodes(tmp_path: Path, experiment: str, macro_episodes: set[int]) -> None:
-    cfg = compose_config(f"+experiment={experiment}", *tiny_overrides(tmp_path, "trainer.episodes=22"))
+@pytest.mark.parametrize(
+    "experiment,macro_episodes",
+    [
+        ("asym_1_10", {0, 11}),
+        ("asym_1_2", {0, 3, 6, 9, 12, 15, 18, 21}),
+        ("sym_1_1", set(range(22))),
+    ],
+)
+def test_schedule_over_22_episodes(
+    tmp_path: Path, experiment: str, macro_episodes: set[int]
+) -> None:
+    cfg = compose_config(
+        f"+experiment={experiment}", *tiny_overrides(tmp_path, "trainer.episodes=22")
+    )
     seen: dict[str, set[int]] = {"macro": set(), "micro": set(), "head": set()}
     adam_steps: list[int] = []
     state = {}
@@ -44,8 +55,10 @@ def test_schedule_over_22_episodes(tmp_path: Path, experiment: str, macro_episod
 
     # episode 0 compares against the initial weights: snapshot them before training starts
     torch.manual_seed(cfg.seed)
-    from hmarl.policy import HierarchicalPolicy
     from dataclasses import asdict
+
+    from hmarl.policy import HierarchicalPolicy
+
     init = HierarchicalPolicy(20, **asdict(cfg.model))
     for name in seen:
         state[name] = snapshot(getattr(init, name))
@@ -102,14 +115,29 @@ def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
     ov = tiny_overrides(tmp_path, "trainer.episodes=2")
     part = train(compose_config(*ov), tmp_path / "a", progress=False)
     with pytest.raises(ValueError, match="model differs"):
-        train(compose_config(*ov, "trainer.episodes=4", "model.micro_dim=16", f"trainer.resume={part.last_checkpoint}"),
-              tmp_path / "b", progress=False)
+        train(
+            compose_config(
+                *ov,
+                "trainer.episodes=4",
+                "model.micro_dim=16",
+                f"trainer.resume={part.last_checkpoint}",
+            ),
+            tmp_path / "b",
+            progress=False,
+        )
 
 
 def test_command_leaves_a_finished_mlflow_run(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "hmarl.train", "+experiment=asym_1_10", "trainer.episodes=3",
-           *tiny_overrides(tmp_path, tracking=True), f"hydra.run.dir={tmp_path}/out"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hmarl.train",
+        "+experiment=asym_1_10",
+        "trainer.episodes=3",
+        *tiny_overrides(tmp_path, tracking=True),
+        f"hydra.run.dir={tmp_path}/out",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MLflow run:" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
@@ -119,19 +147,36 @@ def test_command_leaves_a_finished_mlflow_run(tmp_path: Path) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer.macro_every"] == "11" and run.data.params["seed"] == "0"
     assert run.data.tags["experiment_name"] == "asym_1_10" and run.data.tags["data_fingerprint"]
-    for key in ["reward/mean", "loss/policy", "entropy", "grad_norm/macro", "grad_norm/micro", "grad_norm/head",
-                "update/macro", "param_delta/macro", "param_delta/micro", "param_delta/head", "perf/steps_per_s",
-                "val/sharpe", "val/return_pct"]:
+    for key in [
+        "reward/mean",
+        "loss/policy",
+        "entropy",
+        "grad_norm/macro",
+        "grad_norm/micro",
+        "grad_norm/head",
+        "update/macro",
+        "param_delta/macro",
+        "param_delta/micro",
+        "param_delta/head",
+        "perf/steps_per_s",
+        "val/sharpe",
+        "val/return_pct",
+    ]:
         assert key in run.data.metrics, key
     updates = [m.value for m in client.get_metric_history(run.info.run_id, "update/macro")]
     assert updates == [1.0, 0.0, 0.0]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     assert {"checkpoints/last.pt", "checkpoints/best.pt"} <= artifacts
     config_artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
-    assert "config/config_composed.yaml" in config_artifacts and "config/overrides.txt" in config_artifacts
+    assert (
+        "config/config_composed.yaml" in config_artifacts
+        and "config/overrides.txt" in config_artifacts
+    )
 
 
-def test_injected_failure_leaves_failed_run_and_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
+def test_injected_failure_leaves_failed_run_and_last_good_checkpoint(
+    tmp_path: Path, monkeypatch
+) -> None:
     cfg = compose_config(*tiny_overrides(tmp_path, "trainer.episodes=12", tracking=True))
     real = train_mod.reinforce_update
     calls = {"n": 0}
