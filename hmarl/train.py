@@ -79,6 +79,18 @@ def env_params(cfg: Config) -> EnvParams:
     )
 
 
+def load_market(cfg: Config, log: Callable[[str], None] | None = print) -> MarketData:
+    """The market a training config describes (features and windows from the cache if built)."""
+    return market_for_config(
+        cfg.data,
+        feature_names=cfg.features.names,
+        macro_window=cfg.features.macro_window,
+        micro_window=cfg.features.micro_window,
+        cache_dir=cfg.cache_dir,
+        log=log,
+    )
+
+
 def config_dict(cfg: Config) -> dict[str, Any]:
     node = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
     assert isinstance(node, dict)
@@ -146,13 +158,7 @@ class Trainer:
         device = resolve_device(cfg.device)
 
         # ---- data: candles -> features -> windows (cached) ----
-        self.market = market_for_config(
-            cfg.data,
-            feature_names=cfg.features.names,
-            macro_window=cfg.features.macro_window,
-            micro_window=cfg.features.micro_window,
-            cache_dir=cfg.cache_dir,
-        )
+        self.market = load_market(cfg)
         self.tensors = market_tensors(self.market, device)
 
         # ---- model, optimizers, RNG, state (fresh or resumed) ----

@@ -28,11 +28,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from hmarl.config import Config, conf_dir, register_configs, to_config
-from hmarl.dataset import market_for_config
 from hmarl.evaluation import market_tensors
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import discounted_returns, make_optimizers, normalise
-from hmarl.train import train
+from hmarl.train import load_market, train
 
 
 def config(*overrides: str) -> Config:
@@ -43,14 +42,7 @@ def config(*overrides: str) -> Config:
 
 def plain_reference(cfg: Config, episodes: int) -> float:
     """Env-steps/s of a per-step, gym-style REINFORCE loop (one environment)."""
-    market = market_for_config(
-        cfg.data,
-        feature_names=cfg.features.names,
-        macro_window=cfg.features.macro_window,
-        micro_window=cfg.features.micro_window,
-        cache_dir=cfg.cache_dir,
-        log=None,
-    )
+    market = load_market(cfg, log=None)
     t = market_tensors(market)
     torch.manual_seed(0)
     policy = HierarchicalPolicy(market.n_features, **asdict(cfg.model)).train()

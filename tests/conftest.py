@@ -46,3 +46,20 @@ def tiny_overrides(tmp_path: Path, *extra: str, tracking: bool = False) -> list[
     """A small, fast market and model run whose files all live under tmp_path."""
     store = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"] if tracking else ["tracking=none"]
     return [*TINY, f"cache_dir={tmp_path}/cache", *store, *extra]
+
+
+def run_cli(module: str, *args: str, cwd: Path, timeout: int = 300):  # -> CompletedProcess[str]
+    """``python -m <module> <args>`` from this checkout, as a user runs it, in ``cwd``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -16,10 +16,9 @@ from conftest import compose_config
 
 from hmarl.baselines import baseline_steps
 from hmarl.checkpoint import load_checkpoint, policy_from_checkpoint
-from hmarl.dataset import market_for_config
 from hmarl.evaluation import market_tensors, run_split
 from hmarl.metrics import compute_stats
-from hmarl.train import env_params, train
+from hmarl.train import env_params, load_market, train
 
 
 @pytest.mark.slow
@@ -40,14 +39,7 @@ def test_trained_policy_beats_flat_and_random(tmp_path: Path, seed: int) -> None
     assert result.best_checkpoint is not None
 
     policy = policy_from_checkpoint(load_checkpoint(result.best_checkpoint))
-    market = market_for_config(
-        cfg.data,
-        feature_names=cfg.features.names,
-        macro_window=cfg.features.macro_window,
-        micro_window=cfg.features.micro_window,
-        cache_dir=cfg.cache_dir,
-        log=None,
-    )
+    market = load_market(cfg, log=None)
     tensors, env = market_tensors(market), env_params(cfg)
     for split in ("val", "test"):
         steps = run_split(policy, market, tensors, split, env)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, compose_config
+from conftest import compose_config, run_cli
 
 from hmarl.data import load_candles
 from hmarl.features import build_features, required_columns
@@ -61,10 +58,7 @@ def test_trains_on_tick_bars_with_book_features(tmp_path: Path) -> None:
         bars_path, fmt="parquet", extra_columns=list(BAR_EXTRA_COLUMNS), log=None
     )
     assert len(candles) > 2000
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable,
-        "-m",
+    proc = run_cli(
         "hmarl.train",
         "+experiment=asym_1_10",
         "data=parquet",
@@ -77,8 +71,8 @@ def test_trains_on_tick_bars_with_book_features(tmp_path: Path) -> None:
         "tracking=none",
         f"cache_dir={tmp_path}/cache",
         f"hydra.run.dir={tmp_path}/out",
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "episodes: 4 (MacroNet steps: 1)" in proc.stdout
     assert (tmp_path / "out" / "checkpoints" / "last.pt").exists()

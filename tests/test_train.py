@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_config, tiny_overrides
+from conftest import compose_config, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 import hmarl.train as train_mod
@@ -128,17 +125,14 @@ def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
 
 
 def test_command_leaves_a_finished_mlflow_run(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable,
-        "-m",
+    proc = run_cli(
         "hmarl.train",
         "+experiment=asym_1_10",
         "trainer.episodes=3",
         *tiny_overrides(tmp_path, tracking=True),
         f"hydra.run.dir={tmp_path}/out",
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MLflow run:" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
