@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -396,7 +397,7 @@ def main(dcfg: DictConfig) -> float | None:
     """Compose, convert to typed config, train. Returns the best validation value (for sweepers)."""
     cfg = to_config(dcfg)
     hc = HydraConfig.get()
-    if hc.mode is None or hc.mode.name == "RUN":
+    if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _sigterm)  # a cluster's preemption ends the run KILLED
     result = train(
         cfg,
