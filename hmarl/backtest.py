@@ -27,7 +27,6 @@ values to the functions below, which tests and notebooks can call directly.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -66,6 +65,7 @@ from hmarl.dataset import MarketData, market_for_config, resolve_feature_names
 from hmarl.env import EnvParams
 from hmarl.evaluation import market_tensors, run_split
 from hmarl.features import feature_lookback, required_columns
+from hmarl.io import write_csv, write_json, write_png
 from hmarl.metrics import Calendar, compute_stats, metric_keys, stats_table, trades
 from hmarl.plots import drawdown_figure, equity_figure, positions_figure, probabilities_figure
 from hmarl.policy import HierarchicalPolicy
@@ -556,33 +556,6 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """Write through a temporary file beside ``path``, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: Path, doc: Mapping[str, Any]) -> Path:
-    text = json.dumps(doc, indent=2, default=str)
-    return write_atomic(path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
-
-
-def write_csv(path: Path, frame: pd.DataFrame, index: bool = True) -> Path:
-    return write_atomic(path, lambda p: frame.to_csv(p, index=index))
-
-
-def write_png(path: Path, fig: Figure) -> Path:
-    return write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110))
 
 
 def report_figures(runs: Mapping[str, pd.DataFrame], label: str) -> dict[str, Figure]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import platform
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 
 from hmarl import __version__
 from hmarl.config import ModelConfig
+from hmarl.io import atomic_write
 from hmarl.policy import HierarchicalPolicy
 
 FORMAT = 1
@@ -44,17 +44,8 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
 
     A crash mid-write leaves the previous checkpoint under ``path`` untouched.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT, "versions": versions(), **payload}, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    doc = {"format": FORMAT, "versions": versions(), **payload}
+    return atomic_write(path, lambda p: torch.save(doc, p))
 
 
 def load_checkpoint(

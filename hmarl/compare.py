@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,6 +33,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from scipy import stats as scipy_stats
 
+from hmarl.io import write_csv, write_png
 from hmarl.metrics import deflated_sharpe_ratio, expected_max_sharpe
 
 GROUP_TAG = "experiment_name"
@@ -364,20 +364,6 @@ def panels(n: int) -> tuple[Figure, list[Axes]]:
     return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
 
 
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Write a PNG atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def curve_band(values: pd.DataFrame) -> pd.DataFrame:
     """Per step (rows) over runs (columns): mean and the 95% t band (NaN band for one run)."""
     mean = values.mean(axis=1)
@@ -409,7 +395,7 @@ def plot_learning_curves(
         ax.set_xlabel("episode")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return write_png(path, fig)
 
 
 def plot_group_bars(summary: pd.DataFrame, path: Path, has_test: bool) -> Path:
@@ -428,24 +414,10 @@ def plot_group_bars(summary: pd.DataFrame, path: Path, has_test: bool) -> Path:
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_title(f"{label}: mean over seeds, 95% CI")
         ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return write_png(path, fig)
 
 
 # ----------------------------------------------------------------------------- the report
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """CSV written atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".csv")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            frame.to_csv(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def compare(
@@ -476,8 +448,8 @@ def compare(
     differences = pd.concat([paired_differences(runs, c) for c in columns], ignore_index=True)
     out = Path(out_dir)
     files = {
-        "runs": write_csv(runs, out / "runs.csv"),
-        "summary": write_csv(summary, out / "summary.csv"),
+        "runs": write_csv(out / "runs.csv", runs),
+        "summary": write_csv(out / "summary.csv", summary),
         "learning_curves": plot_learning_curves(runs, histories, out / "learning_curves.png"),
         "bars": plot_group_bars(summary, out / "groups.png", has_test),
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from hmarl.data import (
 )
 from hmarl.env import bar_returns
 from hmarl.features import DEFAULT_FEATURES, build_features, feature_lookback, required_columns
+from hmarl.io import atomic_write
 from hmarl.windows import Scaler, window_stats
 
 CACHE_FORMAT = 1  # bump when the cached content's meaning changes
@@ -240,16 +240,13 @@ def _save(path: Path, market: MarketData, key: str) -> None:
         "fingerprint": market.fingerprint,
         "meta": market.meta,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            payload = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays}
+    payload = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays}
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:  # a file object: np.savez would append ".npz" to a name
             np.savez(fh, **payload)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _load(path: Path, key: str) -> MarketData | None:

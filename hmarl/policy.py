@@ -32,8 +32,8 @@ def draw_mask(shape: Sequence[int], p: float, generator: torch.Generator | None)
     """An inverted-dropout mask (0 or 1/(1-p)); ``None`` when p == 0 (no dropout)."""
     if p <= 0.0:
         return None
-    keep = torch.rand(tuple(shape), generator=generator) >= p
-    return keep.to(torch.float32) / (1.0 - p)
+    # in place: uniform -> 1.0/0.0 keep indicator -> scaled (no temporaries)
+    return torch.rand(tuple(shape), generator=generator).ge_(p).mul_(1.0 / (1.0 - p))
 
 
 class Encoder(nn.Module):
@@ -103,13 +103,6 @@ class DecisionHead(nn.Module):
         assert isinstance(fc1, nn.Linear)
         return F.linear(torch.cat([macro, micro], dim=-1), fc1.weight[:, : self.ctx_dim], fc1.bias)
 
-    def state_weights(self) -> tuple[Tensor, Tensor]:
-        """First-layer columns for position and cash ratio: ``[H1]`` each."""
-        fc1 = self.hidden[0]
-        assert isinstance(fc1, nn.Linear)
-        w = fc1.weight[:, self.ctx_dim :]
-        return w[:, 0], w[:, 1]
-
     def from_context(
         self,
         ctx: Tensor,
@@ -117,13 +110,25 @@ class DecisionHead(nn.Module):
         cash: Tensor,
         masks: Sequence[Tensor | None] | None = None,
     ) -> Tensor:
-        """Logits from the context pre-activation plus the state terms."""
-        w_pos, w_cash = self.state_weights()
-        h = ctx + position.unsqueeze(-1) * w_pos + cash.unsqueeze(-1) * w_cash
+        """Logits from the context pre-activation plus the state terms.
+
+        Without autograd (the rollout's all-states pass) activations are updated in place.
+        """
+        fc1 = self.hidden[0]
+        assert isinstance(fc1, nn.Linear)
+        state = torch.stack([position, cash], dim=-1).to(ctx.dtype)
+        h = ctx + F.linear(state, fc1.weight[:, self.ctx_dim :])
+        inplace = not torch.is_grad_enabled()
         for i, layer in enumerate(self.hidden):
             if i > 0:
                 h = layer(h)
-            h = _dropout(F.relu(h), None if masks is None else masks[i], self.p, self.training)
+            h = h.relu_() if inplace else F.relu(h)
+            mask = None if masks is None else masks[i]
+            h = (
+                h.mul_(mask)
+                if inplace and mask is not None
+                else _dropout(h, mask, self.p, self.training)
+            )
         return self.out(h)
 
     def forward(

@@ -27,6 +27,7 @@ from hmarl.config import Config, conf_dir, flatten, register_configs, to_config
 from hmarl.dataset import MarketData, market_for_config
 from hmarl.env import EnvParams, position_grid
 from hmarl.evaluation import market_tensors, validate
+from hmarl.io import write_text
 from hmarl.metrics import metric_keys
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import macro_steps_at, make_optimizers, reinforce_update
@@ -357,10 +358,10 @@ def _finish(tracker: Tracker, status: str, last: Path | None) -> None:
 def _log_config_artifacts(
     tracker: Tracker, out: Path, cfg: Config, overrides: Sequence[str], composed_yaml: str | None
 ) -> None:
-    (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    (out / "overrides.txt").write_text("\n".join(overrides) + "\n")
+    write_text(out / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    write_text(out / "overrides.txt", "\n".join(overrides) + "\n")
     if composed_yaml is not None:
-        (out / "config_composed.yaml").write_text(composed_yaml)
+        write_text(out / "config_composed.yaml", composed_yaml)
     for name in ("config_resolved.yaml", "overrides.txt", "config_composed.yaml"):
         if (out / name).exists():
             tracker.log_artifact(out / name, "config")

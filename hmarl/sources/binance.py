@@ -23,7 +23,6 @@ import hashlib
 import http.client
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from hmarl.data import load_candles
+from hmarl.io import write_parquet, write_text
 
 BASE_URL = "https://data.binance.vision"
 MARKET_PATHS = {"spot": "spot", "um": "futures/um"}
@@ -264,34 +264,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as sink:
-            sink.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` (index kept) to a temp file beside ``path``, then rename it.
-
-    Why: a reader (or a crash) never sees a half-written Parquet under the final name.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _is_verified(zip_path: Path, sum_path: Path) -> bool:
     """True when the zip and its saved checksum exist and agree (no network needed)."""
     if not (zip_path.is_file() and sum_path.is_file()):
@@ -318,7 +290,7 @@ def fetch_file(remote: RemoteFile, out_dir: Path, *, timeout: float = 30.0) -> b
     expected = fetch_checksum(remote, timeout)
     checksum_text = f"{expected}  {remote.name}\n"
     if zip_path.is_file() and sha256_file(zip_path) == expected:
-        _write_text_atomic(sum_path, checksum_text)
+        write_text(sum_path, checksum_text)
         return False
     part = out_dir / (remote.name + ".part")
     actual = ""
@@ -326,7 +298,7 @@ def fetch_file(remote: RemoteFile, out_dir: Path, *, timeout: float = 30.0) -> b
         actual = _download(remote.url, part, timeout)
         if actual == expected:
             os.replace(part, zip_path)
-            _write_text_atomic(sum_path, checksum_text)
+            write_text(sum_path, checksum_text)
             return True
     part.unlink(missing_ok=True)
     raise ChecksumError(
@@ -434,7 +406,7 @@ def download_klines(
         report.paths, start, end, interval=interval, gap_policy=gap_policy, log=log
     )
     parquet = out_parquet or default_parquet_path(out_dir, symbol, market, interval, start, end)
-    write_parquet_atomic(frame, parquet)
+    write_parquet(parquet, frame)
     say(
         f"binance: {report.downloaded} downloaded, {report.present} already present; "
         f"{len(frame)} candles {frame.index[0]} .. {frame.index[-1]} -> {parquet}"

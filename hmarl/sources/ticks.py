@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from hmarl.data import DataError, _freq_ns, validate_candles
-from hmarl.sources.binance import write_parquet_atomic
+from hmarl.io import write_parquet
 
 QUOTE_COLUMNS = ("ts", "bid_price", "bid_qty", "ask_price", "ask_qty")
 TRADE_COLUMNS = ("ts", "price", "qty")
@@ -495,5 +495,5 @@ def write_bars(bars: pd.DataFrame, path: str | Path, freq: str) -> pd.DataFrame:
     ``load_candles(path, fmt="parquet", extra_columns=BAR_EXTRA_COLUMNS)`` reads it back.
     """
     candles = bars_to_candles(bars, freq)
-    write_parquet_atomic(candles, Path(path))
+    write_parquet(path, candles)
     return candles
