@@ -11,7 +11,7 @@ Prints env-steps per second (experience collected AND trained on) for
 their ratio, and the wall-clock ratio of one 11-episode cycle, symmetric (``sym_1_1``) over
 asymmetric (``asym_1_10``), on the same market, model and batch.
 
-Usage: python scripts/bench_train.py [--ref-episodes 3] [--cycles 2] [--threads 0]
+Usage: python scripts/bench_train.py [--ref-episodes 10] [--cycles 2] [--threads 0]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--ref-episodes", type=int, default=3, help="timed episodes of the plain reference"
+        "--ref-episodes", type=int, default=10, help="timed episodes of the plain reference"
     )
     ap.add_argument("--cycles", type=int, default=2, help="timed 11-episode cycles per schedule")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
