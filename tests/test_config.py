@@ -1,0 +1,109 @@
+"""Typed configuration: composition-time errors, experiments, and conf/ inside a wheel."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, compose_config
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from hmarl.config import ActionMode, DataSource, flatten
+from hmarl.features import DEFAULT_FEATURES
+
+
+def test_defaults_are_the_specification() -> None:
+    cfg = compose_config()
+    assert cfg.data.source == DataSource.synthetic and cfg.data.n_candles == 105_120
+    assert (cfg.features.macro_window, cfg.features.micro_window) == (492, 60)
+    assert (cfg.trainer.lr_macro, cfg.trainer.lr_micro, cfg.trainer.lr_head) == (1e-4, 5e-4, 5e-4)
+    assert cfg.trainer.gamma == 0.99 and cfg.model.dropout == 0.2 and cfg.env.commission == 0.001
+    assert cfg.tracking.uri == "sqlite:///mlflow.db" and cfg.env.action_mode == ActionMode.target
+    assert cfg.features.names == []  # -> the 20 defaults
+    assert len(DEFAULT_FEATURES) == 20
+
+
+@pytest.mark.parametrize("experiment,every", [("asym_1_10", 11), ("asym_1_2", 3), ("sym_1_1", 1)])
+def test_experiments_set_the_schedule(experiment: str, every: int) -> None:
+    cfg = compose_config(f"+experiment={experiment}")
+    assert cfg.trainer.macro_every == every and cfg.experiment_name == experiment
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("trainer.macro_evry=3", "Could not override 'trainer.macro_evry'"),
+        ("trainer.episodes=abc", "trainer.episodes=abc"),
+        ("env.action_mode=sideways", "env.action_mode"),
+        ("data=feather", "Could not find 'data/feather'"),
+    ],
+)
+def test_typos_and_wrong_types_fail_at_composition(override: str, words: str) -> None:
+    with pytest.raises((ConfigCompositionException, MissingConfigException), match=words):
+        compose_config(override)
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("trainer.macro_every=0", "trainer.macro_every must be >= 1"),
+        ("model.dropout=1.5", "model.dropout must be in"),
+        ("data=csv", "data.path is required for data=csv"),
+    ],
+)
+def test_range_errors_name_the_key(override: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        compose_config(override)
+
+
+def test_flatten_gives_dotted_plain_params() -> None:
+    flat = flatten(compose_config("+experiment=asym_1_10"))
+    assert flat["trainer.macro_every"] == 11 and flat["data.source"] == "synthetic"
+    assert flat["model.head_hidden"] == [128, 64]
+
+
+@pytest.mark.slow
+def test_conf_is_found_from_an_installed_wheel(tmp_path: Path) -> None:
+    """`pip install .` ships conf/ as hmarl/conf; the entry point composes from anywhere."""
+    src = tmp_path / "src"
+    for name in ("hmarl", "conf"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "whl"), str(src)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = (tmp_path / "whl").glob("hmarl-*.whl")
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)],
+        check=True,
+        timeout=300,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = (
+        "import hmarl, hmarl.config as c; from hydra import compose, initialize_config_dir;"
+        "c.register_configs();"
+        "ctx = initialize_config_dir(str(c.conf_dir()), version_base='1.3'); ctx.__enter__();"
+        "cfg = c.to_config(compose('config', overrides=['+experiment=asym_1_2']));"
+        "print(hmarl.__file__); print(c.conf_dir()); print(cfg.trainer.macro_every)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    module_file, conf, every = out.stdout.split()
+    assert module_file.startswith(str(tmp_path / "site")), "the test must import the installed copy"
+    assert Path(conf) == tmp_path / "site" / "hmarl" / "conf"
+    assert every == "3"
