@@ -328,6 +328,14 @@ def backtest_market(
             f"features {names} read columns {required_columns(names)} and need at least {need} "
             f"candles (macro window {spec['macro_window']} + warm-up).\n  {exc}"
         ) from exc
+    trained = spec.get("bar_seconds")  # absent in checkpoints written before it was recorded
+    if trained is not None and abs(market.bar_seconds - float(trained)) > 1e-6:
+        raise BacktestError(
+            f"{describe_data(data)} has {market.bar_seconds:g} s bars but the checkpoint was "
+            f"trained on {float(trained):g} s bars: its windows ({spec['macro_window']} and "
+            f"{spec['micro_window']} bars) would cover other spans of time. Resample the data "
+            f"(data.resample=...) to the training bar length"
+        )
     if market.feature_names != names or market.scalers != spec["scalers"]:
         raise BacktestError(
             "rebuilt inputs differ from the checkpoint's feature spec (names or scalers)"

@@ -59,9 +59,15 @@ class MarketData:
     def n_features(self) -> int:
         return len(self.feature_names)
 
+    @property
+    def bar_seconds(self) -> float:
+        """Median bar spacing: windows are counted in bars, so a policy is tied to it."""
+        return float(np.median(np.diff(self.index.asi8))) / 1e9
+
     def feature_spec(self) -> dict[str, Any]:
         """What a checkpoint needs to rebuild identical inputs elsewhere (plain types only)."""
         return {
+            "bar_seconds": self.bar_seconds,
             "names": list(self.feature_names),
             "macro_window": self.macro_window,
             "micro_window": self.micro_window,

@@ -102,3 +102,22 @@ def test_cache_round_trip_and_corrupt_or_stale_entries_are_rebuilt(
     )
     assert "built and cached" in logs[-1] and len(list(tmp_path.glob("market-*.npz"))) == 2
     assert other.micro_window == 10
+
+
+def test_backtest_refuses_bars_of_another_length(tmp_path: Path) -> None:
+    from hmarl.backtest import BacktestError, backtest_market
+    from hmarl.config import DataConfig
+
+    data = DataConfig(n_candles=3000, market_seed=4, train_frac=0.6, val_frac=0.2)
+    spec = build_market(synthetic_candles(3000, seed=4), **PARAMS).feature_spec()
+    assert spec["bar_seconds"] == 300.0
+    assert backtest_market(spec, data, cache_dir=None, log=None).bar_seconds == 300.0
+    with pytest.raises(
+        BacktestError, match="has 900 s bars but the checkpoint was trained on 300 s"
+    ):
+        backtest_market(
+            spec,
+            DataConfig(n_candles=9000, market_seed=4, resample="15min"),
+            cache_dir=None,
+            log=None,
+        )
