@@ -35,7 +35,6 @@ from hmarl.io import atomic_write
 from hmarl.windows import Scaler, window_stats
 
 CACHE_FORMAT = 1  # bump when the cached content's meaning changes
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
