@@ -29,7 +29,7 @@ import torch
 
 from hmarl.dataset import MarketData
 from hmarl.env import BUY, HOLD, SELL, EnvParams, positions_from_actions, settle
-from hmarl.evaluation import s_np
+from hmarl.evaluation import steps_table
 
 BASELINES = ("buy_and_hold", "flat", "random", "momentum")
 IntArray = npt.NDArray[np.int64]
@@ -91,21 +91,7 @@ def settled_frame(
         )
     held = torch.from_numpy(np.asarray(positions, dtype=np.float64)).unsqueeze(0)
     s = settle(held, torch.from_numpy(market.returns[rows]).unsqueeze(0), env)
-    frame = pd.DataFrame(
-        {
-            "price": market.close[rows],
-            "next_price": market.close[rows + 1],
-            "action": actions,
-            "position": positions,
-            "turnover": s_np(s.turnover[0]),
-            "fee": s_np(s.fee[0]),
-            "equity": s_np(s.equity[0]),
-            "reward": s_np(s.reward[0]),
-        },
-        index=market.index[rows],
-    )
-    frame.index.name = "time"
-    return frame
+    return steps_table(market, rows, actions, positions, s)
 
 
 def baseline_actions(

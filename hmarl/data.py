@@ -77,7 +77,8 @@ _EPOCH_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 # An epoch's magnitude gives its unit: for dates from 1973 to 5138 it lies below 1e11 in
 # seconds, in [1e11, 1e14) in milliseconds, [1e14, 1e17) in microseconds, above in ns.
 _EPOCH_BOUNDS = (1e11, 1e14, 1e17)
-_EPOCH_ORDER = ("s", "ms", "us", "ns")
+EpochUnit = Literal["s", "ms", "us", "ns"]
+_EPOCH_ORDER: tuple[EpochUnit, ...] = ("s", "ms", "us", "ns")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _DIRECTORY_SUFFIXES = (".csv", ".zip", *_PARQUET_SUFFIXES)
 _SHOWN_GAPS = 3
@@ -308,6 +309,11 @@ def _epoch_ns(values: np.ndarray, unit: str) -> np.ndarray:
     return np.round(values.astype(np.float64) * factor).astype(np.int64)
 
 
+def epoch_unit(magnitude: float) -> EpochUnit:
+    """The unit ("s", "ms", "us" or "ns") of an epoch number of this magnitude."""
+    return _EPOCH_ORDER[int(np.digitize(abs(magnitude), _EPOCH_BOUNDS))]
+
+
 def _epoch_unit(values: np.ndarray, origin: _Origin) -> str:
     """The unit that a column of epoch numbers is in, from their magnitude (one unit per file)."""
     classes = np.digitize(np.abs(values), _EPOCH_BOUNDS)
@@ -319,7 +325,7 @@ def _epoch_unit(values: np.ndarray, origin: _Origin) -> str:
             f"{_EPOCH_NAMES[_EPOCH_ORDER[classes[0]]]} but this row ({values[i]}) like "
             f"{_EPOCH_NAMES[_EPOCH_ORDER[classes[i]]]}; pass timestamp_unit= to force one"
         )
-    return _EPOCH_ORDER[int(classes[0])]
+    return epoch_unit(float(values[0]))
 
 
 def _first_bad(mask: np.ndarray) -> int | None:
@@ -581,7 +587,8 @@ def _check_extras(frame: pd.DataFrame, origin: _Origin, ts: np.ndarray) -> None:
             )
 
 
-def _freq_ns(freq: str) -> int:
+def freq_ns(freq: str) -> int:
+    """A fixed bar spacing such as "5min" in nanoseconds; ValueError for anything else."""
     try:
         step = pd.Timedelta(freq)
     except ValueError as err:
@@ -601,7 +608,7 @@ def _mode_step(ts: np.ndarray) -> int:
 def _resolve_step(ts: np.ndarray, freq: str | None, origin: _Origin, log: Log) -> int | None:
     """Bar spacing in ns: the given freq, or the most common difference (None below 2 rows)."""
     if freq is not None:
-        return _freq_ns(freq)
+        return freq_ns(freq)
     if len(ts) < 2:
         return None
     step = _mode_step(ts)

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from hmarl.dataset import MarketData
-from hmarl.env import EnvParams, position_grid
+from hmarl.env import EnvParams, Settlement, position_grid
 from hmarl.metrics import compute_stats
 from hmarl.policy import HierarchicalPolicy
 from hmarl.rollout import MarketTensors, Trajectory, evaluate
@@ -27,32 +27,47 @@ def market_tensors(market: MarketData, device: torch.device | str = "cpu") -> Ma
     )
 
 
-def steps_frame(traj: Trajectory, market: MarketData, env_index: int = 0) -> pd.DataFrame:
-    """One row per decision bar t: prices, action, probabilities, position, costs, equity."""
-    rows = traj.rows[env_index].cpu().numpy()
-    probs = traj.probs[env_index].detach().cpu().numpy().astype(np.float64)
-    s = traj.settlement
-    frame = pd.DataFrame(
-        {
-            "price": market.close[rows],
-            "next_price": market.close[rows + 1],
-            "action": traj.actions[env_index].cpu().numpy(),
-            "p_hold": probs[:, 0],
-            "p_buy": probs[:, 1],
-            "p_sell": probs[:, 2],
-            "position": s_np(traj.held[env_index]),
-            "turnover": s_np(s.turnover[env_index]),
-            "fee": s_np(s.fee[env_index]),
-            "equity": s_np(s.equity[env_index]),
-            "reward": s_np(s.reward[env_index]),
-        },
-        index=market.index[rows],
-    )
+def steps_table(
+    market: MarketData,
+    rows: np.ndarray,
+    actions: np.ndarray,
+    positions: np.ndarray,
+    settlement: Settlement,
+    probs: np.ndarray | None = None,
+    env_index: int = 0,
+) -> pd.DataFrame:
+    """The steps schema (steps.csv, compute_stats' input), one row per decision bar t:
+    prices of t and t+1, action, probabilities (when given), position, costs, equity."""
+    columns: dict[str, np.ndarray] = {
+        "price": market.close[rows],
+        "next_price": market.close[rows + 1],
+        "action": np.asarray(actions),
+    }
+    if probs is not None:
+        columns.update({"p_hold": probs[:, 0], "p_buy": probs[:, 1], "p_sell": probs[:, 2]})
+    columns["position"] = np.asarray(positions, dtype=np.float64)
+    for name in ("turnover", "fee", "equity", "reward"):
+        columns[name] = to_float64(getattr(settlement, name)[env_index])
+    frame = pd.DataFrame(columns, index=market.index[rows])
     frame.index.name = "time"
     return frame
 
 
-def s_np(t: torch.Tensor) -> np.ndarray:
+def steps_frame(traj: Trajectory, market: MarketData, env_index: int = 0) -> pd.DataFrame:
+    """The steps table of one trajectory of a rollout."""
+    return steps_table(
+        market,
+        traj.rows[env_index].cpu().numpy(),
+        traj.actions[env_index].cpu().numpy(),
+        to_float64(traj.held[env_index]),
+        traj.settlement,
+        probs=to_float64(traj.probs[env_index]),
+        env_index=env_index,
+    )
+
+
+def to_float64(t: torch.Tensor) -> np.ndarray:
+    """A tensor as a float64 numpy array (detached, on the CPU), for tables."""
     return t.detach().cpu().numpy().astype(np.float64)
 
 

@@ -52,12 +52,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hmarl.data import DataError, _freq_ns, validate_candles
+from hmarl.data import DataError, epoch_unit, freq_ns, validate_candles
 from hmarl.io import write_parquet
 
 QUOTE_COLUMNS = ("ts", "bid_price", "bid_qty", "ask_price", "ask_qty")
@@ -209,16 +209,6 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], where: Path) -> None:
         raise DataError(f"{where}: missing columns {missing}; found {list(frame.columns)}")
 
 
-def _epoch_unit(numbers: np.ndarray) -> Literal["s", "ms", "us", "ns"]:
-    """Unit of epoch numbers from the median magnitude (the bounds :mod:`hmarl.data` uses)."""
-    scale = float(np.median(np.abs(numbers))) if len(numbers) else 0.0
-    if scale >= 1e17:
-        return "ns"
-    if scale >= 1e14:
-        return "us"
-    return "ms" if scale >= 1e11 else "s"
-
-
 def timestamps_to_ns(values: pd.Series, where: str) -> np.ndarray:
     """UTC nanoseconds since epoch from datetimes, date strings or epoch numbers.
 
@@ -230,7 +220,11 @@ def timestamps_to_ns(values: pd.Series, where: str) -> np.ndarray:
         if not np.isfinite(numbers).all():
             row = int(np.flatnonzero(~np.isfinite(numbers))[0]) + 1
             raise DataError(f"{where}: data row {row}, column ts: missing or non-finite timestamp")
-        stamps = pd.to_datetime(values, unit=_epoch_unit(numbers), utc=True)
+        stamps = pd.to_datetime(
+            values,
+            unit=epoch_unit(float(np.median(np.abs(numbers)))) if len(numbers) else "s",
+            utc=True,
+        )
     else:
         try:
             stamps = pd.to_datetime(values, utc=True)
@@ -452,7 +446,7 @@ def ticks_to_bars(
     if any(k < 1 for k in (*ret_horizons, *rv_horizons)):
         raise ValueError(f"horizons must be >= 1 bar, got ret {ret_horizons} rv {rv_horizons}")
     _check_sorted(ticks)
-    step = _freq_ns(freq)
+    step = freq_ns(freq)
     edges = bar_edges(ticks, step)
     book = _book_columns(ticks.quotes, edges)
     trade = _trade_columns(ticks.trades, edges, book["mid"])
@@ -484,7 +478,7 @@ def bars_to_candles(bars: pd.DataFrame, freq: str) -> pd.DataFrame:
         raise DataError(f"bars: {len(bars)} bars, all inside the warm-up of the longest horizon")
     candles = bars.iloc[first:].copy()
     close_time = pd.DatetimeIndex(candles.index)
-    candles.index = close_time - pd.Timedelta(_freq_ns(freq), unit="ns")
+    candles.index = close_time - pd.Timedelta(freq_ns(freq), unit="ns")
     candles.index.name = "timestamp"
     return validate_candles(candles, name="tick bars", freq=freq)
 
