@@ -32,8 +32,11 @@ def draw_mask(shape: Sequence[int], p: float, generator: torch.Generator | None)
     """An inverted-dropout mask (0 or 1/(1-p)); ``None`` when p == 0 (no dropout)."""
     if p <= 0.0:
         return None
-    # in place: uniform -> 1.0/0.0 keep indicator -> scaled (no temporaries)
-    return torch.rand(tuple(shape), generator=generator).ge_(p).mul_(1.0 / (1.0 - p))
+    # On the generator's device (a CUDA generator cannot fill a CPU tensor), in place:
+    # uniform -> 1.0/0.0 keep indicator -> scaled (no temporaries).
+    device = generator.device if generator is not None else None
+    u = torch.rand(tuple(shape), generator=generator, device=device)
+    return u.ge_(p).mul_(1.0 / (1.0 - p))
 
 
 class Encoder(nn.Module):
