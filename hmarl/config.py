@@ -40,6 +40,29 @@ class ActionMode(str, Enum):
     increment = "increment"
 
 
+class Estimator(str, Enum):
+    """The policy-gradient estimator (hmarl/reinforce.py); all are unbiased."""
+
+    reinforce = "reinforce"  # SPEC.md's plain loss: batch-normalised returns
+    baseline = "baseline"  # per-step leave-one-out baseline, one std scaling
+    expected = "expected"  # exact expectation over the agent's own actions (position grid)
+
+
+class EvalPolicy(str, Enum):
+    """How validation acts: argmax (deterministic) or sampled with a fixed seed."""
+
+    greedy = "greedy"
+    sample = "sample"
+
+
+class CollapseAction(str, Enum):
+    """What a detected policy collapse does: warn, stop the run, or restore `best` and go on."""
+
+    warn = "warn"
+    stop = "stop"
+    restore = "restore"
+
+
 class MetricMode(str, Enum):
     max = "max"
     min = "min"
@@ -114,13 +137,23 @@ class TrainerConfig:
     lr_micro: float = 5e-4
     lr_head: float = 5e-4
     macro_every: int = 11  # MacroNet steps iff episode % macro_every == 0 (1 = symmetric)
+    estimator: Estimator = Estimator.reinforce
     entropy_coef: float = 0.01
+    entropy_coef_final: float | None = (
+        None  # linear decay to this by the last episode; None = constant
+    )
     grad_clip: float = 1.0  # per-module gradient-norm clip; 0 disables
     cache_frozen_macro: bool = True  # reuse MacroNet embeddings while it is frozen
     eval_every: int = 10  # validation (deterministic policy) every K episodes
+    eval_policy: EvalPolicy = EvalPolicy.greedy
     best_metric: str = "sharpe"  # key of hmarl.metrics.metric_keys() for the `best` checkpoint
     best_mode: MetricMode = MetricMode.max
-    min_val_trades: int = 5  # a policy with fewer validation trades is never `best` by a ratio alone
+    min_val_trades: int = (
+        5  # a policy with fewer validation trades is never `best` by a ratio alone
+    )
+    collapse_entropy: float = 0.05  # collapse: mean training entropy (nats) below this ...
+    collapse_share: float = 0.99  # ... or one action above this share of validation decisions
+    on_collapse: CollapseAction = CollapseAction.warn
     early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 = never
     checkpoint_every: int = 10  # write `last` every K episodes (and at the end)
     resume: str | None = None  # path of a checkpoint to continue from

@@ -94,6 +94,11 @@ def validate(
     tensors: MarketTensors,
     env: EnvParams,
     split: str = "val",
+    *,
+    greedy: bool = True,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Stats of the deterministic policy on a split (no bootstrap: this runs often)."""
-    return compute_stats(run_split(policy, market, tensors, split, env), n_bootstrap=0)
+    """Stats of the policy on a split (argmax unless ``greedy=False``, then sampled with
+    ``seed``; no bootstrap: this runs often)."""
+    steps = run_split(policy, market, tensors, split, env, greedy=greedy, seed=seed)
+    return compute_stats(steps, n_bootstrap=0)

@@ -1,5 +1,16 @@
 """REINFORCE with one optimizer per module and the asymmetric MacroNet schedule.
 
+Three estimators of the same policy gradient (``trainer.estimator``), all unbiased:
+
+* ``reinforce``: SPEC.md's plain loss, ``-sum_t log pi(a_t|s_t) G_hat_t`` with the discounted
+  returns normalised over the whole batch;
+* ``baseline``: the returns at step t centred on a leave-one-out baseline (the mean of the other
+  trajectories' returns at t, which does not depend on this trajectory's actions), then scaled by
+  one standard deviation over the batch;
+* ``expected``: the exact expectation of the sampled estimator over the agent's own action noise,
+  computed over the position grid (hmarl/expected.py), scaled by the same standard deviation as
+  ``reinforce`` so that ``entropy_coef`` weighs the same.
+
 An *episode* is one update computed from ``n_envs`` parallel trajectories of ``episode_len``
 decisions (``n_envs = 1`` is SPEC.md's literal single trajectory). MacroNet steps iff
 ``episode % macro_every == 0`` (11 for asym_1_10: episodes 0, 11, 22, ...); MicroNet and the
@@ -10,14 +21,18 @@ stepped, so its Adam state (step count, moments) does not advance either.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from hmarl.env import EnvParams, Grid
+from hmarl.expected import expected_surrogate, grid_logits, grid_rewards, grid_values
 from hmarl.policy import HierarchicalPolicy
 from hmarl.rollout import Trajectory, log_probs
 
 MODULES: tuple[str, ...] = ("macro", "micro", "head")
+ESTIMATORS: tuple[str, ...] = ("reinforce", "baseline", "expected")
 
 
 def make_optimizers(
@@ -65,6 +80,60 @@ def normalise(x: Tensor, eps: float = 1e-8) -> Tensor:
     return (x - x.mean()) / (x.std() + eps)
 
 
+def leave_one_out(returns: Tensor, eps: float = 1e-8) -> Tensor:
+    """Returns minus the other trajectories' mean return at the same step, over one std.
+
+    Why leave-one-out: a baseline that includes the trajectory's own return is correlated with its
+    actions and biases the gradient by a factor (B-1)/B; the mean of the others is not.
+    """
+    n = returns.shape[0]
+    if n < 2:
+        raise ValueError("trainer.estimator=baseline needs trainer.n_envs >= 2")
+    baseline = (returns.sum(dim=0, keepdim=True) - returns) / (n - 1)
+    adv = returns - baseline
+    return adv / (adv.std() + eps)
+
+
+class GridModel(NamedTuple):
+    """What the ``expected`` estimator needs besides the trajectory: the grid, costs, returns."""
+
+    grid: Grid
+    env: EnvParams
+    returns: Tensor  # [T] the market's next-bar returns (MarketTensors.returns)
+
+
+def policy_loss(
+    policy: HierarchicalPolicy,
+    traj: Trajectory,
+    returns: Tensor,
+    estimator: str,
+    model: GridModel | None = None,
+    gamma: float = 0.99,
+) -> tuple[Tensor, Tensor]:
+    """The policy loss and the entropy per step ``[B, L]`` (with graph) of one estimator."""
+    if estimator == "reinforce":
+        b_logp, b_entropy = log_probs(policy, traj)
+        return -(b_logp * normalise(returns).to(b_logp.dtype)).sum(dim=1).mean(), b_entropy
+    if estimator == "baseline":
+        b_logp, b_entropy = log_probs(policy, traj)
+        return -(b_logp * leave_one_out(returns).to(b_logp.dtype)).sum(dim=1).mean(), b_entropy
+    if estimator == "expected":
+        if model is None:
+            raise ValueError("trainer.estimator=expected needs the grid model (GridModel)")
+        rows = traj.rows
+        rewards = grid_rewards(
+            model.grid, model.env, model.returns[(rows - 1).clamp(min=0)], model.returns[rows]
+        )
+        logits = grid_logits(policy.head, traj.ctx, traj.head_masks, model.grid)
+        with torch.no_grad():
+            probs = torch.softmax(logits.detach(), dim=-1).permute(1, 2, 0, 3)  # [B, L, S, 3]
+            values = grid_values(model.grid, probs, rewards, gamma)
+        scale = float(returns.std()) + 1e-8
+        loss, entropy = expected_surrogate(logits, values, scale)
+        return loss.mean(), entropy
+    raise ValueError(f"trainer.estimator must be one of {ESTIMATORS}, got {estimator!r}")
+
+
 def reinforce_update(
     policy: HierarchicalPolicy,
     optimizers: dict[str, torch.optim.Adam],
@@ -74,17 +143,18 @@ def reinforce_update(
     entropy_coef: float,
     grad_clip: float,
     update_macro: bool,
+    estimator: str = "reinforce",
+    model: GridModel | None = None,
 ) -> dict[str, float]:
     """One REINFORCE update from a collected batch of trajectories; returns episode metrics."""
-    # ---- returns: discounted, then normalised over the batch ----
+    # ---- returns: G_t = sum_i gamma^i r_{t+i} of each sampled trajectory ----
     b_rewards = traj.settlement.reward  # [B, L]
-    b_returns = normalise(discounted_returns(b_rewards, gamma)).to(torch.float32)  # [B, L]
+    b_returns = discounted_returns(b_rewards, gamma)  # [B, L] float64
 
-    # ---- loss: -sum_t log pi(a_t|s_t) * G_hat_t, averaged over trajectories ----
+    # ---- loss: -sum_t log pi(a_t|s_t) * G_hat_t (or its exact expectation), mean over B ----
     # The entropy bonus is summed over t like the policy term, so that entropy_coef weighs
     # one step's entropy against one step's normalised return whatever the episode length.
-    b_logp, b_entropy = log_probs(policy, traj)  # [B, L] each, with graph
-    loss_policy = -(b_logp * b_returns).sum(dim=1).mean()
+    loss_policy, b_entropy = policy_loss(policy, traj, b_returns, estimator, model, gamma)
     loss = loss_policy - entropy_coef * b_entropy.sum(dim=1).mean()
     entropy = b_entropy.mean()  # per step, for logging
 

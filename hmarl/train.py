@@ -30,7 +30,7 @@ from hmarl.evaluation import market_tensors, validate
 from hmarl.io import write_text
 from hmarl.metrics import metric_keys
 from hmarl.policy import HierarchicalPolicy
-from hmarl.reinforce import macro_steps_at, make_optimizers, reinforce_update
+from hmarl.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
 from hmarl.rollout import MacroCache, collect, macro_cache, sample_starts
 from hmarl.tracking import MlflowTracker, Tracker, git_commit, ui_command
 
@@ -43,7 +43,9 @@ class TrainState:
     macro_steps: int = 0
     best_value: float | None = None
     best_episode: int = -1
+    best_trades: int = -1  # validation trades of the `best` checkpoint
     evals_without_improvement: int = 0
+    collapses: int = 0  # validations that found the policy collapsed
     run_id: str | None = None
 
 
@@ -134,10 +136,37 @@ def _start_tracker(
     )
 
 
-def _improved(value: float, best: float | None, mode: str) -> bool:
+def _improved(
+    value: float, trades: int, best: float | None, best_trades: int, mode: str, min_trades: int
+) -> bool:
+    """The selection rule for `best` (README "Validation and checkpoints").
+
+    1. A validation with at least ``min_trades`` trades beats any with fewer: a policy that
+       never trades, or rests on one lucky trade, cannot be `best` by a ratio alone.
+    2. Within the same class, the better ``best_metric`` wins, and an equal value goes to the
+       later evaluation: a tie never keeps an earlier, less trained network.
+    """
     if not math.isfinite(value):
         return False
-    return best is None or (value > best if mode == "max" else value < best)
+    if best is None:
+        return True
+    enough, best_enough = trades >= min_trades, best_trades >= min_trades
+    if enough != best_enough:
+        return enough
+    return value >= best if mode == "max" else value <= best
+
+
+def collapse_reason(stats: dict[str, Any], entropy: float, tc: Any) -> str | None:
+    """Why the policy counts as collapsed, or None: its mean training entropy per step fell
+    below ``collapse_entropy``, or one action's mean validation probability exceeds
+    ``collapse_share`` (a policy that can no longer explore or change its mind)."""
+    if math.isfinite(entropy) and entropy < tc.collapse_entropy:
+        return f"entropy {entropy:.3g} < trainer.collapse_entropy={tc.collapse_entropy}"
+    shares = {a: stats.get(f"Mean P({a})") for a in ("HOLD", "BUY", "SELL")}
+    for action, share in shares.items():
+        if share is not None and share > tc.collapse_share:
+            return f"mean P({action}) {share:.4f} > trainer.collapse_share={tc.collapse_share}"
+    return None
 
 
 EpisodeHook = Callable[
@@ -174,8 +203,11 @@ class Trainer:
             self._resume(tc.resume, device)
         self.env = env_params(cfg)
         self.grid = position_grid(self.env)
+        self.grid_model = GridModel(self.grid, self.env, self.tensors.returns)
         self.cache: MacroCache | None = None
         self.val: dict[str, Any] = {}
+        self.entropies: list[float] = []  # training entropy since the last validation
+        self.collapse: str | None = None
 
     def _resume(self, path: str, device: torch.device) -> None:
         ckpt = load_checkpoint(path, map_location=device)
@@ -231,10 +263,13 @@ class Trainer:
             self.optimizers,
             traj,
             gamma=tc.gamma,
-            entropy_coef=tc.entropy_coef,
+            entropy_coef=self.entropy_coef(episode),
             grad_clip=tc.grad_clip,
             update_macro=update_macro,
+            estimator=tc.estimator.value,
+            model=self.grid_model,
         )
+        self.entropies.append(metrics["entropy"])
         if update_macro:
             self.cache = None  # MacroNet changed: its cached embeddings are stale
             self.state.macro_steps += 1
@@ -242,10 +277,25 @@ class Trainer:
         self.state.episode = episode + 1
         return metrics
 
-    def validate(self, episode: int) -> dict[str, float]:
-        """Deterministic validation; keeps `best` and counts evaluations without improvement."""
+    def entropy_coef(self, episode: int) -> float:
+        """``entropy_coef``, decayed linearly to ``entropy_coef_final`` by the last episode."""
         tc = self.cfg.trainer
-        self.val = validate(self.policy, self.market, self.tensors, self.env)
+        if tc.entropy_coef_final is None or tc.episodes <= 1:
+            return tc.entropy_coef
+        frac = min(1.0, episode / (tc.episodes - 1))
+        return tc.entropy_coef + frac * (tc.entropy_coef_final - tc.entropy_coef)
+
+    def validate(self, episode: int) -> dict[str, float]:
+        """Validation; keeps `best` (see :func:`_improved`), counts evaluations without
+        improvement, and checks for collapse (``self.collapse`` holds the reason, or None)."""
+        tc = self.cfg.trainer
+        greedy = tc.eval_policy.value == "greedy"
+        self.val = validate(
+            self.policy, self.market, self.tensors, self.env, greedy=greedy, seed=self.cfg.seed
+        )
+        entropy = sum(self.entropies) / len(self.entropies) if self.entropies else math.nan
+        self.entropies = []
+        self.collapse = collapse_reason(self.val, entropy, tc)
         vals = metric_keys(self.val, prefix="val/")
         value = vals.get(f"val/{tc.best_metric}")
         if value is None:
@@ -254,13 +304,51 @@ class Trainer:
                 f"trainer.best_metric={tc.best_metric!r} is not a validation key; "
                 f"choose one of {choices}"
             )
-        if _improved(value, self.state.best_value, tc.best_mode.value):
+        trades = int(self.val.get("# Trades", 0))
+        if _improved(
+            value,
+            trades,
+            self.state.best_value,
+            self.state.best_trades,
+            tc.best_mode.value,
+            tc.min_val_trades,
+        ):
+            tie = value == self.state.best_value and trades >= tc.min_val_trades
+            tie = tie and self.state.best_trades >= tc.min_val_trades
             self.state.best_value, self.state.best_episode = value, episode
-            self.state.evals_without_improvement = 0
+            self.state.best_trades = trades
+            # a tie takes the later network but is no improvement for early stopping
+            if tie:
+                self.state.evals_without_improvement += 1
+            else:
+                self.state.evals_without_improvement = 0
             self.save(self.best_path)
         else:
             self.state.evals_without_improvement += 1
+        vals["val/collapsed"] = float(self.collapse is not None)
         return vals
+
+    def on_collapse(self, episode: int) -> bool:
+        """Act on a collapse found by the last validation; returns True to stop the run."""
+        if self.collapse is None:
+            return False
+        self.state.collapses += 1
+        action = self.cfg.trainer.on_collapse.value
+        tqdm.write(f"episode {episode}: policy collapsed ({self.collapse}); on_collapse={action}")
+        if action == "stop":
+            return True
+        if action == "restore" and self.best_path.exists() and self.state.best_episode != episode:
+            self.restore_best()
+        return False
+
+    def restore_best(self) -> None:
+        """Continue from the `best` weights and optimizer states (not its RNG: a new stream)."""
+        ckpt = load_checkpoint(self.best_path, map_location=self.tensors.macro.device)
+        self.policy.load_state_dict(ckpt["policy"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        self.cache = None
+        tqdm.write(f"restored the best policy of episode {self.state.best_episode}")
 
     def stop_early(self) -> bool:
         patience = self.cfg.trainer.early_stop_patience
@@ -299,7 +387,7 @@ def train(
             last = state.episode == tc.episodes
             if state.episode % tc.eval_every == 0 or last:
                 metrics.update(run.validate(episode))
-                stopped_early = run.stop_early()
+                stopped_early = run.on_collapse(episode) or run.stop_early()
             if state.episode % tc.checkpoint_every == 0 or last or stopped_early:
                 run.save(run.last_path)
             tracker.log_metrics(metrics, step=episode)
@@ -308,7 +396,12 @@ def train(
             _show(pbar, metrics, run.val)
             if stopped_early:
                 n = tc.early_stop_patience
-                print(f"early stop at episode {episode}: {n} evaluations without improvement")
+                why = (
+                    "the policy collapsed (trainer.on_collapse=stop)"
+                    if run.collapse is not None and tc.on_collapse.value == "stop"
+                    else f"{n} evaluations without improvement"
+                )
+                print(f"early stop at episode {episode}: {why}")
                 break
         if not run.last_path.exists():  # resumed a finished run: nothing new, keep the state
             run.save(run.last_path)

@@ -1,0 +1,351 @@
+"""Learning benchmark: does training reliably find an edge where one exists, and do no harm?
+
+    python scripts/bench_learning.py                 # 10 seeds per market (about an hour on 2 cores)
+    python scripts/bench_learning.py --quick         # 3 seeds per market
+    python scripts/bench_learning.py --quick --markets default trainer.estimator=reinforce
+
+Markets (one row each):
+
+* ``default``: the config's synthetic market (``conf/data/synthetic.yaml``, strong trends);
+* ``hard``: ``synthetic_candles``' own defaults (weaker drift 1e-4, 5-day regimes);
+* ``planted``: the real candles of ``../shared/data/binance_spot_BTCUSDT_5m_2024Q4.csv`` with a
+  seeded regime drift added to their log prices (hmarl/planted.py, drift ``--planted-drift``
+  per bar, 2.5-day regimes); the oracle that knows the regime is reported after fees;
+* ``real_q1``, ``real_q4``: the real 2024 Q1 / Q4 BTCUSDT 5-minute candles unchanged (no edge
+  promised: the check is that the trainer does no harm and says when it found nothing).
+
+Every run trains from scratch with ``tracking=none`` (plus any Hydra overrides given), keeps
+``best.pt`` (selected on validation) and ``last.pt``, and is evaluated here:
+
+* success: best validation Sharpe above the market's threshold (``THRESHOLDS``), validation
+  return above buy & hold's on the same bars after the same costs, and at least
+  ``trainer.min_val_trades`` validation trades;
+* final vs best: the last policy's validation Sharpe against the best's ("near" = within 25%);
+* test return of ``best.pt`` after fees, beside buy & hold, flat and random on the test split;
+* collapsed: the final policy's training entropy below ``trainer.collapse_entropy`` or one action's
+  mean validation probability above ``trainer.collapse_share`` (hmarl.train.collapse_reason);
+* wall time and env-steps per second of training (validation included).
+
+Prints a markdown table and writes every run and the summary as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+
+from hmarl.baselines import baseline_steps, settled_frame
+from hmarl.checkpoint import load_checkpoint, policy_from_checkpoint
+from hmarl.config import Config, conf_dir, register_configs, to_config
+from hmarl.data import load_candles
+from hmarl.evaluation import market_tensors, run_split
+from hmarl.io import write_text
+from hmarl.metrics import compute_stats
+from hmarl.planted import oracle_positions, plant_edge
+from hmarl.train import collapse_reason, env_params, load_market, train
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+Q1 = "binance_spot_BTCUSDT_5m_2024Q1.csv"
+Q4 = "binance_spot_BTCUSDT_5m_2024Q4.csv"
+MARKETS = ("default", "hard", "planted", "real_q1", "real_q4")
+# Best validation Sharpe a run must exceed to count as a success (with beating buy & hold).
+THRESHOLDS = {"default": 10.0, "hard": 3.0, "planted": 3.0, "real_q1": 1.0, "real_q4": 1.0}
+
+
+@dataclass
+class Market:
+    name: str
+    overrides: list[str]
+    regime: np.ndarray | None = None  # planted market: the regime of each candle row
+
+
+def make_market(name: str, work: Path, planted_drift: float, seed: int = 0) -> Market:
+    """The Hydra overrides (and, for ``planted``, the file and regimes) of one market."""
+    if name == "default":
+        return Market(name, [])
+    if name == "hard":
+        return Market(name, ["data.trend_drift=1e-4", "data.mean_regime_bars=1440"])
+    if name in ("real_q1", "real_q4"):
+        path = _shared(Q1 if name == "real_q1" else Q4)
+        return Market(name, ["data=csv", f"data.path={path}"])
+    if name == "planted":
+        candles = load_candles(_shared(Q4), log=None)
+        planted, regime = plant_edge(candles, seed, drift=planted_drift)
+        path = work / f"planted_{seed}.csv"
+        planted.reset_index().to_csv(path, index=False)
+        return Market(name, ["data=csv", f"data.path={path}"], regime)
+    raise SystemExit(f"unknown market {name!r}; choose from {MARKETS}")
+
+
+def _shared(name: str) -> Path:
+    path = SHARED / name
+    if not path.is_file():
+        raise SystemExit(f"real data not found: {path} (../shared/data beside the checkout)")
+    return path
+
+
+def compose_config(overrides: Sequence[str]) -> Config:
+    register_configs()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return to_config(compose("config", overrides=list(overrides)))
+
+
+def _stats(steps: Any) -> dict[str, Any]:
+    return compute_stats(steps, n_bootstrap=0)
+
+
+def evaluate_run(cfg: Config, market: Market, best: Path, last: Path) -> dict[str, Any]:
+    """Validation of best and last, test of best beside the baselines (and the oracle)."""
+    data = load_market(cfg, log=None)
+    tensors, env = market_tensors(data), env_params(cfg)
+    greedy = cfg.trainer.eval_policy.value == "greedy"
+    policies = {
+        k: policy_from_checkpoint(load_checkpoint(p)) for k, p in (("best", best), ("last", last))
+    }
+    out: dict[str, Any] = {}
+    for which, policy in policies.items():
+        out[f"{which}_val"] = _stats(
+            run_split(policy, data, tensors, "val", env, greedy=greedy, seed=cfg.seed)
+        )
+    steps = run_split(policies["best"], data, tensors, "test", env, greedy=greedy, seed=cfg.seed)
+    out["best_test"] = _stats(steps)
+    for split in ("val", "test"):
+        lo, hi = data.splits[split]
+        base = baseline_steps(
+            data,
+            lo,
+            hi,
+            env,
+            agent_actions=steps["action"].to_numpy(),
+            seed=cfg.seed,
+            names=("buy_and_hold", "flat", "random"),
+        )
+        for name, frame in base.items():
+            out[f"{name}_{split}"] = _stats(frame)
+        if market.regime is not None:
+            rows = np.arange(lo, hi)
+            held = oracle_positions(market.regime, rows, env.allow_short)
+            actions = np.zeros(rows.size, dtype=np.int64)
+            out[f"oracle_{split}"] = _stats(settled_frame(data, lo, hi, held, actions, env))
+    return out
+
+
+def one_run(
+    market: Market, seed: int, overrides: Sequence[str], work: Path, episodes: int
+) -> dict[str, Any]:
+    run_dir = work / f"{market.name}_seed{seed}"
+    cfg = compose_config(
+        [
+            "+experiment=asym_1_10",
+            f"trainer.episodes={episodes}",
+            f"seed={seed}",
+            "tracking=none",
+            f"cache_dir={work / 'cache'}",
+            *market.overrides,
+            *overrides,
+        ]
+    )
+    entropies: list[float] = []
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # the trainer's own summary lines
+        result = train(
+            cfg,
+            run_dir,
+            progress=False,
+            on_episode=lambda e, m, p, o: entropies.append(m["entropy"]),
+        )
+    wall = time.perf_counter() - t0
+    tc = cfg.trainer
+    rec: dict[str, Any] = {
+        "market": market.name,
+        "seed": seed,
+        "wall_s": wall,
+        "episodes": result.state.episode,
+        "env_steps_per_s": result.state.episode * tc.n_envs * tc.episode_len / wall,
+        "best_episode": result.state.best_episode,
+        "collapses_seen": result.state.collapses,
+    }
+    if result.best_checkpoint is None:
+        rec["error"] = "no best checkpoint"
+        return rec
+    ev = evaluate_run(cfg, market, result.best_checkpoint, result.last_checkpoint)
+    tail = entropies[-tc.eval_every :] or [math.nan]
+    final_entropy = sum(tail) / len(tail)
+    reason = collapse_reason(ev["last_val"], final_entropy, tc)
+    best_val, last_val, test = ev["best_val"], ev["last_val"], ev["best_test"]
+    rec.update(
+        {
+            "best_val_sharpe": best_val["Sharpe Ratio"],
+            "best_val_return_pct": best_val["Return [%]"],
+            "best_val_trades": best_val["# Trades"],
+            "last_val_sharpe": last_val["Sharpe Ratio"],
+            "last_val_return_pct": last_val["Return [%]"],
+            "last_val_trades": last_val["# Trades"],
+            "bh_val_return_pct": ev["buy_and_hold_val"]["Return [%]"],
+            "bh_val_sharpe": ev["buy_and_hold_val"]["Sharpe Ratio"],
+            "test_return_pct": test["Return [%]"],
+            "test_sharpe": test["Sharpe Ratio"],
+            "test_trades": test["# Trades"],
+            "bh_test_return_pct": ev["buy_and_hold_test"]["Return [%]"],
+            "flat_test_return_pct": ev["flat_test"]["Return [%]"],
+            "random_test_return_pct": ev["random_test"]["Return [%]"],
+            "final_entropy": final_entropy,
+            "collapsed": reason is not None,
+            "collapse_reason": reason,
+        }
+    )
+    if "oracle_test" in ev:
+        rec["oracle_test_return_pct"] = ev["oracle_test"]["Return [%]"]
+        rec["oracle_val_return_pct"] = ev["oracle_val"]["Return [%]"]
+    threshold = THRESHOLDS[market.name]
+    rec["success"] = bool(
+        rec["best_val_sharpe"] > threshold
+        and rec["best_val_return_pct"] > rec["bh_val_return_pct"]
+        and rec["best_val_trades"] >= tc.min_val_trades
+    )
+    best_s, last_s = rec["best_val_sharpe"], rec["last_val_sharpe"]
+    rec["final_near_best"] = bool(best_s > 0 and last_s >= 0.75 * best_s)
+    if "oracle_test_return_pct" in rec and rec["oracle_test_return_pct"] > 0:
+        rec["oracle_capture"] = rec["test_return_pct"] / rec["oracle_test_return_pct"]
+    rec["no_trade"] = rec["best_val_trades"] == 0
+    rec["no_harm"] = rec["test_return_pct"] >= rec["flat_test_return_pct"] - 1.0
+    return rec
+
+
+def _mean_sd(values: Sequence[float], sign: str = "+") -> str:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return "n/a"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.mean(vals):{sign}.1f} ± {sd:.1f}"
+
+
+def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for name in dict.fromkeys(r["market"] for r in records):
+        rs = [r for r in records if r["market"] == name and "error" not in r]
+        n = len(rs)
+        row: dict[str, Any] = {
+            "market": name,
+            "runs": n,
+            "failed_runs": sum(1 for r in records if r["market"] == name and "error" in r),
+            "threshold": THRESHOLDS[name],
+            "success": sum(r["success"] for r in rs),
+            "best_val_sharpe": _mean_sd([r["best_val_sharpe"] for r in rs]),
+            "bh_val_sharpe": _mean_sd([r["bh_val_sharpe"] for r in rs]),
+            "final_near_best": sum(r["final_near_best"] for r in rs),
+            "collapsed": sum(r["collapsed"] for r in rs),
+            "no_trade": sum(r["no_trade"] for r in rs),
+            "no_harm": sum(r["no_harm"] for r in rs),
+            "test_return_pct": _mean_sd([r["test_return_pct"] for r in rs]),
+            "bh_test_return_pct": _mean_sd([r["bh_test_return_pct"] for r in rs]),
+            "flat_test_return_pct": _mean_sd([r["flat_test_return_pct"] for r in rs]),
+            "random_test_return_pct": _mean_sd([r["random_test_return_pct"] for r in rs]),
+            "wall_s": _mean_sd([r["wall_s"] for r in rs], sign=""),
+            "env_steps_per_s": statistics.mean([r["env_steps_per_s"] for r in rs]) if rs else 0.0,
+        }
+        if any("oracle_test_return_pct" in r for r in rs):
+            row["oracle_test_return_pct"] = _mean_sd([r["oracle_test_return_pct"] for r in rs])
+            row["capture_ge_50pct"] = sum(r.get("oracle_capture", -1.0) >= 0.5 for r in rs)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| market | success (val Sharpe > thr, > B&H, trades) | best val Sharpe | B&H val Sharpe "
+        "| final near best | collapsed | no trade | test return % | B&H | flat | random "
+        "| oracle (captured >= 50%) | no harm (>= flat - 1%) | wall s | env-steps/s |"
+    )
+    lines = [head, "|" + "---|" * 15]
+    for r in rows:
+        n = r["runs"]
+        oracle = (
+            f"{r['oracle_test_return_pct']} ({r['capture_ge_50pct']}/{n})"
+            if "oracle_test_return_pct" in r
+            else "-"
+        )
+        lines.append(
+            f"| {r['market']} | {r['success']}/{n} (> {r['threshold']:g}) | {r['best_val_sharpe']} "
+            f"| {r['bh_val_sharpe']} | {r['final_near_best']}/{n} | {r['collapsed']}/{n} "
+            f"| {r['no_trade']}/{n} | {r['test_return_pct']} | {r['bh_test_return_pct']} "
+            f"| {r['flat_test_return_pct']} | {r['random_test_return_pct']} | {oracle} "
+            f"| {r['no_harm']}/{n} | {r['wall_s']} | {r['env_steps_per_s']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run")
+    ap.add_argument("--quick", action="store_true", help="3 seeds per market instead of 10")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per market (default 10)")
+    ap.add_argument("--markets", nargs="+", default=list(MARKETS), choices=MARKETS)
+    ap.add_argument("--episodes", type=int, default=300)
+    ap.add_argument("--planted-drift", type=float, default=2e-4, help="per-bar log drift")
+    ap.add_argument("--out", default="bench_learning.json", help="JSON of every run + summary")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = ap.parse_args(argv)
+    seeds = args.seeds or (3 if args.quick else 10)
+    torch.set_num_threads(args.threads)
+    records: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
+        work = Path(tmp)
+        for name in args.markets:
+            for seed in range(seeds):
+                # the planted market's regimes are seeded like the training run
+                market = make_market(name, work, args.planted_drift, seed)
+                rec = one_run(market, seed, args.overrides, work, args.episodes)
+                records.append(rec)
+                print(_line(rec), flush=True)
+    rows = summarise(records)
+    table = markdown(rows)
+    print(
+        f"\n{table}\n\ntotal wall time {time.perf_counter() - t0:.0f} s; overrides: "
+        f"{' '.join(args.overrides) or '(none)'}; command: {' '.join(sys.argv)}"
+    )
+    payload = {
+        "overrides": args.overrides,
+        "seeds": seeds,
+        "episodes": args.episodes,
+        "planted_drift": args.planted_drift,
+        "runs": records,
+        "summary": rows,
+    }
+    write_text(Path(args.out), json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _line(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{r['market']} seed {r['seed']}: {r['error']}"
+    extra = f", oracle {r['oracle_test_return_pct']:+.1f}%" if "oracle_test_return_pct" in r else ""
+    return (
+        f"{r['market']} seed {r['seed']}: {'ok ' if r['success'] else 'no '} best val Sharpe "
+        f"{r['best_val_sharpe']:.1f} (ep {r['best_episode']}, {r['best_val_trades']} trades; "
+        f"B&H {r['bh_val_sharpe']:.1f}), last {r['last_val_sharpe']:.1f}; test "
+        f"{r['test_return_pct']:+.1f}% (B&H {r['bh_test_return_pct']:+.1f}%{extra}); "
+        f"entropy {r['final_entropy']:.3f}{' COLLAPSED' if r['collapsed'] else ''}; "
+        f"{r['wall_s']:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""The exact expected policy gradient over the position grid (hmarl/expected.py) and the estimators."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_rollout import tiny_market, tiny_policy
+
+from hmarl.env import EnvParams, position_grid
+from hmarl.expected import (
+    expected_surrogate,
+    grid_logits,
+    grid_rewards,
+    grid_values,
+    scan_products,
+)
+from hmarl.reinforce import (
+    GridModel,
+    discounted_returns,
+    leave_one_out,
+    make_optimizers,
+    normalise,
+    policy_loss,
+    reinforce_update,
+)
+from hmarl.rollout import MarketTensors, collect, log_probs, sample_starts
+
+ENVS = [
+    EnvParams(),
+    EnvParams(allow_short=False, commission=0.002),
+    EnvParams(action_mode="increment", increment=0.5, slippage_bps=3.0),
+]
+
+
+def _double_setup(env: EnvParams, length: int, n: int, seed: int = 0):
+    market = tiny_market(seed=seed)
+    market = MarketTensors(market.macro.double(), market.micro.double(), 3 * market.returns)
+    policy = tiny_policy(seed).double()
+    gen = torch.Generator().manual_seed(seed + 7)
+    grid = position_grid(env)
+    traj = collect(
+        policy, market, sample_starts(1, 290, length, n, gen), length, grid, env, generator=gen
+    )
+    return market, policy, grid, traj
+
+
+def _rewards(market: MarketTensors, grid, env: EnvParams, rows: torch.Tensor) -> torch.Tensor:
+    return grid_rewards(grid, env, market.returns[rows - 1], market.returns[rows])
+
+
+def test_scan_products_match_a_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    m = torch.rand(3, 13, 4, 4, generator=g, dtype=torch.float64)
+    prefix, suffix = scan_products(m), scan_products(m, reverse=True)
+    for k in range(13):
+        p = m[:, 0]
+        for j in range(1, k + 1):
+            p = p @ m[:, j]
+        torch.testing.assert_close(prefix[:, k], p)
+        s = m[:, k]
+        for j in range(k + 1, 13):
+            s = s @ m[:, j]
+        torch.testing.assert_close(suffix[:, k], s)
+
+
+@pytest.mark.parametrize("env", ENVS, ids=["target", "long_only", "increment"])
+def test_grid_rewards_equal_settlement_along_the_sampled_path(env: EnvParams) -> None:
+    market, _, grid, traj = _double_setup(env, 40, 6)
+    r = _rewards(market, grid, env, traj.rows)
+    states = torch.as_tensor(np.searchsorted(grid.positions, traj.positions.double().numpy()))
+    along = r.gather(2, states[..., None, None].expand(-1, -1, 1, 3)).squeeze(2)
+    along = along.gather(-1, traj.actions.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(along, traj.settlement.reward, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("env", ENVS, ids=["target", "long_only", "increment"])
+def test_occupancy_and_values_match_a_plain_loop(env: EnvParams) -> None:
+    market, policy, grid, traj = _double_setup(env, 30, 4)
+    with torch.no_grad():
+        probs = torch.softmax(grid_logits(policy.head, traj.ctx, traj.head_masks, grid), -1)
+    probs = probs.permute(1, 2, 0, 3)  # [B, L, S, 3]
+    rewards = _rewards(market, grid, env, traj.rows)
+    gamma = 0.97
+    got = grid_values(grid, probs, rewards, gamma)
+
+    b, length, s, _ = probs.shape
+    nxt = torch.as_tensor(grid.next_state)
+    d = torch.zeros(b, s, dtype=torch.float64)
+    d[:, grid.start] = 1.0
+    for k in range(length):
+        torch.testing.assert_close(got.occupancy[:, k], d)
+        new = torch.zeros_like(d)
+        for a in range(3):
+            new.index_add_(1, nxt[:, a], d * probs[:, k, :, a])
+        d = new
+    v = torch.zeros(b, s, dtype=torch.float64)
+    for k in reversed(range(length)):
+        q = rewards[:, k] + gamma * v[:, nxt]
+        torch.testing.assert_close(got.q[:, k], q)
+        v = (probs[:, k] * q).sum(-1)
+        torch.testing.assert_close(got.v[:, k], v)
+    torch.testing.assert_close(got.occupancy.sum(-1), torch.ones(b, length, dtype=torch.float64))
+
+
+def _grad(policy: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    policy.zero_grad(set_to_none=True)
+    loss.backward(retain_graph=True)
+    return torch.cat([p.grad.reshape(-1) for p in policy.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("env", ENVS[:2], ids=["target", "long_only"])
+def test_expected_gradient_is_the_mean_of_the_sampled_estimator(env: EnvParams) -> None:
+    """A Monte-Carlo average of grad sum_k log pi(a_k|s_k) G_k over 400,000 action paths, on the
+    same market paths and dropout masks, converges to the exact expectation."""
+    length, n_env, n_mc, gamma = 6, 2, 400_000, 0.9
+    market, policy, grid, traj = _double_setup(env, length, n_env, seed=3)
+    logits = grid_logits(policy.head, traj.ctx, traj.head_masks, grid)  # [S, B, L, 3]
+    rewards = _rewards(market, grid, env, traj.rows)
+    probs = torch.softmax(logits.detach(), -1).permute(1, 2, 0, 3)
+    values = grid_values(grid, probs, rewards, gamma)
+    loss, _ = expected_surrogate(logits, values, scale=1.0)
+    exact = -_grad(policy, loss.sum())
+
+    # Monte Carlo in numpy: W[b,k,s,a] = mean_n 1[s_k = s, a_k = a] G_k
+    rng = np.random.default_rng(0)
+    p_np, r_np = probs.numpy(), rewards.numpy()
+    weights = np.zeros_like(p_np)
+    for b in range(n_env):
+        s = np.full(n_mc, grid.start)
+        states, acts, rews = [], [], []
+        for k in range(length):
+            cum = p_np[b, k, s].cumsum(-1)
+            a = (rng.random(n_mc)[:, None] > cum[:, :-1]).sum(-1)
+            states.append(s)
+            acts.append(a)
+            rews.append(r_np[b, k, s, a])
+            s = grid.next_state[s, a]
+        g = discounted_returns(torch.as_tensor(np.stack(rews, 1)), gamma).numpy()
+        for k in range(length):
+            np.add.at(weights[b, k], (states[k], acts[k]), g[:, k] / n_mc)
+    logp = torch.log_softmax(logits, -1).permute(1, 2, 0, 3)
+    mc = _grad(policy, (torch.as_tensor(weights) * logp).sum())
+
+    rel = float((mc - exact).norm() / exact.norm())
+    assert exact.norm() > 0
+    print(f"relative error {rel:.4f}")
+    assert rel < 0.05, rel
+    # and the estimate is not close to a wrong answer (the gradient without occupancy weights)
+    wrong = -_grad(
+        policy,
+        expected_surrogate(
+            logits, values._replace(occupancy=torch.ones_like(values.occupancy)), 1.0
+        )[0].sum(),
+    )
+    assert float((mc - wrong).norm() / exact.norm()) > 5 * rel
+
+
+def test_reinforce_estimator_is_exactly_the_spec_loss() -> None:
+    env = EnvParams()
+    market, policy, grid, traj = _double_setup(env, 20, 5)
+    returns = discounted_returns(traj.settlement.reward, 0.99)
+    loss, entropy = policy_loss(policy, traj, returns, "reinforce")
+    logp, ent = log_probs(policy, traj)
+    spec = -(logp * normalise(returns)).sum(dim=1).mean()
+    assert loss.item() == spec.item()
+    torch.testing.assert_close(entropy, ent, rtol=0, atol=0)
+    assert torch.allclose(_grad(policy, loss), _grad(policy, spec), rtol=0, atol=0)
+
+
+def test_leave_one_out_baseline_excludes_the_trajectory() -> None:
+    g = torch.tensor([[1.0, 2.0], [3.0, 6.0], [5.0, 1.0]], dtype=torch.float64)
+    adv = leave_one_out(g)
+    centred = torch.tensor([[1 - 4.0, 2 - 3.5], [3 - 3.0, 6 - 1.5], [5 - 2.0, 1 - 4.0]])
+    torch.testing.assert_close(adv, (centred / centred.std()).double())
+    with pytest.raises(ValueError, match="n_envs >= 2"):
+        leave_one_out(g[:1])
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "baseline", "expected"])
+def test_every_estimator_updates_the_trained_modules(estimator: str) -> None:
+    env = EnvParams()
+    market, policy, grid, traj = _double_setup(env, 16, 4)
+    policy = policy.float()
+    market = tiny_market()
+    gen = torch.Generator().manual_seed(2)
+    traj = collect(policy, market, sample_starts(1, 290, 16, 4, gen), 16, grid, env, generator=gen)
+    opts = make_optimizers(policy, lr_macro=1e-3, lr_micro=1e-3, lr_head=1e-3)
+    metrics = reinforce_update(
+        policy,
+        opts,
+        traj,
+        gamma=0.99,
+        entropy_coef=0.01,
+        grad_clip=1.0,
+        update_macro=True,
+        estimator=estimator,
+        model=GridModel(grid, env, market.returns),
+    )
+    for name in ("macro", "micro", "head"):
+        assert metrics[f"param_delta/{name}"] > 0, name
+    assert np.isfinite(metrics["loss/total"]) and 0 < metrics["entropy"] <= np.log(3) + 1e-6
+
+
+def test_unknown_estimator_is_refused() -> None:
+    env = EnvParams()
+    _, policy, _, traj = _double_setup(env, 8, 2)
+    with pytest.raises(ValueError, match="trainer.estimator must be one of"):
+        policy_loss(policy, traj, discounted_returns(traj.settlement.reward, 0.9), "ppo")

@@ -1,0 +1,116 @@
+"""Checkpoint selection, collapse detection and the entropy schedule (hmarl/train.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import compose_config, tiny_overrides
+
+import hmarl.train as train_mod
+from hmarl.checkpoint import load_checkpoint
+from hmarl.train import Trainer, _improved, collapse_reason, train
+
+
+@pytest.mark.parametrize(
+    "value,trades,best,best_trades,expected",
+    [
+        (1.0, 10, None, -1, True),  # the first evaluation is always best
+        (2.0, 10, 1.0, 10, True),  # better, both with enough trades
+        (0.5, 10, 1.0, 10, False),  # worse
+        (1.0, 10, 1.0, 10, True),  # a tie goes to the later (more trained) network
+        (9.0, 2, 1.0, 10, False),  # a higher ratio on 2 trades cannot beat 10 trades
+        (0.1, 6, 9.0, 2, True),  # enough trades beat a lucky few, whatever the ratio
+        (0.0, 0, 0.0, 0, True),  # flat tie: the later flat network replaces the early one
+        (float("nan"), 10, None, -1, False),  # a NaN is never best
+    ],
+)
+def test_selection_rule(
+    value: float, trades: int, best: float | None, best_trades: int, expected: bool
+) -> None:
+    assert _improved(value, trades, best, best_trades, "max", 5) is expected
+
+
+def test_selection_rule_min_mode() -> None:
+    assert _improved(-10.0, 5, -5.0, 5, "min", 5)  # a deeper drawdown minimised
+    assert not _improved(-1.0, 5, -5.0, 5, "min", 5)
+
+
+TC = SimpleNamespace(collapse_entropy=0.05, collapse_share=0.99)
+
+
+def test_collapse_reasons() -> None:
+    healthy = {"Mean P(HOLD)": 0.5, "Mean P(BUY)": 0.3, "Mean P(SELL)": 0.2}
+    assert collapse_reason(healthy, 0.8, TC) is None
+    assert "entropy" in str(collapse_reason(healthy, 0.01, TC))
+    hold = {"Mean P(HOLD)": 0.995, "Mean P(BUY)": 0.004, "Mean P(SELL)": 0.001}
+    assert "P(HOLD)" in str(collapse_reason(hold, 0.8, TC))
+    assert collapse_reason(healthy, float("nan"), TC) is None  # no training entropy yet
+
+
+def test_entropy_schedule(tmp_path: Path) -> None:
+    cfg = compose_config(
+        *tiny_overrides(
+            tmp_path,
+            "trainer.episodes=11",
+            "trainer.entropy_coef=0.1",
+            "trainer.entropy_coef_final=0",
+        )
+    )
+    run = Trainer(cfg, tmp_path / "run")
+    assert run.entropy_coef(0) == pytest.approx(0.1)
+    assert run.entropy_coef(5) == pytest.approx(0.05)
+    assert run.entropy_coef(10) == pytest.approx(0.0)
+    constant = compose_config(*tiny_overrides(tmp_path, "trainer.entropy_coef=0.03"))
+    assert Trainer(constant, tmp_path / "run2").entropy_coef(7) == pytest.approx(0.03)
+
+
+def test_ties_keep_the_later_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every validation scores the same (flat, 0 trades): best.pt is the last one, not the first."""
+    flat = {"Sharpe Ratio": 0.0, "# Trades": 0, "Mean P(HOLD)": 0.4, "Mean P(BUY)": 0.3}
+    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: dict(flat))
+    cfg = compose_config(*tiny_overrides(tmp_path, "trainer.episodes=15", "trainer.eval_every=5"))
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.state.best_episode == 14
+    assert load_checkpoint(result.best_checkpoint)["train_state"]["best_episode"] == 14
+
+
+@pytest.mark.parametrize("action", ["warn", "stop", "restore"])
+def test_on_collapse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str) -> None:
+    """A policy that collapses after a good validation: warn goes on, stop ends the run,
+    restore continues from the best weights."""
+    good = {"Sharpe Ratio": 3.0, "# Trades": 20, "Mean P(HOLD)": 0.4}
+    collapsed = {"Sharpe Ratio": 0.0, "# Trades": 0, "Mean P(HOLD)": 0.999}
+    calls = iter([good, collapsed, collapsed, collapsed])
+    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: dict(next(calls)))
+    restored: list[int] = []
+    monkeypatch.setattr(Trainer, "restore_best", lambda self: restored.append(self.state.episode))
+    cfg = compose_config(
+        *tiny_overrides(
+            tmp_path, "trainer.episodes=20", "trainer.eval_every=5", f"trainer.on_collapse={action}"
+        )
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.state.best_episode == 4
+    if action == "stop":
+        assert result.stopped_early and result.state.episode == 10
+        assert result.state.collapses == 1
+    else:
+        assert not result.stopped_early and result.state.episode == 20
+        assert result.state.collapses == 3
+        assert restored == ([10, 15, 20] if action == "restore" else [])
+
+
+def test_restore_best_loads_the_best_weights(tmp_path: Path) -> None:
+    cfg = compose_config(*tiny_overrides(tmp_path, "trainer.episodes=5"))
+    result = train(cfg, tmp_path / "run", progress=False)
+    run = Trainer(cfg, tmp_path / "run")
+    with torch.no_grad():
+        for p in run.policy.parameters():
+            p.add_(1.0)
+    run.restore_best()
+    best = load_checkpoint(result.best_checkpoint)["policy"]
+    for name, value in run.policy.state_dict().items():
+        assert torch.equal(value, best[name]), name
