@@ -1,17 +1,22 @@
-"""Learning: on the synthetic market the trained policy beats flat and random after fees.
+"""Learning, asserted so that it holds on any machine's float rounding.
 
-Each run is sized to take well under 60 s on 2 cores (300 episodes of 32 x 256 decisions,
-50,000 bars); the elapsed time is printed, not asserted (speed lives in scripts/bench_train.py).
-The `best` checkpoint is selected on validation, so it is also checked on the test split,
-which training and selection never saw.
+One trajectory's luck is not a test: a different CPU (thread count, vector width, library)
+rounds differently, and a REINFORCE run then takes another path. So each case trains several
+seeds under a different numeric setting (1 thread, 2 threads, deterministic algorithms: three
+different roundings of the same computation) and asserts what must hold for most of them: the
+`best` checkpoint, selected on validation, beats flat and buy & hold after fees on validation
+AND on the untouched test split, with margins, and trades. Wall times are printed, not asserted
+(speed lives in scripts/bench_train.py; learning quality in scripts/bench_learning.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import compose_config
 
 from hmarl.baselines import baseline_steps
@@ -20,46 +25,75 @@ from hmarl.evaluation import market_tensors, run_split
 from hmarl.metrics import compute_stats
 from hmarl.train import env_params, load_market, train
 
+SEEDS = (0, 1, 2)
+NEED = 2  # of len(SEEDS) seeds must succeed under every numeric setting
+MARGIN_PCT = 5.0  # percentage points over flat and buy & hold
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_trained_policy_beats_flat_and_random(tmp_path: Path, seed: int) -> None:
+
+@pytest.fixture(params=["threads1", "threads2", "deterministic"])
+def numeric_setting(request: pytest.FixtureRequest) -> Iterator[str]:
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(2 if request.param == "threads2" else 1)
+    torch.use_deterministic_algorithms(request.param == "deterministic")
+    try:
+        yield request.param
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _run(tmp_path: Path, seed: int) -> dict[str, dict[str, float]]:
     cfg = compose_config(
         "+experiment=asym_1_10",
         "data.n_candles=50000",
-        "trainer.episodes=300",
-        "trainer.eval_every=25",
+        "trainer.episodes=250",
         f"seed={seed}",
         "tracking=none",
         f"cache_dir={tmp_path}/cache",
     )
-    t0 = time.perf_counter()
-    result = train(cfg, tmp_path / "run", progress=False)
-    print(f"seed {seed}: trained in {time.perf_counter() - t0:.1f} s")
+    result = train(cfg, tmp_path / f"run{seed}", progress=False)
     assert result.best_checkpoint is not None
-
     policy = policy_from_checkpoint(load_checkpoint(result.best_checkpoint))
     market = load_market(cfg, log=None)
     tensors, env = market_tensors(market), env_params(cfg)
+    out: dict[str, dict[str, float]] = {}
     for split in ("val", "test"):
         steps = run_split(policy, market, tensors, split, env)
-        ours = compute_stats(steps, n_bootstrap=0)
         lo, hi = market.splits[split]
         base = baseline_steps(
-            market,
-            lo,
-            hi,
-            env,
-            agent_actions=steps["action"].to_numpy(),
-            seed=seed,
-            names=("flat", "random"),
+            market, lo, hi, env, agent_actions=steps["action"].to_numpy(), names=("flat", "buy_and_hold")
         )
-        flat = compute_stats(base["flat"], n_bootstrap=0)["Return [%]"]
-        rand = compute_stats(base["random"], n_bootstrap=0)["Return [%]"]
+        ours = compute_stats(steps, n_bootstrap=0)
+        out[split] = {
+            "policy": ours["Return [%]"],
+            "trades": ours["# Trades"],
+            **{k: compute_stats(v, n_bootstrap=0)["Return [%]"] for k, v in base.items()},
+        }
+    return out
+
+
+@pytest.mark.slow
+def test_best_policy_beats_flat_and_buy_and_hold_on_most_seeds(
+    tmp_path: Path, numeric_setting: str
+) -> None:
+    ok = []
+    for seed in SEEDS:
+        t0 = time.perf_counter()
+        res = _run(tmp_path, seed)
+        good = all(
+            r["trades"] >= 5
+            and r["policy"] > r["flat"] + MARGIN_PCT
+            and r["policy"] > r["buy_and_hold"] + MARGIN_PCT
+            for r in res.values()
+        )
+        ok.append(good)
         print(
-            f"  {split}: policy {ours['Return [%]']:+.1f}% ({ours['# Trades']} trades, fees "
-            f"{ours['Fees Paid [%]']:.2f}%), flat {flat:+.1f}%, random {rand:+.1f}%"
+            f"{numeric_setting} seed {seed} ({time.perf_counter() - t0:.0f} s): "
+            + "; ".join(
+                f"{split} policy {r['policy']:+.1f}% ({r['trades']} trades), flat "
+                f"{r['flat']:+.1f}%, buy & hold {r['buy_and_hold']:+.1f}%"
+                for split, r in res.items()
+            )
+            + ("" if good else "  <- not learned")
         )
-        assert ours["# Trades"] > 0
-        assert ours["Return [%]"] > flat + 1.0, split
-        assert ours["Return [%]"] > rand + 1.0, split
+    assert sum(ok) >= NEED, f"{sum(ok)} of {len(SEEDS)} seeds learned under {numeric_setting}"
