@@ -16,7 +16,10 @@ from hmarl.dataset import MarketData
 from hmarl.env import EnvParams, Settlement, position_grid
 from hmarl.metrics import compute_stats
 from hmarl.policy import HierarchicalPolicy
+from hmarl.random_timing import random_timing, random_timing_stats
 from hmarl.rollout import MarketTensors, Trajectory, evaluate
+
+VALIDATION_NULL_N = 100  # random-timing policies per validation (a backtest uses 1,000)
 
 
 def market_tensors(market: MarketData, device: torch.device | str = "cpu") -> MarketTensors:
@@ -94,6 +97,18 @@ def validate(
     tensors: MarketTensors,
     env: EnvParams,
     split: str = "val",
+    null_n: int = VALIDATION_NULL_N,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Stats of the deterministic policy on a split (no bootstrap: this runs often)."""
-    return compute_stats(run_split(policy, market, tensors, split, env), n_bootstrap=0)
+    """Stats of the deterministic policy on a split, with its rank in a random-timing null.
+
+    No bootstrap and a smaller null (``null_n`` policies, 0 skips it) than a backtest's:
+    this runs every ``trainer.eval_every`` episodes.
+    """
+    lo, hi = market.splits[split]
+    steps = run_split(policy, market, tensors, (lo, hi), env)
+    stats = compute_stats(steps, n_bootstrap=0)
+    if null_n > 0:
+        null = random_timing(steps, market.returns[lo:hi], env, n=null_n, seed=seed)
+        stats.update(random_timing_stats(null))
+    return stats
