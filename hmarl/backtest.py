@@ -168,7 +168,7 @@ class BacktestConfig:
     run_id: str | None = None  # MLflow run whose checkpoints/best.pt (else last.pt) to use
     data: DataConfig | None = None  # None: the checkpoint's training data config
     features: FeatureCheckConfig = field(default_factory=FeatureCheckConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=AUTO_URI))
     split: Split = Split.test
     start: str | None = None  # UTC bounds [start, end) on decision bars inside the split
     end: str | None = None
@@ -869,7 +869,7 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
                 calendar=calendar,
             )
             null_stats = random_timing_stats(null)
-        table = stats_table({STRATEGY: {**stats[STRATEGY], **null_stats}, **stats})
+        table = stats_table({**stats, STRATEGY: {**stats[STRATEGY], **null_stats}})
         pbar.update(1)
 
         # ---- optional: stochastic runs, cost sensitivity ----
@@ -948,8 +948,14 @@ def _print_summary(result: BacktestResult, doc: Mapping[str, Any], tracking: Tra
     if null:
         median, p05, p95, pct, p = (
             null[f"Random-Timing {k}"]
-            for k in ("Median Return [%]", "Return p05 [%]", "Return p95 [%]", "Percentile [%]")
-        ) + (null["Random-Timing p-value"],)
+            for k in (
+                "Median Return [%]",
+                "Return p05 [%]",
+                "Return p95 [%]",
+                "Percentile [%]",
+                "p-value",
+            )
+        )
         lines.append(
             f"random timing ({null['Random-Timing Policies']} policies with the strategy's trades "
             f"at random times): median return {median:+.2f}%, 5-95% [{p05:+.2f}%, {p95:+.2f}%]; "
