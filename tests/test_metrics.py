@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -183,7 +184,7 @@ def test_remaining_figures_match_hand_values(stats: dict[str, float | int | str]
     assert stats["Skew"] == pytest.approx(m3 / m2**1.5)
     assert stats["Kurtosis"] == pytest.approx(m4 / m2**2)
     # Beta: cov(r, r_price) / var(r_price), r_price = next / price - 1 (both ddof 1)
-    rp = [b / a - 1 for a, b in zip(PRICES[:-1], PRICES[1:], strict=True)]
+    rp = [b / a - 1 for a, b in itertools.pairwise(PRICES)]
     mp = sum(rp) / 10
     cov = sum((x - MEAN) * (y - mp) for x, y in zip(R, rp, strict=True)) / 9
     var = sum((y - mp) ** 2 for y in rp) / 9
