@@ -57,7 +57,7 @@ class _Blocks(NamedTuple):
     offsets: IntArray  # [k] where each trade starts in ``paths``
     lengths: IntArray  # [k]
     signs: IntArray  # [k] +1 long, -1 short
-    min_gaps: IntArray  # [k + 1] 1 where trades were apart (keeps them apart), else 0
+    min_gaps: IntArray  # [k + 1] 1 where trades were apart, or closed at the end; else 0
     flat: int  # flat bars in the path
 
 
@@ -69,7 +69,8 @@ def _blocks(position: FloatArray) -> _Blocks:
     keep = sign[starts] != 0
     starts, ends = starts[keep], ends[keep]
     lengths = (ends - starts).astype(np.int64)
-    apart = np.concatenate(([0], (starts[1:] > ends[:-1]).astype(np.int64), [0]))
+    closed = int(position.size > 0 and position[-1] == 0.0)  # the last trade was closed
+    apart = np.concatenate(([0], (starts[1:] > ends[:-1]).astype(np.int64), [closed]))
     return _Blocks(
         paths=np.concatenate(
             [np.zeros(0), *(position[a:b] for a, b in zip(starts, ends, strict=True))]
@@ -90,7 +91,8 @@ def random_timing_positions(
     Each path keeps the strategy's sequence of trade sides; trades of one side swap places
     at random (a random permutation per side), and the flat bars are spread over the gaps
     at random (uniform order statistics: the trades' entry times are random), keeping
-    apart the trades that were apart, so no two trades merge. Every path therefore has
+    apart the trades that were apart, so no two trades merge, and keeping the last trade
+    closed before the end if the strategy's was (so it pays its exit fee too). Every path has
     the strategy's number of trades, their lengths and position paths, and its long and
     short exposure. Vectorised over the ``n`` paths (no loop over policies).
     """
