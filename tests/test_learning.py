@@ -15,10 +15,10 @@ import pytest
 from conftest import compose_config
 
 from hmarl.baselines import baseline_steps
-from hmarl.random_timing import random_timing, random_timing_stats
 from hmarl.checkpoint import load_checkpoint, policy_from_checkpoint
 from hmarl.evaluation import market_tensors, run_split
 from hmarl.metrics import compute_stats
+from hmarl.random_timing import random_timing, random_timing_stats
 from hmarl.train import env_params, load_market, train
 
 
