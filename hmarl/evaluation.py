@@ -19,7 +19,8 @@ from hmarl.policy import HierarchicalPolicy
 from hmarl.random_timing import random_timing, random_timing_stats
 from hmarl.rollout import MarketTensors, Trajectory, evaluate
 
-VALIDATION_NULL_N = 100  # random-timing policies per validation (a backtest uses 1,000)
+VALIDATION_NULL_N = 30  # random-timing policies per validation (a backtest uses 1,000):
+# on a 15,800-bar validation split (1 thread) 100 policies added ~0.7 s per validation, 30 ~0.1 s
 
 
 def market_tensors(market: MarketData, device: torch.device | str = "cpu") -> MarketTensors:
