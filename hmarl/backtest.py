@@ -51,8 +51,18 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from hmarl import __version__
-from hmarl.baselines import BASELINES, baseline_steps
-from hmarl.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
+from hmarl.baselines import (
+    BASELINE_DEFINITIONS,
+    MOMENTUM_LOOKBACKS,
+    baseline_steps,
+    choose_momentum_lookback,
+    momentum_band,
+)
+from hmarl.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    policy_from_checkpoint,
+)
 from hmarl.config import (
     DataConfig,
     DataSource,
@@ -65,10 +75,26 @@ from hmarl.dataset import MarketData, market_for_config, resolve_feature_names
 from hmarl.env import EnvParams
 from hmarl.evaluation import market_tensors, run_split
 from hmarl.features import feature_lookback, required_columns
-from hmarl.io import write_csv, write_json, write_png
-from hmarl.metrics import Calendar, compute_stats, metric_keys, stats_table, trades
+from hmarl.io import append_text, write_csv, write_json, write_png
+from hmarl.metrics import (
+    STAT_DEFINITIONS,
+    Calendar,
+    compute_stats,
+    flag_sentences,
+    metric_keys,
+    outcome_flags,
+    stats_table,
+    trades,
+)
 from hmarl.plots import drawdown_figure, equity_figure, positions_figure, probabilities_figure
 from hmarl.policy import HierarchicalPolicy
+from hmarl.random_timing import (
+    RANDOM_TIMING_DEFINITION,
+    RANDOM_TIMING_N,
+    RandomTiming,
+    random_timing,
+    random_timing_stats,
+)
 from hmarl.rollout import MarketTensors
 from hmarl.tracking import MlflowTracker, Tracker, git_commit, ui_command
 from hmarl.train import resolve_device
@@ -86,8 +112,14 @@ TAG_KEYS = (  # meta entries copied to the MLflow run's tags
     "data_fingerprint",
     "train_data_fingerprint",
     "in_sample",
+    "flags",
 )
+DEFAULT_MIN_TRADES = 5  # for checkpoints that record no trainer.min_val_trades
 CHECKPOINT_KEYS = ("policy", "model", "env", "feature_spec", "train_state", "data_fingerprint")
+
+
+AUTO_URI = "auto"  # tracking.uri=auto: log beside the training run (see backtest_tracking)
+DEFAULT_URI = TrackingConfig().uri  # sqlite:///mlflow.db in the working directory
 
 
 class BacktestError(ValueError):
@@ -136,7 +168,7 @@ class BacktestConfig:
     run_id: str | None = None  # MLflow run whose checkpoints/best.pt (else last.pt) to use
     data: DataConfig | None = None  # None: the checkpoint's training data config
     features: FeatureCheckConfig = field(default_factory=FeatureCheckConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=AUTO_URI))
     split: Split = Split.test
     start: str | None = None  # UTC bounds [start, end) on decision bars inside the split
     end: str | None = None
@@ -145,8 +177,11 @@ class BacktestConfig:
     fee_multipliers: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0])
     commission: float | None = None  # None: the checkpoint's env.commission
     slippage_bps: float | None = None  # None: the checkpoint's env.slippage_bps
-    momentum_bars: int = 12  # lookback of the momentum baseline
-    seed: int = 0  # random baseline and Sharpe bootstrap
+    momentum_bars: int | None = None  # fixed momentum lookback; None: chosen on validation
+    momentum_lookbacks: list[int] = field(default_factory=lambda: list(MOMENTUM_LOOKBACKS))
+    random_timing: int = RANDOM_TIMING_N  # policies in the random-timing null; 0 skips it
+    min_trades: int | None = None  # fewer trades: flagged few_trades; None: trainer.min_val_trades
+    seed: int = 0  # random-timing null and Sharpe bootstrap
     n_bootstrap: int = 1000  # resamples of the Sharpe confidence interval; 0 skips it
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
     device: str = "cpu"  # auto | cpu | cuda | cuda:N
@@ -171,8 +206,14 @@ def to_backtest_config(cfg: DictConfig | BacktestConfig) -> BacktestConfig:
     problems: list[str] = []
     if (obj.checkpoint is None) == (obj.run_id is None):
         problems.append("give exactly one of checkpoint=<path> or run_id=<MLflow run id>")
-    if obj.seeds < 0 or obj.n_bootstrap < 0 or obj.momentum_bars < 1:
-        problems.append("seeds and n_bootstrap must be >= 0, momentum_bars >= 1")
+    if obj.seeds < 0 or obj.n_bootstrap < 0 or obj.random_timing < 0:
+        problems.append("seeds, n_bootstrap and random_timing must be >= 0")
+    lookbacks = [obj.momentum_bars] if obj.momentum_bars is not None else obj.momentum_lookbacks
+    if not lookbacks or any(n < 1 for n in lookbacks):
+        problems.append(
+            f"momentum lookbacks must be >= 1 bar and not empty, got momentum_bars="
+            f"{obj.momentum_bars}, momentum_lookbacks={obj.momentum_lookbacks}"
+        )
     if not obj.fee_multipliers or any(not m >= 0 for m in obj.fee_multipliers):
         problems.append(
             f"fee_multipliers must be a non-empty list of numbers >= 0, got {obj.fee_multipliers}"
@@ -414,22 +455,38 @@ def strategy_and_baselines(
     rows: tuple[int, int],
     env: EnvParams,
     momentum_bars: int,
-    seed: int,
 ) -> dict[str, pd.DataFrame]:
     """Steps frames of the deterministic policy, then of each baseline: same rows, same costs."""
-    steps = run_split(policy, market, tensors, rows, env)
-    runs = {STRATEGY: steps}
-    runs.update(
-        baseline_steps(
-            market,
-            *rows,
-            env,
-            agent_actions=steps["action"].to_numpy(),
-            momentum_bars=momentum_bars,
-            seed=seed,
-        )
-    )
+    runs = {STRATEGY: run_split(policy, market, tensors, rows, env)}
+    runs.update(baseline_steps(market, *rows, env, momentum_bars=momentum_bars))
     return runs
+
+
+def choose_momentum(
+    market: MarketData,
+    env: EnvParams,
+    rows: tuple[int, int],
+    fixed: int | None,
+    lookbacks: Sequence[int],
+    calendar: Calendar,
+) -> tuple[int, dict[str, Any]]:
+    """The momentum baseline's lookback and how it was chosen (for the report's meta).
+
+    Chosen on this data's validation split, like the policy's checkpoint, unless ``fixed``;
+    ``in_sample`` says the reported bars overlap the bars it was chosen on.
+    """
+    info: dict[str, Any] = {"band": momentum_band(env), "rule": BASELINE_DEFINITIONS["momentum"]}
+    if fixed is not None:
+        return fixed, {**info, "lookback_bars": fixed, "chosen_on": "fixed (momentum_bars)"}
+    best, sharpe = choose_momentum_lookback(market, env, lookbacks, "val", calendar)
+    v_lo, v_hi = market.splits["val"]
+    return best, {
+        **info,
+        "lookback_bars": best,
+        "chosen_on": "val split, best Sharpe after costs",
+        "val_sharpe_by_lookback": {str(k): v for k, v in sharpe.items()},
+        "in_sample": rows[0] < v_hi and v_lo < rows[1],
+    }
 
 
 def stochastic_stats(
@@ -477,11 +534,15 @@ def cost_sensitivity(
     seed: int,
     tick: Callable[[], object] = lambda: None,
 ) -> pd.DataFrame:
-    """Stats of the strategy and baselines at each cost multiplier, one row per (x, run)."""
+    """Stats of the strategy and baselines at each cost multiplier, one row per (x, run).
+
+    Only settlement changes: the policy never sees costs, and the momentum rule keeps the
+    lookback chosen at 1x (its band follows the costs, as a cost-aware rule's would).
+    """
     records = []
     for m in multipliers:
         env_m = scaled_costs(env, m)
-        runs = strategy_and_baselines(policy, market, tensors, rows, env_m, momentum_bars, seed)
+        runs = strategy_and_baselines(policy, market, tensors, rows, env_m, momentum_bars)
         for name, stats in stats_of(runs, calendar, 0, seed).items():
             records.append({"fee_multiplier": float(m), "run": name, **stats})
         tick()
@@ -566,11 +627,14 @@ def format_table(table: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def report_figures(runs: Mapping[str, pd.DataFrame], label: str) -> dict[str, Figure]:
-    """The four report figures: equity vs baselines, drawdown, positions, probabilities."""
+def report_figures(
+    runs: Mapping[str, pd.DataFrame], label: str, band: pd.DataFrame | None = None
+) -> dict[str, Figure]:
+    """The four report figures: equity vs baselines and the random-timing band, drawdown,
+    positions, probabilities."""
     steps = runs[STRATEGY]
     return {
-        "equity.png": equity_figure(runs, f"Equity against baselines, {label}"),
+        "equity.png": equity_figure(runs, f"Equity against baselines, {label}", band),
         "drawdown.png": drawdown_figure(
             {k: runs[k] for k in (STRATEGY, "buy_and_hold") if k in runs}, f"Drawdown, {label}"
         ),
@@ -587,6 +651,7 @@ def write_report(
     costs: pd.DataFrame,
     seeds_frame: pd.DataFrame | None,
     plot_label: str | None,
+    null: RandomTiming | None = None,
 ) -> list[Path]:
     """Every report file, each written atomically; figures unless ``plot_label`` is None."""
     steps = runs[STRATEGY]
@@ -600,13 +665,49 @@ def write_report(
     ]
     if seeds_frame is not None:
         files.append(write_csv(out / "stochastic.csv", seeds_frame))
+    if null is not None:
+        files.append(write_csv(out / "random_timing.csv", null_frame(null), index=False))
     if plot_label is not None:
-        figures = report_figures(runs, plot_label)
+        figures = report_figures(runs, plot_label, None if null is None else null.band)
         files += [write_png(out / name, fig) for name, fig in figures.items()]
     return files
 
 
+def null_frame(null: RandomTiming) -> pd.DataFrame:
+    """random_timing.csv: one row per random-timing policy, return and Sharpe after costs."""
+    return pd.DataFrame(
+        {"return_pct": (null.final_equity - 1.0) * 100.0, "sharpe": null.sharpe},
+        index=pd.RangeIndex(null.n, name="policy"),
+    ).reset_index()
+
+
 # ----------------------------------------------------------------------------- tracking
+
+
+def backtest_tracking(
+    tracking: TrackingConfig, ckpt: Mapping[str, Any], run_id: str | None
+) -> tuple[TrackingConfig, str]:
+    """Where the backtest logs, and why: beside its training run unless told otherwise.
+
+    ``tracking.uri=auto`` (the default): a ``run_id=`` backtest logs to the store it fetched
+    the checkpoint from; a ``checkpoint=`` backtest to the store and experiment its
+    checkpoint records (absolute), or to ``sqlite:///mlflow.db`` when it records none (older
+    checkpoints, training with ``tracking=none``) or its sqlite file is gone. Any other
+    ``tracking.uri`` is used as given.
+    """
+    if not tracking.enabled or tracking.uri != AUTO_URI:
+        return tracking, "as configured"
+    if run_id is not None:
+        return replace(tracking, uri=DEFAULT_URI), "the store the checkpoint was fetched from"
+    rec = ckpt.get("tracking") or {}
+    uri, experiment = rec.get("uri"), rec.get("experiment")
+    if not uri:
+        return replace(tracking, uri=DEFAULT_URI), "the checkpoint records no training store"
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        return replace(tracking, uri=DEFAULT_URI), f"the training store {uri} does not exist"
+    return replace(tracking, uri=uri, experiment=experiment or tracking.experiment), (
+        "the training run's store"
+    )
 
 
 def start_backtest_tracker(
@@ -694,8 +795,7 @@ def _meta(
         "calendar": asdict(cfg.calendar),
         "n_bootstrap": cfg.n_bootstrap,
         "seed": cfg.seed,
-        "momentum_bars": cfg.momentum_bars,
-        "baselines": list(BASELINES),
+        "baselines": dict(BASELINE_DEFINITIONS),
         "hmarl": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -709,7 +809,9 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
     device = resolve_device(cfg.device)
 
     # ---- checkpoint and the inputs it needs ----
-    ckpt, source = load_backtest_checkpoint(cfg.checkpoint, cfg.run_id, cfg.tracking.uri, device)
+    fetch_uri = DEFAULT_URI if cfg.tracking.uri == AUTO_URI else cfg.tracking.uri
+    ckpt, source = load_backtest_checkpoint(cfg.checkpoint, cfg.run_id, fetch_uri, device)
+    tracking, store_reason = backtest_tracking(cfg.tracking, ckpt, cfg.run_id)
     spec = ckpt["feature_spec"]
     check_feature_request(
         spec, cfg.features.names, cfg.features.macro_window, cfg.features.micro_window
@@ -728,9 +830,17 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
     policy = policy_from_checkpoint(ckpt, device)
     tensors = market_tensors(market, device)
     calendar = calendar_of(cfg.calendar)
+    momentum_bars, meta["momentum"] = choose_momentum(
+        market, env, rows, cfg.momentum_bars, cfg.momentum_lookbacks, calendar
+    )
+    min_trades = cfg.min_trades
+    if min_trades is None:
+        stored = ckpt.get("config", {}).get("trainer", {}).get("min_val_trades")
+        min_trades = DEFAULT_MIN_TRADES if stored is None else int(stored)
 
-    tags = {"kind": "backtest", **{k: str(meta[k]) for k in TAG_KEYS}, "git_commit": git_commit()}
-    tracker = start_backtest_tracker(cfg.tracking, f"backtest {cfg.split.value} {source}", tags)
+    tags = {"kind": "backtest", "git_commit": git_commit()}
+    tracker = start_backtest_tracker(tracking, f"backtest {cfg.split.value} {source}", tags)
+    meta["tracking"] = {"uri": tracking.uri if tracking.enabled else None, "why": store_reason}
     status = "FAILED"
     pbar = tqdm(
         total=3 + cfg.seeds + len(cfg.fee_multipliers),
@@ -740,13 +850,26 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
     )
     try:
         # ---- deterministic policy and baselines, same rows and costs ----
-        runs = strategy_and_baselines(
-            policy, market, tensors, rows, env, cfg.momentum_bars, cfg.seed
-        )
+        runs = strategy_and_baselines(policy, market, tensors, rows, env, momentum_bars)
         steps = runs[STRATEGY]
         pbar.update(1)
         stats = stats_of(runs, calendar, cfg.n_bootstrap, cfg.seed)
-        table = stats_table(stats)
+        meta["flags"] = outcome_flags(stats[STRATEGY], min_trades)
+        meta["min_trades"] = min_trades
+
+        # ---- the random-timing null: the strategy's trades at random times ----
+        null, null_stats = None, {}
+        if cfg.random_timing > 0:
+            null = random_timing(
+                steps,
+                market.returns[rows[0] : rows[1]],
+                env,
+                n=cfg.random_timing,
+                seed=cfg.seed,
+                calendar=calendar,
+            )
+            null_stats = random_timing_stats(null)
+        table = stats_table({**stats, STRATEGY: {**stats[STRATEGY], **null_stats}})
         pbar.update(1)
 
         # ---- optional: stochastic runs, cost sensitivity ----
@@ -766,23 +889,30 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
             env,
             cfg.fee_multipliers,
             calendar=calendar,
-            momentum_bars=cfg.momentum_bars,
+            momentum_bars=momentum_bars,
             seed=cfg.seed,
             tick=lambda: pbar.update(1),
         )
 
         # ---- report folder ----
         doc: dict[str, Any] = {"meta": {**meta, "mlflow_run_id": tracker.run_id}, "stats": stats}
+        if null is not None:
+            doc["random_timing"] = {"definition": RANDOM_TIMING_DEFINITION, **null_stats}
         if stochastic is not None:
             doc["stochastic"] = {"seeds": cfg.seeds, **stochastic}
+        doc["flag_notes"] = flag_sentences(stats[STRATEGY], meta["flags"], cfg.split.value)
+        doc["definitions"] = {k: STAT_DEFINITIONS[k] for k in table.index if k in STAT_DEFINITIONS}
         label = f"{cfg.split.value} {meta['first_decision'][:10]} .. {meta['last_decision'][:10]}"
         files = write_report(
-            out, doc, runs, table, costs, seeds_frame, label if cfg.plots else None
+            out, doc, runs, table, costs, seeds_frame, label if cfg.plots else None, null
         )
         pbar.update(1)
 
+        tracker.set_tags(_tags(meta))
         tracker.log_params(flatten(asdict(cfg)))
-        tracker.log_metrics(backtest_metrics(stats, stochastic, costs), step=0)
+        metrics = backtest_metrics(stats, stochastic, costs)
+        metrics.update(metric_keys(null_stats))
+        tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=0)
         for path in files:
             tracker.log_artifact(path, "backtest")
         status = "FINISHED"
@@ -790,28 +920,60 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
         pbar.close()
         tracker.finish(status)
     result = BacktestResult(out, stats, table, steps, doc["meta"], files, tracker.run_id)
-    _print_summary(result, cfg)
+    append_text(out / "backtest.log", _print_summary(result, doc, tracking))
     return result
 
 
-def _print_summary(result: BacktestResult, cfg: BacktestConfig) -> None:
+def _tags(meta: Mapping[str, Any]) -> dict[str, str]:
+    """MLflow tags of a backtest run: what it ran on, and its flags (``none`` when clean)."""
+    tags = {k: str(meta[k]) for k in TAG_KEYS if k != "flags"}
+    tags["flags"] = ",".join(meta["flags"]) or "none"
+    tags["momentum_lookback_bars"] = str(meta["momentum"]["lookback_bars"])
+    return tags
+
+
+def _print_summary(result: BacktestResult, doc: Mapping[str, Any], tracking: TrackingConfig) -> str:
+    """Print the backtest's console summary and return it (it is kept in ``backtest.log``)."""
     m = result.meta
     lines = [
         f"backtest of {m['checkpoint']} on {m['data']}, split={m['split']} "
         f"({m['first_decision']} .. {m['last_decision']}, {m['bars']} bars)",
         f"costs: commission {m['env']['commission']:g}, slippage {m['env']['slippage_bps']:g} bps; "
-        f"{FILL_RULE}",
+        f"{FILL_RULE}; every column is after these costs",
         format_table(result.table),
-        f"report: {result.out_dir.resolve()}",
+        f"momentum: lookback {m['momentum']['lookback_bars']} bars "
+        f"({m['momentum']['chosen_on']}), {result.stats['momentum']['# Trades']} trades",
     ]
+    null = doc.get("random_timing")
+    if null:
+        median, p05, p95, pct, p = (
+            null[f"Random-Timing {k}"]
+            for k in (
+                "Median Return [%]",
+                "Return p05 [%]",
+                "Return p95 [%]",
+                "Percentile [%]",
+                "p-value",
+            )
+        )
+        lines.append(
+            f"random timing ({null['Random-Timing Policies']} policies with the strategy's trades "
+            f"at random times): median return {median:+.2f}%, 5-95% [{p05:+.2f}%, {p95:+.2f}%]; "
+            f"the strategy's percentile {pct:.1f}%, p-value {p:.3f}"
+        )
+    lines += [f"WARNING: {note}" for note in doc["flag_notes"]]
+    lines.append(f"report: {result.out_dir.resolve()}")
     if m["in_sample"]:
         lines.append("IN-SAMPLE: these bars were used for training or checkpoint selection")
     if result.run_id:
         lines.append(
-            f"MLflow run: {result.run_id} (kind=backtest, train_run_id={m['train_run_id']})"
+            f"MLflow run: {result.run_id} (kind=backtest, train_run_id={m['train_run_id']}) in "
+            f"{tracking.uri}, experiment '{tracking.experiment}' ({m['tracking']['why']})"
         )
-        lines.append(f"open the UI: {ui_command(cfg.tracking.uri)}")
-    print("\n".join(lines))
+        lines.append(f"open the UI: {ui_command(tracking.uri)}")
+    text = "\n".join(lines)
+    print(text)
+    return text
 
 
 register_backtest_configs()

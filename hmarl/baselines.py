@@ -1,21 +1,24 @@
-"""Baselines on the strategy's bars and costs: buy & hold, flat, random, momentum.
+"""Baselines on the strategy's bars and costs: buy & hold, flat, momentum, random timing.
 
 Why: a trading policy's figures mean nothing alone. A Sharpe of 2 on a period where buy &
-hold made 3, or a "skilful" policy that a coin flip with the same action mix matches, is
-the usual way trading-RL results fool their authors. Every baseline here is settled by
-:func:`hmarl.env.settle` with the same :class:`~hmarl.env.EnvParams` (commission,
-slippage, fill rule) over the same decision rows, and tabulated in the steps schema of
-:func:`hmarl.evaluation.steps_frame`, so :func:`hmarl.metrics.compute_stats` treats them
+hold made 3, or a "skilful" policy whose trades earn as much at random times, is the usual
+way trading-RL results fool their authors. Every baseline here is settled by
+:func:`hmarl.env.settle` with the same :class:`~hmarl.env.EnvParams` (commission, slippage,
+fill rule) over the same decision rows, and tabulated in the steps schema of
+:func:`hmarl.evaluation.steps_table`, so :func:`hmarl.metrics.compute_stats` treats them
 exactly like the strategy.
 
-- ``buy_and_hold``: fully long (exposure 1.0) from the first decision, entry fee paid.
+- ``buy_and_hold``: fully long (exposure 1.0) from the first decision, entry fee paid: the
+  report's one buy & hold figure, after the strategy's costs.
 - ``flat``: never trades (the zero line, net of nothing).
-- ``random``: i.i.d. actions drawn with the agent's own action frequencies (seeded), played
-  through the agent's action rule (:func:`hmarl.env.positions_from_actions`): what the
-  policy's action mix earns without its timing.
-- ``momentum``: BUY when the past-N-bar return ``close[t] / close[t-N] - 1`` is > 0, SELL
-  when < 0 (short, or flat when shorting is off), HOLD when 0 or undefined; causal, it
-  reads closes up to t only.
+- ``momentum``: a trend rule that is fair to trend following: long while the past-N-bar
+  return ``close[t] / close[t-N] - 1`` last left the band ``[-b, +b]`` upwards, short (flat
+  when shorting is off) while it last left it downwards, flat before either. The band
+  ``b`` is one round trip's cost, ``2 * (commission + slippage)``: a move that does not pay
+  for its own trade does not flip the position (hysteresis). N is chosen on the validation
+  split from :data:`MOMENTUM_LOOKBACKS` by Sharpe (:func:`choose_momentum_lookback`).
+
+The random policy is :mod:`hmarl.random_timing`: the strategy's own trades at random times.
 """
 
 from __future__ import annotations
@@ -28,10 +31,21 @@ import pandas as pd
 import torch
 
 from hmarl.dataset import MarketData
-from hmarl.env import BUY, HOLD, SELL, EnvParams, positions_from_actions, settle
+from hmarl.env import BUY, HOLD, SELL, EnvParams, settle
 from hmarl.evaluation import steps_table
+from hmarl.metrics import CRYPTO, Calendar, compute_stats
 
-BASELINES = ("buy_and_hold", "flat", "random", "momentum")
+BASELINES = ("buy_and_hold", "flat", "momentum")
+BASELINE_DEFINITIONS = {  # stats.json meta: what each column is (all after the strategy's costs)
+    "buy_and_hold": "long 1.0 from the first decision bar to the last, entry fee (commission + "
+    "slippage) paid on the first bar: the report's one buy & hold, after the strategy's costs",
+    "flat": "never trades: equity 1.0 throughout",
+    "momentum": "long (short, or flat without shorting) once the past-N-bar return leaves the "
+    "band +-b upwards (downwards), kept until it leaves the band the other way; b = one round "
+    "trip's cost 2 * (commission + slippage); N chosen on the validation split by Sharpe",
+}
+# Lookbacks tried on validation, in bars (5-minute bars: 1 h, 4 h, 12 h, 1 day, 2 days).
+MOMENTUM_LOOKBACKS = (12, 48, 144, 288, 576)
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
@@ -42,79 +56,96 @@ def actions_from_positions(positions: FloatArray) -> IntArray:
     return np.where(step > 0, BUY, np.where(step < 0, SELL, HOLD)).astype(np.int64)
 
 
-def action_frequencies(actions: npt.ArrayLike) -> FloatArray:
-    """Share of HOLD, BUY, SELL in a sequence of action codes."""
-    a = np.asarray(actions, dtype=np.int64)
-    if a.size == 0:
-        raise ValueError("no actions to take frequencies from")
-    return np.bincount(a, minlength=3)[:3].astype(np.float64) / a.size
+def settled_frame(
+    market: MarketData, lo: int, hi: int, positions: FloatArray, env: EnvParams
+) -> pd.DataFrame:
+    """Settle fixed positions over decision rows [lo, hi): the steps schema, no probabilities."""
+    rows = np.arange(lo, hi)
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.shape != rows.shape:
+        raise ValueError(f"{rows.size} decision rows but {positions.shape} positions")
+    held = torch.from_numpy(positions).unsqueeze(0)
+    s = settle(held, torch.from_numpy(market.returns[rows]).unsqueeze(0), env)
+    return steps_table(market, rows, actions_from_positions(positions), positions, s)
 
 
-def random_actions(frequencies: npt.ArrayLike, n: int, seed: int) -> IntArray:
-    """``n`` i.i.d. action codes drawn with ``frequencies`` (HOLD, BUY, SELL); seeded."""
-    p = np.asarray(frequencies, dtype=np.float64)
-    if p.shape != (3,) or (p < 0).any() or not np.isclose(p.sum(), 1.0):
-        raise ValueError(f"action frequencies must be 3 non-negative numbers summing to 1, got {p}")
-    return np.random.default_rng(seed).choice(3, size=n, p=p / p.sum()).astype(np.int64)
+# ----------------------------------------------------------------------------- momentum
 
 
-def momentum_actions(close: FloatArray, rows: IntArray, lookback: int) -> IntArray:
-    """Sign of the past-``lookback``-bar return at each decision row, as action codes.
+def momentum_positions(
+    close: FloatArray, rows: IntArray, lookback: int, band: float, env: EnvParams
+) -> FloatArray:
+    """Positions of the momentum rule with hysteresis band ``band`` at decision rows ``rows``.
 
-    Row t reads ``close[t]`` and ``close[t - lookback]`` only, so the rule never sees the
-    bar it is paid on; rows with less history than ``lookback`` HOLD.
+    Row t reads ``close[t]`` and ``close[t - lookback]`` only (causal); rows with less
+    history, and every row before the return first leaves the band, are flat. Long is
+    ``+max_position``, short ``-max_position`` (0 when ``allow_short`` is off).
     """
     if lookback < 1:
         raise ValueError(f"momentum lookback must be >= 1 bar, got {lookback}")
+    if not band >= 0:
+        raise ValueError(f"momentum band must be >= 0, got {band}")
     rows = np.asarray(rows, dtype=np.int64)
     past = rows - lookback
     ok = past >= 0
     mom = np.zeros(rows.size, dtype=np.float64)
     mom[ok] = close[rows[ok]] / close[past[ok]] - 1.0
-    return np.where(mom > 0, BUY, np.where(mom < 0, SELL, HOLD)).astype(np.int64)
+    signal = np.where(ok & (mom > band), 1, np.where(ok & (mom < -band), -1, 0))
+    last = np.maximum.accumulate(np.where(signal != 0, np.arange(rows.size), -1))
+    side = np.where(last >= 0, signal[np.maximum(last, 0)], 0)
+    short = -env.max_position if env.allow_short else 0.0
+    return np.where(side > 0, env.max_position, np.where(side < 0, short, 0.0))
 
 
-def positions_for(actions: IntArray, env: EnvParams) -> FloatArray:
-    """Exposure after each action under the agent's action rule (target or increment mode)."""
-    acts = torch.from_numpy(np.asarray(actions, dtype=np.int64)).unsqueeze(0)
-    return positions_from_actions(acts, env)[0].cpu().numpy().astype(np.float64)
+def momentum_band(env: EnvParams) -> float:
+    """The momentum rule's hysteresis band: one round trip's cost (enter and exit)."""
+    return 2.0 * env.cost_rate
 
 
-def settled_frame(
-    market: MarketData, lo: int, hi: int, positions: FloatArray, actions: IntArray, env: EnvParams
-) -> pd.DataFrame:
-    """Settle fixed positions over decision rows [lo, hi): the steps schema, no probabilities."""
-    rows = np.arange(lo, hi)
-    if positions.shape != rows.shape or actions.shape != rows.shape:
-        raise ValueError(
-            f"{rows.size} decision rows but {positions.shape} positions, {actions.shape} actions"
-        )
-    held = torch.from_numpy(np.asarray(positions, dtype=np.float64)).unsqueeze(0)
-    s = settle(held, torch.from_numpy(market.returns[rows]).unsqueeze(0), env)
-    return steps_table(market, rows, actions, positions, s)
-
-
-def baseline_actions(
-    name: str,
+def choose_momentum_lookback(
     market: MarketData,
-    lo: int,
-    hi: int,
-    *,
-    agent_actions: npt.ArrayLike,
-    momentum_bars: int,
-    seed: int,
-) -> tuple[FloatArray, IntArray] | IntArray:
-    """A baseline's decisions: positions and actions (fixed exposure) or actions to play."""
+    env: EnvParams,
+    lookbacks: Sequence[int] = MOMENTUM_LOOKBACKS,
+    split: str = "val",
+    calendar: Calendar = CRYPTO,
+) -> tuple[int, dict[int, float]]:
+    """The lookback with the best Sharpe on ``split`` (first in grid order on ties).
+
+    Returns it with each lookback's Sharpe there. Choosing on validation, never on the bars
+    being reported, gives momentum the same model selection the policy had.
+    """
+    if not lookbacks:
+        raise ValueError("the momentum lookback grid is empty")
+    lo, hi = market.splits[split]
+    rows = np.arange(lo, hi)
+    band = momentum_band(env)
+    sharpe: dict[int, float] = {}
+    for n in lookbacks:
+        frame = settled_frame(
+            market, lo, hi, momentum_positions(market.close, rows, n, band, env), env
+        )
+        sharpe[int(n)] = float(
+            compute_stats(frame, calendar=calendar, n_bootstrap=0)["Sharpe Ratio"]
+        )
+    best = max(sharpe, key=lambda n: sharpe[n])
+    return best, sharpe
+
+
+# ----------------------------------------------------------------------------- the columns
+
+
+def baseline_positions(
+    name: str, market: MarketData, lo: int, hi: int, env: EnvParams, momentum_bars: int
+) -> FloatArray:
+    """A baseline's exposure at each decision row [lo, hi)."""
     n = hi - lo
     if name == "buy_and_hold":
-        held = np.ones(n, dtype=np.float64)
-        return held, actions_from_positions(held)
+        return np.ones(n, dtype=np.float64)
     if name == "flat":
-        return np.zeros(n, dtype=np.float64), np.full(n, HOLD, dtype=np.int64)
-    if name == "random":
-        return random_actions(action_frequencies(agent_actions), n, seed)
+        return np.zeros(n, dtype=np.float64)
     if name == "momentum":
-        return momentum_actions(market.close, np.arange(lo, hi), momentum_bars)
+        rows = np.arange(lo, hi)
+        return momentum_positions(market.close, rows, momentum_bars, momentum_band(env), env)
     raise ValueError(f"unknown baseline {name!r}; choose from {list(BASELINES)}")
 
 
@@ -124,26 +155,13 @@ def baseline_steps(
     hi: int,
     env: EnvParams,
     *,
-    agent_actions: npt.ArrayLike,
-    momentum_bars: int = 12,
-    seed: int = 0,
+    momentum_bars: int = MOMENTUM_LOOKBACKS[0],
     names: Sequence[str] = BASELINES,
 ) -> dict[str, pd.DataFrame]:
     """Steps frames of the baselines over decision rows [lo, hi), settled with ``env``."""
-    out: dict[str, pd.DataFrame] = {}
-    for name in names:
-        decided = baseline_actions(
-            name,
-            market,
-            lo,
-            hi,
-            agent_actions=agent_actions,
-            momentum_bars=momentum_bars,
-            seed=seed,
+    return {
+        name: settled_frame(
+            market, lo, hi, baseline_positions(name, market, lo, hi, env, momentum_bars), env
         )
-        if isinstance(decided, tuple):
-            positions, actions = decided
-        else:
-            actions, positions = decided, positions_for(decided, env)
-        out[name] = settled_frame(market, lo, hi, positions, actions, env)
-    return out
+        for name in names
+    }

@@ -39,6 +39,32 @@ def versions() -> dict[str, str]:
     }
 
 
+def absolute_store_uri(uri: str) -> str:
+    """``uri`` with a relative sqlite path made absolute (other URIs unchanged).
+
+    A checkpoint records where its training run lives; ``sqlite:///mlflow.db`` names a
+    different file from every other working directory, so the path is resolved first.
+    """
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_absolute():
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def plain_stats(stats: dict[str, Any]) -> dict[str, int | float | str]:
+    """Stats as builtin int / float / str, which ``weights_only`` loading accepts (numpy
+    scalars it refuses)."""
+    out: dict[str, int | float | str] = {}
+    for key, value in stats.items():
+        if isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, (bool, int, np.integer)):
+            out[key] = int(value)
+        else:
+            out[key] = float(value)
+    return out
+
+
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
     """Write ``payload`` to a temporary file beside ``path``, then rename it into place.
 

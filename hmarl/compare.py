@@ -7,10 +7,19 @@ Student-t confidence interval, and the best run's Sharpe is deflated for the num
 trials that were tried to find it (:func:`hmarl.metrics.deflated_sharpe_ratio`): the best
 of N skill-less runs has a positive Sharpe by luck alone.
 
+Never pooled: a group is an experiment on one market, i.e. one data fingerprint, bar
+spacing (``data.resample``) and cost setting (``env.commission``, ``env.slippage_bps``);
+when the selection spans several markets the group's name carries the market, seeds are
+paired only within a market, and a group whose runs differ in any other parameter is named
+in the report with what differs.
+
 Sources: training runs (tag ``kind=train``) log ``val/*`` metrics every evaluation; the
-last value is the run's final validation. Test figures come from backtests (tag
-``kind=backtest``, ``split=test``) linked by their ``train_run_id`` tag; without them only
-validation is reported, and the report says so.
+figures used are those of the evaluation that selected ``best.pt`` (tag ``best_episode``),
+not the last one. Test figures come from backtests (tag ``kind=backtest``, ``split=test``)
+linked by their ``train_run_id`` tag; without them only validation is reported, and the
+report says so. Runs whose selected validation returns have no variance (a policy that
+never trades) have no skew, kurtosis or PSR (NaN) and are left out of the Deflated Sharpe,
+by name.
 
 ``scripts/compare_runs.py`` and ``notebooks/compare_runs.ipynb`` both call :func:`compare`.
 """
@@ -37,20 +46,35 @@ from hmarl.io import write_csv, write_png
 from hmarl.metrics import deflated_sharpe_ratio, expected_max_sharpe
 
 GROUP_TAG = "experiment_name"
-# column -> MLflow metric key of a training run (last logged value)
+# what makes a market: the data's fingerprint (a tag), then run params
+MARKET_PARAMS = {
+    "bars": "data.resample",
+    "commission": "env.commission",
+    "slippage_bps": "env.slippage_bps",
+}
+# params that may differ between the seeds of one group without mixing anything
+FREE_PARAMS = ("seed", "cache_dir", "device", "threads", "trainer.resume")
+FREE_PREFIXES = ("tracking.",)
+# column -> MLflow metric key of a training run (value at the `best_episode` step)
 TRAIN_METRICS = {
     "val_sharpe": "val/sharpe",
     "val_return_pct": "val/return_pct",
+    "val_n_trades": "val/n_trades",
+    "val_random_timing_p": "val/random_timing_p_value",
+    "val_psr": "val/probabilistic_sharpe",
+    "val_volatility_ann_pct": "val/volatility_ann_pct",
     "val_bars": "val/bars",
     "val_periods_per_year": "val/periods_per_year",
     "val_skew": "val/skew",
     "val_kurtosis": "val/kurtosis",
 }
+UNDEFINED_WITHOUT_VARIANCE = ("val_skew", "val_kurtosis", "val_psr")
 # column -> metric key of a backtest run (hmarl.backtest logs the strategy's keys bare)
 TEST_METRICS = {"test_sharpe": "sharpe", "test_return_pct": "return_pct"}
 SUMMARY_COLUMNS = (
     "val_sharpe",
     "val_return_pct",
+    "val_n_trades",
     "test_sharpe",
     "test_return_pct",
     "wall_s",
@@ -150,19 +174,87 @@ def _wall_s(run: Run) -> float:
 
 
 def run_row(run: Run) -> dict[str, Any]:
-    """One training run as a flat row: identity, group, seed, status, wall time, final val/*."""
-    m = run.data.metrics
+    """One training run as a flat row: identity, experiment, market, seed, status, wall time."""
+    tags, params = run.data.tags, run.data.params
+    best = tags.get("best_episode")
     row: dict[str, Any] = {
         "run_id": run.info.run_id,
         "name": run.info.run_name,
-        "group": run.data.tags.get(GROUP_TAG, "default"),
-        "seed": run.data.params.get("seed"),
+        "experiment": tags.get(GROUP_TAG, "default"),
+        "data_fingerprint": tags.get("data_fingerprint", "unknown"),
+        **{k: params.get(p, "None") for k, p in MARKET_PARAMS.items()},
+        "seed": params.get("seed"),
         "status": run.info.status,
-        "parent_run_id": run.data.tags.get("mlflow.parentRunId"),
+        "parent_run_id": tags.get("mlflow.parentRunId"),
+        "best_episode": int(best) if best not in (None, "", "-1") else None,
+        "flags": tags.get("flags", ""),
         "wall_s": _wall_s(run),
     }
-    row.update({col: m.get(key, math.nan) for col, key in TRAIN_METRICS.items()})
     return row
+
+
+def market_label(frame: pd.DataFrame) -> pd.Series:
+    """Each run's market: ``data <fingerprint[:8]>``, plus the bar and cost settings."""
+    return (
+        "data "
+        + frame["data_fingerprint"].astype(str).str[:8]
+        + " bars="
+        + frame["bars"].astype(str)
+        + " costs="
+        + frame["commission"].astype(str)
+        + "+"
+        + frame["slippage_bps"].astype(str)
+        + "bps"
+    )
+
+
+def name_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    """``market`` and ``group`` columns: the group is the experiment, on one market.
+
+    The market is spelled out in the group's name only when the selection holds several,
+    so one sweep on one market keeps plain experiment names.
+    """
+    out = frame.copy()
+    out["market"] = market_label(out)
+    several = out["market"].nunique() > 1
+    out["group"] = out["experiment"] + (" @ " + out["market"] if several else "")
+    return out
+
+
+def mixed_params(runs: pd.DataFrame, params: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """Per group, the run params (besides seeds and bookkeeping) that differ between its runs."""
+    out: dict[str, str] = {}
+    for group, part in runs.groupby("group", sort=True):
+        keys = sorted({k for rid in part.index for k in params[rid]})
+        differ = []
+        for key in keys:
+            if key in FREE_PARAMS or key.startswith(FREE_PREFIXES):
+                continue
+            values = sorted({params[rid].get(key, "<unset>") for rid in part.index})
+            if len(values) > 1:
+                differ.append(f"{key} ({', '.join(values)})")
+        if differ:
+            out[str(group)] = "; ".join(differ)
+    return out
+
+
+def selected_validation(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
+    """The validation figures of the evaluation that selected each run's ``best.pt``.
+
+    That is the value logged at step ``best_episode``; a run without a best checkpoint
+    gets NaN. Metrics undefined without variance (skew, kurtosis, PSR) are NaN for runs
+    whose selected returns have none.
+    """
+    history = metric_histories(client, runs.index, list(TRAIN_METRICS.values()))
+    best = runs["best_episode"].reindex(history["run_id"]).to_numpy()
+    picked = history[history["step"].to_numpy() == best]
+    wide = picked.pivot_table(index="run_id", columns="key", values="value", aggfunc="last")
+    out = pd.DataFrame(index=runs.index)
+    for col, key in TRAIN_METRICS.items():
+        out[col] = wide[key].reindex(runs.index) if key in wide else math.nan
+    flat = ~(out["val_volatility_ann_pct"] > 0)
+    out.loc[flat, list(UNDEFINED_WITHOUT_VARIANCE)] = math.nan
+    return out
 
 
 def metric_histories(
@@ -221,7 +313,10 @@ def load_runs(
             f"no training runs with status in {list(statuses)} match {query!r} "
             f"in experiment ids {list(ids)}"
         )
-    frame = pd.DataFrame([run_row(r) for r in runs]).set_index("run_id")
+    frame = name_groups(pd.DataFrame([run_row(r) for r in runs]).set_index("run_id"))
+    mixes = mixed_params(frame, {r.info.run_id: dict(r.data.params) for r in runs})
+    frame["mixes"] = frame["group"].map(mixes).fillna("")
+    frame = frame.join(selected_validation(client, frame))
     steps = metric_histories(client, frame.index, [STEPS_KEY])
     frame["steps_per_s"] = steps.groupby("run_id")["value"].median().reindex(frame.index)
     tests = backtest_metrics_by_run(client, experiment_ids(client), frame.index)
@@ -270,12 +365,16 @@ def paired_differences(runs: pd.DataFrame, column: str = "val_sharpe") -> pd.Dat
 
     Why paired: runs with the same seed start from the same weights and episode draws,
     so the difference cancels much of the seed-to-seed spread that an unpaired
-    comparison of two means has to carry. Pairs without two shared seeds get NaN.
+    comparison of two means has to carry. Pairs without two shared seeds get NaN. Groups
+    on different markets (a ``market`` column) are never paired: their seeds saw other data.
     """
     rows = []
     groups = sorted(runs["group"].unique())
+    market = runs.groupby("group")["market"].first() if "market" in runs else None
     for i, a in enumerate(groups):
         for b in groups[i + 1 :]:
+            if market is not None and market[a] != market[b]:
+                continue
             pa = runs[runs["group"] == a].groupby("seed")[column].mean()
             pb = runs[runs["group"] == b].groupby("seed")[column].mean()
             diff = (pb - pa).dropna().to_numpy(dtype=np.float64)
@@ -327,8 +426,13 @@ def best_run_dsr(runs: pd.DataFrame, n_trials: int | None = None) -> dict[str, A
     cols = ["val_sharpe", "val_periods_per_year", "val_bars", "val_skew", "val_kurtosis"]
     ok = runs.dropna(subset=cols)
     ok = ok[ok["val_periods_per_year"] > 0]
+    left_out = sorted(str(runs.loc[i, "name"]) for i in runs.index.difference(ok.index))
     if ok.empty:
-        raise ValueError("no run has the validation metrics DSR needs: " + ", ".join(cols))
+        raise ValueError(
+            "no run has the validation metrics DSR needs (" + ", ".join(cols) + "); left out "
+            "(no variance in their selected validation returns, or no best checkpoint): "
+            + ", ".join(left_out)
+        )
     sr_bar = ok["val_sharpe"] / np.sqrt(ok["val_periods_per_year"])
     trials = int(n_trials if n_trials is not None else len(ok))
     if trials < 1:
@@ -350,6 +454,7 @@ def best_run_dsr(runs: pd.DataFrame, n_trials: int | None = None) -> dict[str, A
         "var_trials_per_bar": var,
         "expected_max_sharpe": expected_max_sharpe(trials, var) * math.sqrt(ppy),
         "dsr": dsr,
+        "left_out": left_out,
     }
 
 
@@ -453,17 +558,29 @@ def compare(
         "learning_curves": plot_learning_curves(runs, histories, out / "learning_curves.png"),
         "bars": plot_group_bars(summary, out / "groups.png", has_test),
     }
-    dsr = best_run_dsr(runs, n_trials)
+    try:
+        dsr = best_run_dsr(runs, n_trials)
+    except ValueError as exc:  # e.g. every run flat: no DSR, and the report says why
+        dsr = {"error": str(exc)}
     return Comparison(runs, summary, histories, differences, dsr, has_test, files)
 
 
 def report(result: Comparison) -> str:
-    """The printed report: the table, where test figures came from, the DSR, the files."""
-    d = result.dsr
+    """The printed report: the table, what each group holds, test source, the DSR, files."""
+    d, runs = result.dsr, result.runs
+    markets = sorted(runs["market"].unique())
     lines = [
-        "mean ± 95% CI half-width (sd std) over seeds; val = last validation of each run",
+        "mean ± 95% CI half-width (sd std) over seeds; val = the validation that selected "
+        "best.pt (tag best_episode)",
         format_summary(result.summary),
         "",
+        f"market: {markets[0]}" if len(markets) == 1 else
+        f"{len(markets)} markets (never pooled; the group name carries the market): "
+        + "; ".join(markets),
+        *(f"WARNING: group {g} mixes {what}" for g, what in
+          runs.groupby("group")["mixes"].first().items() if what),
+        *(f"flags: {r.name} ({r.group}): {r.flags}" for r in runs.itertuples()
+          if r.flags not in ("", "none")),
         "test: from kind=backtest split=test runs linked by train_run_id"
         if result.has_test
         else "test: no linked test backtests found (run `python -m hmarl.backtest run_id=<id>`); "
@@ -473,9 +590,19 @@ def report(result: Comparison) -> str:
             f"(95% CI, {r.n_pairs} seed pairs)"
             for r in result.differences.itertuples()
         ),
-        f"best run by val Sharpe: {d['name']} ({d['group']}, {d['run_id']}) "
-        f"val Sharpe {d['val_sharpe']:.3g}; expected max Sharpe of {d['n_trials']} luck-only "
-        f"trials {d['expected_max_sharpe']:.3g}; Deflated Sharpe Ratio {d['dsr']:.3f}",
-        "files: " + ", ".join(str(p) for p in result.files.values()),
-    ]
+    ]  # fmt: skip
+    if "error" in d:
+        lines.append(f"Deflated Sharpe Ratio: not computed: {d['error']}")
+    else:
+        lines.append(
+            f"best run by val Sharpe: {d['name']} ({d['group']}, {d['run_id']}) "
+            f"val Sharpe {d['val_sharpe']:.3g}; expected max Sharpe of {d['n_trials']} luck-only "
+            f"trials {d['expected_max_sharpe']:.3g}; Deflated Sharpe Ratio {d['dsr']:.3f}"
+        )
+        if d["left_out"]:
+            lines.append(
+                "left out of the DSR (no variance in their selected validation returns: skew, "
+                "kurtosis and PSR undefined): " + ", ".join(d["left_out"])
+            )
+    lines.append("files: " + ", ".join(str(p) for p in result.files.values()))
     return "\n".join(lines)

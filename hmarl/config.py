@@ -139,18 +139,14 @@ class TrainerConfig:
     macro_every: int = 11  # MacroNet steps iff episode % macro_every == 0 (1 = symmetric)
     estimator: Estimator = Estimator.reinforce
     entropy_coef: float = 0.01
-    entropy_coef_final: float | None = (
-        None  # linear decay to this by the last episode; None = constant
-    )
+    entropy_coef_final: float | None = None  # decayed linearly to this; None = constant
     grad_clip: float = 1.0  # per-module gradient-norm clip; 0 disables
     cache_frozen_macro: bool = True  # reuse MacroNet embeddings while it is frozen
     eval_every: int = 10  # validation (deterministic policy) every K episodes
     eval_policy: EvalPolicy = EvalPolicy.greedy
     best_metric: str = "sharpe"  # key of hmarl.metrics.metric_keys() for the `best` checkpoint
     best_mode: MetricMode = MetricMode.max
-    min_val_trades: int = (
-        5  # a policy with fewer validation trades is never `best` by a ratio alone
-    )
+    min_val_trades: int = 5  # fewer validation trades: never `best` by a ratio alone
     collapse_entropy: float = 0.05  # collapse: mean training entropy (nats) below this ...
     collapse_share: float = 0.99  # ... or one action above this share of validation decisions
     on_collapse: CollapseAction = CollapseAction.warn

@@ -356,10 +356,15 @@ def _parse_epochs(
     return _epoch_ns(values, unit)
 
 
+_UTC_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})\s*$"  # an ISO 8601 time zone designator at the end
+
+
 def _parse_iso(raw: pd.Series, origin: _Origin, log: Log) -> np.ndarray:
     parsed = pd.to_datetime(raw, utc=True, format="ISO8601", errors="coerce")
     _unparsable(raw, parsed.isna().to_numpy(), origin, "expected ISO 8601 text or epoch numbers")
-    _emit(log, f"{origin.name}: timestamps: ISO 8601 text (naive times read as UTC)")
+    naive = int((~raw.str.contains(_UTC_OFFSET, regex=True)).sum())
+    how = f"{naive} without a UTC offset, read as UTC" if naive else "with UTC offsets"
+    _emit(log, f"{origin.name}: timestamps: ISO 8601 text ({how})")
     return pd.DatetimeIndex(parsed).as_unit("ns").asi8
 
 

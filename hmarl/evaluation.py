@@ -16,7 +16,11 @@ from hmarl.dataset import MarketData
 from hmarl.env import EnvParams, Settlement, position_grid
 from hmarl.metrics import compute_stats
 from hmarl.policy import HierarchicalPolicy
+from hmarl.random_timing import random_timing, random_timing_stats
 from hmarl.rollout import MarketTensors, Trajectory, evaluate
+
+VALIDATION_NULL_N = 30  # random-timing policies per validation (a backtest uses 1,000):
+# on a 15,800-bar validation split (1 thread) 100 policies added ~0.7 s per validation, 30 ~0.1 s
 
 
 def market_tensors(market: MarketData, device: torch.device | str = "cpu") -> MarketTensors:
@@ -96,9 +100,19 @@ def validate(
     split: str = "val",
     *,
     greedy: bool = True,
+    null_n: int = VALIDATION_NULL_N,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Stats of the policy on a split (argmax unless ``greedy=False``, then sampled with
-    ``seed``; no bootstrap: this runs often)."""
-    steps = run_split(policy, market, tensors, split, env, greedy=greedy, seed=seed)
-    return compute_stats(steps, n_bootstrap=0)
+    """Stats of the policy on a split, with its rank in a random-timing null.
+
+    Argmax actions unless ``greedy=False`` (then sampled with ``seed``). No bootstrap and a
+    smaller null (``null_n`` policies, 0 skips it) than a backtest's: this runs every
+    ``trainer.eval_every`` episodes.
+    """
+    lo, hi = market.splits[split]
+    steps = run_split(policy, market, tensors, (lo, hi), env, greedy=greedy, seed=seed)
+    stats = compute_stats(steps, n_bootstrap=0)
+    if null_n > 0:
+        null = random_timing(steps, market.returns[lo:hi], env, n=null_n, seed=seed)
+        stats.update(random_timing_stats(null))
+    return stats

@@ -7,8 +7,10 @@ cache entry or report under the final name, nor destroy the previous good one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,31 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open()``: 0o666 less the process umask.
+
+    ``mkstemp`` creates its file 0o600 (private), and a rename keeps that mode, so reports
+    and checkpoints would be unreadable to the user's group; they get the usual mode instead.
+    The umask can only be read by setting it, so that happens under a lock.
+    """
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place.
+
+    The file ends with the mode a plain ``open()`` would give it (see :func:`file_mode`).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())
     os.close(fd)
     try:
         write(Path(tmp))
@@ -36,8 +57,33 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def append_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Append ``text`` to a log file in one write (a log grows; it is never replaced).
+
+    Used for ``train.log`` / ``backtest.log``, which Hydra may hold open for its own logging.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("a", encoding="utf-8") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+    return target
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null: JSON has no such numbers (``NaN`` breaks strict parsers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_json(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> Path:
-    return write_text(path, json.dumps(doc, indent=2, default=str) + "\n")
+    """Strict JSON: non-finite numbers become null (undefined), see :func:`_json_safe`."""
+    text = json.dumps(_json_safe(doc), indent=2, default=str, allow_nan=False)
+    return write_text(path, text + "\n")
 
 
 def write_csv(path: str | os.PathLike[str], frame: pd.DataFrame, index: bool = True) -> Path:

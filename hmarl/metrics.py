@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, NamedTuple
@@ -34,13 +34,17 @@ import pandas as pd
 __all__ = [
     "CRYPTO",
     "EXCHANGE",
+    "STAT_DEFINITIONS",
     "Calendar",
     "bootstrap_sharpe_ci",
     "compute_stats",
     "deflated_sharpe_ratio",
     "expected_max_sharpe",
+    "flag_sentences",
     "max_drawdown",
     "metric_keys",
+    "null_percentile",
+    "outcome_flags",
     "periods_per_year",
     "probabilistic_sharpe_ratio",
     "sharpe_ratio",
@@ -600,6 +604,8 @@ def _activity_stats(s: _Steps, periods: float) -> Stats:
     before = _equity_curve(s.equity)[:-1]
     out: Stats = {
         "Exposure Time [%]": float(np.mean(s.position != 0.0)) * 100.0,
+        "Long Exposure Time [%]": float(np.mean(s.position > 0.0)) * 100.0,
+        "Short Exposure Time [%]": float(np.mean(s.position < 0.0)) * 100.0,
         "Turnover [x]": float(s.turnover.sum()),
         "Turnover (Ann.) [x]": float(s.turnover.mean()) * periods,
         "Fees Paid [%]": float(np.sum(s.fee * before)) * 100.0,
@@ -611,23 +617,19 @@ def _activity_stats(s: _Steps, periods: float) -> Stats:
     return out
 
 
-def _benchmark_stats(s: _Steps, r: FloatArray, periods: float) -> Stats:
-    """Buy & hold over the same bars, the yardstick a trading policy must beat."""
+def _benchmark_stats(s: _Steps, r: FloatArray) -> Stats:
+    """The strategy's Beta to the price: cov(r, r_price) / var(r_price), r_price = next / price - 1.
+
+    Only a regression coefficient: the report's buy & hold figures are the ``buy_and_hold``
+    baseline's (:mod:`hmarl.baselines`), settled with the strategy's costs, so there is one
+    buy & hold definition, not a second one before fees.
+    """
     if s.price is None or s.next_price is None:
-        raise ValueError("buy & hold needs the price and next_price columns")
+        raise ValueError("Beta needs the price and next_price columns")
     rb = s.next_price / s.price - 1.0
-    curve = np.concatenate(([1.0], np.cumprod(1.0 + rb)))
-    depth, _ = max_drawdown(curve)
     var_b = float(np.var(rb, ddof=1)) if rb.size > 1 else 0.0
     cov = float(np.cov(r, rb, ddof=1)[0, 1]) if rb.size > 1 else 0.0
-    return {
-        "Buy & Hold Return [%]": (float(curve[-1]) - 1.0) * 100.0,
-        "Buy & Hold Return (Ann.) [%]": annualised_return(float(curve[-1]), rb.size, periods)
-        * 100.0,
-        "Buy & Hold Sharpe Ratio": sharpe_ratio(rb, periods),
-        "Buy & Hold Max. Drawdown [%]": depth * 100.0,
-        "Beta": cov / var_b if var_b > ZERO_VOL**2 else 0.0,
-    }
+    return {"Beta": cov / var_b if var_b > ZERO_VOL**2 else 0.0}
 
 
 def _significance_stats(r: FloatArray, periods: float, n_bootstrap: int, seed: int) -> Stats:
@@ -679,9 +681,10 @@ def compute_stats(
     - Probabilistic Sharpe Ratio: `probabilistic_sharpe_ratio` of r against SR* = 0;
       Skew / Kurtosis (non-excess) of r feed `deflated_sharpe_ratio` across a sweep.
     - Sharpe 95% CI Low/High: `bootstrap_sharpe_ci` with ``n_bootstrap`` and ``seed``.
-    - Buy & Hold (if ``benchmark``): r_bh = next_price / price - 1 over the same bars,
-      its compounded return, annualised return, Sharpe, max drawdown, and the
-      strategy's Beta = cov(r, r_bh) / var(r_bh).
+    - Long / Short Exposure Time = % of bars with a position > 0 / < 0.
+    - Beta (if ``benchmark``): cov(r, r_price) / var(r_price) with r_price = next_price /
+      price - 1 over the same bars. Buy & hold itself is a baseline column (one
+      definition, after the same costs), see :mod:`hmarl.baselines`.
     Undefined ratios are 0.0, never NaN (see the module docstring).
     """
     s = _check_steps(steps, need_prices=benchmark)
@@ -699,9 +702,126 @@ def compute_stats(
     stats.update(_trade_stats(s))
     stats.update(_activity_stats(s, periods))
     if benchmark:
-        stats.update(_benchmark_stats(s, r, periods))
+        stats.update(_benchmark_stats(s, r))
     stats.update(_significance_stats(r, periods, n_bootstrap, seed))
     return stats
+
+
+# ----------------------------------------------------------------------------- definitions
+
+_NET = "after costs (commission + slippage on traded notional)"
+# Every figure a report shows, defined once: its unit and how costs enter. stats.json
+# carries the entries of the keys it reports (tests check that none is missing).
+STAT_DEFINITIONS: dict[str, str] = {
+    "Start": "first decision bar (UTC ISO time)",
+    "End": "last decision bar (UTC ISO time)",
+    "Duration [days]": "calendar days from the first to the last decision bar",
+    "Bars": "decision bars (count)",
+    "Periods per Year": "bars per year P from the median bar spacing and the calendar",
+    "Equity Final [x]": f"equity after the last bar, x the initial 1.0, {_NET}",
+    "Return [%]": f"(Equity Final - 1) * 100, {_NET}",
+    "Return (Ann.) [%]": f"(Equity Final ** (P / bars) - 1) * 100, geometric, {_NET}",
+    "Volatility (Ann.) [%]": f"std(r, ddof 1) * sqrt(P) * 100, r per-bar equity returns {_NET}",
+    "Sharpe Ratio": f"mean(r) / std(r, ddof 1) * sqrt(P), rf 0, {_NET}; 0 if std is 0",
+    "Sortino Ratio": f"mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P), {_NET}; 0 if no downside",
+    "Skew": f"population skewness of r ({_NET}); 0 when r has no variance (undefined)",
+    "Kurtosis": f"non-excess kurtosis of r ({_NET}); 3 when r has no variance (undefined)",
+    "Max. Drawdown [%]": f"min(equity / running peak - 1) * 100 incl. the initial 1.0, {_NET}",
+    "Max. Drawdown Duration [bars]": "longest run of bars strictly below an earlier peak",
+    "Max. Drawdown Duration [days]": "that run in calendar days, from the peak",
+    "Calmar Ratio": "Return (Ann.) / |Max. Drawdown| (fractions); 0 without a drawdown",
+    "# Trades": "runs of non-zero position of one sign (a flip ends one, starts one)",
+    "Win Rate [%]": f"share of trades (closed and open) with a return > 0, {_NET}",
+    "Best Trade [%]": f"highest trade return, entry and exit fees included, {_NET}",
+    "Worst Trade [%]": f"lowest trade return, entry and exit fees included, {_NET}",
+    "Avg. Trade [%]": f"arithmetic mean of trade returns, {_NET}",
+    "Avg. Trade Duration [bars]": "mean bars held per trade",
+    "Exposure Time [%]": "share of bars with a non-zero position",
+    "Long Exposure Time [%]": "share of bars with a position > 0",
+    "Short Exposure Time [%]": "share of bars with a position < 0",
+    "Turnover [x]": "sum of |traded notional| / equity (1 = one equity's worth), before costs",
+    "Turnover (Ann.) [x]": "mean turnover per bar * P",
+    "Fees Paid [%]": "sum of each bar's cost x the equity before it, % of the initial equity",
+    "Action HOLD [%]": "share of bars choosing HOLD",
+    "Action BUY [%]": "share of bars choosing BUY",
+    "Action SELL [%]": "share of bars choosing SELL",
+    "Mean P(HOLD)": "mean probability of HOLD (policy runs only)",
+    "Mean P(BUY)": "mean probability of BUY (policy runs only)",
+    "Mean P(SELL)": "mean probability of SELL (policy runs only)",
+    "Beta": f"cov(r, r_price) / var(r_price), r_price = next close / close - 1; r {_NET}",
+    "Probabilistic Sharpe Ratio": f"P(true per-bar Sharpe > 0) (Bailey & Lopez de Prado), {_NET}",
+    "Sharpe 95% CI Low": f"2.5% quantile of the i.i.d. bootstrap Sharpe, {_NET}",
+    "Sharpe 95% CI High": f"97.5% quantile of the i.i.d. bootstrap Sharpe, {_NET}",
+    "Random-Timing Policies": "N random-timing policies (the strategy's trades at random times)",
+    "Random-Timing Median Return [%]": f"median Return [%] of the random-timing policies, {_NET}",
+    "Random-Timing Return p05 [%]": f"5% quantile of their Return [%], {_NET}",
+    "Random-Timing Return p95 [%]": f"95% quantile of their Return [%], {_NET}",
+    "Random-Timing Median Sharpe": f"median Sharpe Ratio of the random-timing policies, {_NET}",
+    "Random-Timing Percentile [%]": "share of them whose return the strategy beats, ties half",
+    "Random-Timing p-value": "(1 + #random-timing returns >= the strategy's) / (N + 1)",
+}
+
+
+# ----------------------------------------------------------------------------- what happened
+
+SAME_AS_BUY_AND_HOLD_LONG_PCT = 95.0  # long on at least this % of bars: buy & hold in effect
+FLAGS = ("no_trades", "few_trades", "same_as_buy_and_hold")
+
+
+def outcome_flags(stats: Mapping[str, Any], min_trades: int) -> list[str]:
+    """Flags that say when a run's figures cannot show skill, from its `compute_stats` dict.
+
+    - ``no_trades``: ``# Trades`` is 0 (the policy stayed flat: nothing was learned that
+      pays these costs);
+    - ``few_trades``: 0 < ``# Trades`` < ``min_trades`` (a ratio resting on a handful of
+      trades is luck until shown otherwise);
+    - ``same_as_buy_and_hold``: long on >= 95% of bars (``Long Exposure Time [%]``): the
+      result is the market's, not the policy's timing.
+    Why flags and not silence: a flat policy has Sharpe 0 and a buy-once policy the market's
+    Sharpe, and both read like normal results in a table.
+    """
+    n = int(stats["# Trades"])
+    flags = []
+    if n == 0:
+        flags.append("no_trades")
+    elif n < min_trades:
+        flags.append("few_trades")
+    if float(stats.get("Long Exposure Time [%]", 0.0)) >= SAME_AS_BUY_AND_HOLD_LONG_PCT:
+        flags.append("same_as_buy_and_hold")
+    return flags
+
+
+def flag_sentences(stats: Mapping[str, Any], flags: Sequence[str], where: str) -> list[str]:
+    """One plain sentence per flag, ``where`` naming the bars (e.g. "validation", "test")."""
+    n = int(stats["# Trades"])
+    said = {
+        "no_trades": f"no trade on {where}: no edge found at these costs",
+        "few_trades": f"selection rests on {n} trade{'s' if n != 1 else ''} ({where})",
+        "same_as_buy_and_hold": (
+            f"long on {float(stats['Long Exposure Time [%]']):.1f}% of {where} bars: "
+            "indistinguishable from buy & hold"
+        ),
+    }
+    return [said[f] for f in flags]
+
+
+def null_percentile(null: npt.ArrayLike, observed: float, rel: float = 1e-9) -> tuple[float, float]:
+    """(percentile in %, permutation p-value) of ``observed`` among the ``null`` outcomes.
+
+    Percentile = 100 * (#below + #tied / 2) / N (mid-rank: a strategy identical to every
+    null outcome sits at 50%). p-value = (1 + #at-least-as-good) / (N + 1), the permutation
+    test's "how often does the null do this well", never 0. Values within ``rel`` (relative)
+    of ``observed`` count as tied: equal paths settled in another batch differ by rounding.
+    """
+    v = _finite_1d(null, "null outcomes")
+    if v.size == 0:
+        raise ValueError("no null outcomes to rank against")
+    tol = rel * max(1.0, abs(observed))
+    below = int(np.sum(v < observed - tol))
+    tied = int(np.sum(np.abs(v - observed) <= tol))
+    percentile = 100.0 * (below + 0.5 * tied) / v.size
+    p_value = (1.0 + (v.size - below)) / (v.size + 1.0)
+    return percentile, p_value
 
 
 # ----------------------------------------------------------------------------- reporting

@@ -55,9 +55,35 @@ def drawdown_curve(steps: pd.DataFrame) -> pd.Series:
     return pd.Series((equity.to_numpy() / peak - 1.0) * 100.0, index=steps.index)
 
 
-def equity_figure(runs: Mapping[str, pd.DataFrame], title: str) -> Figure:
-    """The strategy (first run, bold) against buy & hold and the other baselines."""
+def equity_figure(
+    runs: Mapping[str, pd.DataFrame], title: str, band: pd.DataFrame | None = None
+) -> Figure:
+    """The strategy (first run, bold) against the baselines and the random-timing band.
+
+    ``band`` (columns ``p05``, ``median``, ``p95``, indexed by time) is drawn underneath as
+    a shaded 5-95% band with a dashed median, so no line hides another.
+    """
     fig, (ax,) = _figure()
+    if band is not None and len(band):
+        ax.fill_between(
+            band.index,
+            band["p05"].to_numpy(),
+            band["p95"].to_numpy(),
+            color="tab:grey",
+            alpha=0.25,
+            lw=0,
+            label="random timing, 5-95%",
+            zorder=1,
+        )
+        ax.plot(
+            band.index,
+            band["median"].to_numpy(),
+            color="tab:grey",
+            lw=0.9,
+            ls="--",
+            label="random timing, median",
+            zorder=2,
+        )
     for i, (name, steps) in enumerate(runs.items()):
         curve = _thin(equity_curve(steps))
         ax.plot(
@@ -67,6 +93,7 @@ def equity_figure(runs: Mapping[str, pd.DataFrame], title: str) -> Figure:
             color=f"C{i}",
             lw=1.8 if i == 0 else 0.9,
             alpha=1.0 if i == 0 else 0.8,
+            zorder=4 if i == 0 else 3,
         )
     ax.axhline(1.0, color="grey", lw=0.6, ls=":")
     ax.set_ylabel("equity (x initial, net of fees)")

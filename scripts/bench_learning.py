@@ -1,6 +1,6 @@
 """Learning benchmark: does training reliably find an edge where one exists, and do no harm?
 
-    python scripts/bench_learning.py                 # 10 seeds per market (about an hour on 2 cores)
+    python scripts/bench_learning.py                 # 10 seeds per market
     python scripts/bench_learning.py --quick         # 3 seeds per market
     python scripts/bench_learning.py --quick --markets default trainer.estimator=reinforce
 
@@ -21,7 +21,9 @@ Every run trains from scratch with ``tracking=none`` (plus any Hydra overrides g
   return above buy & hold's on the same bars after the same costs, and at least
   ``trainer.min_val_trades`` validation trades;
 * final vs best: the last policy's validation Sharpe against the best's ("near" = within 25%);
-* test return of ``best.pt`` after fees, beside buy & hold, flat and random on the test split;
+* test return of ``best.pt`` after fees, beside buy & hold and flat on the test split, and the
+  random-timing null (1,000 policies making the same trades at random times; median and the
+  policy's percentile, hmarl/random_timing.py);
 * collapsed: the final policy's training entropy below ``trainer.collapse_entropy`` or one action's
   mean validation probability above ``trainer.collapse_share`` (hmarl.train.collapse_reason);
 * wall time and env-steps per second of training (validation included).
@@ -57,6 +59,7 @@ from hmarl.evaluation import market_tensors, run_split
 from hmarl.io import write_text
 from hmarl.metrics import compute_stats
 from hmarl.planted import oracle_positions, plant_edge
+from hmarl.random_timing import random_timing, random_timing_stats
 from hmarl.train import collapse_reason, env_params, load_market, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -126,22 +129,16 @@ def evaluate_run(cfg: Config, market: Market, best: Path, last: Path) -> dict[st
     out["best_test"] = _stats(steps)
     for split in ("val", "test"):
         lo, hi = data.splits[split]
-        base = baseline_steps(
-            data,
-            lo,
-            hi,
-            env,
-            agent_actions=steps["action"].to_numpy(),
-            seed=cfg.seed,
-            names=("buy_and_hold", "flat", "random"),
-        )
+        base = baseline_steps(data, lo, hi, env, names=("buy_and_hold", "flat"))
         for name, frame in base.items():
             out[f"{name}_{split}"] = _stats(frame)
         if market.regime is not None:
-            rows = np.arange(lo, hi)
-            held = oracle_positions(market.regime, rows, env.allow_short)
-            actions = np.zeros(rows.size, dtype=np.int64)
-            out[f"oracle_{split}"] = _stats(settled_frame(data, lo, hi, held, actions, env))
+            held = oracle_positions(market.regime, np.arange(lo, hi), env.allow_short)
+            out[f"oracle_{split}"] = _stats(settled_frame(data, lo, hi, held, env))
+    lo, hi = data.splits["test"]
+    out["random_timing_test"] = random_timing_stats(
+        random_timing(steps, data.returns[lo:hi], env, seed=cfg.seed)
+    )
     return out
 
 
@@ -203,7 +200,12 @@ def one_run(
             "test_trades": test["# Trades"],
             "bh_test_return_pct": ev["buy_and_hold_test"]["Return [%]"],
             "flat_test_return_pct": ev["flat_test"]["Return [%]"],
-            "random_test_return_pct": ev["random_test"]["Return [%]"],
+            "random_timing_test_median_pct": ev["random_timing_test"][
+                "Random-Timing Median Return [%]"
+            ],
+            "random_timing_test_percentile": ev["random_timing_test"][
+                "Random-Timing Percentile [%]"
+            ],
             "final_entropy": final_entropy,
             "collapsed": reason is not None,
             "collapse_reason": reason,
@@ -255,7 +257,12 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "test_return_pct": _mean_sd([r["test_return_pct"] for r in rs]),
             "bh_test_return_pct": _mean_sd([r["bh_test_return_pct"] for r in rs]),
             "flat_test_return_pct": _mean_sd([r["flat_test_return_pct"] for r in rs]),
-            "random_test_return_pct": _mean_sd([r["random_test_return_pct"] for r in rs]),
+            "random_timing_test_median_pct": _mean_sd(
+                [r["random_timing_test_median_pct"] for r in rs]
+            ),
+            "random_timing_test_percentile": _mean_sd(
+                [r["random_timing_test_percentile"] for r in rs], sign=""
+            ),
             "wall_s": _mean_sd([r["wall_s"] for r in rs], sign=""),
             "env_steps_per_s": statistics.mean([r["env_steps_per_s"] for r in rs]) if rs else 0.0,
         }
@@ -269,7 +276,8 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = (
         "| market | success (val Sharpe > thr, > B&H, trades) | best val Sharpe | B&H val Sharpe "
-        "| final near best | collapsed | no trade | test return % | B&H | flat | random "
+        "| final near best | collapsed | no trade | test return % | B&H | flat "
+        "| random timing (median; policy's percentile) "
         "| oracle (captured >= 50%) | no harm (>= flat - 1%) | wall s | env-steps/s |"
     )
     lines = [head, "|" + "---|" * 15]
@@ -284,7 +292,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['market']} | {r['success']}/{n} (> {r['threshold']:g}) | {r['best_val_sharpe']} "
             f"| {r['bh_val_sharpe']} | {r['final_near_best']}/{n} | {r['collapsed']}/{n} "
             f"| {r['no_trade']}/{n} | {r['test_return_pct']} | {r['bh_test_return_pct']} "
-            f"| {r['flat_test_return_pct']} | {r['random_test_return_pct']} | {oracle} "
+            f"| {r['flat_test_return_pct']} | {r['random_timing_test_median_pct']} "
+            f"({r['random_timing_test_percentile']}) | {oracle} "
             f"| {r['no_harm']}/{n} | {r['wall_s']} | {r['env_steps_per_s']:,.0f} |"
         )
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import REPO, compose_config, tiny_overrides
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
@@ -41,18 +42,16 @@ from hmarl.backtest import (
 )
 from hmarl.baselines import (
     BASELINES,
-    action_frequencies,
     actions_from_positions,
     baseline_steps,
-    momentum_actions,
-    positions_for,
-    random_actions,
+    choose_momentum_lookback,
+    momentum_positions,
 )
 from hmarl.config import DataConfig, conf_dir
 from hmarl.data import synthetic_candles
 from hmarl.dataset import MarketData
 from hmarl.env import BUY, HOLD, SELL, EnvParams
-from hmarl.metrics import Calendar, compute_stats
+from hmarl.metrics import STAT_DEFINITIONS, Calendar, compute_stats
 from hmarl.train import train
 
 RUNS = [STRATEGY, *BASELINES]
@@ -135,6 +134,12 @@ def test_report_files_exist_parse_and_match_steps(report: BacktestResult) -> Non
     )
     assert_same_stats(doc["stats"][STRATEGY], recomputed)
     assert "Sharpe 95% CI Low" in recomputed  # the bootstrap ran and matches too
+    # every figure of stats.json is defined once, in its definitions section
+    shown = {k for run in doc["stats"].values() for k in run} | set(doc["random_timing"])
+    assert shown - {"definition"} <= set(doc["definitions"])
+    assert doc["definitions"] == {k: STAT_DEFINITIONS[k] for k in doc["definitions"]}
+    assert set(meta["baselines"]) == set(BASELINES)
+    assert "after the strategy's costs" in meta["baselines"]["buy_and_hold"]
 
     table = pd.read_csv(out / "stats.csv", index_col=0)
     assert list(table.columns) == RUNS
@@ -170,11 +175,12 @@ def test_baselines_are_settled_on_the_same_bars_and_costs(report: BacktestResult
         (1 - env["commission"]) * growth
     )
     assert stats["flat"]["Equity Final [x]"] == 1.0 and stats["flat"]["# Trades"] == 0
-    agent = action_frequencies(steps["action"])
     n = len(steps)
-    for code, name in enumerate(("HOLD", "BUY", "SELL")):
-        share = stats["random"][f"Action {name} [%]"] / 100
-        assert abs(share - agent[code]) <= 5 * np.sqrt(agent[code] * (1 - agent[code]) / n) + 1e-12
+    mom = report.meta["momentum"]
+    assert mom["chosen_on"].startswith("val split") and not mom["in_sample"]
+    sharpe = mom["val_sharpe_by_lookback"]
+    assert sharpe[str(mom["lookback_bars"])] == max(sharpe.values())
+    assert mom["band"] == pytest.approx(2 * env["commission"])
     for name in RUNS:
         assert stats[name]["Start"] == stats[STRATEGY]["Start"] and stats[name]["Bars"] == n
 
@@ -221,6 +227,63 @@ def test_backtest_is_logged_to_mlflow_and_linked_to_training(
     logged = {Path(f.path).name for f in client.list_artifacts(report.run_id, "backtest")}
     assert {"stats.json", "stats.csv", "daily.csv", "trades.csv", "steps.csv", *FIGURES} <= logged
     assert report.meta["same_data_as_training"] and not report.meta["in_sample"]
+
+
+def test_random_timing_flags_and_log_are_reported(report: BacktestResult, trained: Trained) -> None:
+    out, doc = report.out_dir, json.loads((report.out_dir / "stats.json").read_text())
+    null = pd.read_csv(out / "random_timing.csv")
+    assert len(null) == 1000 == doc["random_timing"]["Random-Timing Policies"]
+    strategy = report.stats[STRATEGY]["Return [%]"]
+    below = (null["return_pct"] < strategy - 1e-7).sum()
+    tied = (abs(null["return_pct"] - strategy) <= 1e-7).sum()
+    assert doc["random_timing"]["Random-Timing Percentile [%]"] == pytest.approx(
+        100 * (below + tied / 2) / 1000
+    )
+    assert doc["random_timing"]["Random-Timing Median Return [%]"] == pytest.approx(
+        null["return_pct"].median()
+    )
+    assert (
+        report.table.loc["Random-Timing p-value", STRATEGY]
+        == doc["random_timing"]["Random-Timing p-value"]
+    )
+    flags = doc["meta"]["flags"]
+    assert set(flags) <= {"no_trades", "few_trades", "same_as_buy_and_hold"}
+    assert ("no_trades" in flags) == (report.stats[STRATEGY]["# Trades"] == 0)
+    run = MlflowClient(tracking_uri=trained.uri).get_run(str(report.run_id))
+    assert run.data.tags["flags"] == (",".join(flags) or "none")
+    assert run.data.metrics["random_timing_p_value"] == pytest.approx(
+        doc["random_timing"]["Random-Timing p-value"]
+    )
+    log = (out / "backtest.log").read_text()
+    assert "random timing (1000 policies" in log and f"report: {out.resolve()}" in log
+    assert all(f"WARNING: {note}" in log for note in doc["flag_notes"])
+
+
+def test_backtest_logs_beside_its_training_run(
+    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # another folder: ./mlflow.db is not the training store
+    common = (f"cache_dir={trained.root}/cache", "progress=false", "plots=false")
+    cfg = compose_backtest(f"checkpoint={trained.checkpoint}", *common, "n_bootstrap=0")
+    assert cfg.tracking.uri == "auto"
+    rep = backtest(cfg, tmp_path / "rep")
+    run = MlflowClient(tracking_uri=trained.uri).get_run(str(rep.run_id))
+    assert run.data.tags["train_run_id"] == trained.run_id
+    exp = MlflowClient(tracking_uri=trained.uri).get_run(trained.run_id).info.experiment_id
+    assert run.info.experiment_id == exp
+    assert not (tmp_path / "mlflow.db").exists()
+    assert rep.meta["tracking"]["uri"] == trained.uri
+
+    # a checkpoint that records no store (older, or tracking=none) logs to ./mlflow.db
+    old = torch.load(trained.checkpoint, weights_only=True)
+    del old["tracking"]
+    torch.save(old, tmp_path / "old.pt")
+    cfg = compose_backtest("checkpoint=old.pt", *common, "n_bootstrap=0", "random_timing=0")
+    rep = backtest(cfg, tmp_path / "rep_old")
+    assert (tmp_path / "mlflow.db").exists() and "records no training store" in (
+        rep.meta["tracking"]["why"]
+    )
+    assert not (tmp_path / "rep_old" / "random_timing.csv").exists()
 
 
 # ----------------------------------------------------------------------------- run_id=
@@ -375,15 +438,35 @@ def tiny_market(close: np.ndarray) -> MarketData:
 
 def test_momentum_is_causal_and_follows_its_rule() -> None:
     close = 100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.01, 300)))
-    rows = np.arange(250)
-    acts = momentum_actions(close, rows, 12)
-    assert (acts[:12] == HOLD).all()
+    rows, env = np.arange(250), EnvParams()
+    pos = momentum_positions(close, rows, 12, 0.0, env)  # no band: the sign rule
+    assert (pos[:12] == 0.0).all()
     up = close[12:250] > close[:238]
-    assert (acts[12:] == np.where(up, BUY, SELL)).all()
+    assert (pos[12:] == np.where(up, 1.0, -1.0)).all()
+    banded = momentum_positions(close, rows, 12, 0.02, env)
+    mom = close[12:250] / close[:238] - 1
+    assert (np.abs(np.diff(banded)) > 0).sum() < (np.abs(np.diff(pos)) > 0).sum()
+    for t in range(12, 250):  # outside the band: its sign; inside: the previous position
+        want = 1.0 if mom[t - 12] > 0.02 else -1.0 if mom[t - 12] < -0.02 else banded[t - 1]
+        assert banded[t] == want, t
+    no_short = momentum_positions(close, rows, 12, 0.0, EnvParams(allow_short=False))
+    assert set(no_short) <= {0.0, 1.0}
     for t in (20, 100, 249):  # rewriting the future changes nothing decided at t
         future = close.copy()
         future[t + 1 :] *= 3.0
-        assert momentum_actions(future, rows[: t + 1], 12)[-1] == acts[t]
+        assert momentum_positions(future, rows[: t + 1], 12, 0.02, env)[-1] == banded[t]
+
+
+def test_momentum_lookback_is_chosen_on_validation() -> None:
+    # trends of 200 bars under noise 4x the drift: 48-bar momentum rides them, 2-bar chases noise
+    steps = np.tile(np.r_[np.full(200, 0.001), np.full(200, -0.001)], 5)
+    close = 100 * np.exp(np.cumsum(steps + np.random.default_rng(0).normal(0, 0.004, steps.size)))
+    market = tiny_market(close)
+    market.splits["val"] = (100, close.size - 1)
+    best, sharpe = choose_momentum_lookback(market, EnvParams(), (2, 48), "val")
+    assert best == 48 and sharpe[48] > sharpe[2] + 10
+    with pytest.raises(ValueError, match="grid is empty"):
+        choose_momentum_lookback(market, EnvParams(), (), "val")
 
 
 def test_baseline_positions_follow_the_action_rule() -> None:
@@ -394,28 +477,20 @@ def test_baseline_positions_follow_the_action_rule() -> None:
         SELL,
         BUY,
     ]
-    acts = np.array([BUY, BUY, BUY, SELL, HOLD])
-    assert positions_for(acts, EnvParams()).tolist() == [1.0, 1.0, 1.0, -1.0, -1.0]
-    inc = EnvParams(action_mode="increment", increment=0.5, allow_short=False)
-    assert positions_for(acts, inc).tolist() == [0.5, 1.0, 1.0, 0.5, 0.5]
-    assert (random_actions([0.5, 0.0, 0.5], 1000, 3) != BUY).all()
-    assert (random_actions([0.2, 0.3, 0.5], 50, 3) == random_actions([0.2, 0.3, 0.5], 50, 3)).all()
-    with pytest.raises(ValueError, match="summing to 1"):
-        random_actions([0.5, 0.5, 0.5], 10, 0)
 
 
 def test_baseline_frames_settle_with_the_given_costs() -> None:
-    close = np.array([100.0, 110.0, 99.0, 99.0, 120.0, 90.0])
+    close = np.array([100.0, 110.0, 99.0, 100.0, 120.0, 90.0])
     market = tiny_market(close)
     env = EnvParams(commission=0.01, slippage_bps=10.0)
-    runs = baseline_steps(market, 0, 5, env, agent_actions=[HOLD, SELL], momentum_bars=1, seed=0)
+    runs = baseline_steps(market, 0, 5, env, momentum_bars=1)
     assert list(runs) == list(BASELINES)
     bh = runs["buy_and_hold"]
     assert bh["equity"].iloc[-1] == pytest.approx((1 - 0.011) * 90.0 / 100.0)
     assert bh["fee"].iloc[0] == pytest.approx(0.011) and (bh["fee"].iloc[1:] == 0).all()
     assert (runs["flat"]["equity"] == 1.0).all()
-    assert set(runs["random"]["action"]) <= {HOLD, SELL}
-    mom = runs["momentum"]  # row 0 has no past bar: HOLD; then up, down, flat, up
+    # row 0 has no past bar: flat; then +10%, -10%, +1% (inside the band of 2 * 1.1%: keep), up
+    mom = runs["momentum"]
     assert mom["action"].tolist() == [HOLD, BUY, SELL, HOLD, BUY]
     assert mom["position"].tolist() == [0.0, 1.0, -1.0, -1.0, 1.0]
     for frame in runs.values():

@@ -97,6 +97,13 @@ def test_dsr_deflates_more_with_more_trials() -> None:
         best_run_dsr(runs.drop(columns="val_skew").assign(val_skew=np.nan))
 
 
+def test_dsr_leaves_out_and_names_runs_without_variance() -> None:
+    runs = dsr_runs([0.5, 1.0, 0.0, 2.0])
+    runs.loc["id2", ["val_skew", "val_kurtosis"]] = np.nan  # a flat run: undefined moments
+    d = best_run_dsr(runs)
+    assert d["left_out"] == ["r2"] and d["n_trials"] == 3 and d["run_id"] == "id3"
+
+
 # ----------------------------------------------------------------------------- a real sweep
 
 
@@ -155,8 +162,15 @@ def test_compare_a_sweep(sweep: tuple[str, str, Path], tmp_path: Path) -> None:
     assert runs.loc[asym.index, "test_sharpe"].notna().all()
     assert runs[runs["group"] == "sym_1_1"]["test_sharpe"].isna().all()
     assert summary.loc[["sym_1_1"], "test_sharpe_mean"].isna().all()
-    assert result.dsr["n_trials"] == 4 and 0.0 <= result.dsr["dsr"] <= 1.0
-    assert result.dsr["run_id"] == runs["val_sharpe"].idxmax()
+    flat = sorted(runs.loc[~(runs["val_volatility_ann_pct"] > 0), "name"])
+    assert result.dsr["left_out"] == flat  # flat runs: no skew, kurtosis, PSR; named
+    assert (
+        runs.loc[runs["name"].isin(flat), ["val_skew", "val_kurtosis", "val_psr"]]
+        .isna()
+        .all(axis=None)
+    )
+    assert result.dsr["n_trials"] == 4 - len(flat) and 0.0 <= result.dsr["dsr"] <= 1.0
+    assert result.dsr["run_id"] == runs.loc[~runs["name"].isin(flat), "val_sharpe"].idxmax()
     assert set(result.histories["key"]) == {"reward/mean", "val/sharpe"}
     assert len(result.histories) == 4 * 4 * 2  # 4 runs x 4 episodes x 2 keys
     for name in ("learning_curves", "bars"):
@@ -185,6 +199,36 @@ def test_compare_errors_name_the_selection(sweep: tuple[str, str, Path], tmp_pat
         compare(uri, tmp_path, tags={"experiment_name": "asym_1_2"})
     with pytest.raises(FileNotFoundError, match="no MLflow store"):
         compare(f"sqlite:///{tmp_path / 'missing.db'}", tmp_path)
+
+
+def test_validation_figures_are_the_selected_ones(sweep: tuple[str, str, Path]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri, parent, _ = sweep
+    result = compare(uri, Path(sweep[2]) / "sel", parent_run_id=parent)
+    client = MlflowClient(tracking_uri=uri)
+    for run_id, row in result.runs.iterrows():
+        history = {m.step: m.value for m in client.get_metric_history(str(run_id), "val/sharpe")}
+        assert row["best_episode"] is not None
+        assert row["val_sharpe"] == history[row["best_episode"]]
+        assert row["val_sharpe"] == max(history.values())  # best.pt is the max (best_mode)
+    assert list(result.runs["market"].unique()) == [result.runs["market"].iloc[0]]
+    assert "market: data " in report(result) and "mixes" not in report(result)
+
+
+def test_one_experiment_on_two_files_is_two_groups(tmp_path: Path) -> None:
+    from hmarl.train import train
+
+    for market_seed in (0, 1):
+        cfg = tiny(tmp_path, "asym_1_10", 11, seed=0)
+        cfg.data.market_seed = market_seed
+        cfg.trainer.episodes = 2
+        train(cfg, tmp_path / f"m{market_seed}", progress=False)
+    result = compare(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "out")
+    assert len(result.summary) == 2 and list(result.summary["n"]) == [1, 1]
+    assert all(g.startswith("asym_1_10 @ data ") for g in result.summary.index)
+    assert result.differences.empty  # never paired across markets
+    assert "2 markets (never pooled" in report(result)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The exact expected policy gradient over the position grid (hmarl/expected.py) and the estimators."""
+"""The exact expected policy gradient over the position grid (hmarl/expected.py), estimators."""
 
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ def test_expected_gradient_is_the_mean_of_the_sampled_estimator(env: EnvParams) 
 
 def test_reinforce_estimator_is_exactly_the_spec_loss() -> None:
     env = EnvParams()
-    market, policy, grid, traj = _double_setup(env, 20, 5)
+    _, policy, _, traj = _double_setup(env, 20, 5)
     returns = discounted_returns(traj.settlement.reward, 0.99)
     loss, entropy = policy_loss(policy, traj, returns, "reinforce")
     logp, ent = log_probs(policy, traj)
@@ -205,5 +205,5 @@ def test_every_estimator_updates_the_trained_modules(estimator: str) -> None:
 def test_unknown_estimator_is_refused() -> None:
     env = EnvParams()
     _, policy, _, traj = _double_setup(env, 8, 2)
-    with pytest.raises(ValueError, match="trainer.estimator must be one of"):
+    with pytest.raises(ValueError, match=r"trainer\.estimator must be one of"):
         policy_loss(policy, traj, discounted_returns(traj.settlement.reward, 0.9), "ppo")

@@ -5,7 +5,8 @@ rounds differently, and a REINFORCE run then takes another path. So each case tr
 seeds under a different numeric setting (1 thread, 2 threads, deterministic algorithms: three
 different roundings of the same computation) and asserts what must hold for most of them: the
 `best` checkpoint, selected on validation, beats flat and buy & hold after fees on validation
-AND on the untouched test split, with margins, and trades. Wall times are printed, not asserted
+AND on the untouched test split, with margins, trades, and beats most random-timing policies that
+make the same trades at random times. Wall times are printed, not asserted
 (speed lives in scripts/bench_train.py; learning quality in scripts/bench_learning.py).
 """
 
@@ -23,11 +24,13 @@ from hmarl.baselines import baseline_steps
 from hmarl.checkpoint import load_checkpoint, policy_from_checkpoint
 from hmarl.evaluation import market_tensors, run_split
 from hmarl.metrics import compute_stats
+from hmarl.random_timing import random_timing, random_timing_stats
 from hmarl.train import env_params, load_market, train
 
 SEEDS = (0, 1, 2)
 NEED = 2  # of len(SEEDS) seeds must succeed under every numeric setting
 MARGIN_PCT = 5.0  # percentage points over flat and buy & hold
+TIMING_PCT = 90.0  # percentile among random-timing policies with the same trades
 
 
 @pytest.fixture(params=["threads1", "threads2", "deterministic"])
@@ -60,13 +63,13 @@ def _run(tmp_path: Path, seed: int) -> dict[str, dict[str, float]]:
     for split in ("val", "test"):
         steps = run_split(policy, market, tensors, split, env)
         lo, hi = market.splits[split]
-        base = baseline_steps(
-            market, lo, hi, env, agent_actions=steps["action"].to_numpy(), names=("flat", "buy_and_hold")
-        )
+        base = baseline_steps(market, lo, hi, env, names=("flat", "buy_and_hold"))
         ours = compute_stats(steps, n_bootstrap=0)
+        null = random_timing_stats(random_timing(steps, market.returns[lo:hi], env, n=200))
         out[split] = {
             "policy": ours["Return [%]"],
             "trades": ours["# Trades"],
+            "timing_pct": null["Random-Timing Percentile [%]"],
             **{k: compute_stats(v, n_bootstrap=0)["Return [%]"] for k, v in base.items()},
         }
     return out
@@ -84,14 +87,16 @@ def test_best_policy_beats_flat_and_buy_and_hold_on_most_seeds(
             r["trades"] >= 5
             and r["policy"] > r["flat"] + MARGIN_PCT
             and r["policy"] > r["buy_and_hold"] + MARGIN_PCT
+            and r["timing_pct"] > TIMING_PCT
             for r in res.values()
         )
         ok.append(good)
         print(
             f"{numeric_setting} seed {seed} ({time.perf_counter() - t0:.0f} s): "
             + "; ".join(
-                f"{split} policy {r['policy']:+.1f}% ({r['trades']} trades), flat "
-                f"{r['flat']:+.1f}%, buy & hold {r['buy_and_hold']:+.1f}%"
+                f"{split} policy {r['policy']:+.1f}% ({r['trades']} trades, random-timing "
+                f"percentile {r['timing_pct']:.0f}), flat {r['flat']:+.1f}%, "
+                f"buy & hold {r['buy_and_hold']:+.1f}%"
                 for split, r in res.items()
             )
             + ("" if good else "  <- not learned")

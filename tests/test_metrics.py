@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -12,13 +13,17 @@ import pytest
 from hmarl.metrics import (
     CRYPTO,
     EXCHANGE,
+    STAT_DEFINITIONS,
     Calendar,
     bootstrap_sharpe_ci,
     compute_stats,
     deflated_sharpe_ratio,
     expected_max_sharpe,
+    flag_sentences,
     max_drawdown,
     metric_keys,
+    null_percentile,
+    outcome_flags,
     periods_per_year,
     probabilistic_sharpe_ratio,
     sharpe_ratio,
@@ -165,10 +170,70 @@ def test_trades_match_hand_values(stats: dict[str, float | int | str], steps: pd
     assert table["entry"].iloc[1] == steps.index[4]
 
 
-def test_buy_and_hold_beside_strategy(stats: dict[str, float | int | str]) -> None:
-    assert stats["Buy & Hold Return [%]"] == pytest.approx((108.5 / 100 - 1) * 100)
-    # buy & hold curve 1, 1, 1.02, 1.01, ...: its only dip is 101/102 - 1
-    assert stats["Buy & Hold Max. Drawdown [%]"] == pytest.approx((101 / 102 - 1) * 100)
+def test_remaining_figures_match_hand_values(stats: dict[str, float | int | str]) -> None:
+    # period: 10 bars of 5 minutes, first 00:00, last 00:45
+    assert (stats["Start"], stats["End"]) == (
+        "2024-01-01T00:00:00+00:00",
+        "2024-01-01T00:45:00+00:00",
+    )
+    assert stats["Duration [days]"] == pytest.approx(45 / 1440)
+    assert stats["Equity Final [x]"] == pytest.approx(FINAL)
+    # moments of r (population): skew = m3 / m2^1.5, kurtosis = m4 / m2^2 (non-excess)
+    d = [x - MEAN for x in R]
+    m2, m3, m4 = (sum(x**k for x in d) / 10 for k in (2, 3, 4))
+    assert stats["Skew"] == pytest.approx(m3 / m2**1.5)
+    assert stats["Kurtosis"] == pytest.approx(m4 / m2**2)
+    # Beta: cov(r, r_price) / var(r_price), r_price = next / price - 1 (both ddof 1)
+    rp = [b / a - 1 for a, b in itertools.pairwise(PRICES)]
+    mp = sum(rp) / 10
+    cov = sum((x - MEAN) * (y - mp) for x, y in zip(R, rp, strict=True)) / 9
+    var = sum((y - mp) ** 2 for y in rp) / 9
+    assert stats["Beta"] == pytest.approx(cov / var)
+    # long rows 1-3 and 8-9, short rows 4-5
+    assert stats["Long Exposure Time [%]"] == pytest.approx(50.0)
+    assert stats["Short Exposure Time [%]"] == pytest.approx(20.0)
+    assert stats["Mean P(BUY)"] == pytest.approx(0.3)
+    assert "Buy & Hold Return [%]" not in stats  # one buy & hold: the baseline column
+
+
+def test_every_figure_has_one_definition(stats: dict[str, float | int | str]) -> None:
+    assert set(stats) <= set(STAT_DEFINITIONS)
+    for key, text in STAT_DEFINITIONS.items():
+        money = key.startswith(
+            ("Return", "Equity", "Sharpe", "Sortino", "Volatility", "Avg. Trade [")
+        )
+        assert not money or "after costs" in text, key
+
+
+@pytest.mark.parametrize(
+    ("trades_", "long_pct", "flags"),
+    [
+        (0, 0.0, ["no_trades"]),
+        (1, 99.0, ["few_trades", "same_as_buy_and_hold"]),
+        (4, 94.9, ["few_trades"]),
+        (5, 95.0, ["same_as_buy_and_hold"]),
+        (12, 40.0, []),
+    ],
+)
+def test_outcome_flags(trades_: int, long_pct: float, flags: list[str]) -> None:
+    stats = {"# Trades": trades_, "Long Exposure Time [%]": long_pct}
+    assert outcome_flags(stats, min_trades=5) == flags
+    notes = flag_sentences(stats, flags, "validation")
+    assert len(notes) == len(flags)
+    if "no_trades" in flags:
+        assert notes == ["no trade on validation: no edge found at these costs"]
+    if "few_trades" in flags:
+        assert f"selection rests on {trades_} trade" in notes[0]
+
+
+def test_null_percentile_by_hand() -> None:
+    null = [1.0, 2.0, 3.0, 4.0]
+    assert null_percentile(null, 2.5) == (50.0, (1 + 2) / 5)  # 2 below, 2 at least as good
+    assert null_percentile(null, 3.0) == (62.5, (1 + 2) / 5)  # 2 below, 1 tie (half)
+    assert null_percentile(null, 9.0) == (100.0, 1 / 5)  # never 0: the strategy counts
+    assert null_percentile([1.0] * 4, 1.0 + 1e-13) == (50.0, 1.0)  # rounding ties
+    with pytest.raises(ValueError, match="no null outcomes"):
+        null_percentile([], 1.0)
 
 
 def _psr_by_hand(r: list[float]) -> float:
@@ -350,7 +415,7 @@ def test_explosive_annualisation_is_inf_not_nan() -> None:
 def test_optional_columns() -> None:
     bare = make_steps(R).drop(columns=["p_hold", "p_buy", "p_sell", "price", "next_price"])
     out = compute_stats(bare, benchmark=False, n_bootstrap=0)
-    assert not [k for k in out if k.startswith(("Mean P(", "Buy & Hold"))]
+    assert not [k for k in out if k.startswith(("Mean P(", "Beta"))]
     assert out["Sharpe Ratio"] == pytest.approx(MEAN / STD * math.sqrt(P5))
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['price', 'next_price'\]"):
         compute_stats(bare)
@@ -410,7 +475,8 @@ def test_metric_keys_are_mlflow_safe_and_unique(stats: dict[str, float | int | s
         ("Max. Drawdown [%]", "max_drawdown_pct"),
         ("Max. Drawdown Duration [bars]", "max_drawdown_duration_bars"),
         ("# Trades", "n_trades"),
-        ("Buy & Hold Return [%]", "buy_hold_return_pct"),
+        ("Long Exposure Time [%]", "long_exposure_time_pct"),
+        ("Random-Timing p-value", "random_timing_p_value"),
         ("Mean P(HOLD)", "mean_p_hold"),
         ("Turnover (Ann.) [x]", "turnover_ann_x"),
         ("Sharpe 95% CI Low", "sharpe_95pct_ci_low"),
