@@ -137,13 +137,13 @@ class TrainerConfig:
     lr_micro: float = 5e-4
     lr_head: float = 5e-4
     macro_every: int = 11  # MacroNet steps iff episode % macro_every == 0 (1 = symmetric)
-    estimator: Estimator = Estimator.reinforce
+    estimator: Estimator = Estimator.expected
     entropy_coef: float = 0.01
     entropy_coef_final: float | None = None  # decayed linearly to this; None = constant
     grad_clip: float = 1.0  # per-module gradient-norm clip; 0 disables
     cache_frozen_macro: bool = True  # reuse MacroNet embeddings while it is frozen
     eval_every: int = 10  # validation (deterministic policy) every K episodes
-    eval_policy: EvalPolicy = EvalPolicy.greedy
+    eval_policy: EvalPolicy = EvalPolicy.sample
     best_metric: str = "sharpe"  # key of hmarl.metrics.metric_keys() for the `best` checkpoint
     best_mode: MetricMode = MetricMode.max
     min_val_trades: int = 5  # fewer validation trades: never `best` by a ratio alone
