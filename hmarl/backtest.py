@@ -45,8 +45,6 @@ import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -191,6 +189,9 @@ def to_backtest_config(cfg: DictConfig | BacktestConfig) -> BacktestConfig:
 
 def fetch_run_checkpoint(run_id: str, tracking_uri: str, dst: Path) -> tuple[Path, str]:
     """Download an MLflow run's ``checkpoints/best.pt`` (else ``last.pt``) into ``dst``."""
+    from mlflow.exceptions import MlflowException  # lazily: a local backtest never loads mlflow
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         names = {Path(f.path).name for f in client.list_artifacts(run_id, "checkpoints")}

@@ -120,7 +120,9 @@ class TrainerConfig:
     eval_every: int = 10  # validation (deterministic policy) every K episodes
     best_metric: str = "sharpe"  # key of hmarl.metrics.metric_keys() for the `best` checkpoint
     best_mode: MetricMode = MetricMode.max
-    min_val_trades: int = 5  # a policy with fewer validation trades is never `best` by a ratio alone
+    min_val_trades: int = (
+        5  # a policy with fewer validation trades is never `best` by a ratio alone
+    )
     early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 = never
     checkpoint_every: int = 10  # write `last` every K episodes (and at the end)
     resume: str | None = None  # path of a checkpoint to continue from
