@@ -40,6 +40,14 @@ class ActionMode(str, Enum):
     increment = "increment"
 
 
+class MatmulPrecision(str, Enum):
+    """``torch.set_float32_matmul_precision``: ``high`` allows TF32 on CUDA, ``medium`` bf16."""
+
+    highest = "highest"
+    high = "high"
+    medium = "medium"
+
+
 class MetricMode(str, Enum):
     max = "max"
     min = "min"
@@ -117,12 +125,12 @@ class TrainerConfig:
     entropy_coef: float = 0.01
     grad_clip: float = 1.0  # per-module gradient-norm clip; 0 disables
     cache_frozen_macro: bool = True  # reuse MacroNet embeddings while it is frozen
+    macro_cache_chunk: int = 256  # rows per lazily computed cache chunk; 0 = whole split at once
+    matmul_precision: MatmulPrecision = MatmulPrecision.highest  # high: TF32 matmuls on CUDA
     eval_every: int = 10  # validation (deterministic policy) every K episodes
     best_metric: str = "sharpe"  # key of hmarl.metrics.metric_keys() for the `best` checkpoint
     best_mode: MetricMode = MetricMode.max
-    min_val_trades: int = (
-        5  # a policy with fewer validation trades is never `best` by a ratio alone
-    )
+    min_val_trades: int = 5  # fewer validation trades: never `best` by a ratio alone
     early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 = never
     checkpoint_every: int = 10  # write `last` every K episodes (and at the end)
     resume: str | None = None  # path of a checkpoint to continue from

@@ -31,7 +31,7 @@ from hmarl.io import write_text
 from hmarl.metrics import metric_keys
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import macro_steps_at, make_optimizers, reinforce_update
-from hmarl.rollout import MacroCache, collect, macro_cache, sample_starts
+from hmarl.rollout import LazyMacroCache, collect, sample_starts
 from hmarl.tracking import MlflowTracker, Tracker, git_commit, ui_command
 
 
@@ -156,6 +156,7 @@ class Trainer:
         self.last_path.parent.mkdir(parents=True, exist_ok=True)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
+        torch.set_float32_matmul_precision(tc.matmul_precision.value)  # process-wide
         torch.manual_seed(cfg.seed)
         device = resolve_device(cfg.device)
 
@@ -174,7 +175,7 @@ class Trainer:
             self._resume(tc.resume, device)
         self.env = env_params(cfg)
         self.grid = position_grid(self.env)
-        self.cache: MacroCache | None = None
+        self.cache: LazyMacroCache | None = None
         self.val: dict[str, Any] = {}
 
     def _resume(self, path: str, device: torch.device) -> None:
@@ -213,7 +214,8 @@ class Trainer:
         update_macro = macro_steps_at(episode, tc.macro_every)
         use_cache = tc.cache_frozen_macro and not update_macro
         if use_cache and self.cache is None:
-            self.cache = macro_cache(self.policy, self.tensors.macro, lo, hi)
+            chunk = tc.macro_cache_chunk
+            self.cache = LazyMacroCache.empty(self.policy, self.tensors.macro, lo, hi, chunk)
         starts = sample_starts(lo, hi, tc.episode_len, tc.n_envs, self.gen)
         traj = collect(
             self.policy,
