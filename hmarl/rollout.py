@@ -118,7 +118,7 @@ class LazyMacroCache:
         """Compute the chunks that rows ``[start, start + length)`` need; returns how many."""
         lo = starts.cpu().numpy() - self.offset  # one small device-to-host copy: [B] ints
         first, last = lo // self.chunk, (lo + length - 1) // self.chunk
-        if first.min() < 0 or last.max() >= len(self.done):
+        if lo.min() < 0 or lo.max() + length > len(self.emb):
             raise IndexError(
                 f"episode rows outside the cached range [{self.offset}, "
                 f"{self.offset + len(self.emb)})"

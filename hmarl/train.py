@@ -184,8 +184,15 @@ class Trainer:
         self.policy.load_state_dict(ckpt["policy"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
-        self.gen.set_state(ckpt["rng"]["generator"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        # RNG states are CPU byte tensors whatever the device (map_location moved them)
+        try:
+            self.gen.set_state(ckpt["rng"]["generator"].cpu())
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"cannot resume {path} on {device}: its sampling generator was saved on another "
+                f"device type ({exc}); resume on the device type it was trained on"
+            ) from exc
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         self.state = TrainState(**ckpt["train_state"])
         print(f"resumed from {path} at episode {self.state.episode}")
 
