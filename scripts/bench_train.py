@@ -161,6 +161,12 @@ def main() -> None:
     ap.add_argument(
         "--precision", default="highest", help="trainer.matmul_precision: highest | high | medium"
     )
+    ap.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra Hydra override for both schedules, e.g. trainer.macro_cache_chunk=0",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -184,6 +190,7 @@ def main() -> None:
             f"device={args.device}",
             f"trainer.episodes={n_eps}",
             f"trainer.matmul_precision={args.precision}",
+            *args.override,
         ]
         ref_steps, ref_s = 0, 0.0
         base = config("+experiment=asym_1_10", *common)

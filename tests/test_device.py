@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, tiny_overrides
+from conftest import assert_identical, compose_config, tiny_overrides
 from hydra import compose, initialize_config_dir
 from test_rollout import grads, per_step_logp, tiny_market, tiny_policy
-from test_train import assert_identical
 from torch.overrides import TorchFunctionMode
 
 import hmarl.rollout as rollout

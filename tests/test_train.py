@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, run_cli, tiny_overrides
+from conftest import assert_identical, compose_config, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 import hmarl.train as train_mod
@@ -65,24 +65,6 @@ def test_schedule_over_22_episodes(
     assert seen["micro"] == seen["head"] == set(range(22))
     expected_steps = [sum(1 for e in macro_episodes if e <= ep) for ep in range(22)]
     assert adam_steps == expected_steps  # a frozen MacroNet's Adam clock does not advance
-
-
-def checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
-    ck = load_checkpoint(path)
-    out = {f"policy.{k}": v for k, v in ck["policy"].items()}
-    for name, sd in ck["optimizers"].items():
-        for pid, st in sd["state"].items():
-            for k, v in st.items():
-                out[f"opt.{name}.{pid}.{k}"] = torch.as_tensor(v)
-    out["rng"] = ck["rng"]["generator"]
-    return out
-
-
-def assert_identical(a: Path, b: Path) -> None:
-    ta, tb = checkpoint_tensors(a), checkpoint_tensors(b)
-    assert ta.keys() == tb.keys()
-    for k in ta:
-        assert torch.equal(ta[k], tb[k]), k
 
 
 def test_same_seed_gives_identical_checkpoints(tmp_path: Path) -> None:
