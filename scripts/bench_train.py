@@ -189,9 +189,10 @@ def main() -> None:
             f"cache_dir={tmp}/cache",
             f"device={args.device}",
             f"trainer.episodes={n_eps}",
-            f"trainer.matmul_precision={args.precision}",
             *args.override,
         ]
+        if args.precision != "highest":  # the default; older checkouts lack the key
+            common.append(f"trainer.matmul_precision={args.precision}")
         ref_steps, ref_s = 0, 0.0
         base = config("+experiment=asym_1_10", *common)
         if ref_episodes > 0:

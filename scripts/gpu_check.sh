@@ -28,14 +28,22 @@ import sys
 
 import torch
 
+
+def have(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a broken or blocked install counts as missing
+        return False
+
+
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}")
 if torch.cuda.is_available():
     print(f"device: {torch.cuda.get_device_name(0)} ({torch.cuda.device_count()} visible)")
 else:
     print("device: no CUDA device (CUDA tests skip, the benchmark runs on the CPU)")
 need = ("hydra", "omegaconf", "numpy", "pandas", "pyarrow", "scipy", "matplotlib", "tqdm", "pytest")
-missing = [m for m in need if importlib.util.find_spec(m) is None]
-print(f"mlflow installed: {importlib.util.find_spec('mlflow') is not None} (not needed)")
+missing = [m for m in need if not have(m)]
+print(f"mlflow installed: {have('mlflow')} (not needed)")
 if missing:
     print(f"MISSING: {' '.join(missing)} (hydra/omegaconf: scripts/make_gpu_carry.sh -> .gpu_carry/)")
     sys.exit(3)

@@ -178,7 +178,7 @@ def test_lazy_cache_equals_the_eager_cache(device: str) -> None:
     assert list(np.flatnonzero(lazy.done)) == [0, 7, 8, 14, 15]
     for c in np.flatnonzero(lazy.done):
         rows = slice(c * 64, min((c + 1) * 64, 980))
-        torch.testing.assert_close(lazy.emb[rows], eager.emb[rows], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(lazy.emb[rows], eager.emb[rows], rtol=1e-5, atol=1e-6)
     with pytest.raises(IndexError, match="outside the cached range"):
         lazy.fill(policy, market.macro, torch.tensor([970], device=device), 32)
 

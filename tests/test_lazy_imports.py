@@ -61,6 +61,10 @@ def test_a_tracking_none_training_run_never_imports_mlflow(tmp_path: Path) -> No
 
 def test_the_probe_would_see_mlflow(tmp_path: Path) -> None:
     """The check above is not vacuous: an MLflow-tracked import path shows up."""
-    if importlib.util.find_spec("mlflow") is None:
+    try:
+        present = importlib.util.find_spec("mlflow") is not None
+    except ImportError:
+        present = False
+    if not present:
         pytest.skip("mlflow is not installed here (an offline GPU machine)")
     assert "mlflow" in _mlflow_modules_after("import mlflow.tracking", tmp_path)
