@@ -75,6 +75,21 @@ def assert_identical(a: Path, b: Path) -> None:
         assert torch.equal(ta[k], tb[k]), k
 
 
+def full_and_resumed(tmp_path: Path, overrides: list[str], episodes: int, stop: int):
+    """Train ``episodes`` in one go, and ``stop`` then resumed to ``episodes``: both results."""
+    from hmarl.train import train
+
+    def run(name: str, *extra: str):  # -> TrainResult
+        return train(compose_config(*overrides, *extra), tmp_path / name, progress=False)
+
+    full = run("full", f"trainer.episodes={episodes}")
+    part = run("part", f"trainer.episodes={stop}")
+    resumed = run(
+        "resumed", f"trainer.episodes={episodes}", f"trainer.resume={part.last_checkpoint}"
+    )
+    return full, resumed
+
+
 def run_cli(module: str, *args: str, cwd: Path, timeout: int = 300):  # -> CompletedProcess[str]
     """``python -m <module> <args>`` from this checkout, as a user runs it, in ``cwd``."""
     import os

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import assert_identical, compose_config, tiny_overrides
+from conftest import assert_identical, compose_config, full_and_resumed, tiny_overrides
 from hydra import compose, initialize_config_dir
 from test_rollout import grads, per_step_logp, tiny_market, tiny_policy
 from torch.overrides import TorchFunctionMode
@@ -207,14 +207,7 @@ def test_short_training_run(tmp_path: Path, device: str) -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path: Path, device: str) -> None:
-    ov = device_overrides(tmp_path, device)
-    full = train(compose_config(*ov, "trainer.episodes=14"), tmp_path / "full", progress=False)
-    part = train(compose_config(*ov, "trainer.episodes=7"), tmp_path / "part", progress=False)
-    resumed = train(
-        compose_config(*ov, "trainer.episodes=14", f"trainer.resume={part.last_checkpoint}"),
-        tmp_path / "resumed",
-        progress=False,
-    )
+    full, resumed = full_and_resumed(tmp_path, device_overrides(tmp_path, device), 14, 7)
     assert resumed.state.macro_steps == 2  # resumed mid-cycle, with an empty MacroNet cache
     assert_identical(full.last_checkpoint, resumed.last_checkpoint)
 

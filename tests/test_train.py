@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_identical, compose_config, run_cli, tiny_overrides
+from conftest import assert_identical, compose_config, full_and_resumed, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 import hmarl.train as train_mod
@@ -79,13 +79,7 @@ def test_same_seed_gives_identical_checkpoints(tmp_path: Path) -> None:
 
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path: Path) -> None:
     ov = tiny_overrides(tmp_path, "+experiment=asym_1_10")
-    full = train(compose_config(*ov, "trainer.episodes=15"), tmp_path / "full", progress=False)
-    part = train(compose_config(*ov, "trainer.episodes=7"), tmp_path / "part", progress=False)
-    resumed = train(
-        compose_config(*ov, "trainer.episodes=15", f"trainer.resume={part.last_checkpoint}"),
-        tmp_path / "resumed",
-        progress=False,
-    )
+    full, resumed = full_and_resumed(tmp_path, ov, 15, 7)
     assert resumed.state.episode == 15 and resumed.state.macro_steps == 2
     assert_identical(full.last_checkpoint, resumed.last_checkpoint)
 
