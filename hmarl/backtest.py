@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 import numpy as np
@@ -45,8 +45,6 @@ import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -173,6 +171,8 @@ class BacktestConfig:
     start: str | None = None  # UTC bounds [start, end) on decision bars inside the split
     end: str | None = None
     out: str | None = None  # report folder; None: backtests/<date>/<time>
+    policy: str = "auto"  # auto (as validated in training) | greedy (argmax) | sample
+    policy_seed: int | None = None  # seed of sampled actions; None: the checkpoint's training seed
     seeds: int = 0  # K > 0: also K stochastic runs (seeds 0..K-1), mean and std reported
     fee_multipliers: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0])
     commission: float | None = None  # None: the checkpoint's env.commission
@@ -232,6 +232,9 @@ def to_backtest_config(cfg: DictConfig | BacktestConfig) -> BacktestConfig:
 
 def fetch_run_checkpoint(run_id: str, tracking_uri: str, dst: Path) -> tuple[Path, str]:
     """Download an MLflow run's ``checkpoints/best.pt`` (else ``last.pt``) into ``dst``."""
+    from mlflow.exceptions import MlflowException  # lazily: a local backtest never loads mlflow
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         names = {Path(f.path).name for f in client.list_artifacts(run_id, "checkpoints")}
@@ -448,6 +451,30 @@ def stats_of(
     }
 
 
+class Acting(NamedTuple):
+    """How the strategy acts in a backtest: argmax, or sampled actions with a seed."""
+
+    greedy: bool = True
+    seed: int = 0
+
+    def describe(self) -> str:
+        return "argmax actions" if self.greedy else f"sampled actions (seed {self.seed})"
+
+
+ARGMAX = Acting()
+
+
+def acting_for(ckpt: Mapping[str, Any], mode: str, seed: int | None) -> Acting:
+    """``auto`` acts as the checkpoint was validated (``trainer.eval_policy``, its seed), so a
+    backtest of the validation split reproduces the figures `best.pt` was selected on."""
+    trained = ckpt.get("config", {})
+    if mode == "auto":  # checkpoints from before eval_policy existed validated with argmax
+        mode = str(trained.get("trainer", {}).get("eval_policy", "greedy"))
+    if mode not in ("greedy", "sample"):
+        raise BacktestError(f"policy={mode!r}: choose auto, greedy or sample")
+    return Acting(mode == "greedy", int(trained.get("seed", 0)) if seed is None else seed)
+
+
 def strategy_and_baselines(
     policy: HierarchicalPolicy,
     market: MarketData,
@@ -455,9 +482,11 @@ def strategy_and_baselines(
     rows: tuple[int, int],
     env: EnvParams,
     momentum_bars: int,
+    acting: Acting = ARGMAX,
 ) -> dict[str, pd.DataFrame]:
-    """Steps frames of the deterministic policy, then of each baseline: same rows, same costs."""
-    runs = {STRATEGY: run_split(policy, market, tensors, rows, env)}
+    """Steps frames of the policy, then of each baseline: same rows, same costs."""
+    strategy = run_split(policy, market, tensors, rows, env, greedy=acting.greedy, seed=acting.seed)
+    runs = {STRATEGY: strategy}
     runs.update(baseline_steps(market, *rows, env, momentum_bars=momentum_bars))
     return runs
 
@@ -532,6 +561,7 @@ def cost_sensitivity(
     calendar: Calendar,
     momentum_bars: int,
     seed: int,
+    acting: Acting = ARGMAX,
     tick: Callable[[], object] = lambda: None,
 ) -> pd.DataFrame:
     """Stats of the strategy and baselines at each cost multiplier, one row per (x, run).
@@ -542,7 +572,7 @@ def cost_sensitivity(
     records = []
     for m in multipliers:
         env_m = scaled_costs(env, m)
-        runs = strategy_and_baselines(policy, market, tensors, rows, env_m, momentum_bars)
+        runs = strategy_and_baselines(policy, market, tensors, rows, env_m, momentum_bars, acting)
         for name, stats in stats_of(runs, calendar, 0, seed).items():
             records.append({"fee_multiplier": float(m), "run": name, **stats})
         tick()
@@ -828,6 +858,8 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
             file=sys.stderr,
         )
     policy = policy_from_checkpoint(ckpt, device)
+    acting = acting_for(ckpt, cfg.policy, cfg.policy_seed)
+    meta["policy"] = acting.describe()
     tensors = market_tensors(market, device)
     calendar = calendar_of(cfg.calendar)
     momentum_bars, meta["momentum"] = choose_momentum(
@@ -849,8 +881,8 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
         unit="run",
     )
     try:
-        # ---- deterministic policy and baselines, same rows and costs ----
-        runs = strategy_and_baselines(policy, market, tensors, rows, env, momentum_bars)
+        # ---- the policy (acting as validated) and baselines, same rows and costs ----
+        runs = strategy_and_baselines(policy, market, tensors, rows, env, momentum_bars, acting)
         steps = runs[STRATEGY]
         pbar.update(1)
         stats = stats_of(runs, calendar, cfg.n_bootstrap, cfg.seed)
@@ -891,6 +923,7 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
             calendar=calendar,
             momentum_bars=momentum_bars,
             seed=cfg.seed,
+            acting=acting,
             tick=lambda: pbar.update(1),
         )
 

@@ -30,7 +30,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlparse
 
 import numpy as np
@@ -38,12 +38,14 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 from scipy import stats as scipy_stats
 
 from hmarl.io import write_csv, write_png
 from hmarl.metrics import deflated_sharpe_ratio, expected_max_sharpe
+
+if TYPE_CHECKING:  # mlflow is imported where a store is opened (it costs seconds to import)
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 GROUP_TAG = "experiment_name"
 # what makes a market: the data's fingerprint (a tag), then run params
@@ -101,6 +103,8 @@ class Comparison(NamedTuple):
 
 def open_store(uri: str) -> MlflowClient:
     """A client on an existing store; a missing sqlite file is an error, not a new empty store."""
+    from mlflow.tracking import MlflowClient
+
     if urlparse(uri).scheme == "sqlite":
         path = Path(uri[len("sqlite:///") :])
         if not path.is_file():

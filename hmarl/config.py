@@ -63,6 +63,14 @@ class CollapseAction(str, Enum):
     restore = "restore"
 
 
+class MatmulPrecision(str, Enum):
+    """``torch.set_float32_matmul_precision``: ``high`` allows TF32 on CUDA, ``medium`` bf16."""
+
+    highest = "highest"
+    high = "high"
+    medium = "medium"
+
+
 class MetricMode(str, Enum):
     max = "max"
     min = "min"
@@ -142,6 +150,8 @@ class TrainerConfig:
     entropy_coef_final: float | None = None  # decayed linearly to this; None = constant
     grad_clip: float = 1.0  # per-module gradient-norm clip; 0 disables
     cache_frozen_macro: bool = True  # reuse MacroNet embeddings while it is frozen
+    macro_cache_chunk: int = 256  # rows per lazily computed cache chunk; 0 = whole split at once
+    matmul_precision: MatmulPrecision = MatmulPrecision.highest  # high: TF32 matmuls on CUDA
     eval_every: int = 10  # validation (deterministic policy) every K episodes
     eval_policy: EvalPolicy = EvalPolicy.sample
     best_metric: str = "sharpe"  # key of hmarl.metrics.metric_keys() for the `best` checkpoint

@@ -101,10 +101,22 @@ class DecisionHead(nn.Module):
         return [(*lead, h) for h in self.hidden_sizes]
 
     def context(self, macro: Tensor, micro: Tensor) -> Tensor:
-        """First-layer pre-activation from macro and micro alone (bias included)."""
+        """First-layer pre-activation from macro and micro alone (bias included).
+
+        Two products summed (one ``addmm``), not one over ``cat([macro, micro])``: with a
+        frozen MacroNet the macro embeddings need no gradient, and autograd then skips the
+        ``[rows, H1] x [H1, macro_dim]`` input-gradient product the concatenation would force.
+        """
         fc1 = self.hidden[0]
         assert isinstance(fc1, nn.Linear)
-        return F.linear(torch.cat([macro, micro], dim=-1), fc1.weight[:, : self.ctx_dim], fc1.bias)
+        n_macro = macro.shape[-1]
+        pre = F.linear(micro, fc1.weight[:, n_macro : self.ctx_dim], fc1.bias)  # [..., H1]
+        flat = torch.addmm(
+            pre.reshape(-1, pre.shape[-1]),
+            macro.reshape(-1, n_macro),
+            fc1.weight[:, :n_macro].t(),
+        )
+        return flat.view(pre.shape)
 
     def from_context(
         self,

@@ -31,18 +31,20 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from mlflow.entities import Run, RunTag
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hmarl.config import Config, to_config
 from hmarl.tracking import PARENT_RUN_ENV, SWEEP_DIR_ENV, get_or_create_experiment, git_commit
+
+if TYPE_CHECKING:  # mlflow is imported where used: a plain `tracking=none` run never loads it
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +121,16 @@ def ensure_sqlite_dir(uri: str) -> None:
 
 def prepare_store(uri: str, experiment: str) -> str:
     """Create the store (schema) and the experiment once, before parallel jobs open it."""
+    from mlflow.tracking import MlflowClient
+
     ensure_sqlite_dir(uri)
     return get_or_create_experiment(MlflowClient(tracking_uri=uri), experiment, uri)
 
 
 def start_parent_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, str]) -> str:
     """The sweep's parent run (RUNNING until :func:`finish_sweep`); returns its id."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=uri)
     run = client.create_run(experiment_id, run_name=name[:250], tags={"kind": SWEEP_KIND, **tags})
     return str(run.info.run_id)
@@ -195,6 +201,9 @@ def finish_sweep(
     The sweep folder's summaries (the sweep config, an Optuna sweeper's best parameters)
     become the parent's artifacts, so the UI shows what was searched and what won.
     """
+    from mlflow.entities import RunTag
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=uri)
     for name in SWEEP_FILES if sweep_dir else ():
         path = Path(str(sweep_dir)) / name
@@ -223,6 +232,8 @@ def finish_sweep(
 
 def abort_sweep(uri: str, parent_run_id: str) -> None:
     """``atexit`` hook: a parent still RUNNING when the launcher exits ends FAILED."""
+    from mlflow.tracking import MlflowClient
+
     try:
         client = MlflowClient(tracking_uri=uri)
         if client.get_run(parent_run_id).info.status == "RUNNING":

@@ -12,11 +12,12 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:  # mlflow is imported lazily: `tracking=none` never loads it (~2 s)
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
 # Set by the sweep callback (hmarl/sweep.py) so that jobs become children of one parent run.
 PARENT_RUN_ENV = "HMARL_MLFLOW_PARENT_RUN_ID"
@@ -80,6 +81,8 @@ class MlflowTracker(Tracker):
         run_id: str | None = None,
         flush_every_s: float = 10.0,
     ) -> None:
+        from mlflow.tracking import MlflowClient
+
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = get_or_create_experiment(self.client, experiment, uri)
         all_tags = dict(tags or {})
@@ -100,12 +103,16 @@ class MlflowTracker(Tracker):
         self.flush_every_s = flush_every_s
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
         assert self.run_id is not None
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's batch limit for params
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
         if len(self._buffer) >= 900 or time.monotonic() - self._last_flush > self.flush_every_s:
@@ -119,6 +126,8 @@ class MlflowTracker(Tracker):
         self._last_flush = time.monotonic()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
         assert self.run_id is not None
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

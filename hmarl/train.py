@@ -37,7 +37,7 @@ from hmarl.io import append_text, write_text
 from hmarl.metrics import flag_sentences, metric_keys, outcome_flags
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
-from hmarl.rollout import MacroCache, collect, macro_cache, sample_starts
+from hmarl.rollout import LazyMacroCache, collect, sample_starts
 from hmarl.tracking import MlflowTracker, Tracker, git_commit, ui_command
 
 
@@ -195,6 +195,7 @@ class Trainer:
         self.last_path.parent.mkdir(parents=True, exist_ok=True)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
+        torch.set_float32_matmul_precision(tc.matmul_precision.value)  # process-wide
         torch.manual_seed(cfg.seed)
         device = resolve_device(cfg.device)
 
@@ -214,7 +215,7 @@ class Trainer:
         self.env = env_params(cfg)
         self.grid = position_grid(self.env)
         self.grid_model = GridModel(self.grid, self.env, self.tensors.returns)
-        self.cache: MacroCache | None = None
+        self.cache: LazyMacroCache | None = None
         self.val: dict[str, Any] = {}
         self.entropies: list[float] = []  # training entropy since the last validation
         self.collapse: str | None = None
@@ -226,8 +227,15 @@ class Trainer:
         self.policy.load_state_dict(ckpt["policy"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
-        self.gen.set_state(ckpt["rng"]["generator"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        # RNG states are CPU byte tensors whatever the device (map_location moved them)
+        try:
+            self.gen.set_state(ckpt["rng"]["generator"].cpu())
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"cannot resume {path} on {device}: its sampling generator was saved on another "
+                f"device type ({exc}); resume on the device type it was trained on"
+            ) from exc
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         self.state = TrainState(**ckpt["train_state"])
         print(f"resumed from {path} at episode {self.state.episode}")
 
@@ -266,7 +274,8 @@ class Trainer:
         update_macro = macro_steps_at(episode, tc.macro_every)
         use_cache = tc.cache_frozen_macro and not update_macro
         if use_cache and self.cache is None:
-            self.cache = macro_cache(self.policy, self.tensors.macro, lo, hi)
+            chunk = tc.macro_cache_chunk
+            self.cache = LazyMacroCache.empty(self.policy, self.tensors.macro, lo, hi, chunk)
         starts = sample_starts(lo, hi, tc.episode_len, tc.n_envs, self.gen)
         traj = collect(
             self.policy,

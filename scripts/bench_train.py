@@ -2,16 +2,22 @@
 
 Prints env-steps per second (experience collected AND trained on) for
 
-(a) the plain reference: one environment, the whole model forward per step, actions sampled
-    one at a time, the environment stepped in Python, autograd over the episode, then the
-    REINFORCE update of all three modules (how a gym-style trainer does it);
-(b) hmarl's trainer at its defaults (``python -m hmarl.train +experiment=asym_1_10``),
-    timed over its real training loop (validation excluded, reported separately);
+(a) the plain reference (CPU): one environment, the whole model forward per step, actions
+    sampled one at a time, the environment stepped in Python, autograd over the episode, then
+    the REINFORCE update of all three modules (how a gym-style trainer does it);
+(b) hmarl's trainer (``Trainer.episode``, the loop ``python -m hmarl.train`` runs; validation
+    and checkpoints excluded) under ``asym_1_10`` and ``sym_1_1`` on the same market, model
+    and batch, for each ``--n-envs``;
 
-their ratio, and the wall-clock ratio of one 11-episode cycle, symmetric (``sym_1_1``) over
-asymmetric (``asym_1_10``), on the same market, model and batch.
+their ratio, the wall-clock ratio of one 11-episode cycle (symmetric over asymmetric) and the
+peak memory (CUDA: ``max_memory_allocated``; CPU: the process's peak RSS so far).
 
-Usage: python scripts/bench_train.py [--ref-episodes 10] [--cycles 2] [--threads 0]
+Why interleaved: the two schedules' cycles alternate (asym, sym, asym, sym, ...) and the
+reference runs half before and half after them, so load from other processes on a shared
+machine falls on both sides of each ratio instead of on one.
+
+Usage: python scripts/bench_train.py [--device cpu|cuda] [--n-envs 32,256] [--cycles 2]
+       [--ref-episodes 10] [--threads 0] [--precision highest|high|medium]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import resource
 import tempfile
 import time
 from dataclasses import asdict
@@ -31,7 +38,9 @@ from hmarl.config import Config, conf_dir, register_configs, to_config
 from hmarl.evaluation import market_tensors
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import discounted_returns, make_optimizers, normalise
-from hmarl.train import load_market, train
+from hmarl.train import Trainer, load_market
+
+CYCLE = 11  # one asym_1_10 cycle: one MacroNet step, ten frozen episodes
 
 
 def config(*overrides: str) -> Config:
@@ -40,11 +49,11 @@ def config(*overrides: str) -> Config:
         return to_config(compose("config", overrides=list(overrides)))
 
 
-def plain_reference(cfg: Config, episodes: int) -> float:
-    """Env-steps/s of a per-step, gym-style REINFORCE loop (one environment)."""
+def plain_reference(cfg: Config, episodes: int, seed: int = 0) -> tuple[int, float]:
+    """Env-steps and seconds of a per-step, gym-style REINFORCE loop (one environment, CPU)."""
     market = load_market(cfg, log=None)
     t = market_tensors(market)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     policy = HierarchicalPolicy(market.n_features, **asdict(cfg.model)).train()
     opts = make_optimizers(
         policy,
@@ -54,9 +63,9 @@ def plain_reference(cfg: Config, episodes: int) -> float:
     )
     lo, hi = market.splits["train"]
     length, fee_rate = cfg.trainer.episode_len, cfg.env.commission
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     steps, elapsed = 0, 0.0
-    for _ in range(episodes + 1):  # the first episode is a warm-up, not timed
+    for episode in range(episodes + 1):  # the first episode is a warm-up, not timed
         t0 = time.perf_counter()
         start = int(torch.randint(lo, hi - length, (1,), generator=gen))
         position, logps, rewards = 0.0, [], []
@@ -80,69 +89,152 @@ def plain_reference(cfg: Config, episodes: int) -> float:
         loss.backward()
         for o in opts.values():
             o.step()
-        if _ > 0:
+        if episode > 0:
             elapsed += time.perf_counter() - t0
             steps += length
-    return steps / elapsed
+    return steps, elapsed
 
 
-def timed_training(cfg: Config, out: Path) -> list[float]:
-    """Per-episode wall time of the real training loop."""
-    stamps: list[float] = []
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    def on_episode(*_: object) -> None:
-        stamps.append(time.perf_counter())
 
-    t0 = time.perf_counter()
-    train(cfg, out, progress=False, on_episode=on_episode)
-    return [b - a for a, b in zip([t0, *stamps[:-1]], stamps, strict=True)]
+def run_cycle(run: Trainer, device: torch.device) -> tuple[list[float], float]:
+    """Wall time of each episode of the next 11-episode cycle (device work included), and
+    the process's CPU time over the cycle."""
+    times = []
+    cpu0 = time.process_time()
+    for _ in range(CYCLE):
+        _sync(device)
+        t0 = time.perf_counter()
+        run.episode(run.state.episode)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times, time.process_time() - cpu0
+
+
+def peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB (CUDA peak allocated)"
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
+    return f"{rss_kib / 2**20:.2f} GiB (process peak RSS so far)"
+
+
+def bench_batch(
+    asym: Config, sym: Config, cycles: int, out: Path
+) -> tuple[list[float], list[float], float, str]:
+    """Per-episode wall times of ``cycles`` timed cycles per schedule (interleaved), the
+    sym/asym ratio of CPU time over those cycles, and the peak memory."""
+    runs = {name: Trainer(cfg, out / name) for name, cfg in (("asym", asym), ("sym", sym))}
+    device = next(runs["asym"].policy.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for run in runs.values():
+        run.policy.train()
+        run_cycle(run, device)  # warm-up cycle: allocator, kernels, caches
+    t_asym: list[float] = []
+    t_sym: list[float] = []
+    cpu = {"asym": 0.0, "sym": 0.0}
+    for _ in range(cycles):
+        for name, times in (("asym", t_asym), ("sym", t_sym)):
+            wall, cpu_s = run_cycle(runs[name], device)
+            times += wall
+            cpu[name] += cpu_s
+    return t_asym, t_sym, cpu["sym"] / cpu["asym"], peak_memory(device)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--ref-episodes", type=int, default=10, help="timed episodes of the plain reference"
-    )
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    ap.add_argument("--n-envs", default="32", help="comma-separated batch sizes (default 32)")
     ap.add_argument("--cycles", type=int, default=2, help="timed 11-episode cycles per schedule")
+    ap.add_argument(
+        "--ref-episodes",
+        type=int,
+        default=None,
+        help="timed episodes of the plain CPU reference (default 10 on cpu, 0 on cuda)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--precision", default="highest", help="trainer.matmul_precision: highest | high | medium"
+    )
+    ap.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra Hydra override for both schedules, e.g. trainer.macro_cache_chunk=0",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    batches = [int(x) for x in str(args.n_envs).split(",") if x.strip()]
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
+    ref_episodes = args.ref_episodes
+    if ref_episodes is None:
+        ref_episodes = 10 if device.type == "cpu" else 0
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
+    print(
+        f"machine: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"device {device}, matmul precision {args.precision}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
+        n_eps = CYCLE * (args.cycles + 1) + 1
         common = [
             "tracking=none",
             f"cache_dir={tmp}/cache",
-            "trainer.eval_every=100000",
-            "trainer.checkpoint_every=100000",
+            f"device={args.device}",
+            f"trainer.episodes={n_eps}",
+            *args.override,
         ]
-        n_eps = 11 * (args.cycles + 1)  # the first cycle warms up
-        asym = config("+experiment=asym_1_10", f"trainer.episodes={n_eps}", *common)
-        sym = config("+experiment=sym_1_1", f"trainer.episodes={n_eps}", *common)
+        if args.precision != "highest":  # the default; older checkouts lack the key
+            common.append(f"trainer.matmul_precision={args.precision}")
+        ref_steps, ref_s = 0, 0.0
+        base = config("+experiment=asym_1_10", *common)
+        if ref_episodes > 0:
+            s, e = plain_reference(base, ref_episodes - ref_episodes // 2)
+            ref_steps, ref_s = ref_steps + s, ref_s + e
+        results = []
+        for n_envs in batches:
+            batch = [*common, f"trainer.n_envs={n_envs}"]
+            asym = config("+experiment=asym_1_10", *batch)
+            sym = config("+experiment=sym_1_1", *batch)
+            out = Path(tmp) / f"b{n_envs}"
+            results.append((n_envs, *bench_batch(asym, sym, args.cycles, out)))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        if ref_episodes // 2 > 0:
+            s, e = plain_reference(base, ref_episodes // 2, seed=1)
+            ref_steps, ref_s = ref_steps + s, ref_s + e
+    ref = ref_steps / ref_s if ref_s else float("nan")
+    if ref_s:
         print(
-            f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads; "
-            f"batch {asym.trainer.n_envs} x {asym.trainer.episode_len}"
+            f"(a) plain reference (1 env, per-step forward + autograd, CPU): {ref:,.0f} env-steps/s"
         )
-        ref = plain_reference(asym, args.ref_episodes)
-        print(f"(a) plain reference (1 env, per-step forward + autograd): {ref:,.0f} env-steps/s")
-        t_asym = timed_training(asym, Path(tmp) / "asym")[11:]
-        t_sym = timed_training(sym, Path(tmp) / "sym")[11:]
-    steps = asym.trainer.n_envs * asym.trainer.episode_len
-    fast = steps * len(t_asym) / sum(t_asym)
-    print(
-        f"(b) hmarl trainer, asym_1_10 defaults: {fast:,.0f} env-steps/s "
-        f"(MacroNet-update episodes {steps / (sum(t_asym[::11]) / len(t_asym[::11])):,.0f}/s, "
-        f"frozen {steps * 10 * args.cycles / (sum(t_asym) - sum(t_asym[::11])):,.0f}/s)"
-    )
-    print(f"    ratio (b)/(a): {fast / ref:,.1f}x")
-    cyc_a, cyc_s = sum(t_asym) / args.cycles, sum(t_sym) / args.cycles
-    print(
-        f"one 11-episode cycle: sym_1_1 {cyc_s:.3f} s, asym_1_10 {cyc_a:.3f} s, "
-        f"sym/asym wall-clock ratio {cyc_s / cyc_a:.2f}x "
-        "(SPEC's note claims 2.30x from parameter counts)"
-    )
+    for n_envs, t_asym, t_sym, cpu_ratio, memory in results:
+        steps = n_envs * base.trainer.episode_len
+        fast = steps * len(t_asym) / sum(t_asym)
+        macro_eps = t_asym[::CYCLE]
+        frozen = sum(t_asym) - sum(macro_eps)
+        cyc_a, cyc_s = sum(t_asym) / args.cycles, sum(t_sym) / args.cycles
+        print(
+            f"(b) n_envs={n_envs} x {base.trainer.episode_len}: asym_1_10 {fast:,.0f} env-steps/s "
+            f"(MacroNet-update episodes {steps * len(macro_eps) / sum(macro_eps):,.0f}/s, "
+            f"frozen {steps * (len(t_asym) - len(macro_eps)) / frozen:,.0f}/s), "
+            f"sym_1_1 {steps * len(t_sym) / sum(t_sym):,.0f} env-steps/s; peak memory {memory}"
+        )
+        if ref_s:
+            print(f"    ratio (b)/(a): {fast / ref:,.1f}x")
+        print(
+            f"    one 11-episode cycle: sym_1_1 {cyc_s:.3f} s, asym_1_10 {cyc_a:.3f} s, "
+            f"sym/asym wall-clock ratio {cyc_s / cyc_a:.2f}x "
+            "(SPEC's note claims 2.30x from parameter counts)"
+        )
+        print(f"    the same ratio in process CPU time (robust to other load): {cpu_ratio:.2f}x")
 
 
 if __name__ == "__main__":

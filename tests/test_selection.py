@@ -69,8 +69,9 @@ def test_entropy_schedule(tmp_path: Path) -> None:
 
 def test_ties_keep_the_later_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every validation scores the same (flat, 0 trades): best.pt is the last one, not the first."""
-    flat = {"Sharpe Ratio": 0.0, "# Trades": 0, "Mean P(HOLD)": 0.4, "Mean P(BUY)": 0.3}
-    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: dict(flat))
+    flat = {"Sharpe Ratio": 0.0, "Return [%]": 0.0, "# Trades": 0, "Mean P(HOLD)": 0.4}
+    real = train_mod.validate
+    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: {**real(*a, **k), **flat})
     cfg = compose_config(*tiny_overrides(tmp_path, "trainer.episodes=15", "trainer.eval_every=5"))
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.state.best_episode == 14
@@ -81,10 +82,11 @@ def test_ties_keep_the_later_network(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_on_collapse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str) -> None:
     """A policy that collapses after a good validation: warn goes on, stop ends the run,
     restore continues from the best weights."""
-    good = {"Sharpe Ratio": 3.0, "# Trades": 20, "Mean P(HOLD)": 0.4}
-    collapsed = {"Sharpe Ratio": 0.0, "# Trades": 0, "Mean P(HOLD)": 0.999}
+    good = {"Sharpe Ratio": 3.0, "Return [%]": 9.0, "# Trades": 20, "Mean P(HOLD)": 0.4}
+    collapsed = {"Sharpe Ratio": 0.0, "Return [%]": 0.0, "# Trades": 0, "Mean P(HOLD)": 0.999}
     calls = iter([good, collapsed, collapsed, collapsed])
-    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: dict(next(calls)))
+    real = train_mod.validate
+    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: {**real(*a, **k), **next(calls)})
     restored: list[int] = []
     monkeypatch.setattr(Trainer, "restore_best", lambda self: restored.append(self.state.episode))
     cfg = compose_config(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, run_cli, tiny_overrides
+from conftest import assert_identical, compose_config, full_and_resumed, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 import hmarl.train as train_mod
@@ -67,24 +67,6 @@ def test_schedule_over_22_episodes(
     assert adam_steps == expected_steps  # a frozen MacroNet's Adam clock does not advance
 
 
-def checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
-    ck = load_checkpoint(path)
-    out = {f"policy.{k}": v for k, v in ck["policy"].items()}
-    for name, sd in ck["optimizers"].items():
-        for pid, st in sd["state"].items():
-            for k, v in st.items():
-                out[f"opt.{name}.{pid}.{k}"] = torch.as_tensor(v)
-    out["rng"] = ck["rng"]["generator"]
-    return out
-
-
-def assert_identical(a: Path, b: Path) -> None:
-    ta, tb = checkpoint_tensors(a), checkpoint_tensors(b)
-    assert ta.keys() == tb.keys()
-    for k in ta:
-        assert torch.equal(ta[k], tb[k]), k
-
-
 def test_same_seed_gives_identical_checkpoints(tmp_path: Path) -> None:
     ov = tiny_overrides(tmp_path, "+experiment=asym_1_10", "trainer.episodes=7")
     r1 = train(compose_config(*ov), tmp_path / "a", progress=False)
@@ -97,13 +79,7 @@ def test_same_seed_gives_identical_checkpoints(tmp_path: Path) -> None:
 
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path: Path) -> None:
     ov = tiny_overrides(tmp_path, "+experiment=asym_1_10")
-    full = train(compose_config(*ov, "trainer.episodes=15"), tmp_path / "full", progress=False)
-    part = train(compose_config(*ov, "trainer.episodes=7"), tmp_path / "part", progress=False)
-    resumed = train(
-        compose_config(*ov, "trainer.episodes=15", f"trainer.resume={part.last_checkpoint}"),
-        tmp_path / "resumed",
-        progress=False,
-    )
+    full, resumed = full_and_resumed(tmp_path, ov, 15, 7)
     assert resumed.state.episode == 15 and resumed.state.macro_steps == 2
     assert_identical(full.last_checkpoint, resumed.last_checkpoint)
 
