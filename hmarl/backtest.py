@@ -52,7 +52,13 @@ from tqdm import tqdm
 
 from hmarl import __version__
 from hmarl.baselines import BASELINES, baseline_steps
-from hmarl.checkpoint import CheckpointError, load_checkpoint, policy_from_checkpoint
+from hmarl.checkpoint import (
+    CheckpointError,
+    checkpoint_episode,
+    load_checkpoint,
+    policy_from_checkpoint,
+)
+from hmarl.cli import reported_errors, run_cli
 from hmarl.config import (
     DataConfig,
     DataSource,
@@ -675,7 +681,8 @@ def _meta(
     return {
         "checkpoint": source,
         "train_run_id": cfg.run_id or ckpt["train_state"].get("run_id"),
-        "checkpoint_episode": ckpt["train_state"].get("best_episode"),
+        "checkpoint_episode": checkpoint_episode(ckpt),  # the episode of the weights loaded
+        "best_episode": ckpt["train_state"].get("best_episode"),  # the run's best when saved
         "data": describe_data(data),
         "data_fingerprint": market.fingerprint,
         "train_data_fingerprint": ckpt["data_fingerprint"],
@@ -725,7 +732,7 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
             "selected on: these figures are in-sample and flatter the policy",
             file=sys.stderr,
         )
-    policy = policy_from_checkpoint(ckpt, device)
+    policy = policy_from_checkpoint(ckpt, device, source)
     tensors = market_tensors(market, device)
     calendar = calendar_of(cfg.calendar)
 
@@ -818,14 +825,16 @@ register_backtest_configs()
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="backtest", version_base="1.3")
-def main(dcfg: DictConfig) -> None:
-    """Compose, convert to :class:`BacktestConfig`, run; a bad request exits 2 with its reason."""
-    try:
+def hydra_main(dcfg: DictConfig) -> None:
+    """Compose, convert to :class:`BacktestConfig`, run."""
+    with reported_errors(BacktestConfig):
         cfg = to_backtest_config(dcfg)
         backtest(cfg, HydraConfig.get().runtime.output_dir)
-    except (BacktestError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+
+
+def main() -> None:
+    """``python -m hmarl.backtest``: one ``error:`` line, exit 2 (bad input) or 1 (hmarl/cli.py)."""
+    run_cli(hydra_main, BacktestConfig)
 
 
 if __name__ == "__main__":
