@@ -13,6 +13,7 @@ import os
 import pickle
 import platform
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def load_checkpoint(
     return ckpt
 
 
-def checkpoint_episode(ckpt: dict[str, Any]) -> int | None:
+def checkpoint_episode(ckpt: Mapping[str, Any]) -> int | None:
     """The last episode whose update the checkpoint's weights include (None: untrained).
 
     ``train_state.episode`` is the next episode to run, for ``last.pt`` and ``best.pt``
