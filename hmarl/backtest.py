@@ -60,9 +60,16 @@ from hmarl.checkpoint import (
 )
 from hmarl.cli import reported_errors, run_cli
 from hmarl.config import (
+    RANGES,
+    SEED,
     DataConfig,
     DataSource,
+    Range,
     TrackingConfig,
+    at_least,
+    check_dates,
+    check_device,
+    check_values,
     conf_dir,
     flatten,
     register_configs,
@@ -168,27 +175,42 @@ def register_backtest_configs() -> None:
     ConfigStore.instance().store(name="base_backtest", node=BacktestConfig)
 
 
+# Accepted values of the backtest's own numeric keys (data.* and tracking.* use config.RANGES).
+BACKTEST_RANGES: dict[type, dict[str, Range]] = {
+    **RANGES,
+    BacktestConfig: {
+        "seeds": at_least(0),
+        "fee_multipliers": at_least(0),
+        "commission": Range(0.0, 1.0, hi_open=True),
+        "slippage_bps": Range(0.0, 1e4, hi_open=True),
+        "momentum_bars": at_least(1),
+        "seed": SEED,
+        "n_bootstrap": at_least(0),
+        "threads": at_least(0),
+    },
+    FeatureCheckConfig: {"macro_window": at_least(2), "micro_window": at_least(2)},
+    CalendarConfig: {
+        "trading_days_per_year": Range(0.0, 366.0, lo_open=True),
+        "session_hours": Range(0.0, 24.0, lo_open=True),
+    },
+}
+
+
 def to_backtest_config(cfg: DictConfig | BacktestConfig) -> BacktestConfig:
-    """Convert a composed config into :class:`BacktestConfig` and check value ranges."""
+    """Convert a composed config into :class:`BacktestConfig`; check keys and value ranges."""
     obj = cfg if isinstance(cfg, BacktestConfig) else OmegaConf.to_object(cfg)
     if not isinstance(obj, BacktestConfig):  # composed without the schema
         obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BacktestConfig), cfg))
     assert isinstance(obj, BacktestConfig)
-    problems: list[str] = []
+    problems = check_values(obj, BACKTEST_RANGES) + check_device(obj.device)
     if (obj.checkpoint is None) == (obj.run_id is None):
         problems.append("give exactly one of checkpoint=<path> or run_id=<MLflow run id>")
-    if obj.seeds < 0 or obj.n_bootstrap < 0 or obj.momentum_bars < 1:
-        problems.append("seeds and n_bootstrap must be >= 0, momentum_bars >= 1")
-    if not obj.fee_multipliers or any(not m >= 0 for m in obj.fee_multipliers):
-        problems.append(
-            f"fee_multipliers must be a non-empty list of numbers >= 0, got {obj.fee_multipliers}"
-        )
-    for name in ("commission", "slippage_bps"):
-        value = getattr(obj, name)
-        if value is not None and not value >= 0:
-            problems.append(f"{name} must be >= 0, got {value}")
+    if not obj.fee_multipliers:
+        problems.append("fee_multipliers must be a non-empty list of numbers >= 0")
+    if obj.data is not None:
+        problems += check_dates(obj.data, "data.")
     if problems:
-        raise BacktestError("invalid backtest configuration:\n  " + "\n  ".join(problems))
+        raise BacktestError("invalid backtest configuration: " + "; ".join(problems))
     return obj
 
 
