@@ -34,6 +34,7 @@ from conftest import REPO, compose_config, run_cli, tiny_overrides
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from test_binance_download import FakeBinance, publish_day, run, server  # noqa: F401
+from test_sweep import OPEN_STORE, open_store_together
 
 import hmarl.train as train_mod
 from hmarl.backtest import (
@@ -606,23 +607,13 @@ def test_a_published_zip_that_is_damaged_is_never_verified(
 
 # ----------------------------------------------------------------------------- concurrency
 
-OPEN_TOGETHER = """
-import sys, time
-from pathlib import Path
-from hmarl.tracking import open_experiment
-uri, sync, i = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-(sync / f"ready{i}").touch()
-while not (sync / "go").exists():
-    time.sleep(0.002)
-try:
-    client, exp = open_experiment(uri, "hmarl")
-    run = client.create_run(exp, run_name=f"job{i}")
-    client.set_terminated(run.info.run_id)
-except Exception as exc:
-    print(f"ERROR {type(exc).__name__}: {exc}")
-    sys.exit(1)
-print("OK")
-"""
+# tests/test_sweep.py's racing process, opening the store the way every run now does
+OPEN_TOGETHER = OPEN_STORE.replace(
+    "client = MlflowClient(tracking_uri=uri)\n"
+    '    exp = get_or_create_experiment(client, "hmarl", uri)',
+    'from hmarl.tracking import open_experiment\n    client, exp = open_experiment(uri, "hmarl")',
+)
+assert "open_experiment(uri" in OPEN_TOGETHER
 
 
 @pytest.mark.slow
@@ -630,25 +621,8 @@ def test_processes_opening_a_fresh_store_together_all_succeed(tmp_path: Path) ->
     """Without the lock this crashed (tests/test_sweep.py shows the race with MlflowClient)."""
     n = 4
     for attempt in range(2):
-        sync = tmp_path / f"sync{attempt}"
-        sync.mkdir()
         uri = f"sqlite:///{tmp_path}/fresh{attempt}/mlflow.db"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", OPEN_TOGETHER, uri, str(sync), str(i)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-                env=env,
-            )
-            for i in range(n)
-        ]
-        deadline = time.monotonic() + 120
-        while len(list(sync.glob("ready*"))) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
-        (sync / "go").touch()
-        results = [p.communicate(timeout=120)[0].strip() for p in procs]
+        results = open_store_together(uri, tmp_path / f"sync{attempt}", n, OPEN_TOGETHER)
         assert results == ["OK"] * n, results
         client = MlflowClient(uri)
         assert len(client.search_runs([client.get_experiment_by_name("hmarl").experiment_id])) == n
