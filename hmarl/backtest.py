@@ -58,13 +58,22 @@ from hmarl.baselines import (
 )
 from hmarl.checkpoint import (
     CheckpointError,
+    checkpoint_episode,
     load_checkpoint,
     policy_from_checkpoint,
 )
+from hmarl.cli import reported_errors, run_cli
 from hmarl.config import (
+    RANGES,
+    SEED,
     DataConfig,
     DataSource,
+    Range,
     TrackingConfig,
+    at_least,
+    check_dates,
+    check_device,
+    check_values,
     conf_dir,
     flatten,
     register_configs,
@@ -197,33 +206,54 @@ def register_backtest_configs() -> None:
     ConfigStore.instance().store(name="base_backtest", node=BacktestConfig)
 
 
+# Accepted values of the backtest's own numeric keys (data.* and tracking.* use config.RANGES).
+BACKTEST_RANGES: dict[type, dict[str, Range]] = {
+    **RANGES,
+    BacktestConfig: {
+        "seeds": at_least(0),
+        "fee_multipliers": at_least(0),
+        "commission": Range(0.0, 1.0, hi_open=True),
+        "slippage_bps": Range(0.0, 1e4, hi_open=True),
+        "momentum_bars": at_least(1),
+        "momentum_lookbacks": at_least(1),
+        "random_timing": at_least(0),
+        "min_trades": at_least(0),
+        "policy_seed": SEED,
+        "seed": SEED,
+        "n_bootstrap": at_least(0),
+        "threads": at_least(0),
+    },
+    FeatureCheckConfig: {"macro_window": at_least(2), "micro_window": at_least(2)},
+    CalendarConfig: {
+        "trading_days_per_year": Range(0.0, 366.0, lo_open=True),
+        "session_hours": Range(0.0, 24.0, lo_open=True),
+    },
+}
+
+
 def to_backtest_config(cfg: DictConfig | BacktestConfig) -> BacktestConfig:
-    """Convert a composed config into :class:`BacktestConfig` and check value ranges."""
+    """Convert a composed config into :class:`BacktestConfig`; check keys and value ranges."""
     obj = cfg if isinstance(cfg, BacktestConfig) else OmegaConf.to_object(cfg)
     if not isinstance(obj, BacktestConfig):  # composed without the schema
         obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BacktestConfig), cfg))
     assert isinstance(obj, BacktestConfig)
-    problems: list[str] = []
+    problems = check_values(obj, BACKTEST_RANGES) + check_device(obj.device)
     if (obj.checkpoint is None) == (obj.run_id is None):
         problems.append("give exactly one of checkpoint=<path> or run_id=<MLflow run id>")
-    if obj.seeds < 0 or obj.n_bootstrap < 0 or obj.random_timing < 0:
-        problems.append("seeds, n_bootstrap and random_timing must be >= 0")
     lookbacks = [obj.momentum_bars] if obj.momentum_bars is not None else obj.momentum_lookbacks
     if not lookbacks or any(n < 1 for n in lookbacks):
         problems.append(
             f"momentum lookbacks must be >= 1 bar and not empty, got momentum_bars="
             f"{obj.momentum_bars}, momentum_lookbacks={obj.momentum_lookbacks}"
         )
-    if not obj.fee_multipliers or any(not m >= 0 for m in obj.fee_multipliers):
-        problems.append(
-            f"fee_multipliers must be a non-empty list of numbers >= 0, got {obj.fee_multipliers}"
-        )
-    for name in ("commission", "slippage_bps"):
-        value = getattr(obj, name)
-        if value is not None and not value >= 0:
-            problems.append(f"{name} must be >= 0, got {value}")
+    if obj.policy not in ("auto", "greedy", "sample"):
+        problems.append(f"policy must be auto, greedy or sample, got {obj.policy!r}")
+    if not obj.fee_multipliers:
+        problems.append("fee_multipliers must be a non-empty list of numbers >= 0")
+    if obj.data is not None:
+        problems += check_dates(obj.data, "data.")
     if problems:
-        raise BacktestError("invalid backtest configuration:\n  " + "\n  ".join(problems))
+        raise BacktestError("invalid backtest configuration: " + "; ".join(problems))
     return obj
 
 
@@ -806,7 +836,8 @@ def _meta(
     return {
         "checkpoint": source,
         "train_run_id": cfg.run_id or ckpt["train_state"].get("run_id"),
-        "checkpoint_episode": ckpt["train_state"].get("best_episode"),
+        "checkpoint_episode": checkpoint_episode(ckpt),  # the episode of the weights loaded
+        "best_episode": ckpt["train_state"].get("best_episode"),  # the run's best when saved
         "data": describe_data(data),
         "data_fingerprint": market.fingerprint,
         "train_data_fingerprint": ckpt["data_fingerprint"],
@@ -857,7 +888,7 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
             "selected on: these figures are in-sample and flatter the policy",
             file=sys.stderr,
         )
-    policy = policy_from_checkpoint(ckpt, device)
+    policy = policy_from_checkpoint(ckpt, device, source)
     acting = acting_for(ckpt, cfg.policy, cfg.policy_seed)
     meta["policy"] = acting.describe()
     tensors = market_tensors(market, device)
@@ -1013,14 +1044,16 @@ register_backtest_configs()
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="backtest", version_base="1.3")
-def main(dcfg: DictConfig) -> None:
-    """Compose, convert to :class:`BacktestConfig`, run; a bad request exits 2 with its reason."""
-    try:
+def hydra_main(dcfg: DictConfig) -> None:
+    """Compose, convert to :class:`BacktestConfig`, run."""
+    with reported_errors(BacktestConfig):
         cfg = to_backtest_config(dcfg)
         backtest(cfg, HydraConfig.get().runtime.output_dir)
-    except (BacktestError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+
+
+def main() -> None:
+    """``python -m hmarl.backtest``: one ``error:`` line, exit 2 (bad input) or 1 (hmarl/cli.py)."""
+    run_cli(hydra_main, BacktestConfig)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ run code on load is refused instead.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import platform
+import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -71,7 +74,28 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
     A crash mid-write leaves the previous checkpoint under ``path`` untouched.
     """
     doc = {"format": FORMAT, "versions": versions(), **payload}
-    return atomic_write(path, lambda p: torch.save(doc, p))
+    buffer = io.BytesIO()  # serialised in memory: a full disk then raises a plain OSError
+    torch.save(doc, buffer)  # (torch.save to a path reports it as "basic_ios::clear")
+    data = buffer.getvalue()
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def _check_kind(p: Path) -> None:
+    """Refuse a file that is no checkpoint at all before torch parses it (clear reasons)."""
+    with p.open("rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise CheckpointError(f"{p} is empty (0 bytes): not a checkpoint; was its copy cut short?")
+    if head.startswith(b"PK") and not zipfile.is_zipfile(p):
+        raise CheckpointError(
+            f"cannot read checkpoint {p}: a damaged or truncated PyTorch archive (the zip has no "
+            "directory); use another copy, e.g. the run's MLflow artifact"
+        )
+    if not head.startswith((b"PK", b"\x80")):
+        raise CheckpointError(
+            f"{p} is not a checkpoint: neither a PyTorch archive (zip) nor a pickle (it starts "
+            f"with {head!r}); pass a checkpoints/last.pt or best.pt written by hmarl.train"
+        )
 
 
 def load_checkpoint(
@@ -81,6 +105,7 @@ def load_checkpoint(
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
+    _check_kind(p)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -88,18 +113,55 @@ def load_checkpoint(
             f"refusing to load {p}: it is not a weights-only checkpoint (it would need to "
             f"execute code from the file to load). Details: {str(exc).splitlines()[0]}"
         ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {p}: {exc}") from exc
+    except Exception as exc:  # torch's parsers raise anything on a damaged file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {p}: the file is damaged or truncated ({reason})"
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not an hmarl checkpoint of format {FORMAT}")
     return ckpt
 
 
+def checkpoint_episode(ckpt: Mapping[str, Any]) -> int | None:
+    """The last episode whose update the checkpoint's weights include (None: untrained).
+
+    ``train_state.episode`` is the next episode to run, for ``last.pt`` and ``best.pt``
+    alike, so this labels the weights actually loaded; ``best_episode`` is the run's best
+    so far, which for a ``last.pt`` is another episode's weights.
+    """
+    episode = int(ckpt.get("train_state", {}).get("episode", 0)) - 1
+    return episode if episode >= 0 else None
+
+
+def load_weights(
+    module: torch.nn.Module | torch.optim.Optimizer, state: dict[str, Any], source: str
+) -> None:
+    """``module.load_state_dict(state)``; states of other shapes or names are a CheckpointError.
+
+    Why: a checkpoint records its model sizes beside its weights; when the two disagree (an
+    edited or foreign file) torch's error lists every tensor, not which file is wrong.
+    """
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), str(exc))
+        raise CheckpointError(
+            f"the weights in {source} do not fit the model it records ({detail}); the file "
+            "was altered or written by other code: use an unmodified checkpoint"
+        ) from exc
+
+
 def policy_from_checkpoint(
-    ckpt: dict[str, Any], device: str | torch.device = "cpu"
+    ckpt: dict[str, Any], device: str | torch.device = "cpu", source: str = "the checkpoint"
 ) -> HierarchicalPolicy:
     """Rebuild the policy with the checkpoint's architecture and weights (eval mode)."""
-    model = ModelConfig(**ckpt["model"])
-    policy = HierarchicalPolicy(len(ckpt["feature_spec"]["names"]), **asdict(model))
-    policy.load_state_dict(ckpt["policy"])
+    try:
+        model = ModelConfig(**ckpt["model"])
+        policy = HierarchicalPolicy(len(ckpt["feature_spec"]["names"]), **asdict(model))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{source} records a model that cannot be built ({ckpt['model']}): {exc}"
+        ) from exc
+    load_weights(policy, ckpt["policy"], source)
     return policy.to(device).eval()

@@ -8,7 +8,9 @@ composes the config, before any data is loaded. Only the entry points see the co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -220,41 +222,221 @@ def conf_dir() -> Path:
     raise FileNotFoundError(f"hmarl config folder not found next to {here}")
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot run: an unknown key, a value out of range, a bad combination.
+
+    The entry points report it as one ``error:`` line and exit 2 (bad input).
+    """
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key accepts: optional bounds, open or closed, and always finite.
+
+    Why a table of these rather than ``if`` statements: every numeric key gets a check (a test
+    fails for a numeric field without an entry), and a new key is one line in :data:`RANGES`.
+    Lists of numbers (``model.head_hidden``) are checked element by element; ``None`` (an
+    optional key left unset) is always accepted.
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # True: lo itself is excluded
+    hi_open: bool = False
+
+    def describe(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            return f"in {left}{self.lo:g}, {self.hi:g}{right}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return "finite"
+
+    def accepts(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+
+def at_least(lo: float) -> Range:
+    return Range(lo=lo)
+
+
+def above(lo: float) -> Range:
+    return Range(lo=lo, lo_open=True)
+
+
+def fraction(*, lo_open: bool = True, hi_open: bool = True) -> Range:
+    """A number between 0 and 1, each end included or not."""
+    return Range(0.0, 1.0, lo_open, hi_open)
+
+
+SEED = Range(0, 2**63 - 1)  # numpy and torch seeds: non-negative 64-bit integers
+POSITIVE_INT = at_least(1)
+COUNT = at_least(0)
+
+# Accepted values of every numeric key, by schema class and field. Add a line with each new key.
+RANGES: dict[type, dict[str, Range]] = {
+    DataConfig: {
+        "n_candles": POSITIVE_INT,
+        "market_seed": SEED,
+        "trend_drift": Range(0.0, 0.01),
+        "bar_vol": Range(0.0, 0.5, lo_open=True),
+        "mean_regime_bars": at_least(1),
+        "train_frac": fraction(),
+        "val_frac": fraction(),
+    },
+    FeaturesConfig: {"macro_window": at_least(2), "micro_window": at_least(2)},
+    ModelConfig: {
+        "macro_hidden": POSITIVE_INT,
+        "macro_dim": POSITIVE_INT,
+        "micro_hidden": POSITIVE_INT,
+        "micro_dim": POSITIVE_INT,
+        "head_hidden": POSITIVE_INT,
+        "dropout": fraction(lo_open=False),
+    },
+    EnvConfig: {
+        "commission": fraction(lo_open=False),
+        "slippage_bps": Range(0.0, 1e4, hi_open=True),
+        "max_position": fraction(hi_open=False),
+        "increment": fraction(hi_open=False),
+    },
+    TrainerConfig: {
+        "episodes": POSITIVE_INT,
+        "n_envs": POSITIVE_INT,
+        "episode_len": at_least(2),
+        "gamma": fraction(hi_open=False),
+        "lr_macro": above(0),
+        "lr_micro": above(0),
+        "lr_head": above(0),
+        "macro_every": POSITIVE_INT,
+        "entropy_coef": at_least(0),
+        "entropy_coef_final": at_least(0),
+        "grad_clip": at_least(0),
+        "macro_cache_chunk": COUNT,
+        "eval_every": POSITIVE_INT,
+        "min_val_trades": COUNT,
+        "collapse_entropy": at_least(0),
+        "collapse_share": fraction(hi_open=False),
+        "early_stop_patience": COUNT,
+        "checkpoint_every": POSITIVE_INT,
+    },
+    TrackingConfig: {},
+    Config: {"seed": SEED, "threads": COUNT},
+}
+
+
 def to_config(cfg: DictConfig | Config) -> Config:
-    """Convert a composed Hydra config into the typed :class:`Config` (validates values)."""
+    """Convert a composed Hydra config into the typed :class:`Config` (validates values).
+
+    Raises :class:`ConfigError` naming every unknown key and every value out of range.
+    """
     if isinstance(cfg, Config):
-        return cfg
-    obj = OmegaConf.to_object(cfg)
-    if not isinstance(obj, Config):  # a config composed without the schema
-        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
-    assert isinstance(obj, Config)
-    _check(obj)
+        obj = cfg
+    else:
+        converted = OmegaConf.to_object(cfg)
+        if not isinstance(converted, Config):  # a config composed without the schema
+            merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+            converted = OmegaConf.to_object(merged)
+        assert isinstance(converted, Config)
+        obj = converted
+    problems = check_values(obj, RANGES) + _cross_checks(obj)
+    if problems:
+        raise ConfigError(describe_problems(problems))
     return obj
 
 
-def _check(cfg: Config) -> None:
-    """Range checks a type system cannot express; messages name the key."""
+def describe_problems(problems: list[str]) -> str:
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def check_values(obj: Any, ranges: dict[type, dict[str, Range]], prefix: str = "") -> list[str]:
+    """Unknown keys and out-of-range values anywhere in a dataclass config, by dotted key.
+
+    Why unknown keys are looked for here: Hydra's ``+key=value`` adds a key the schema lacks
+    and OmegaConf keeps it as a stray attribute of the dataclass, so ``+trainer.macro_evry=3``
+    would otherwise train with the default ``macro_every`` and exit 0.
+    """
     problems: list[str] = []
-    if cfg.features.macro_window < 2 or cfg.features.micro_window < 2:
-        problems.append("features.macro_window and features.micro_window must be >= 2")
-    if cfg.trainer.macro_every < 1:
-        problems.append(f"trainer.macro_every must be >= 1, got {cfg.trainer.macro_every}")
-    if not 0.0 <= cfg.model.dropout < 1.0:
-        problems.append(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
-    if not 0.0 < cfg.trainer.gamma <= 1.0:
-        problems.append(f"trainer.gamma must be in (0, 1], got {cfg.trainer.gamma}")
-    if cfg.trainer.n_envs < 1 or cfg.trainer.episode_len < 2:
-        problems.append("trainer.n_envs must be >= 1 and trainer.episode_len >= 2")
-    if cfg.trainer.eval_every < 1 or cfg.trainer.checkpoint_every < 1:
-        problems.append("trainer.eval_every and trainer.checkpoint_every must be >= 1")
-    if not 0.0 < cfg.env.max_position <= 1.0:
-        problems.append(f"env.max_position must be in (0, 1], got {cfg.env.max_position}")
-    if cfg.env.commission < 0 or cfg.env.slippage_bps < 0:
-        problems.append("env.commission and env.slippage_bps must be >= 0")
+    names = [f.name for f in fields(obj)]
+    for extra in sorted(set(vars(obj)) - set(names)):
+        close = difflib.get_close_matches(extra, names, n=1)
+        hint = f"did you mean {prefix}{close[0]}?" if close else f"known: {', '.join(names)}"
+        problems.append(f"unknown key {prefix}{extra} ({hint})")
+    table = ranges.get(type(obj), {})
+    for name in names:
+        value = getattr(obj, name)
+        if is_dataclass(value) and not isinstance(value, type):
+            problems += check_values(value, ranges, f"{prefix}{name}.")
+        elif name in table:
+            rng = table[name]
+            values = value if isinstance(value, list) else [value]
+            bad = [v for v in values if v is not None and not rng.accepts(float(v))]
+            if bad:
+                problems.append(f"{prefix}{name} must be {rng.describe()}, got {value}")
+    return problems
+
+
+def _cross_checks(cfg: Config) -> list[str]:
+    """Checks that involve several keys or parse a string; messages name the keys."""
+    problems: list[str] = []
+    if cfg.data.train_frac + cfg.data.val_frac >= 1.0:
+        problems.append(
+            f"data.train_frac + data.val_frac must be < 1 (the rest is the test split), got "
+            f"{cfg.data.train_frac} + {cfg.data.val_frac}"
+        )
     if cfg.data.source != DataSource.synthetic and not cfg.data.path:
         problems.append(f"data.path is required for data={cfg.data.source.value}")
-    if problems:
-        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
+    if cfg.env.action_mode == ActionMode.increment and cfg.env.increment > 0:
+        steps = cfg.env.max_position / cfg.env.increment
+        if abs(steps - round(steps)) > 1e-9 or round(steps) > 10:
+            problems.append(
+                f"env.increment={cfg.env.increment} must divide env.max_position="
+                f"{cfg.env.max_position} (at most 10 steps each way)"
+            )
+    problems += check_dates(cfg.data, "data.")
+    problems += check_device(cfg.device)
+    return problems
+
+
+def check_dates(data: DataConfig, prefix: str) -> list[str]:
+    """Dates and bar spacings of a data config that pandas cannot read, by key."""
+    import pandas as pd
+
+    problems = []
+    for key in ("start", "end", "val_start", "test_start"):
+        value = getattr(data, key)
+        try:
+            if value is not None:
+                pd.Timestamp(value)
+        except ValueError:
+            problems.append(f"{prefix}{key}={value!r} is not a date (e.g. 2024-01-31)")
+    for key in ("freq", "resample"):
+        value = getattr(data, key)
+        try:
+            if value is not None and pd.Timedelta(value) <= pd.Timedelta(0):
+                problems.append(f"{prefix}{key}={value!r} must be a positive bar spacing")
+        except ValueError:
+            if key == "freq":  # resample also takes calendar rules ("1W"), checked by pandas later
+                problems.append(f"{prefix}{key}={value!r} is not a bar spacing such as 5min")
+    return problems
+
+
+def check_device(name: str) -> list[str]:
+    """``device`` must be auto or a torch device string (cpu, cuda, cuda:1, mps)."""
+    import torch
+
+    if name == "auto":
+        return []
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return [f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N"]
+    return []
 
 
 def flatten(cfg: Config | dict[str, Any], prefix: str = "") -> dict[str, Any]:

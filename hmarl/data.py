@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,14 @@ _EPOCH_ORDER: tuple[EpochUnit, ...] = ("s", "ms", "us", "ns")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _DIRECTORY_SUFFIXES = (".csv", ".zip", *_PARQUET_SUFFIXES)
 _SHOWN_GAPS = 3
+# Larger magnitudes overflow the features' float64 sums of squares (1e100**2 * 1e6 rows is
+# still finite); no real price or volume comes near it, so it is a corrupt cell.
+MAX_ABS_VALUE = 1e100
+# Binary formats a user may have renamed to .csv: their first bytes, and what to do instead.
+_MAGIC = {
+    b"PK\x03\x04": "a zip archive: rename it to .zip (a zip holding one CSV loads as it is)",
+    b"PAR1": "a Parquet file: rename it to .parquet (or pass fmt='parquet' / data=parquet)",
+}
 # Aggregations whose result has the input's dtype (an int column stays int after "sum").
 _TYPE_PRESERVING_AGGS = ("first", "last", "max", "min", "sum")
 _DEFAULT_MIN_REASON = "the caller's minimum: typically the macro window plus the feature warm-up"
@@ -204,6 +213,13 @@ def _expand_sources(
 def _open_text(path: Path) -> tuple[str, Path | io.BytesIO, str]:
     """(label, readable CSV source, first line); a .zip must hold exactly one CSV."""
     if path.suffix.lower() != ".zip":
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        if not head:
+            raise DataError(f"{path}: the file is empty (0 bytes: no header, no rows)")
+        for magic, what in _MAGIC.items():
+            if head.startswith(magic):
+                raise DataError(f"{path}: not CSV text but {what}")
         with path.open("r", encoding="utf-8", errors="replace") as handle:
             return str(path), path, handle.readline()
     with zipfile.ZipFile(path) as archive:
@@ -399,6 +415,33 @@ def _to_float(raw: pd.Series, column: str, origin: _Origin, ts: np.ndarray) -> n
     return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _first_non_utf8(blob: bytes) -> str:
+    """Where the first byte that is not UTF-8 sits: ``byte 0xff at line 3, offset 120``."""
+    try:
+        blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = blob[: exc.start].count(b"\n") + 1
+        return f"byte 0x{blob[exc.start]:02x} at line {line} (file offset {exc.start})"
+    return "a byte that is not UTF-8"
+
+
+def _unreadable(path: Path, fmt: str, exc: Exception) -> DataError:
+    """A reader's raw exception as a DataError naming the file, the problem and the fix."""
+    if isinstance(exc, UnicodeDecodeError):
+        if path.suffix.lower() == ".zip":
+            where = "a byte that is not UTF-8"
+        else:
+            where = _first_non_utf8(path.read_bytes())
+        return DataError(f"{path}: not UTF-8 text ({where}); re-save the file as UTF-8")
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return DataError(f"{path}: no columns to read (an empty or blank file)")
+    if isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError)):
+        return DataError(f"{path}: a damaged zip archive ({exc}); download or copy the file again")
+    what = "Parquet" if fmt == "parquet" or path.suffix.lower() in _PARQUET_SUFFIXES else "CSV"
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return DataError(f"{path}: cannot be read as {what} ({type(exc).__name__}: {reason})")
+
+
 def _read_part(
     path: Path,
     fmt: str,
@@ -408,7 +451,12 @@ def _read_part(
     log: Log,
 ) -> _Part:
     """One file as a _Part; errors name the file and the row."""
-    raw, label, kind, header = _read_raw(path, fmt, log)
+    try:
+        raw, label, kind, header = _read_raw(path, fmt, log)
+    except DataError:
+        raise
+    except Exception as exc:  # pandas, pyarrow, zipfile: each would name neither file nor fix
+        raise _unreadable(path, fmt, exc) from exc
     if len(raw) == 0:
         raise DataError(f"{label}: no data rows")
     table = _select_columns(raw, label, columns, extra)
@@ -542,22 +590,23 @@ def _check_order(ts: np.ndarray, origin: _Origin) -> None:
 
 def _check_prices(frame: pd.DataFrame, origin: _Origin, ts: np.ndarray) -> None:
     prices = frame[list(PRICE_COLUMNS)].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(prices) | (prices <= 0)
+    bad = ~np.isfinite(prices) | (prices <= 0) | (prices > MAX_ABS_VALUE)
     i = _first_bad(bad.any(axis=1))
     if i is not None:
         col = PRICE_COLUMNS[int(np.argmax(bad[i]))]
         raise DataError(
             f"{origin.describe(i, ts)}: bad price {col}={prices[i, PRICE_COLUMNS.index(col)]} "
-            "(prices must be finite and > 0)"
+            f"(prices must be finite, > 0 and <= {MAX_ABS_VALUE:g})"
         )
 
 
 def _check_volume(frame: pd.DataFrame, origin: _Origin, ts: np.ndarray) -> None:
     volume = frame["volume"].to_numpy(dtype=np.float64)
-    i = _first_bad(~np.isfinite(volume) | (volume < 0))
+    i = _first_bad(~np.isfinite(volume) | (volume < 0) | (volume > MAX_ABS_VALUE))
     if i is not None:
         raise DataError(
-            f"{origin.describe(i, ts)}: bad volume {volume[i]} (volume must be finite and >= 0)"
+            f"{origin.describe(i, ts)}: bad volume {volume[i]} "
+            f"(volume must be finite, >= 0 and <= {MAX_ABS_VALUE:g})"
         )
 
 
@@ -585,10 +634,12 @@ def _check_extras(frame: pd.DataFrame, origin: _Origin, ts: np.ndarray) -> None:
                 f"{origin.name}: extra column {col!r} is not numeric ({frame[col].dtype})"
             )
         values = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
-        i = _first_bad(~np.isfinite(values))
+        i = _first_bad(~np.isfinite(values) | (np.abs(values) > MAX_ABS_VALUE))
         if i is not None:
+            what = "non-finite" if not np.isfinite(values[i]) else "huge"
             raise DataError(
-                f"{origin.describe(i, ts)}: non-finite {values[i]} in extra column {col!r}"
+                f"{origin.describe(i, ts)}: {what} {values[i]} in extra column {col!r} "
+                f"(values must be finite with |x| <= {MAX_ABS_VALUE:g})"
             )
 
 

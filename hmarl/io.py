@@ -6,9 +6,11 @@ cache entry or report under the final name, nor destroy the previous good one.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -34,21 +36,71 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_LOW_SPACE = 1 << 20  # bytes: below this after a failed write, the disk is the likely cause
+
+
+class OutputError(OSError):
+    """An output that could not be written: the message names the file and the reason."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _output_error(target: Path, exc: BaseException) -> OutputError | None:
+    """A clear error for a write that failed for lack of space or a read-only folder.
+
+    Some writers hide the cause (``torch.save`` to a path says "basic_ios::clear: iostream
+    error"), so a failed write on a device with under 1 MiB free also counts as full.
+    """
+    code = exc.errno if isinstance(exc, OSError) else None
+    try:
+        free: int | None = shutil.disk_usage(target.parent).free
+    except OSError:
+        free = None
+    if code in _FULL or (free is not None and free < _LOW_SPACE):
+        left = "" if free is None else f", {free} bytes free"
+        return OutputError(
+            errno.ENOSPC,
+            f"disk full: cannot write {target} (no space left on the device of "
+            f"{target.parent}{left}); free some space and re-run; the previous {target.name}, "
+            "if any, is unchanged",
+        )
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return OutputError(
+            code,
+            f"cannot write {target}: {os.strerror(code)} in {target.parent}; choose a "
+            "writable output folder",
+        )
+    return None
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place.
 
-    The file ends with the mode a plain ``open()`` would give it (see :func:`file_mode`).
+    The file ends with the mode a plain ``open()`` would give it (see :func:`file_mode`). A full
+    disk or a read-only folder raises :class:`OutputError` naming ``path``; the temporary file
+    is removed and a previous file under ``path`` stays as it was.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.fchmod(fd, file_mode())
-    os.close(fd)
+    tmp: str | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.fchmod(fd, file_mode())
+        os.close(fd)
         write(Path(tmp))
         os.replace(tmp, target)
+    except Exception as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        clear = _output_error(target, exc)
+        if clear is not None:
+            raise clear from exc
+        raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return target
 

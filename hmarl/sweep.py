@@ -6,7 +6,8 @@ schema migrations and crash ("table alembic_version already exists", "duplicate 
 name: step"; ``tests/test_sweep.py`` reproduces it). Hydra calls ``on_multirun_start`` in
 the launching process before any launcher or job exists, so the store, the experiment,
 the parent run and the cached feature tensors are created there, once; jobs then only
-open an existing store and load an existing cache entry.
+open an existing store and load an existing cache entry. (Store creation is also safe
+without the callback: :func:`hmarl.tracking.open_experiment` creates a store under a lock.)
 
 How a job learns its parent run: Hydra pickles its callbacks (inside the launcher's
 ``HydraContext``) into every job process and calls ``on_job_start`` there. The parent run
@@ -32,7 +33,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -40,7 +40,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hmarl.config import Config, to_config
-from hmarl.tracking import PARENT_RUN_ENV, SWEEP_DIR_ENV, get_or_create_experiment, git_commit
+from hmarl.tracking import (
+    PARENT_RUN_ENV,
+    SWEEP_DIR_ENV,
+    git_commit,
+    prepare_store,  # re-exported: the sweep creates the store once, like any run (tracking.py)
+)
 
 if TYPE_CHECKING:  # mlflow is imported where used: a plain `tracking=none` run never loads it
     from mlflow.entities import Run
@@ -111,20 +116,6 @@ def prebuild_markets(configs: Iterable[Config]) -> int:
 
 
 # ----------------------------------------------------------------------------- MLflow store
-
-
-def ensure_sqlite_dir(uri: str) -> None:
-    """Create the folder of a ``sqlite:///path/to.db`` store (sqlite does not)."""
-    if urlparse(uri).scheme == "sqlite":
-        Path(uri[len("sqlite:///") :]).resolve().parent.mkdir(parents=True, exist_ok=True)
-
-
-def prepare_store(uri: str, experiment: str) -> str:
-    """Create the store (schema) and the experiment once, before parallel jobs open it."""
-    from mlflow.tracking import MlflowClient
-
-    ensure_sqlite_dir(uri)
-    return get_or_create_experiment(MlflowClient(tracking_uri=uri), experiment, uri)
 
 
 def start_parent_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, str]) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -45,13 +46,96 @@ class Tracker:
     def finish(self, status: str) -> None: ...
 
 
+class TrackingError(ValueError):
+    """A tracking store or run that cannot be used as configured (names the URI and the fix)."""
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path`` URI, else None."""
+    if urlparse(uri).scheme != "sqlite":
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
 def artifact_root_for(uri: str) -> str | None:
     """Artifacts beside a sqlite store (``<db dir>/mlartifacts``), else the server's default."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "sqlite":
-        return None
-    db = Path(uri[len("sqlite:///") :])
-    return (db.resolve().parent / "mlartifacts").as_uri()
+    db = sqlite_path(uri)
+    return None if db is None else (db.resolve().parent / "mlartifacts").as_uri()
+
+
+def ensure_sqlite_dir(uri: str) -> None:
+    """Create the folder of a ``sqlite:///path/to.db`` store (sqlite does not)."""
+    db = sqlite_path(uri)
+    if db is not None:
+        db.resolve().parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` beside a sqlite store (other stores: no lock).
+
+    Why: processes that open one *new* sqlite store together (a sweep's jobs, two terminals,
+    a SLURM array) race through MLflow's schema migrations and die ("duplicate column name:
+    step", alembic "expected to match one row"). Creation and migration under one lock run
+    once; the others then find a finished schema. The lock file stays (removing it would
+    race). Windows has no ``fcntl``: there the lock is skipped, and parallel jobs should
+    share a store created beforehand (a sweep does that) or a tracking server.
+    """
+    db = sqlite_path(uri)
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None  # type: ignore[assignment]
+    if db is None or fcntl is None:
+        yield
+        return
+    lock = db.resolve().parent / f"{db.name}.lock"
+    with lock.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _unusable_store(uri: str, exc: BaseException) -> TrackingError:
+    """The error for a store that cannot be opened: the URI, the file, the reason, the fix."""
+    db = sqlite_path(uri)
+    where = f" (database file {db.resolve()})" if db is not None else ""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if db is not None and not os.access(db.resolve().parent, os.W_OK):
+        reason = f"folder {db.resolve().parent} is not writable ({reason})"
+    return TrackingError(
+        f"cannot open the MLflow store tracking.uri={uri}{where}: {reason}; pass "
+        "tracking.uri=sqlite:///<a writable path>/mlflow.db, a server URL, or tracking=none"
+    )
+
+
+def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
+    """A client on the store ``uri`` and the id of experiment ``name``, both created if new.
+
+    Safe when many processes start at once: creation, migration and the experiment's
+    creation happen under :func:`store_lock`. Every trainer, backtest and sweep opens its
+    store here.
+    """
+    from mlflow.tracking import MlflowClient
+
+    try:
+        ensure_sqlite_dir(uri)
+        with store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            return client, get_or_create_experiment(client, name, uri)
+    except TrackingError:
+        raise
+    except Exception as exc:  # sqlite, alembic, OS and MLflow errors alike: name the store
+        if sqlite_path(uri) is None:
+            raise  # a server: its own error says what is wrong (unreachable, refused)
+        raise _unusable_store(uri, exc) from exc
+
+
+def prepare_store(uri: str, experiment: str) -> str:
+    """Create the store (schema) and the experiment if needed; returns the experiment id."""
+    return open_experiment(uri, experiment)[1]
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -81,10 +165,7 @@ class MlflowTracker(Tracker):
         run_id: str | None = None,
         flush_every_s: float = 10.0,
     ) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = get_or_create_experiment(self.client, experiment, uri)
+        self.client, self.experiment_id = open_experiment(uri, experiment)
         all_tags = dict(tags or {})
         parent = os.environ.get(PARENT_RUN_ENV)
         if parent:
@@ -92,6 +173,7 @@ class MlflowTracker(Tracker):
         if os.environ.get(SWEEP_DIR_ENV):
             all_tags["sweep_dir"] = os.environ[SWEEP_DIR_ENV]
         if run_id is not None:  # resuming: continue the same run
+            self._check_resumable(uri, run_id)
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
             self.set_tags(all_tags)
@@ -101,6 +183,19 @@ class MlflowTracker(Tracker):
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
         self.flush_every_s = flush_every_s
+
+    def _check_resumable(self, uri: str, run_id: str) -> None:
+        """A resumed run must exist in this store (a checkpoint records only the run's id)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException as exc:
+            raise TrackingError(
+                f"the checkpoint to resume belongs to MLflow run {run_id}, which is not in "
+                f"tracking.uri={uri}: resume with the tracking.uri it was trained with, or "
+                "with tracking=none"
+            ) from exc
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param

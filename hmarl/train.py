@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -26,14 +27,16 @@ from hmarl.checkpoint import (
     CheckpointError,
     absolute_store_uri,
     load_checkpoint,
+    load_weights,
     plain_stats,
     save_checkpoint,
 )
+from hmarl.cli import reported_errors, run_cli
 from hmarl.config import Config, conf_dir, flatten, register_configs, to_config
 from hmarl.dataset import MarketData, market_for_config
 from hmarl.env import EnvParams, position_grid
 from hmarl.evaluation import market_tensors, validate
-from hmarl.io import append_text, write_text
+from hmarl.io import append_text, atomic_write, write_text
 from hmarl.metrics import flag_sentences, metric_keys, outcome_flags
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
@@ -125,7 +128,27 @@ def _check_resume(ckpt: dict[str, Any], cfg: Config, market: MarketData) -> None
             "the data differs from the data the checkpoint was trained on (fingerprint)"
         )
     if problems:
-        raise CheckpointError("cannot resume from this checkpoint:\n  " + "\n  ".join(problems))
+        raise CheckpointError("cannot resume from this checkpoint: " + "; ".join(problems))
+
+
+CHECKPOINT_NAMES = ("last.pt", "best.pt")
+
+
+def _check_output_dir(checkpoints: Path, resume: str | None) -> None:
+    """Refuse an output folder holding another run's checkpoints (they would be reported).
+
+    Why: a run that never improves writes no ``best.pt``; a stale one left in a reused
+    folder would then be reported, logged and backtested as this run's. Resuming from a
+    checkpoint of that same folder continues its run, so its files belong to it.
+    """
+    found = [n for n in CHECKPOINT_NAMES if (checkpoints / n).exists()]
+    if not found or (resume is not None and Path(resume).resolve().parent == checkpoints.resolve()):
+        return
+    raise CheckpointError(
+        f"output folder {checkpoints.parent} already holds {', '.join(found)} of an earlier "
+        f"run: choose a new folder (hydra.run.dir=...) or continue that run with "
+        f"trainer.resume={checkpoints / 'last.pt'}"
+    )
 
 
 def _start_tracker(
@@ -192,6 +215,7 @@ class Trainer:
         self.out = Path(out_dir)
         self.last_path = self.out / "checkpoints" / "last.pt"
         self.best_path = self.out / "checkpoints" / "best.pt"
+        _check_output_dir(self.last_path.parent, tc.resume)
         self.last_path.parent.mkdir(parents=True, exist_ok=True)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -224,9 +248,9 @@ class Trainer:
     def _resume(self, path: str, device: torch.device) -> None:
         ckpt = load_checkpoint(path, map_location=device)
         _check_resume(ckpt, self.cfg, self.market)
-        self.policy.load_state_dict(ckpt["policy"])
+        load_weights(self.policy, ckpt["policy"], path)
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][name])
+            load_weights(opt, ckpt["optimizers"][name], path)
         # RNG states are CPU byte tensors whatever the device (map_location moved them)
         try:
             self.gen.set_state(ckpt["rng"]["generator"].cpu())
@@ -237,7 +261,32 @@ class Trainer:
             ) from exc
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         self.state = TrainState(**ckpt["train_state"])
+        self._carry_best(Path(path))
         print(f"resumed from {path} at episode {self.state.episode}")
+
+    def _carry_best(self, resumed: Path) -> None:
+        """Copy the run's ``best.pt`` from beside the resumed checkpoint into this output folder.
+
+        Why: resuming into a new folder would otherwise leave it (and the MLflow run, which
+        logs this folder's checkpoints) with ``last.pt`` only while the state says the best
+        episode is N, so a backtest by run id would quietly evaluate ``last.pt``.
+        """
+        if self.state.best_episode < 0:
+            return
+        source = resumed.parent / "best.pt"
+        if source.exists() and source.resolve() == self.best_path.resolve():
+            return  # resumed in place: best.pt is already here
+        episode = None
+        if source.is_file():
+            episode = load_checkpoint(source)["train_state"].get("best_episode")
+        if episode != self.state.best_episode:
+            print(
+                f"warning: {source} of the best episode {self.state.best_episode} is missing or "
+                f"is another run's; {self.best_path} is only written when validation improves"
+            )
+            return
+        atomic_write(self.best_path, lambda p: shutil.copyfile(source, p))
+        print(f"carried {source} (best episode {episode}) into {self.best_path}")
 
     def save(self, path: Path) -> Path:
         """Write a checkpoint; one saved as `best.pt` also keeps its validation stats here."""
@@ -577,19 +626,25 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
-def main(dcfg: DictConfig) -> float | None:
+def hydra_main(dcfg: DictConfig) -> float | None:
     """Compose, convert to typed config, train. Returns the best validation value (for sweepers)."""
-    cfg = to_config(dcfg)
-    hc = HydraConfig.get()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm)  # a cluster's preemption ends the run KILLED
-    result = train(
-        cfg,
-        hc.runtime.output_dir,
-        overrides=list(hc.overrides.task),
-        composed_yaml=OmegaConf.to_yaml(dcfg),
-    )
+    with reported_errors(Config):
+        cfg = to_config(dcfg)
+        hc = HydraConfig.get()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _sigterm)  # a cluster's preemption ends the run KILLED
+        result = train(
+            cfg,
+            hc.runtime.output_dir,
+            overrides=list(hc.overrides.task),
+            composed_yaml=OmegaConf.to_yaml(dcfg),
+        )
     return result.state.best_value
+
+
+def main() -> None:
+    """``python -m hmarl.train``: one ``error:`` line, exit 2 (bad input) or 1 (hmarl/cli.py)."""
+    run_cli(hydra_main, Config, "interrupted: the run ended KILLED; resume it from its last.pt")
 
 
 if __name__ == "__main__":

@@ -35,13 +35,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="Parquet path (default in out-dir)")
     parser.add_argument("--base-url", default=BASE_URL, help="mirror of data.binance.vision")
     parser.add_argument("--gap-policy", choices=["error", "ffill"], default="error")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds per request, the whole file included (raise it for a slow link)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the download; a download error prints one clear line and exits with 1."""
+    """Run the download; an error prints one ``error:`` line and returns 2 (a bad request:
+    dates, symbol, data) or 1 (a download that failed: network, checksum, disk)."""
     args = parse_args(argv)
     try:
         download_klines(
@@ -57,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             progress=not args.no_progress,
         )
-    except (DownloadError, ValueError) as exc:
+    except ValueError as exc:  # includes hmarl.data.DataError: the candles failed validation
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -108,7 +108,8 @@ def test_on_collapse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: st
 def test_restore_best_loads_the_best_weights(tmp_path: Path) -> None:
     cfg = compose_config(*tiny_overrides(tmp_path, "trainer.episodes=5"))
     result = train(cfg, tmp_path / "run", progress=False)
-    run = Trainer(cfg, tmp_path / "run")
+    run = Trainer(cfg, tmp_path / "other")
+    run.best_path = result.best_checkpoint
     with torch.no_grad():
         for p in run.policy.parameters():
             p.add_(1.0)

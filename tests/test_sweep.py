@@ -71,12 +71,12 @@ print("OK")
 """
 
 
-def open_store_together(uri: str, sync: Path, n: int) -> list[str]:
+def open_store_together(uri: str, sync: Path, n: int, script: str = OPEN_STORE) -> list[str]:
     """Start n processes, release them at once, return each one's output ("OK" or the error)."""
     sync.mkdir(parents=True)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", OPEN_STORE, uri, str(sync), str(i)],
+            [sys.executable, "-c", script, uri, str(sync), str(i)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -23,9 +23,14 @@ import hashlib
 import http.client
 import os
 import re
+import socket
+import threading
 import urllib.error
 import urllib.request
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -197,26 +202,108 @@ def plan_files(
 # --- network ------------------------------------------------------------------------------
 
 
-def _open(url: str, timeout: float) -> http.client.HTTPResponse:
-    """GET ``url``; a 404 and other HTTP errors become errors that name the URL."""
+class _Deadline:
+    """A time limit for a WHOLE request: when it expires, the request's sockets are shut down.
+
+    Why: urllib's ``timeout`` bounds each socket operation, so a server that sends one byte
+    a second never trips it and a download with ``--timeout 3`` ran past 30 s. A watchdog
+    timer that shuts the socket down ends any blocked read at once, headers included.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """End blocked reads on ``sock`` (the plain socket call: an SSL socket stays wrapped)."""
     try:
-        response: http.client.HTTPResponse = urllib.request.urlopen(url, timeout=timeout)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """urllib's opener (proxies from the environment included) whose sockets ``deadline`` sees."""
+
+    class HTTPConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    class HTTPSConnection(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(HTTPConnection, req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(HTTPSConnection, req, context=getattr(self, "_context", None))
+
+    return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+
+@contextmanager
+def _request(url: str, timeout: float) -> Iterator[http.client.HTTPResponse]:
+    """GET ``url`` with ``timeout`` seconds for the whole request, body included.
+
+    A 404 and other HTTP errors become errors that name the URL; a request still running
+    at the deadline is cut and reported as too slow.
+    """
+    deadline = _Deadline(timeout)
+    try:
+        with deadline, _opener(deadline).open(url, timeout=timeout) as response:
+            yield response
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             raise NotFoundError(f"not found: symbol or month missing: {url} (HTTP 404)") from exc
         raise DownloadError(f"HTTP {exc.code} {exc.reason} for {url}") from exc
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        if deadline.expired:
+            raise _too_slow(url, timeout) from exc
         raise NetworkError(f"network failure fetching {url}: {exc}") from exc
-    return response
+    if deadline.expired:  # the cut socket looked like the end of the body
+        raise _too_slow(url, timeout)
+
+
+def _too_slow(url: str, timeout: float) -> NetworkError:
+    return NetworkError(
+        f"network failure fetching {url}: no complete answer within --timeout {timeout:g} s "
+        "(the whole request); the server is too slow: retry later or raise --timeout"
+    )
 
 
 def fetch_checksum(remote: RemoteFile, timeout: float) -> str:
     """The published SHA-256 of ``remote``, checked to name the same file."""
-    try:
-        with _open(remote.checksum_url, timeout) as response:
-            text = response.read().decode("ascii", errors="replace")
-    except (OSError, http.client.HTTPException) as exc:
-        raise NetworkError(f"network failure fetching {remote.checksum_url}: {exc}") from exc
+    with _request(remote.checksum_url, timeout) as response:
+        text = response.read().decode("ascii", errors="replace")
     return parse_checksum(text, remote.name, remote.checksum_url)
 
 
@@ -234,15 +321,18 @@ def _download(url: str, part: Path, timeout: float) -> str:
     """Stream ``url`` into ``part`` (overwriting leftovers); return the body's SHA-256."""
     digest = hashlib.sha256()
     received = 0
-    try:
-        with _open(url, timeout) as response, part.open("wb") as sink:
-            announced = response.headers.get("Content-Length")
-            while chunk := response.read(_CHUNK):
+    with part.open("wb") as sink, _request(url, timeout) as response:
+        announced = response.headers.get("Content-Length")
+        while chunk := response.read1(_CHUNK):  # read1: return what arrived, never wait for more
+            try:
                 sink.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-    except (OSError, http.client.HTTPException) as exc:
-        raise NetworkError(f"network failure fetching {url}: {exc}") from exc
+            except OSError as exc:  # a local disk problem, not a network failure
+                raise DownloadError(
+                    f"cannot write {part}: {exc.strerror or exc}; free some space or choose "
+                    "another --out-dir, then re-run"
+                ) from exc
+            digest.update(chunk)
+            received += len(chunk)
     # http.client returns a short body without raising when the peer closes early.
     if announced is not None and announced.isdigit() and received != int(announced):
         raise NetworkError(
@@ -264,15 +354,38 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def zip_problem(path: Path) -> str | None:
+    """Why ``path`` is no readable kline zip (damaged, or not exactly one CSV), else None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member and checks its CRC
+            members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        return str(exc) or type(exc).__name__
+    if bad is not None:
+        return f"member {bad} is damaged (CRC mismatch)"
+    if len(members) != 1:
+        return f"it should hold exactly one .csv file, holds {members}"
+    return None
+
+
 def _is_verified(zip_path: Path, sum_path: Path) -> bool:
-    """True when the zip and its saved checksum exist and agree (no network needed)."""
+    """True when the zip and its saved checksum exist and agree and the zip reads (no network)."""
     if not (zip_path.is_file() and sum_path.is_file()):
         return False
     try:
         expected = parse_checksum(sum_path.read_text(), zip_path.name, str(sum_path))
     except DownloadError:
         return False
-    return sha256_file(zip_path) == expected
+    return sha256_file(zip_path) == expected and zip_problem(zip_path) is None
+
+
+def _damaged_upstream(remote: RemoteFile, problem: str) -> DownloadError:
+    return DownloadError(
+        f"{remote.name} from {remote.url} matches its published checksum but is not a "
+        f"readable zip ({problem}): the published file itself is damaged; leave that period "
+        "out of the date range (or report it to the mirror) and re-run"
+    )
 
 
 def fetch_file(remote: RemoteFile, out_dir: Path, *, timeout: float = 30.0) -> bool:
@@ -290,13 +403,22 @@ def fetch_file(remote: RemoteFile, out_dir: Path, *, timeout: float = 30.0) -> b
     expected = fetch_checksum(remote, timeout)
     checksum_text = f"{expected}  {remote.name}\n"
     if zip_path.is_file() and sha256_file(zip_path) == expected:
-        write_text(sum_path, checksum_text)
-        return False
+        problem = zip_problem(zip_path)
+        if problem is None:
+            write_text(sum_path, checksum_text)
+            return False
+        zip_path.unlink()  # "verified" once but unreadable: never keep it under its name
+        sum_path.unlink(missing_ok=True)
+        raise _damaged_upstream(remote, problem)
     part = out_dir / (remote.name + ".part")
     actual = ""
     for _attempt in range(2):
         actual = _download(remote.url, part, timeout)
         if actual == expected:
+            problem = zip_problem(part)
+            if problem is not None:
+                part.unlink(missing_ok=True)
+                raise _damaged_upstream(remote, problem)
             os.replace(part, zip_path)
             write_text(sum_path, checksum_text)
             return True
