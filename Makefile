@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hmarl-installed
 ARGS ?=
 
-.PHONY: setup train test lint bench clean
+.PHONY: setup train test lint bench bench-learning clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: setup
 bench: setup
 	$(BIN)/python scripts/bench_features.py
 	$(BIN)/python scripts/bench_train.py
+
+# Learning quality over seeds and markets (scripts/bench_learning.py); ARGS="--quick" for 3 seeds.
+bench-learning: setup
+	$(BIN)/python scripts/bench_learning.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .hmarl_cache outputs multirun
