@@ -53,6 +53,7 @@ class TrainState:
     best_value: float | None = None
     best_episode: int = -1
     best_trades: int = -1  # validation trades of the `best` checkpoint
+    best_edge: bool = False  # whether `best` is an edge (see edge_found)
     evals_without_improvement: int = 0
     collapses: int = 0  # validations that found the policy collapsed
     run_id: str | None = None
@@ -169,13 +170,16 @@ def _start_tracker(
     )
 
 
-def _improved(
-    value: float, trades: int, best: float | None, best_trades: int, mode: str, min_trades: int
-) -> bool:
+def edge_found(trades: int, return_pct: float, min_trades: int) -> bool:
+    """An edge: at least ``min_trades`` validation trades and a return above flat's, after costs."""
+    return trades >= min_trades and return_pct > 0.0
+
+
+def _improved(value: float, edge: bool, best: float | None, best_edge: bool, mode: str) -> bool:
     """The selection rule for `best` (README "Validation and checkpoints").
 
-    1. A validation with at least ``min_trades`` trades beats any with fewer: a policy that
-       never trades, or rests on one lucky trade, cannot be `best` by a ratio alone.
+    1. An evaluation that found an edge (:func:`edge_found`) beats any that did not: a policy
+       that never trades, or rests on a few lucky trades, cannot be `best` by a ratio alone.
     2. Within the same class, the better ``best_metric`` wins, and an equal value goes to the
        later evaluation: a tie never keeps an earlier, less trained network.
     """
@@ -183,9 +187,8 @@ def _improved(
         return False
     if best is None:
         return True
-    enough, best_enough = trades >= min_trades, best_trades >= min_trades
-    if enough != best_enough:
-        return enough
+    if edge != best_edge:
+        return edge
     return value >= best if mode == "max" else value <= best
 
 
@@ -384,18 +387,12 @@ class Trainer:
                 f"choose one of {choices}"
             )
         trades = int(self.val.get("# Trades", 0))
-        if _improved(
-            value,
-            trades,
-            self.state.best_value,
-            self.state.best_trades,
-            tc.best_mode.value,
-            tc.min_val_trades,
-        ):
-            tie = value == self.state.best_value and trades >= tc.min_val_trades
-            tie = tie and self.state.best_trades >= tc.min_val_trades
+        edge = edge_found(trades, float(self.val.get("Return [%]", 0.0)), tc.min_val_trades)
+        best, best_edge = self.state.best_value, self.state.best_edge
+        if _improved(value, edge, best, best_edge, tc.best_mode.value):
+            tie = value == best and edge == best_edge
             self.state.best_value, self.state.best_episode = value, episode
-            self.state.best_trades = trades
+            self.state.best_trades, self.state.best_edge = trades, edge
             # a tie takes the later network but is no improvement for early stopping
             if tie:
                 self.state.evals_without_improvement += 1

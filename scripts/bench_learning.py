@@ -38,11 +38,13 @@ import contextlib
 import io
 import json
 import math
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ Q1 = "binance_spot_BTCUSDT_5m_2024Q1.csv"
 Q4 = "binance_spot_BTCUSDT_5m_2024Q4.csv"
 MARKETS = ("default", "hard", "planted", "real_q1", "real_q4")
 # Best validation Sharpe a run must exceed to count as a success (with beating buy & hold).
+PLANTED_DRIFT = 3e-4  # per-bar log drift of the planted regimes (as the default synthetic market)
 THRESHOLDS = {"default": 10.0, "hard": 3.0, "planted": 3.0, "real_q1": 1.0, "real_q4": 1.0}
 
 
@@ -306,23 +309,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=None, help="seeds per market (default 10)")
     ap.add_argument("--markets", nargs="+", default=list(MARKETS), choices=MARKETS)
     ap.add_argument("--episodes", type=int, default=300)
-    ap.add_argument("--planted-drift", type=float, default=2e-4, help="per-bar log drift")
+    ap.add_argument("--planted-drift", type=float, default=PLANTED_DRIFT, help="per-bar log drift")
     ap.add_argument("--out", default="bench_learning.json", help="JSON of every run + summary")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     args = ap.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 10)
-    torch.set_num_threads(args.threads)
+    tasks = [(name, seed) for name in args.markets for seed in range(seeds)]
     records: list[dict[str, Any]] = []
     t0 = time.perf_counter()
+    print(
+        f"{len(tasks)} runs, {args.jobs} at a time, {args.threads} torch thread(s) each", flush=True
+    )
     with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
-        work = Path(tmp)
-        for name in args.markets:
-            for seed in range(seeds):
-                # the planted market's regimes are seeded like the training run
-                market = make_market(name, work, args.planted_drift, seed)
-                rec = one_run(market, seed, args.overrides, work, args.episodes)
+        common = (args.overrides, tmp, args.episodes, args.planted_drift, args.threads)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(_job, name, seed, *common) for name, seed in tasks]
+            for future in as_completed(futures):
+                rec = future.result()
                 records.append(rec)
-                print(_line(rec), flush=True)
+                print(f"[{len(records)}/{len(tasks)}] {_line(rec)}", flush=True)
+    order = {name: i for i, name in enumerate(args.markets)}
+    records.sort(key=lambda r: (order[r["market"]], r["seed"]))
     rows = summarise(records)
     table = markdown(rows)
     print(
@@ -340,6 +349,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_text(Path(args.out), json.dumps(payload, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")
     return 0
+
+
+def _job(
+    name: str,
+    seed: int,
+    overrides: Sequence[str],
+    work: str,
+    episodes: int,
+    planted_drift: float,
+    threads: int,
+) -> dict[str, Any]:
+    """One (market, seed) run in a worker process; the planted regimes use the run's seed."""
+    torch.set_num_threads(threads)
+    market = make_market(name, Path(work), planted_drift, seed)
+    return one_run(market, seed, overrides, Path(work), episodes)
 
 
 def _line(r: dict[str, Any]) -> str:

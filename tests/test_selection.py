@@ -11,31 +11,39 @@ from conftest import compose_config, tiny_overrides
 
 import hmarl.train as train_mod
 from hmarl.checkpoint import load_checkpoint
-from hmarl.train import Trainer, _improved, collapse_reason, train
+from hmarl.train import Trainer, _improved, collapse_reason, edge_found, train
 
 
 @pytest.mark.parametrize(
-    "value,trades,best,best_trades,expected",
+    "value,edge,best,best_edge,expected",
     [
-        (1.0, 10, None, -1, True),  # the first evaluation is always best
-        (2.0, 10, 1.0, 10, True),  # better, both with enough trades
-        (0.5, 10, 1.0, 10, False),  # worse
-        (1.0, 10, 1.0, 10, True),  # a tie goes to the later (more trained) network
-        (9.0, 2, 1.0, 10, False),  # a higher ratio on 2 trades cannot beat 10 trades
-        (0.1, 6, 9.0, 2, True),  # enough trades beat a lucky few, whatever the ratio
-        (0.0, 0, 0.0, 0, True),  # flat tie: the later flat network replaces the early one
-        (float("nan"), 10, None, -1, False),  # a NaN is never best
+        (1.0, True, None, False, True),  # the first evaluation is always best
+        (2.0, True, 1.0, True, True),  # better, both edges
+        (0.5, True, 1.0, True, False),  # worse
+        (1.0, True, 1.0, True, True),  # a tie goes to the later (more trained) network
+        (9.0, False, 1.0, True, False),  # a higher ratio without an edge cannot beat an edge
+        (0.1, True, 9.0, False, True),  # an edge beats a lucky few trades, whatever the ratio
+        (0.0, False, 0.0, False, True),  # flat tie: the later flat network replaces the early one
+        (0.9, False, -3.7, False, True),  # no edge either way: the better ratio
+        (float("nan"), True, None, False, False),  # a NaN is never best
     ],
 )
 def test_selection_rule(
-    value: float, trades: int, best: float | None, best_trades: int, expected: bool
+    value: float, edge: bool, best: float | None, best_edge: bool, expected: bool
 ) -> None:
-    assert _improved(value, trades, best, best_trades, "max", 5) is expected
+    assert _improved(value, edge, best, best_edge, "max") is expected
 
 
 def test_selection_rule_min_mode() -> None:
-    assert _improved(-10.0, 5, -5.0, 5, "min", 5)  # a deeper drawdown minimised
-    assert not _improved(-1.0, 5, -5.0, 5, "min", 5)
+    assert _improved(-10.0, True, -5.0, True, "min")  # a deeper drawdown minimised
+    assert not _improved(-1.0, True, -5.0, True, "min")
+
+
+def test_an_edge_needs_enough_trades_and_a_gain_after_costs() -> None:
+    assert edge_found(5, 0.1, 5)
+    assert not edge_found(4, 50.0, 5)  # a few lucky trades
+    assert not edge_found(40, -3.0, 5)  # active but losing to flat
+    assert not edge_found(0, 0.0, 5)  # flat
 
 
 TC = SimpleNamespace(collapse_entropy=0.05, collapse_share=0.99)
