@@ -80,7 +80,8 @@ with compare_tab:
 
 # ---- backtest a period ----
 with backtest_tab:
-    run_label = st.selectbox("Run", chosen, key="bt_run")
+    left, right = st.columns(2)
+    run_label = left.selectbox("Run", chosen, key="bt_run")
     run_id = labels[run_label]
     available = shown("checkpoint", lambda: app.checkpoints_of(client, run_id))
     if not available:
@@ -89,13 +90,14 @@ with backtest_tab:
             "tracking.log_checkpoints=false?); choose another run"
         )
         st.stop()
-    checkpoint = st.selectbox("Checkpoint", available, key="bt_checkpoint")
+    checkpoint = right.selectbox("Checkpoint", available, key="bt_checkpoint")
     candles = st.text_input(
         "Candle file (CSV or Parquet; empty: the run's own data)", value="", key="bt_candles"
     )
-    split = st.selectbox("Split", ["test", "val", "train", "all"], key="bt_split")
-    start = st.date_input("From (UTC, optional)", value=None, key="bt_start")
-    end = st.date_input("To (UTC, exclusive, optional)", value=None, key="bt_end")
+    col_split, col_start, col_end = st.columns(3)
+    split = col_split.selectbox("Split", ["test", "val", "train", "all"], key="bt_split")
+    start = col_start.date_input("From (UTC, optional)", value=None, key="bt_start")
+    end = col_end.date_input("To (UTC, exclusive, optional)", value=None, key="bt_end")
     if st.button("Run backtest", key="bt_go", type="primary"):
         period = app.Period(split, _date(start), _date(end), candles.strip() or None)
         with st.status("Backtesting...", expanded=True) as status:
@@ -113,5 +115,5 @@ with backtest_tab:
         )
         for note in result.meta.get("flags", []):
             st.warning(f"flag: {note}")
+        components.html(app.report_page(result), height=1100, scrolling=True)
         st.dataframe(app.frame_for_display(app.stats_for_display(result)))
-        components.html(app.report_page(result), height=1150, scrolling=True)

@@ -9,14 +9,12 @@ and shows bad inputs as an error line, never an exception.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, tiny_overrides
+from app_store import Store, make_store
 
 from hmarl import app
-from hmarl.train import train
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
@@ -24,26 +22,9 @@ from streamlit.testing.v1 import AppTest
 TIMEOUT = 240  # seconds the page may take per run (a backtest included)
 
 
-@dataclass
-class Store:
-    root: Path
-    uri: str
-    run_id: str  # logged checkpoints
-    bare_run_id: str  # trained with tracking.log_checkpoints=false
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    root = tmp_path_factory.mktemp("app")
-    common = ("trainer.episodes=2", "trainer.eval_every=1")
-    cfg = compose_config(*tiny_overrides(root, *common, tracking=True))
-    run = train(cfg, root / "run", progress=False)
-    bare_cfg = compose_config(
-        *tiny_overrides(root, *common, "tracking.log_checkpoints=false", tracking=True)
-    )
-    bare = train(bare_cfg, root / "bare", progress=False)
-    assert run.run_id and bare.run_id
-    return Store(root, cfg.tracking.uri, run.run_id, bare.run_id)
+    return make_store(tmp_path_factory.mktemp("app"), with_bare_run=True)
 
 
 def page(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AppTest:
