@@ -147,3 +147,17 @@ def test_page_shows_bad_inputs_as_messages(
     at = at.run()
     assert not at.exception
     assert any("no MLflow store" in e for e in errors(at)), errors(at)
+
+
+def test_candle_file_shorter_than_the_windows_is_refused(store: Store, tmp_path: Path) -> None:
+    from hmarl.data import synthetic_candles
+
+    path = tmp_path / "short.csv"
+    synthetic_candles(30, 0).to_csv(path)
+    client = app.open_page_store(store.uri)
+    period = app.Period(split="all", candles=str(path))
+    with pytest.raises(ValueError, match="window") as info:
+        app.run_period_backtest(
+            client, store.uri, "hmarl", store.run_id, "best.pt", period, tmp_path / "bt"
+        )
+    assert "short.csv" in app.message(info.value)
