@@ -197,6 +197,7 @@ class BacktestConfig:
     cache_dir: str | None = ".hmarl_cache"  # built tensors (keyed by data + features + scalers)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     plots: bool = True
+    report_html: bool = True  # report.html: interactive, self-contained (hmarl.report_html)
     progress: bool = True
 
 
@@ -712,8 +713,10 @@ def write_report(
     seeds_frame: pd.DataFrame | None,
     plot_label: str | None,
     null: RandomTiming | None = None,
+    html: bool = False,
 ) -> list[Path]:
-    """Every report file, each written atomically; figures unless ``plot_label`` is None."""
+    """Every report file, each written atomically; figures unless ``plot_label`` is None,
+    ``report.html`` when ``html`` (its table is ``table``, the numbers of stats.json)."""
     steps = runs[STRATEGY]
     files = [
         write_json(out / "stats.json", doc),
@@ -730,6 +733,11 @@ def write_report(
     if plot_label is not None:
         figures = report_figures(runs, plot_label, None if null is None else null.band)
         files += [write_png(out / name, fig) for name, fig in figures.items()]
+    if html:
+        from hmarl.report_html import write_report_html  # Bokeh loads only when asked
+
+        band = None if null is None else null.band
+        files.append(write_report_html(out / "report.html", runs, table, doc, band))
     return files
 
 
@@ -968,7 +976,15 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
         doc["definitions"] = {k: STAT_DEFINITIONS[k] for k in table.index if k in STAT_DEFINITIONS}
         label = f"{cfg.split.value} {meta['first_decision'][:10]} .. {meta['last_decision'][:10]}"
         files = write_report(
-            out, doc, runs, table, costs, seeds_frame, label if cfg.plots else None, null
+            out,
+            doc,
+            runs,
+            table,
+            costs,
+            seeds_frame,
+            label if cfg.plots else None,
+            null,
+            html=cfg.report_html,
         )
         pbar.update(1)
 
