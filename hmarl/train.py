@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from hmarl.baselines import baseline_steps
 from hmarl.checkpoint import (
     CheckpointError,
     absolute_store_uri,
@@ -37,7 +38,7 @@ from hmarl.dataset import MarketData, market_for_config
 from hmarl.env import EnvParams, position_grid
 from hmarl.evaluation import market_tensors, validate
 from hmarl.io import append_text, atomic_write, write_text
-from hmarl.metrics import flag_sentences, metric_keys, outcome_flags
+from hmarl.metrics import compute_stats, flag_sentences, metric_keys, outcome_flags
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
 from hmarl.rollout import LazyMacroCache, collect, sample_starts
@@ -54,6 +55,7 @@ class TrainState:
     best_episode: int = -1
     best_trades: int = -1  # validation trades of the `best` checkpoint
     best_edge: bool = False  # whether `best` is an edge (see edge_found)
+    best_score: float | None = None  # its selection score (see selection_score)
     evals_without_improvement: int = 0
     collapses: int = 0  # validations that found the policy collapsed
     run_id: str | None = None
@@ -170,26 +172,48 @@ def _start_tracker(
     )
 
 
-def edge_found(trades: int, return_pct: float, min_trades: int) -> bool:
-    """An edge: at least ``min_trades`` validation trades and a return above flat's, after costs."""
-    return trades >= min_trades and return_pct > 0.0
+def buy_and_hold_return(market: MarketData, split: str, env: EnvParams) -> float:
+    """Buy & hold's return on a split, after the same costs (hmarl.baselines' one definition)."""
+    lo, hi = market.splits[split]
+    steps = baseline_steps(market, lo, hi, env, names=("buy_and_hold",))["buy_and_hold"]
+    return float(compute_stats(steps, n_bootstrap=0, benchmark=False)["Return [%]"])
 
 
-def _improved(value: float, edge: bool, best: float | None, best_edge: bool, mode: str) -> bool:
+def edge_found(stats: dict[str, Any], min_trades: int, buy_and_hold_pct: float) -> bool:
+    """An edge on validation: at least ``min_trades`` trades, a return above flat's and above
+    buy & hold's (same bars, same costs), and not a policy that is simply long all along."""
+    return (
+        int(stats.get("# Trades", 0)) >= min_trades
+        and float(stats.get("Return [%]", 0.0)) > max(0.0, buy_and_hold_pct)
+        and "same_as_buy_and_hold" not in outcome_flags(stats, min_trades)
+    )
+
+
+def selection_score(stats: dict[str, Any], value: float, edge: bool, mode: str) -> float:
+    """What `best` maximises within its class: the metric (negated for ``best_mode=min``) for
+    an edge; without one, minus the exposure, so that a run that found nothing keeps its most
+    cautious policy (flat if it ever stopped trading) and does no harm."""
+    if edge:
+        return value if mode == "max" else -value
+    return -float(stats.get("Exposure Time [%]", 100.0))
+
+
+def _improved(score: float, edge: bool, best: float | None, best_edge: bool) -> bool:
     """The selection rule for `best` (README "Validation and checkpoints").
 
     1. An evaluation that found an edge (:func:`edge_found`) beats any that did not: a policy
-       that never trades, or rests on a few lucky trades, cannot be `best` by a ratio alone.
-    2. Within the same class, the better ``best_metric`` wins, and an equal value goes to the
-       later evaluation: a tie never keeps an earlier, less trained network.
+       that never trades, rests on a few lucky trades, or only rides the market cannot be
+       `best` by a ratio alone.
+    2. Within the same class the higher :func:`selection_score` wins, and an equal score goes
+       to the later evaluation: a tie never keeps an earlier, less trained network.
     """
-    if not math.isfinite(value):
+    if not math.isfinite(score):
         return False
     if best is None:
         return True
     if edge != best_edge:
         return edge
-    return value >= best if mode == "max" else value <= best
+    return score >= best
 
 
 def collapse_reason(stats: dict[str, Any], entropy: float, tc: Any) -> str | None:
@@ -242,6 +266,7 @@ class Trainer:
         self.env = env_params(cfg)
         self.grid = position_grid(self.env)
         self.grid_model = GridModel(self.grid, self.env, self.tensors.returns)
+        self.val_buy_and_hold_pct = buy_and_hold_return(self.market, "val", self.env)
         self.cache: LazyMacroCache | None = None
         self.val: dict[str, Any] = {}
         self.entropies: list[float] = []  # training entropy since the last validation
@@ -387,12 +412,14 @@ class Trainer:
                 f"choose one of {choices}"
             )
         trades = int(self.val.get("# Trades", 0))
-        edge = edge_found(trades, float(self.val.get("Return [%]", 0.0)), tc.min_val_trades)
-        best, best_edge = self.state.best_value, self.state.best_edge
-        if _improved(value, edge, best, best_edge, tc.best_mode.value):
-            tie = value == best and edge == best_edge
+        edge = edge_found(self.val, tc.min_val_trades, self.val_buy_and_hold_pct)
+        score = selection_score(self.val, value, edge, tc.best_mode.value)
+        best, best_edge = self.state.best_score, self.state.best_edge
+        if _improved(score, edge, best, best_edge):
+            tie = score == best and edge == best_edge
             self.state.best_value, self.state.best_episode = value, episode
-            self.state.best_trades, self.state.best_edge = trades, edge
+            self.state.best_score, self.state.best_edge = score, edge
+            self.state.best_trades = trades
             # a tie takes the later network but is no improvement for early stopping
             if tie:
                 self.state.evals_without_improvement += 1

@@ -497,7 +497,8 @@ def test_backtests_label_the_episode_of_the_weights_loaded(
     def worsening(*args: Any, **kwargs: Any) -> dict[str, Any]:  # best at the first evaluation
         stats = real(*args, **kwargs)
         calls["n"] += 1
-        return {**stats, "Sharpe Ratio": 10.0 - calls["n"]}
+        edge = {"Return [%]": 1e6, "# Trades": 50, "Long Exposure Time [%]": 50.0}  # every time
+        return {**stats, **edge, "Sharpe Ratio": 10.0 - calls["n"]}
 
     monkeypatch.setattr(train_mod, "validate", worsening)
     ov = tiny_overrides(tmp_path, "trainer.episodes=12", "trainer.min_val_trades=0")

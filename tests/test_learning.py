@@ -60,8 +60,9 @@ def _run(tmp_path: Path, seed: int) -> dict[str, dict[str, float]]:
     market = load_market(cfg, log=None)
     tensors, env = market_tensors(market), env_params(cfg)
     out: dict[str, dict[str, float]] = {}
+    greedy = cfg.trainer.eval_policy.value == "greedy"  # act as validation selected it
     for split in ("val", "test"):
-        steps = run_split(policy, market, tensors, split, env)
+        steps = run_split(policy, market, tensors, split, env, greedy=greedy, seed=seed)
         lo, hi = market.splits[split]
         base = baseline_steps(market, lo, hi, env, names=("flat", "buy_and_hold"))
         ours = compute_stats(steps, n_bootstrap=0)

@@ -11,39 +11,53 @@ from conftest import compose_config, tiny_overrides
 
 import hmarl.train as train_mod
 from hmarl.checkpoint import load_checkpoint
-from hmarl.train import Trainer, _improved, collapse_reason, edge_found, train
+from hmarl.train import Trainer, _improved, collapse_reason, edge_found, selection_score, train
 
 
 @pytest.mark.parametrize(
-    "value,edge,best,best_edge,expected",
+    "score,edge,best,best_edge,expected",
     [
         (1.0, True, None, False, True),  # the first evaluation is always best
         (2.0, True, 1.0, True, True),  # better, both edges
         (0.5, True, 1.0, True, False),  # worse
         (1.0, True, 1.0, True, True),  # a tie goes to the later (more trained) network
-        (9.0, False, 1.0, True, False),  # a higher ratio without an edge cannot beat an edge
-        (0.1, True, 9.0, False, True),  # an edge beats a lucky few trades, whatever the ratio
+        (9.0, False, 1.0, True, False),  # a higher score without an edge cannot beat an edge
+        (0.1, True, 9.0, False, True),  # an edge beats no edge, whatever the scores
         (0.0, False, 0.0, False, True),  # flat tie: the later flat network replaces the early one
-        (0.9, False, -3.7, False, True),  # no edge either way: the better ratio
         (float("nan"), True, None, False, False),  # a NaN is never best
     ],
 )
 def test_selection_rule(
-    value: float, edge: bool, best: float | None, best_edge: bool, expected: bool
+    score: float, edge: bool, best: float | None, best_edge: bool, expected: bool
 ) -> None:
-    assert _improved(value, edge, best, best_edge, "max") is expected
+    assert _improved(score, edge, best, best_edge) is expected
 
 
-def test_selection_rule_min_mode() -> None:
-    assert _improved(-10.0, True, -5.0, True, "min")  # a deeper drawdown minimised
-    assert not _improved(-1.0, True, -5.0, True, "min")
+def _stats(trades: int, ret: float, long_pct: float = 50.0, exposure: float = 60.0) -> dict:
+    return {
+        "# Trades": trades,
+        "Return [%]": ret,
+        "Long Exposure Time [%]": long_pct,
+        "Exposure Time [%]": exposure,
+    }
 
 
-def test_an_edge_needs_enough_trades_and_a_gain_after_costs() -> None:
-    assert edge_found(5, 0.1, 5)
-    assert not edge_found(4, 50.0, 5)  # a few lucky trades
-    assert not edge_found(40, -3.0, 5)  # active but losing to flat
-    assert not edge_found(0, 0.0, 5)  # flat
+def test_an_edge_needs_trades_and_a_gain_over_flat_and_buy_and_hold() -> None:
+    assert edge_found(_stats(5, 12.0), 5, buy_and_hold_pct=10.0)
+    assert not edge_found(_stats(4, 50.0), 5, 10.0)  # a few lucky trades
+    assert not edge_found(_stats(40, -3.0), 5, -10.0)  # beats buy & hold, loses to flat
+    assert not edge_found(_stats(40, 8.0), 5, 10.0)  # gains, but less than buy & hold
+    assert not edge_found(_stats(6, 12.0, long_pct=97.0), 5, 10.0)  # long all along
+    assert not edge_found(_stats(0, 0.0, exposure=0.0), 5, -10.0)  # flat
+
+
+def test_selection_score() -> None:
+    # an edge ranks by the metric (negated when minimised) ...
+    assert selection_score(_stats(9, 5.0), 2.5, True, "max") == 2.5
+    assert selection_score(_stats(9, 5.0), -7.0, True, "min") == 7.0
+    # ... no edge by caution: the less exposed policy (flat above all) wins
+    flat, long = _stats(0, 0.0, exposure=0.0), _stats(5, 4.0, long_pct=99.0, exposure=99.0)
+    assert selection_score(flat, 0.0, False, "max") > selection_score(long, 3.4, False, "max")
 
 
 TC = SimpleNamespace(collapse_entropy=0.05, collapse_share=0.99)
@@ -77,7 +91,13 @@ def test_entropy_schedule(tmp_path: Path) -> None:
 
 def test_ties_keep_the_later_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every validation scores the same (flat, 0 trades): best.pt is the last one, not the first."""
-    flat = {"Sharpe Ratio": 0.0, "Return [%]": 0.0, "# Trades": 0, "Mean P(HOLD)": 0.4}
+    flat = {
+        "Sharpe Ratio": 0.0,
+        "Return [%]": 0.0,
+        "# Trades": 0,
+        "Exposure Time [%]": 0.0,
+        "Mean P(HOLD)": 0.4,
+    }
     real = train_mod.validate
     monkeypatch.setattr(train_mod, "validate", lambda *a, **k: {**real(*a, **k), **flat})
     cfg = compose_config(*tiny_overrides(tmp_path, "trainer.episodes=15", "trainer.eval_every=5"))
@@ -90,7 +110,13 @@ def test_ties_keep_the_later_network(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_on_collapse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str) -> None:
     """A policy that collapses after a good validation: warn goes on, stop ends the run,
     restore continues from the best weights."""
-    good = {"Sharpe Ratio": 3.0, "Return [%]": 9.0, "# Trades": 20, "Mean P(HOLD)": 0.4}
+    good = {
+        "Sharpe Ratio": 3.0,
+        "Return [%]": 900.0,
+        "# Trades": 20,
+        "Long Exposure Time [%]": 50.0,
+        "Mean P(HOLD)": 0.4,
+    }
     collapsed = {"Sharpe Ratio": 0.0, "Return [%]": 0.0, "# Trades": 0, "Mean P(HOLD)": 0.999}
     calls = iter([good, collapsed, collapsed, collapsed])
     real = train_mod.validate
