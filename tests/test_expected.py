@@ -9,6 +9,8 @@ from test_rollout import tiny_market, tiny_policy
 
 from hmarl.env import EnvParams, position_grid
 from hmarl.expected import (
+    _recursions_loop,
+    _recursions_scan,
     expected_surrogate,
     grid_logits,
     grid_rewards,
@@ -101,6 +103,18 @@ def test_occupancy_and_values_match_a_plain_loop(env: EnvParams) -> None:
         v = (probs[:, k] * q).sum(-1)
         torch.testing.assert_close(got.v[:, k], v)
     torch.testing.assert_close(got.occupancy.sum(-1), torch.ones(b, length, dtype=torch.float64))
+
+
+def test_the_scan_and_the_loop_agree() -> None:
+    """Accelerators take the prefix-scan recursions, the CPU the numpy loop: same numbers."""
+    g = torch.Generator().manual_seed(5)
+    probs = torch.softmax(torch.randn(3, 37, 3, 3, generator=g, dtype=torch.float64), -1)
+    nxt = torch.as_tensor(position_grid(EnvParams()).next_state)
+    trans = torch.einsum("bksa,sat->bkst", probs, torch.nn.functional.one_hot(nxt, 3).double())
+    c = torch.randn(3, 37, 3, generator=g, dtype=torch.float64)
+    scan, loop = _recursions_scan(trans, c, 1, 0.97), _recursions_loop(trans, c, 1, 0.97)
+    for got, want in zip(scan, loop, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
 
 
 def _grad(policy: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
