@@ -265,10 +265,9 @@ HOST_SIDE = {
     ("hmarl.reinforce", "_discount_matrix"): "built once per (length, gamma, device), then moved",
     ("hmarl.rollout", "walk"): "the numpy walk's branch, taken only for CPU tensors",
     ("hmarl.evaluation", "market_tensors"): "numpy arrays moved with .to(device) at once",
-    (
-        "hmarl.random_timing",
-        "random_timing",
-    ): "settles the host-side steps table (numpy) on the CPU",
+    ("hmarl.random_timing", "random_timing"): "settles the host-side steps table on the CPU",
+    ("hmarl.baselines", "settled_frame"): "settles a baseline's numpy positions on the host",
+    ("hmarl.expected", "_recursions_loop"): "the CPU branch of grid_values (numpy loop)",
 }
 
 
