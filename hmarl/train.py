@@ -516,6 +516,7 @@ def train(
         tracker.set_tags(
             {
                 "best_episode": str(state.best_episode),
+                "edge_found": str(state.best_edge),
                 "stopped_early": str(stopped_early),
                 "flags": ",".join(flags) or "none",
             }
@@ -629,6 +630,12 @@ def _print_summary(result: TrainResult, cfg: Config) -> str:
             )
         )
         lines += [f"WARNING: {t}" for t in flag_sentences(v, result.flags, "validation")]
+        if not s.best_edge:
+            lines.append(
+                f"WARNING: no edge found on validation: no evaluation had >= "
+                f"{cfg.trainer.min_val_trades} trades and beat flat and buy & hold after costs; "
+                "best.pt is the least exposed policy seen"
+            )
     lines += [
         f"output: {result.out_dir.resolve()}",
         f"checkpoints: {result.last_checkpoint}"

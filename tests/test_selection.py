@@ -89,7 +89,9 @@ def test_entropy_schedule(tmp_path: Path) -> None:
     assert Trainer(constant, tmp_path / "run2").entropy_coef(7) == pytest.approx(0.03)
 
 
-def test_ties_keep_the_later_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ties_keep_the_later_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Every validation scores the same (flat, 0 trades): best.pt is the last one, not the first."""
     flat = {
         "Sharpe Ratio": 0.0,
@@ -104,6 +106,9 @@ def test_ties_keep_the_later_network(tmp_path: Path, monkeypatch: pytest.MonkeyP
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.state.best_episode == 14
     assert load_checkpoint(result.best_checkpoint)["train_state"]["best_episode"] == 14
+    out = capsys.readouterr().out  # the summary says that nothing was found
+    assert "no edge found on validation" in out and not result.state.best_edge
+    assert "no trade on validation: no edge found at these costs" in out
 
 
 @pytest.mark.parametrize("action", ["warn", "stop", "restore"])
