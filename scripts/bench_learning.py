@@ -307,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run")
     ap.add_argument("--quick", action="store_true", help="3 seeds per market instead of 10")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per market (default 10)")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first .. first + seeds - 1")
     ap.add_argument("--markets", nargs="+", default=list(MARKETS), choices=MARKETS)
     ap.add_argument("--episodes", type=int, default=300)
     ap.add_argument("--planted-drift", type=float, default=PLANTED_DRIFT, help="per-bar log drift")
@@ -315,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     args = ap.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 10)
-    tasks = [(name, seed) for name in args.markets for seed in range(seeds)]
+    first = args.first_seed
+    tasks = [(name, seed) for name in args.markets for seed in range(first, first + seeds)]
     records: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     print(
