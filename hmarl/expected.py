@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hmarl.env import EnvParams, Grid, cash_ratio
+from hmarl.env import EnvParams, Grid
+from hmarl.rollout import grid_tensors
 
 
 class GridValues(NamedTuple):
@@ -57,8 +58,8 @@ def grid_rewards(grid: Grid, env: EnvParams, ret_prev: Tensor, ret: Tensor) -> T
     along any path (tested); for the start state (flat) the previous return does not matter.
     """
     device = ret.device
-    pos = torch.as_tensor(grid.positions, dtype=torch.float64, device=device)  # [S]
-    nxt = torch.as_tensor(grid.next_state, dtype=torch.int64, device=device)  # [S, 3]
+    next_flat, pos = grid_tensors(grid, device)  # [S * 3], [S] float64
+    nxt = next_flat.view(-1, 3)  # [S, 3]
     target = pos[nxt]  # [S, 3] position held after the decision
     rp = ret_prev.to(torch.float64).unsqueeze(-1)  # [B, L, 1]
     p = pos.view(1, 1, -1)
@@ -90,7 +91,7 @@ def grid_values(grid: Grid, probs: Tensor, rewards: Tensor, gamma: float) -> Gri
     """Occupancy from the start state and backward values, exactly, for ``probs [B, L, S, 3]``."""
     s = probs.shape[2]
     p = probs.to(torch.float64)
-    nxt = torch.as_tensor(grid.next_state, dtype=torch.int64, device=p.device)  # [S, 3]
+    nxt = grid_tensors(grid, p.device)[0].view(-1, 3)  # [S, 3]
     onehot = torch.nn.functional.one_hot(nxt, s).to(torch.float64)  # [S, 3, S]
     trans = torch.einsum("bksa,sat->bkst", p, onehot)  # [B, L, S, S] row-stochastic
 
@@ -140,21 +141,6 @@ def _recursions_loop(trans: Tensor, c: Tensor, start: int, gamma: float) -> tupl
         nxt = cc[k] + gamma * np.einsum("bst,bt->bs", m[k], nxt)
         v[k] = nxt
     return torch.from_numpy(occ.transpose(1, 0, 2)), torch.from_numpy(v.transpose(1, 0, 2))
-
-
-def grid_logits(
-    policy_head: torch.nn.Module, traj_ctx: Tensor, masks: list[Tensor | None], grid: Grid
-) -> Tensor:
-    """Head logits for every grid state, ``[S, B, L, 3]``, with graph (the rollout's masks)."""
-    pos = torch.as_tensor(grid.positions, dtype=traj_ctx.dtype, device=traj_ctx.device).view(
-        -1, 1, 1
-    )
-    return policy_head.from_context(  # type: ignore[operator]
-        traj_ctx.unsqueeze(0),
-        pos,
-        cash_ratio(pos),
-        [None if m is None else m.unsqueeze(0) for m in masks],
-    )
 
 
 def expected_surrogate(logits: Tensor, values: GridValues, scale: float) -> tuple[Tensor, Tensor]:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hmarl.env import cash_ratio
+
 ACTIONS: tuple[str, ...] = ("HOLD", "BUY", "SELL")
 N_ACTIONS = len(ACTIONS)
 N_STATE = 2  # position in [-1, 1] and cash ratio in [0, 1], appended to the head's input
@@ -145,6 +147,20 @@ class DecisionHead(nn.Module):
                 else _dropout(h, mask, self.p, self.training)
             )
         return self.out(h)
+
+    def all_states(
+        self, ctx: Tensor, positions: Tensor, masks: Sequence[Tensor | None] | None = None
+    ) -> Tensor:
+        """Logits ``[S, *ctx.shape[:-1], n_actions]`` for every position in ``positions [S]``,
+        with the same context and dropout masks: the rollout's pass over the position grid
+        (without autograd) and the ``expected`` estimator's (with it)."""
+        pos = positions.to(ctx.dtype).view(-1, *([1] * (ctx.dim() - 1)))
+        return self.from_context(
+            ctx.unsqueeze(0),
+            pos,
+            cash_ratio(pos),
+            None if masks is None else [None if m is None else m.unsqueeze(0) for m in masks],
+        )
 
     def forward(
         self,

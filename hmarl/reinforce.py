@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from hmarl.env import EnvParams, Grid
-from hmarl.expected import expected_surrogate, grid_logits, grid_rewards, grid_values
+from hmarl.expected import expected_surrogate, grid_rewards, grid_values
 from hmarl.policy import HierarchicalPolicy
-from hmarl.rollout import Trajectory, log_probs
+from hmarl.rollout import Trajectory, grid_tensors, log_probs
 
 MODULES: tuple[str, ...] = ("macro", "micro", "head")
 ESTIMATORS: tuple[str, ...] = ("reinforce", "baseline", "expected")
@@ -124,7 +124,8 @@ def policy_loss(
         rewards = grid_rewards(
             model.grid, model.env, model.returns[(rows - 1).clamp(min=0)], model.returns[rows]
         )
-        logits = grid_logits(policy.head, traj.ctx, traj.head_masks, model.grid)
+        positions = grid_tensors(model.grid, traj.ctx.device)[1]
+        logits = policy.head.all_states(traj.ctx, positions, traj.head_masks)  # [S, B, L, 3]
         with torch.no_grad():
             probs = torch.softmax(logits.detach(), dim=-1).permute(1, 2, 0, 3)  # [B, L, S, 3]
             values = grid_values(model.grid, probs, rewards, gamma)

@@ -282,16 +282,9 @@ def collect(
 
     # ---- action probabilities of every grid state, then the look-up loop ----
     with torch.no_grad():
-        grid_pos = grid_tensors(grid, device)[1].to(torch.float32)
-        shape = (-1, 1, 1)
+        grid_pos = grid_tensors(grid, device)[1]
         probs_all = torch.softmax(
-            policy.head.from_context(
-                ctx.detach().unsqueeze(0),
-                grid_pos.view(shape),
-                cash_ratio(grid_pos).view(shape),
-                [None if m is None else m.unsqueeze(0) for m in head_masks],
-            ),
-            dim=-1,
+            policy.head.all_states(ctx.detach(), grid_pos, head_masks), dim=-1
         )  # [S, B, L, 3]
         if greedy:
             choice = probs_all.argmax(dim=-1)

@@ -12,7 +12,6 @@ from hmarl.expected import (
     _recursions_loop,
     _recursions_scan,
     expected_surrogate,
-    grid_logits,
     grid_rewards,
     grid_values,
     scan_products,
@@ -45,6 +44,12 @@ def _double_setup(env: EnvParams, length: int, n: int, seed: int = 0):
         policy, market, sample_starts(1, 290, length, n, gen), length, grid, env, generator=gen
     )
     return market, policy, grid, traj
+
+
+def _all_states(policy, traj, grid) -> torch.Tensor:
+    """Head logits of every grid state ``[S, B, L, 3]`` with the rollout's context and masks."""
+    positions = torch.as_tensor(grid.positions)
+    return policy.head.all_states(traj.ctx, positions, traj.head_masks)
 
 
 def _rewards(market: MarketTensors, grid, env: EnvParams, rows: torch.Tensor) -> torch.Tensor:
@@ -80,7 +85,7 @@ def test_grid_rewards_equal_settlement_along_the_sampled_path(env: EnvParams) ->
 def test_occupancy_and_values_match_a_plain_loop(env: EnvParams) -> None:
     market, policy, grid, traj = _double_setup(env, 30, 4)
     with torch.no_grad():
-        probs = torch.softmax(grid_logits(policy.head, traj.ctx, traj.head_masks, grid), -1)
+        probs = torch.softmax(_all_states(policy, traj, grid), -1)
     probs = probs.permute(1, 2, 0, 3)  # [B, L, S, 3]
     rewards = _rewards(market, grid, env, traj.rows)
     gamma = 0.97
@@ -129,7 +134,7 @@ def test_expected_gradient_is_the_mean_of_the_sampled_estimator(env: EnvParams) 
     same market paths and dropout masks, converges to the exact expectation."""
     length, n_env, n_mc, gamma = 6, 2, 400_000, 0.9
     market, policy, grid, traj = _double_setup(env, length, n_env, seed=3)
-    logits = grid_logits(policy.head, traj.ctx, traj.head_masks, grid)  # [S, B, L, 3]
+    logits = _all_states(policy, traj, grid)  # [S, B, L, 3]
     rewards = _rewards(market, grid, env, traj.rows)
     probs = torch.softmax(logits.detach(), -1).permute(1, 2, 0, 3)
     values = grid_values(grid, probs, rewards, gamma)
