@@ -57,6 +57,13 @@ class EvalPolicy(str, Enum):
     sample = "sample"
 
 
+class Exploration(str, Enum):
+    """The exploration term ``trainer.entropy_coef`` weighs (hmarl.reinforce.exploration_bonus)."""
+
+    entropy = "entropy"  # -sum pi log pi: its pull vanishes as an action's probability -> 0
+    log_barrier = "log_barrier"  # -KL(uniform || pi): keeps every action's gradient alive
+
+
 class CollapseAction(str, Enum):
     """What a detected policy collapse does: warn, stop the run, or restore `best` and go on."""
 
@@ -148,7 +155,8 @@ class TrainerConfig:
     lr_head: float = 5e-4
     macro_every: int = 11  # MacroNet steps iff episode % macro_every == 0 (1 = symmetric)
     estimator: Estimator = Estimator.expected
-    entropy_coef: float = 0.01
+    entropy_coef: float = 0.003  # weight of the exploration term (below)
+    exploration: Exploration = Exploration.log_barrier
     entropy_coef_final: float | None = None  # decayed linearly to this; None = constant
     grad_clip: float = 1.0  # per-module gradient-norm clip; 0 disables
     cache_frozen_macro: bool = True  # reuse MacroNet embeddings while it is frozen
@@ -159,6 +167,7 @@ class TrainerConfig:
     best_metric: str = "sharpe"  # key of hmarl.metrics.metric_keys() for the `best` checkpoint
     best_mode: MetricMode = MetricMode.max
     min_val_trades: int = 5  # fewer validation trades: never `best` by a ratio alone
+    edge_null_percentile: float = 90.0  # an edge beats this share of random timing; 0 = off
     collapse_entropy: float = 0.05  # collapse: mean training entropy (nats) below this ...
     collapse_share: float = 0.99  # ... or one action above this share of validation decisions
     on_collapse: CollapseAction = CollapseAction.warn
@@ -320,6 +329,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "macro_cache_chunk": COUNT,
         "eval_every": POSITIVE_INT,
         "min_val_trades": COUNT,
+        "edge_null_percentile": Range(0, 100),
         "collapse_entropy": at_least(0),
         "collapse_share": fraction(hi_open=False),
         "early_stop_patience": COUNT,

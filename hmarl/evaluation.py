@@ -85,9 +85,14 @@ def run_split(
     greedy: bool = True,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The policy's steps over a split (deterministic argmax unless ``greedy=False``)."""
+    """The policy's steps over a split (deterministic argmax unless ``greedy=False``).
+
+    Sampled actions draw their uniforms from a CPU generator seeded with ``seed`` whatever the
+    device: a checkpoint's sampled validation on a GPU is then the same trajectory as its
+    backtest on a CPU (a CUDA generator would draw another stream).
+    """
     lo, hi = market.splits[split] if isinstance(split, str) else split
-    gen = torch.Generator(device=tensors.macro.device).manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     traj = evaluate(policy, tensors, lo, hi, position_grid(env), env, generator=gen, greedy=greedy)
     return steps_frame(traj, market)
 

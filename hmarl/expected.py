@@ -144,16 +144,22 @@ def _recursions_loop(trans: Tensor, c: Tensor, start: int, gamma: float) -> tupl
 
 
 def expected_surrogate(logits: Tensor, values: GridValues, scale: float) -> tuple[Tensor, Tensor]:
-    """Policy loss and occupancy-weighted entropy ``[B]`` from all-state logits ``[S, B, L, 3]``.
+    """Policy loss ``[B]`` and log-probabilities ``[B, L, S, 3]`` (with graph) from all-state
+    logits ``[S, B, L, 3]``.
 
     ``loss.backward()`` gives ``-sum_k sum_s d_k(s) sum_a grad pi_k(a|s) A_k(s, a) / scale``:
     the exact expectation of the (return-scaled) REINFORCE gradient over the agent's actions.
+    The log-probabilities serve the exploration term, weighted by :func:`occupancy_weighted`.
     """
     logp = torch.log_softmax(logits, dim=-1).permute(1, 2, 0, 3)  # [B, L, S, 3]
     probs = logp.exp()
     adv = (values.q - values.v.unsqueeze(-1)) / scale
     weight = (values.occupancy.unsqueeze(-1) * adv).to(probs.dtype)  # no graph
     loss = -(weight * probs).sum(dim=(1, 2, 3))  # [B]
-    entropy = -(probs * logp).sum(-1)  # [B, L, S]
-    occ_entropy = (values.occupancy.to(entropy.dtype) * entropy).sum(-1)  # [B, L]
-    return loss, occ_entropy
+    return loss, logp
+
+
+def occupancy_weighted(values: GridValues, per_state: Tensor) -> Tensor:
+    """``sum_s d_k(s) x[b, k, s]``: a per-state quantity ``[B, L, S]`` in expectation over the
+    state the agent is in at step k (``[B, L]``), e.g. the entropy of its policy."""
+    return (values.occupancy.to(per_state.dtype) * per_state).sum(-1)

@@ -20,6 +20,7 @@ stepped, so its Adam state (step count, moments) does not advance either.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -27,12 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from hmarl.env import EnvParams, Grid
-from hmarl.expected import expected_surrogate, grid_rewards, grid_values
+from hmarl.expected import expected_surrogate, grid_rewards, grid_values, occupancy_weighted
 from hmarl.policy import HierarchicalPolicy
-from hmarl.rollout import Trajectory, grid_tensors, log_probs
+from hmarl.rollout import Trajectory, entropy_of, grid_tensors, visited_log_probs
 
 MODULES: tuple[str, ...] = ("macro", "micro", "head")
 ESTIMATORS: tuple[str, ...] = ("reinforce", "baseline", "expected")
+EXPLORATIONS: tuple[str, ...] = ("entropy", "log_barrier")
 
 
 def make_optimizers(
@@ -102,6 +104,32 @@ class GridModel(NamedTuple):
     returns: Tensor  # [T] the market's next-bar returns (MarketTensors.returns)
 
 
+class PolicyLoss(NamedTuple):
+    """One estimator's loss, with the per-step entropy and exploration bonus ``[B, L]``."""
+
+    loss: Tensor  # scalar, with graph
+    entropy: Tensor  # [B, L] nats, with graph (logged, and the collapse floor)
+    bonus: Tensor  # [B, L] the exploration term ``entropy_coef`` weighs (with graph)
+
+
+def exploration_bonus(logp: Tensor, kind: str) -> Tensor:
+    """Per-state exploration term from log-probabilities ``[..., A]``, to be maximised.
+
+    * ``entropy``: ``-sum_a pi log pi``. Its gradient vanishes as an action's probability
+      goes to 0 (``-p (log p + H)``), so a policy that has all but ruled out SELL while long
+      gets almost no push back: it can stay always long for the rest of the run.
+    * ``log_barrier``: ``mean_a log pi(a) + log A`` = ``-KL(uniform || pi)`` (0 at uniform).
+      Its gradient on an action's logit is ``1/A - p``, which does not vanish as ``p -> 0``:
+      no action is ever ruled out for good (the log-barrier regularisation of Agarwal et al.,
+      "On the theory of policy gradient methods", 2021).
+    """
+    if kind == "entropy":
+        return entropy_of(logp)
+    if kind == "log_barrier":
+        return logp.mean(-1) + math.log(logp.shape[-1])
+    raise ValueError(f"trainer.exploration must be one of {EXPLORATIONS}, got {kind!r}")
+
+
 def policy_loss(
     policy: HierarchicalPolicy,
     traj: Trajectory,
@@ -109,14 +137,17 @@ def policy_loss(
     estimator: str,
     model: GridModel | None = None,
     gamma: float = 0.99,
-) -> tuple[Tensor, Tensor]:
-    """The policy loss and the entropy per step ``[B, L]`` (with graph) of one estimator."""
-    if estimator == "reinforce":
-        b_logp, b_entropy = log_probs(policy, traj)
-        return -(b_logp * normalise(returns).to(b_logp.dtype)).sum(dim=1).mean(), b_entropy
-    if estimator == "baseline":
-        b_logp, b_entropy = log_probs(policy, traj)
-        return -(b_logp * leave_one_out(returns).to(b_logp.dtype)).sum(dim=1).mean(), b_entropy
+    exploration: str = "entropy",
+) -> PolicyLoss:
+    """The policy loss of one estimator, with the entropy and exploration bonus per step."""
+    if estimator in ("reinforce", "baseline"):
+        logp_all = visited_log_probs(policy, traj)  # [B, L, 3]
+        b_logp = logp_all.gather(-1, traj.actions.unsqueeze(-1)).squeeze(-1)
+        adv = normalise(returns) if estimator == "reinforce" else leave_one_out(returns)
+        loss = -(b_logp * adv.to(b_logp.dtype)).sum(dim=1).mean()
+        entropy = entropy_of(logp_all)
+        bonus = entropy if exploration == "entropy" else exploration_bonus(logp_all, exploration)
+        return PolicyLoss(loss, entropy, bonus)
     if estimator == "expected":
         if model is None:
             raise ValueError("trainer.estimator=expected needs the grid model (GridModel)")
@@ -125,13 +156,21 @@ def policy_loss(
             model.grid, model.env, model.returns[(rows - 1).clamp(min=0)], model.returns[rows]
         )
         positions = grid_tensors(model.grid, traj.ctx.device)[1]
-        logits = policy.head.all_states(traj.ctx, positions, traj.head_masks)  # [S, B, L, 3]
+        logits = traj.grid_logits  # [S, B, L, 3], kept by the rollout (collect's keep_grid_logits)
+        if logits is None:
+            logits = policy.head.all_states(traj.ctx, positions, traj.head_masks)
         with torch.no_grad():
             probs = torch.softmax(logits.detach(), dim=-1).permute(1, 2, 0, 3)  # [B, L, S, 3]
             values = grid_values(model.grid, probs, rewards, gamma)
         scale = float(returns.std()) + 1e-8
-        loss, entropy = expected_surrogate(logits, values, scale)
-        return loss.mean(), entropy
+        loss, logp = expected_surrogate(logits, values, scale)
+        entropy = occupancy_weighted(values, entropy_of(logp))
+        bonus = (
+            entropy
+            if exploration == "entropy"
+            else occupancy_weighted(values, exploration_bonus(logp, exploration))
+        )
+        return PolicyLoss(loss.mean(), entropy, bonus)
     raise ValueError(f"trainer.estimator must be one of {ESTIMATORS}, got {estimator!r}")
 
 
@@ -146,6 +185,7 @@ def reinforce_update(
     update_macro: bool,
     estimator: str = "reinforce",
     model: GridModel | None = None,
+    exploration: str = "entropy",
 ) -> dict[str, float]:
     """One REINFORCE update from a collected batch of trajectories; returns episode metrics."""
     # ---- returns: G_t = sum_i gamma^i r_{t+i} of each sampled trajectory ----
@@ -155,8 +195,10 @@ def reinforce_update(
     # ---- loss: -sum_t log pi(a_t|s_t) * G_hat_t (or its exact expectation), mean over B ----
     # The entropy bonus is summed over t like the policy term, so that entropy_coef weighs
     # one step's entropy against one step's normalised return whatever the episode length.
-    loss_policy, b_entropy = policy_loss(policy, traj, b_returns, estimator, model, gamma)
-    loss = loss_policy - entropy_coef * b_entropy.sum(dim=1).mean()
+    loss_policy, b_entropy, b_bonus = policy_loss(
+        policy, traj, b_returns, estimator, model, gamma, exploration
+    )
+    loss = loss_policy - entropy_coef * b_bonus.sum(dim=1).mean()
     entropy = b_entropy.mean()  # per step, for logging
 
     # ---- update: every module computes its gradient; the schedule picks who steps ----

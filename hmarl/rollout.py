@@ -72,6 +72,9 @@ class Trajectory(NamedTuple):
     micro_mask: Tensor | None  # [B, L, micro_hidden]
     head_masks: list[Tensor | None]  # [B, L, H_i] per head hidden layer
     settlement: Settlement
+    # [S, B, L, 3] logits of every grid state, with graph; only when collected with
+    # keep_grid_logits (the `expected` estimator's input, so it need not run the pass again)
+    grid_logits: Tensor | None = None
 
 
 @torch.no_grad()
@@ -245,12 +248,15 @@ def collect(
     greedy: bool = False,
     cache: MacroCache | LazyMacroCache | None = None,
     train_macro: bool = True,
+    keep_grid_logits: bool = False,
 ) -> Trajectory:
     """Run ``len(starts)`` episodes of ``length`` decisions.
 
     Dropout is active iff ``policy.training``; actions are sampled unless ``greedy``
     (argmax). ``cache`` replaces the MacroNet pass (a lazy cache computes the chunks these
     episodes need first); ``train_macro=False`` keeps MacroNet's pass out of the graph.
+    ``keep_grid_logits`` runs the all-states pass with autograd and keeps its logits (the
+    ``expected`` estimator differentiates exactly that pass; the actions are the same).
     Every tensor is made on the market's device, and nothing returns to the host on the
     way (the lazy cache reads the ``B`` starts, and the CPU walk runs in numpy).
     """
@@ -281,15 +287,23 @@ def collect(
     ]
 
     # ---- action probabilities of every grid state, then the look-up loop ----
+    grid_pos = grid_tensors(grid, device)[1]
+    grid_logits = None
+    if keep_grid_logits and torch.is_grad_enabled():
+        grid_logits = policy.head.all_states(ctx, grid_pos, head_masks)  # [S, B, L, 3]
     with torch.no_grad():
-        grid_pos = grid_tensors(grid, device)[1]
-        probs_all = torch.softmax(
-            policy.head.all_states(ctx.detach(), grid_pos, head_masks), dim=-1
-        )  # [S, B, L, 3]
+        logits_all = (
+            grid_logits.detach()
+            if grid_logits is not None
+            else policy.head.all_states(ctx.detach(), grid_pos, head_masks)
+        )
+        probs_all = torch.softmax(logits_all, dim=-1)  # [S, B, L, 3]
         if greedy:
             choice = probs_all.argmax(dim=-1)
         else:
-            u = torch.rand(lead, generator=generator, device=device).unsqueeze(0).unsqueeze(-1)
+            # drawn where the generator lives (evaluation: a CPU generator on any device)
+            u = torch.rand(lead, generator=generator, device=generator.device).to(device)
+            u = u.unsqueeze(0).unsqueeze(-1)
             cum = probs_all.cumsum(dim=-1)[..., :-1]  # [S, B, L, 2]
             choice = (u > cum).sum(dim=-1)  # inverse-CDF sampling, same uniforms for all states
     states, actions = walk(grid, choice)  # [B, L] each
@@ -311,6 +325,7 @@ def collect(
         micro_mask=micro_mask,
         head_masks=head_masks,
         settlement=settle(held, market.returns[rows], env),
+        grid_logits=grid_logits,
     )
 
 
@@ -320,13 +335,22 @@ def _mask(
     return draw_mask(shape, p, generator) if training else None  # on the generator's device
 
 
+def visited_log_probs(policy: HierarchicalPolicy, traj: Trajectory) -> Tensor:
+    """Log pi(. | s_t) ``[B, L, 3]`` of every action in the visited states, with graph."""
+    logits = policy.head.from_context(traj.ctx, traj.positions, traj.cash, traj.head_masks)
+    return torch.log_softmax(logits, dim=-1)
+
+
+def entropy_of(logp: Tensor) -> Tensor:
+    """Entropy (nats) over the last dimension of log-probabilities."""
+    return -(logp.exp() * logp).sum(-1)
+
+
 def log_probs(policy: HierarchicalPolicy, traj: Trajectory) -> tuple[Tensor, Tensor]:
     """Log pi(a_t | s_t) ``[B, L]`` and entropy ``[B, L]`` of the visited states, with graph."""
-    logits = policy.head.from_context(traj.ctx, traj.positions, traj.cash, traj.head_masks)
-    logp_all = torch.log_softmax(logits, dim=-1)  # [B, L, 3]
+    logp_all = visited_log_probs(policy, traj)  # [B, L, 3]
     logp = logp_all.gather(-1, traj.actions.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    return logp, entropy_of(logp_all)
 
 
 def evaluate(

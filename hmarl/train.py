@@ -179,9 +179,23 @@ def buy_and_hold_return(market: MarketData, split: str, env: EnvParams) -> float
     return float(compute_stats(steps, n_bootstrap=0, benchmark=False)["Return [%]"])
 
 
-def edge_found(stats: dict[str, Any], min_trades: int, buy_and_hold_pct: float) -> bool:
+def edge_found(
+    stats: dict[str, Any], min_trades: int, buy_and_hold_pct: float, null_percentile: float = 0.0
+) -> bool:
     """An edge on validation: at least ``min_trades`` trades, a return above flat's and above
-    buy & hold's (same bars, same costs), and not a policy that is simply long all along."""
+    buy & hold's (same bars, same costs), not a policy that is simply long all along, and (when
+    ``null_percentile > 0``) a return at or above that percentile of the random-timing null:
+    the same trades entered at random times (hmarl/random_timing.py).
+
+    Why the null: beating buy & hold on one validation split can be exposure, not timing. A
+    policy that is mostly long in a rising split beats buy & hold by skipping a few falls by
+    chance; its random-timing twins, with the same long exposure, do as well, so its rank among
+    them is middling. A policy with real timing beats nearly all of them.
+    """
+    if null_percentile > 0:
+        rank = stats.get("Random-Timing Percentile [%]")
+        if rank is None or not float(rank) >= null_percentile:
+            return False
     return (
         int(stats.get("# Trades", 0)) >= min_trades
         and float(stats.get("Return [%]", 0.0)) > max(0.0, buy_and_hold_pct)
@@ -364,6 +378,7 @@ class Trainer:
             generator=self.gen,
             cache=self.cache if use_cache else None,
             train_macro=update_macro,
+            keep_grid_logits=tc.estimator.value == "expected",
         )
         metrics = reinforce_update(
             self.policy,
@@ -375,6 +390,7 @@ class Trainer:
             update_macro=update_macro,
             estimator=tc.estimator.value,
             model=self.grid_model,
+            exploration=tc.exploration.value,
         )
         self.entropies.append(metrics["entropy"])
         if update_macro:
@@ -412,7 +428,9 @@ class Trainer:
                 f"choose one of {choices}"
             )
         trades = int(self.val.get("# Trades", 0))
-        edge = edge_found(self.val, tc.min_val_trades, self.val_buy_and_hold_pct)
+        edge = edge_found(
+            self.val, tc.min_val_trades, self.val_buy_and_hold_pct, tc.edge_null_percentile
+        )
         score = selection_score(self.val, value, edge, tc.best_mode.value)
         best, best_edge = self.state.best_score, self.state.best_edge
         if _improved(score, edge, best, best_edge):
@@ -631,10 +649,12 @@ def _print_summary(result: TrainResult, cfg: Config) -> str:
         )
         lines += [f"WARNING: {t}" for t in flag_sentences(v, result.flags, "validation")]
         if not s.best_edge:
+            null = cfg.trainer.edge_null_percentile
+            beat_null = f", and beat {null:g}% of random timing" if null > 0 else ""
             lines.append(
                 f"WARNING: no edge found on validation: no evaluation had >= "
-                f"{cfg.trainer.min_val_trades} trades and beat flat and buy & hold after costs; "
-                "best.pt is the least exposed policy seen"
+                f"{cfg.trainer.min_val_trades} trades, beat flat and buy & hold after costs"
+                f"{beat_null}; best.pt is the least exposed policy seen"
             )
     lines += [
         f"output: {result.out_dir.resolve()}",

@@ -26,6 +26,9 @@ Every run trains from scratch with ``tracking=none`` (plus any Hydra overrides g
   policy's percentile, hmarl/random_timing.py);
 * collapsed: the final policy's training entropy below ``trainer.collapse_entropy`` or one action's
   mean validation probability above ``trainer.collapse_share`` (hmarl.train.collapse_reason);
+* no harm: the test return of ``best.pt`` at most 1 point below flat's; and "as advised": a run
+  whose validation found no edge (``hmarl.train.edge_found``; its summary warns "no edge found"
+  and its MLflow tag ``edge_found`` is False) advises staying flat, so it counts flat's return;
 * wall time and env-steps per second of training (validation included).
 
 Prints a markdown table and writes every run and the summary as JSON (``--out``).
@@ -80,17 +83,19 @@ class Market:
     regime: np.ndarray | None = None  # planted market: the regime of each candle row
 
 
-def make_market(name: str, work: Path, planted_drift: float, seed: int = 0) -> Market:
+def make_market(
+    name: str, work: Path, planted_drift: float, seed: int = 0, data_dir: Path = SHARED
+) -> Market:
     """The Hydra overrides (and, for ``planted``, the file and regimes) of one market."""
     if name == "default":
         return Market(name, [])
     if name == "hard":
         return Market(name, ["data.trend_drift=1e-4", "data.mean_regime_bars=1440"])
     if name in ("real_q1", "real_q4"):
-        path = _shared(Q1 if name == "real_q1" else Q4)
+        path = _shared(data_dir, Q1 if name == "real_q1" else Q4)
         return Market(name, ["data=csv", f"data.path={path}"])
     if name == "planted":
-        candles = load_candles(_shared(Q4), log=None)
+        candles = load_candles(_shared(data_dir, Q4), log=None)
         planted, regime = plant_edge(candles, seed, drift=planted_drift)
         path = work / f"planted_{seed}.csv"
         planted.reset_index().to_csv(path, index=False)
@@ -98,10 +103,12 @@ def make_market(name: str, work: Path, planted_drift: float, seed: int = 0) -> M
     raise SystemExit(f"unknown market {name!r}; choose from {MARKETS}")
 
 
-def _shared(name: str) -> Path:
-    path = SHARED / name
+def _shared(data_dir: Path, name: str) -> Path:
+    path = data_dir / name
     if not path.is_file():
-        raise SystemExit(f"real data not found: {path} (../shared/data beside the checkout)")
+        raise SystemExit(
+            f"real data not found: {path} (../shared/data beside the checkout, or --data-dir)"
+        )
     return path
 
 
@@ -178,6 +185,7 @@ def one_run(
         "episodes": result.state.episode,
         "env_steps_per_s": result.state.episode * tc.n_envs * tc.episode_len / wall,
         "best_episode": result.state.best_episode,
+        "best_edge": result.state.best_edge,
         "collapses_seen": result.state.collapses,
     }
     if result.best_checkpoint is None:
@@ -229,6 +237,12 @@ def one_run(
         rec["oracle_capture"] = rec["test_return_pct"] / rec["oracle_test_return_pct"]
     rec["no_trade"] = rec["best_val_trades"] == 0
     rec["no_harm"] = rec["test_return_pct"] >= rec["flat_test_return_pct"] - 1.0
+    # what the run advises: trade best.pt only if validation found an edge, else stay flat
+    # (the summary's "no edge found" warning, the MLflow tag edge_found)
+    rec["advised_test_return_pct"] = (
+        rec["test_return_pct"] if rec["best_edge"] else rec["flat_test_return_pct"]
+    )
+    rec["advised_no_harm"] = rec["advised_test_return_pct"] >= rec["flat_test_return_pct"] - 1.0
     return rec
 
 
@@ -257,6 +271,8 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "collapsed": sum(r["collapsed"] for r in rs),
             "no_trade": sum(r["no_trade"] for r in rs),
             "no_harm": sum(r["no_harm"] for r in rs),
+            "edge_found": sum(r["best_edge"] for r in rs),
+            "advised_no_harm": sum(r["advised_no_harm"] for r in rs),
             "test_return_pct": _mean_sd([r["test_return_pct"] for r in rs]),
             "bh_test_return_pct": _mean_sd([r["bh_test_return_pct"] for r in rs]),
             "flat_test_return_pct": _mean_sd([r["flat_test_return_pct"] for r in rs]),
@@ -281,9 +297,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "| market | success (val Sharpe > thr, > B&H, trades) | best val Sharpe | B&H val Sharpe "
         "| final near best | collapsed | no trade | test return % | B&H | flat "
         "| random timing (median; policy's percentile) "
-        "| oracle (captured >= 50%) | no harm (>= flat - 1%) | wall s | env-steps/s |"
+        "| oracle (captured >= 50%) | no harm (>= flat - 1%) | edge found "
+        "| no harm as advised (flat without edge) | wall s | env-steps/s |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 17]
     for r in rows:
         n = r["runs"]
         oracle = (
@@ -297,7 +314,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['no_trade']}/{n} | {r['test_return_pct']} | {r['bh_test_return_pct']} "
             f"| {r['flat_test_return_pct']} | {r['random_timing_test_median_pct']} "
             f"({r['random_timing_test_percentile']}) | {oracle} "
-            f"| {r['no_harm']}/{n} | {r['wall_s']} | {r['env_steps_per_s']:,.0f} |"
+            f"| {r['no_harm']}/{n} | {r['edge_found']}/{n} | {r['advised_no_harm']}/{n} "
+            f"| {r['wall_s']} | {r['env_steps_per_s']:,.0f} |"
         )
     return "\n".join(lines)
 
@@ -314,10 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="bench_learning.json", help="JSON of every run + summary")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument(
+        "--data-dir", type=Path, default=SHARED, help=f"the real candles' folder (default {SHARED})"
+    )
     args = ap.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 10)
     first = args.first_seed
-    tasks = [(name, seed) for name in args.markets for seed in range(first, first + seeds)]
+    # seed-major: a benchmark stopped early has the first seeds of every market, not some markets
+    tasks = [(name, seed) for seed in range(first, first + seeds) for name in args.markets]
     records: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     print(
@@ -325,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
         common = (args.overrides, tmp, args.episodes, args.planted_drift, args.threads)
+        common += (args.data_dir,)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
             futures = [pool.submit(_job, name, seed, *common) for name, seed in tasks]
@@ -332,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rec = future.result()
                 records.append(rec)
                 print(f"[{len(records)}/{len(tasks)}] {_line(rec)}", flush=True)
+                # every finished run is on disk at once: a stopped benchmark keeps what it ran
+                _write(Path(args.out), args, seeds, records, complete=False)
     order = {name: i for i, name in enumerate(args.markets)}
     records.sort(key=lambda r: (order[r["market"]], r["seed"]))
     rows = summarise(records)
@@ -340,17 +365,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{table}\n\ntotal wall time {time.perf_counter() - t0:.0f} s; overrides: "
         f"{' '.join(args.overrides) or '(none)'}; command: {' '.join(sys.argv)}"
     )
+    _write(Path(args.out), args, seeds, records, complete=True, rows=rows)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _write(
+    out: Path,
+    args: argparse.Namespace,
+    seeds: int,
+    records: list[dict[str, Any]],
+    *,
+    complete: bool,
+    rows: list[dict[str, Any]] | None = None,
+) -> None:
+    """The JSON of the runs so far (atomic); ``complete`` is False until the last run."""
     payload = {
+        "complete": complete,
         "overrides": args.overrides,
         "seeds": seeds,
         "episodes": args.episodes,
         "planted_drift": args.planted_drift,
         "runs": records,
-        "summary": rows,
+        "summary": rows if rows is not None else summarise(records),
     }
-    write_text(Path(args.out), json.dumps(payload, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
-    return 0
+    write_text(out, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def _job(
@@ -361,10 +400,11 @@ def _job(
     episodes: int,
     planted_drift: float,
     threads: int,
+    data_dir: Path,
 ) -> dict[str, Any]:
     """One (market, seed) run in a worker process; the planted regimes use the run's seed."""
     torch.set_num_threads(threads)
-    market = make_market(name, Path(work), planted_drift, seed)
+    market = make_market(name, Path(work), planted_drift, seed, data_dir)
     return one_run(market, seed, overrides, Path(work), episodes)
 
 

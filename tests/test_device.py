@@ -228,6 +228,7 @@ def test_checkpoint_trained_on_the_device_backtests_on_cpu(tmp_path: Path, devic
                     "tracking=none",
                     f"cache_dir={tmp_path}/cache",
                     "plots=false",
+                    "report_html=false",  # the page is not what this checks (no bokeh needed)
                     "n_bootstrap=0",
                     "progress=false",
                 ],

@@ -19,6 +19,7 @@ from hmarl.expected import (
 from hmarl.reinforce import (
     GridModel,
     discounted_returns,
+    exploration_bonus,
     leave_one_out,
     make_optimizers,
     normalise,
@@ -179,11 +180,12 @@ def test_reinforce_estimator_is_exactly_the_spec_loss() -> None:
     env = EnvParams()
     _, policy, _, traj = _double_setup(env, 20, 5)
     returns = discounted_returns(traj.settlement.reward, 0.99)
-    loss, entropy = policy_loss(policy, traj, returns, "reinforce")
+    loss, entropy, bonus = policy_loss(policy, traj, returns, "reinforce")
     logp, ent = log_probs(policy, traj)
     spec = -(logp * normalise(returns)).sum(dim=1).mean()
     assert loss.item() == spec.item()
     torch.testing.assert_close(entropy, ent, rtol=0, atol=0)
+    assert bonus is entropy  # the default exploration term is the entropy itself
     assert torch.allclose(_grad(policy, loss), _grad(policy, spec), rtol=0, atol=0)
 
 
@@ -226,3 +228,98 @@ def test_unknown_estimator_is_refused() -> None:
     _, policy, _, traj = _double_setup(env, 8, 2)
     with pytest.raises(ValueError, match=r"trainer\.estimator must be one of"):
         policy_loss(policy, traj, discounted_returns(traj.settlement.reward, 0.9), "ppo")
+
+
+@pytest.mark.parametrize("env", ENVS, ids=["target", "long_only", "increment"])
+def test_kept_grid_logits_give_the_same_actions_and_gradient(env: EnvParams) -> None:
+    """``collect(keep_grid_logits=True)`` runs the all-states pass once, with autograd, for the
+    ``expected`` estimator: the same actions, and the same loss and gradient as recomputing it."""
+    market = tiny_market(seed=3)
+    policy, grid = tiny_policy(3), position_grid(env)
+
+    def run(keep: bool):
+        gen = torch.Generator().manual_seed(11)
+        starts = sample_starts(1, 290, 24, 5, gen)
+        return collect(policy, market, starts, 24, grid, env, generator=gen, keep_grid_logits=keep)
+
+    kept, plain = run(True), run(False)
+    assert kept.grid_logits is not None and kept.grid_logits.requires_grad
+    assert plain.grid_logits is None
+    assert torch.equal(kept.actions, plain.actions) and torch.equal(kept.probs, plain.probs)
+    model = GridModel(grid, env, market.returns)
+    returns = discounted_returns(kept.settlement.reward, 0.99)
+    loss_kept, ent_kept, _ = policy_loss(policy, kept, returns, "expected", model)
+    loss_plain, ent_plain, _ = policy_loss(policy, plain, returns, "expected", model)
+    torch.testing.assert_close(loss_kept, loss_plain, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(ent_kept, ent_plain, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(_grad(policy, loss_kept), _grad(policy, loss_plain))
+    # without autograd (validation) nothing is kept
+    with torch.no_grad():
+        assert run(True).grid_logits is None
+
+
+NO_CUDA = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device on this machine (scripts/gpu_check.sh runs these on a GPU)",
+)
+
+
+@pytest.mark.parametrize(
+    "device", [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=NO_CUDA)]
+)
+@pytest.mark.parametrize("env", ENVS, ids=["target", "long_only", "increment"])
+def test_grid_values_on_the_device_equal_the_cpu_loop(device: str, env: EnvParams) -> None:
+    """An accelerator takes the prefix-scan recursions, the CPU the numpy loop: on a rollout's
+    probabilities over 256 steps (the default episode) both give the same occupancy, values,
+    rewards and surrogate loss."""
+    market, policy, grid, traj = _double_setup(env, 256, 6, seed=4)
+    logits = _all_states(policy, traj, grid).detach()
+    probs = torch.softmax(logits, -1).permute(1, 2, 0, 3)
+    rows = traj.rows
+    cpu = grid_values(grid, probs, _rewards(market, grid, env, rows), 0.99)
+    dev_rewards = grid_rewards(
+        grid, env, market.returns[rows - 1].to(device), market.returns[rows].to(device)
+    )
+    dev = grid_values(grid, probs.to(device), dev_rewards, 0.99)
+    for name, got, want in zip(cpu._fields, dev, cpu, strict=True):
+        assert got.device.type == device, name
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-9, atol=1e-12, msg=name)
+    loss_cpu, _ = expected_surrogate(logits, cpu, 0.01)
+    loss_dev, _ = expected_surrogate(logits.to(device), dev, 0.01)
+    torch.testing.assert_close(loss_dev.cpu(), loss_cpu, rtol=1e-9, atol=1e-12)
+
+
+def test_the_log_barrier_keeps_a_ruled_out_action_alive() -> None:
+    """Entropy's pull on an action's logit vanishes with its probability; the log barrier's
+    (``-KL(uniform || pi)``) tends to ``1/A``. Both are 0-gradient at uniform."""
+    logits = torch.tensor([[0.0, 0.0, 0.0], [12.0, 12.0, -12.0]], requires_grad=True)
+    logp = torch.log_softmax(logits, -1)
+    barrier = exploration_bonus(logp, "log_barrier")
+    torch.testing.assert_close(barrier[0], torch.tensor(0.0))  # -KL is 0 at uniform
+    assert barrier[1] < -7.0  # and very negative for a ruled-out action
+    (g_barrier,) = torch.autograd.grad(barrier.sum(), logits, retain_graph=True)
+    (g_entropy,) = torch.autograd.grad(exploration_bonus(logp, "entropy").sum(), logits)
+    torch.testing.assert_close(g_barrier[0], torch.zeros(3))
+    torch.testing.assert_close(g_entropy[0], torch.zeros(3))
+    p_sell = float(torch.softmax(logits[1].detach(), -1)[2])
+    assert p_sell < 1e-10
+    torch.testing.assert_close(g_barrier[1, 2], torch.tensor(1 / 3 - p_sell))
+    assert 0 < g_entropy[1, 2] < 1e-8  # entropy: all but no pull back to SELL
+    with pytest.raises(ValueError, match=r"trainer\.exploration must be one of"):
+        exploration_bonus(logp, "curiosity")
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "expected"])
+def test_the_exploration_term_is_what_entropy_coef_weighs(estimator: str) -> None:
+    """``exploration=log_barrier`` changes only the bonus: same policy loss, same entropy."""
+    env = EnvParams()
+    market, policy, grid, traj = _double_setup(env, 16, 4)
+    returns = discounted_returns(traj.settlement.reward, 0.99)
+    model = GridModel(grid, env, market.returns)
+    plain = policy_loss(policy, traj, returns, estimator, model, exploration="entropy")
+    barrier = policy_loss(policy, traj, returns, estimator, model, exploration="log_barrier")
+    assert plain.loss.item() == barrier.loss.item()
+    torch.testing.assert_close(plain.entropy, barrier.entropy, rtol=0, atol=0)
+    assert plain.bonus is plain.entropy
+    assert barrier.bonus.shape == plain.entropy.shape and bool((barrier.bonus <= 1e-12).all())
+    assert not torch.allclose(barrier.bonus, plain.entropy)

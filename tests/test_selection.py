@@ -51,6 +51,21 @@ def test_an_edge_needs_trades_and_a_gain_over_flat_and_buy_and_hold() -> None:
     assert not edge_found(_stats(0, 0.0, exposure=0.0), 5, -10.0)  # flat
 
 
+def test_an_edge_beats_the_random_timing_null_when_asked() -> None:
+    """With ``edge_null_percentile`` the return must also rank that high among the same trades
+    entered at random times: exposure that happened to beat buy & hold is not timing."""
+    lucky = {**_stats(12, 15.0), "Random-Timing Percentile [%]": 60.0}
+    timed = {**_stats(12, 15.0), "Random-Timing Percentile [%]": 96.7}
+    assert edge_found(lucky, 5, 10.0)  # the rule without the null
+    assert not edge_found(lucky, 5, 10.0, null_percentile=90.0)
+    assert edge_found(timed, 5, 10.0, null_percentile=90.0)
+    assert edge_found({**timed, "Random-Timing Percentile [%]": 90.0}, 5, 10.0, 90.0)  # at it
+    assert not edge_found(_stats(12, 15.0), 5, 10.0, 90.0)  # no null computed: no proof
+    # the null never rescues a policy the other conditions reject
+    assert not edge_found({**timed, "# Trades": 3}, 5, 10.0, 90.0)
+    assert not edge_found(timed, 5, 20.0, 90.0)
+
+
 def test_selection_score() -> None:
     # an edge ranks by the metric (negated when minimised) ...
     assert selection_score(_stats(9, 5.0), 2.5, True, "max") == 2.5
@@ -121,6 +136,7 @@ def test_on_collapse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: st
         "# Trades": 20,
         "Long Exposure Time [%]": 50.0,
         "Mean P(HOLD)": 0.4,
+        "Random-Timing Percentile [%]": 100.0,
     }
     collapsed = {"Sharpe Ratio": 0.0, "Return [%]": 0.0, "# Trades": 0, "Mean P(HOLD)": 0.999}
     calls = iter([good, collapsed, collapsed, collapsed])
