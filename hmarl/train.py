@@ -34,10 +34,10 @@ from hmarl.checkpoint import (
 )
 from hmarl.cli import reported_errors, run_cli
 from hmarl.config import Config, conf_dir, flatten, register_configs, to_config
-from hmarl.dataset import MarketData, market_for_config
 from hmarl.env import EnvParams, position_grid
 from hmarl.evaluation import market_tensors, validate
 from hmarl.io import append_text, atomic_write, write_text
+from hmarl.market import MarketData, market_for_config
 from hmarl.metrics import compute_stats, flag_sentences, metric_keys, outcome_flags
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update

@@ -49,8 +49,8 @@ from hmarl.baselines import (
 )
 from hmarl.config import DataConfig, conf_dir
 from hmarl.data import synthetic_candles
-from hmarl.dataset import MarketData
 from hmarl.env import BUY, HOLD, SELL, EnvParams
+from hmarl.market import MarketData
 from hmarl.metrics import STAT_DEFINITIONS, Calendar, compute_stats
 from hmarl.train import train
 
