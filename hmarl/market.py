@@ -25,6 +25,7 @@ import pandas as pd
 
 from hmarl import __version__
 from hmarl.config import DataConfig, DataSource
+from hmarl.data.candles import CANDLE_COLUMNS
 from hmarl.data.fingerprint import data_fingerprint
 from hmarl.data.reading import load_candles
 from hmarl.data.resample import resample_candles
@@ -118,6 +119,12 @@ def load_market_candles(
             "(macro window + feature warm-up + room for validation and test splits)"
         )
     return candles
+
+
+def candles_needed(feature_names: Sequence[str], macro_window: int) -> int:
+    """The fewest candles a market can be built from: the macro window, the features'
+    warm-up, and 10 rows so that the validation and test splits are not empty."""
+    return macro_window + feature_lookback(feature_names) + 10
 
 
 def decision_splits(
@@ -322,10 +329,8 @@ def market_for_config(
 ) -> MarketData:
     """The entry points' one call: load candles for ``data`` and build (or load) tensors."""
     names = resolve_feature_names(feature_names)
-    extra = [
-        c for c in required_columns(names) if c not in ("open", "high", "low", "close", "volume")
-    ]
-    min_candles = macro_window + feature_lookback(names) + 10
+    extra = [c for c in required_columns(names) if c not in CANDLE_COLUMNS]
+    min_candles = candles_needed(names, macro_window)
     candles = load_market_candles(data, min_candles=min_candles, extra_columns=extra, log=log)
     return cached_market(
         candles,

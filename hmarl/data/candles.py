@@ -40,6 +40,11 @@ def index_ns(frame: pd.DataFrame) -> np.ndarray:
     return pd.DatetimeIndex(frame.index).as_unit("ns").asi8
 
 
+def is_number_column(column: pd.Series) -> bool:
+    """Numbers, not booleans: True/False in a price or timestamp column is a corrupt file."""
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
 def emit(log: Log, message: str) -> None:
     if log is not None:
         log(message)

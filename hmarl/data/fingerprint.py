@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from hmarl.data.candles import DataError
+from hmarl.data.timestamps import as_utc
 
 
 def data_fingerprint(df: pd.DataFrame) -> str:
@@ -18,7 +19,7 @@ def data_fingerprint(df: pd.DataFrame) -> str:
     """
     if not isinstance(df.index, pd.DatetimeIndex):
         raise DataError("data_fingerprint needs a DatetimeIndex")
-    index = df.index if df.index.tz is None else df.index.tz_convert("UTC")
+    index = as_utc(df.index)
     values = df.to_numpy(dtype=np.float64, na_value=np.nan)
     values = np.where(np.isnan(values), np.nan, values)
     digest = hashlib.sha256(b"hmarl-candles-v1\0")

@@ -1,8 +1,10 @@
 """Parsing: raw timestamp and value columns to int64 ns and float64, naming any bad row.
 
 Why in one place: a timestamp column may hold datetimes, ISO 8601 text or epoch numbers in
-any of four units, and a value column numbers or text; every reader of files goes through
-these rules, so a file reads the same whichever reader opened it.
+any of four units, and a value column numbers or text; every candle file goes through these
+rules, so a file reads the same whichever format it came in. Tick files have their own, more
+lenient timestamp reader here too (:func:`timestamps_to_ns`), beside it so the two stay
+comparable; both share the epoch-unit rule and the number-column test.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from hmarl.data.candles import DataError, Log, emit, first_bad, show
+from hmarl.data.candles import DataError, Log, emit, first_bad, is_number_column, show
 from hmarl.data.provenance import Origin
+from hmarl.data.timestamps import as_utc
 
 _EPOCH_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 _EPOCH_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
@@ -91,12 +94,12 @@ def parse_timestamps(raw: pd.Series, unit: str, origin: Origin, log: Log) -> np.
     if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw):
         index = pd.DatetimeIndex(raw)
         unparsable(raw, np.asarray(index.isna()), origin, "missing")
-        index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        index = as_utc(index)
         emit(log, f"{origin.name}: timestamps: datetime column")
         return index.as_unit("ns").asi8
     if unit == "iso":
         return _parse_iso(raw.astype(str), origin, log)
-    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+    if is_number_column(raw):
         return _parse_epochs(raw, raw, unit, origin, log)
     numbers = pd.to_numeric(raw, errors="coerce")
     if unit != "auto" or numbers.notna().mean() > 0.5:  # mostly numbers: epochs with a bad row
@@ -106,7 +109,7 @@ def parse_timestamps(raw: pd.Series, unit: str, origin: Origin, log: Log) -> np.
 
 def to_float(raw: pd.Series, column: str, origin: Origin, ts: np.ndarray) -> np.ndarray:
     """A value column as float64; text that is not a number is an error, not a NaN."""
-    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+    if is_number_column(raw):
         return raw.to_numpy(dtype=np.float64, na_value=np.nan)
     numbers = pd.to_numeric(raw, errors="coerce")
     i = first_bad((numbers.isna() & raw.notna()).to_numpy())
@@ -115,3 +118,35 @@ def to_float(raw: pd.Series, column: str, origin: Origin, ts: np.ndarray) -> np.
             f"{origin.describe(i, ts)}: non-numeric value {show(raw.iloc[i])} in {column!r}"
         )
     return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def timestamps_to_ns(values: pd.Series, where: str) -> np.ndarray:
+    """UTC nanoseconds since epoch from datetimes, date strings or epoch numbers.
+
+    Epoch numbers take their unit (s, ms, us, ns) from their magnitude, so an export in
+    milliseconds and a capture in nanoseconds both read without a flag. Naive dates are UTC.
+
+    The tick files' reader (:mod:`hmarl.sources.ticks`). It differs from
+    :func:`parse_timestamps` on purpose: one unit per column from the median magnitude (a
+    capture never mixes units), any date text pandas reads, and errors that name the data
+    row without a provenance table.
+    """
+    if is_number_column(values):
+        numbers = values.to_numpy(dtype=np.float64)
+        if not np.isfinite(numbers).all():
+            row = int(np.flatnonzero(~np.isfinite(numbers))[0]) + 1
+            raise DataError(f"{where}: data row {row}, column ts: missing or non-finite timestamp")
+        stamps = pd.to_datetime(
+            values,
+            unit=epoch_unit(float(np.median(np.abs(numbers)))) if len(numbers) else "s",
+            utc=True,
+        )
+    else:
+        try:
+            stamps = pd.to_datetime(values, utc=True)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{where}: column ts is not a date or epoch number ({exc})") from exc
+        if stamps.isna().any():
+            row = int(np.flatnonzero(stamps.isna().to_numpy())[0]) + 1
+            raise DataError(f"{where}: data row {row}, column ts: missing timestamp")
+    return stamps.dt.as_unit("ns").astype(np.int64).to_numpy()

@@ -6,17 +6,29 @@ read dates and bar spacings, and each must read them the same way (a naive date 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from hmarl.data.candles import DataError
 
+Stamps = TypeVar("Stamps", pd.Timestamp, pd.DatetimeIndex)
+
+
+def as_utc(stamps: Stamps) -> Stamps:
+    """The same instants in UTC; naive timestamps mean UTC (the project's one convention).
+
+    Why one helper: bar open times, date bounds and split dates all arrive naive or aware,
+    and every reader must read a naive one the same way.
+    """
+    return stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
+
 
 def utc(date: str | pd.Timestamp) -> pd.Timestamp:
     """A date bound as a UTC timestamp; naive dates are UTC."""
-    stamp = pd.Timestamp(date)
-    return stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")
+    return as_utc(pd.Timestamp(date))
 
 
 def span(ns: int) -> str:

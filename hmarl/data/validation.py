@@ -26,7 +26,7 @@ from hmarl.data.candles import (
 )
 from hmarl.data.parsing import unparsable
 from hmarl.data.provenance import Origin, frame_origin
-from hmarl.data.timestamps import freq_ns, mode_step, span
+from hmarl.data.timestamps import as_utc, freq_ns, mode_step, span
 
 GAP_POLICIES = ("error", "ffill")
 
@@ -236,7 +236,7 @@ def validate_candles(
         )
     if len(df) == 0:
         raise DataError(f"{name}: no candles")
-    index = df.index.tz_localize("UTC") if df.index.tz is None else df.index.tz_convert("UTC")
+    index = as_utc(df.index)
     origin = frame_origin(name, len(df))
     ts = index.as_unit("ns").asi8
     check_order(ts, origin)
