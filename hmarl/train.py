@@ -88,15 +88,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def env_params(cfg: Config) -> EnvParams:
-    e = cfg.env
-    return EnvParams(
-        e.commission,
-        e.slippage_bps,
-        e.max_position,
-        e.allow_short,
-        e.action_mode.value,
-        e.increment,
-    )
+    return EnvParams.from_config(cfg.env)
 
 
 def load_market(cfg: Config, log: Callable[[str], None] | None = print) -> MarketData:
