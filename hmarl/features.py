@@ -1,5 +1,7 @@
 """Feature registry: named, causal indicators computed from a candle frame.
 
+Over 450 lines because it is the registry: every built-in feature is a short function here.
+
 Every feature is a function of candles at or before t (the value at row t is known at the
 close of bar t). Names carry their parameters (``ret_12``, ``macd_signal_12_26_9``) so that a
 config list of strings fully defines the feature set; a small pattern table parses them.

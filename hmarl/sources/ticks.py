@@ -1,5 +1,8 @@
 """Top-of-book quotes and trades -> time bars with microstructure columns.
 
+Over 450 lines because the conventions below (clock, bar span and stamp, coverage, columns)
+are documented once, beside the one pipeline that follows them: read, bar, write.
+
 Why bars: the trainer consumes candles; tick data (a Binance websocket capture, or a
 generic quotes/trades export) becomes a regular candle frame whose extra columns carry
 what candles lose: spread, book imbalance, trade pressure, short-horizon returns and
