@@ -78,11 +78,12 @@ from hmarl.config import (
     flatten,
     register_configs,
 )
-from hmarl.dataset import MarketData, market_for_config, resolve_feature_names
+from hmarl.data.timestamps import as_utc
 from hmarl.env import EnvParams
 from hmarl.evaluation import market_tensors, run_split
-from hmarl.features import feature_lookback, required_columns
+from hmarl.features import required_columns
 from hmarl.io import append_text, write_csv, write_json, write_png
+from hmarl.market import MarketData, candles_needed, market_for_config, resolve_feature_names
 from hmarl.metrics import (
     STAT_DEFINITIONS,
     Calendar,
@@ -397,7 +398,7 @@ def backtest_market(
             log=log,
         )
     except ValueError as exc:
-        need = int(spec["macro_window"]) + feature_lookback(names) + 10
+        need = candles_needed(names, int(spec["macro_window"]))
         raise BacktestError(
             f"{describe_data(data)} cannot give this checkpoint's inputs: its {len(names)} "
             f"features {names} read columns {required_columns(names)} and need at least {need} "
@@ -423,7 +424,7 @@ def _utc(value: str, what: str) -> pd.Timestamp:
         ts = pd.Timestamp(value)
     except ValueError as exc:
         raise BacktestError(f"{what}={value!r} is not a date") from exc
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return as_utc(ts)
 
 
 def decision_range(

@@ -30,9 +30,9 @@ import numpy.typing as npt
 import pandas as pd
 import torch
 
-from hmarl.dataset import MarketData
 from hmarl.env import BUY, HOLD, SELL, EnvParams, settle
 from hmarl.evaluation import steps_table
+from hmarl.market import MarketData
 from hmarl.metrics import CRYPTO, Calendar, compute_stats
 
 BASELINES = ("buy_and_hold", "flat", "momentum")

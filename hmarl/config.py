@@ -4,6 +4,9 @@ Why schemas: every YAML file in ``conf/`` extends one of these dataclasses, so a
 (``trainer.macro_evry=3``) or a wrong-typed value (``trainer.episodes=abc``) fails when Hydra
 composes the config, before any data is loaded. Only the entry points see the composed
 ``DictConfig``; they convert it once with :func:`to_config` and pass plain values down.
+
+Over 450 lines because every key's default and meaning is stated here, once (the YAML files
+only override), beside the range table that checks it.
 """
 
 from __future__ import annotations
@@ -87,64 +90,86 @@ class MetricMode(str, Enum):
 
 @dataclass
 class DataConfig:
-    """Candle source, validation policy and chronological splits."""
+    """Candle source, validation policy and chronological splits.
 
-    source: DataSource = DataSource.synthetic
-    path: str | None = None  # file, zip or directory (csv / parquet / binance)
+    ``conf/data/<source>.yaml`` sets only ``source``; every other default is here.
+    """
+
+    source: DataSource = DataSource.synthetic  # synthetic | csv | parquet | binance
+    path: str | None = None  # file, zip or directory; required unless synthetic
     n_candles: int = 105_120  # synthetic: number of bars (one year of 5-minute bars)
     market_seed: int = 0  # synthetic: market seed (separate from `seed` so sweeps share a market)
+    # The synthetic market's planted trend is deliberately strong (~ +-20% over a 2.5-day
+    # regime) so that a run of a minute shows the machinery learning regime-dependent
+    # behaviour. synthetic_candles' own defaults (trend_drift=1e-4, mean_regime_bars=1440)
+    # give a harder, more BTC-like market.
     trend_drift: float = 3e-4  # synthetic: per-bar log drift of up/down regimes
-    bar_vol: float = 0.0015  # synthetic: per-bar log-return volatility
+    bar_vol: float = 0.0015  # synthetic: per-bar log-return volatility (BTC 5-minute scale)
     mean_regime_bars: float = 720.0  # synthetic: mean regime length in bars (2.5 days)
     freq: str | None = None  # expected bar spacing, e.g. "5min"; None infers it from the data
     resample: str | None = None  # optional resampling rule applied after loading, e.g. "15min"
     start: str | None = None  # optional UTC date bounds [start, end) applied after loading
     end: str | None = None
-    columns: dict[str, str] = field(default_factory=dict)  # canonical name -> column in file
-    timestamp_unit: str = "auto"  # auto | iso | s | ms | us | ns
+    # canonical name -> column in file, e.g. {timestamp: "Open time", close: Close}
+    columns: dict[str, str] = field(default_factory=dict)
+    timestamp_unit: str = "auto"  # auto | iso | s | ms | us | ns (auto detects and reports)
+    # error | ffill (carry the last close forward with zero volume)
     gap_policy: GapPolicy = GapPolicy.error
-    train_frac: float = 0.7  # chronological split fractions (test gets the rest)
+    train_frac: float = 0.7  # chronological split fractions (test gets the rest, 15%)
     val_frac: float = 0.15
-    val_start: str | None = None  # date splits override the fractions when set
+    val_start: str | None = None  # date splits override the fractions, e.g. "2024-03-01"
     test_start: str | None = None
 
 
 @dataclass
 class FeaturesConfig:
-    """Feature names (parameters in the name, e.g. ``ret_12``) and the two window lengths."""
+    """Feature names (parameters in the name, e.g. ``ret_12``) and the two window lengths.
+
+    The defaults are the reference feature set (N = 20) and the two windows of SPEC.md; see
+    README "Features".
+    """
 
     names: list[str] = field(default_factory=list)  # empty -> hmarl.features.DEFAULT_FEATURES
-    macro_window: int = 492  # bars summarised for MacroNet (~41 h of 5-minute bars)
-    micro_window: int = 60  # bars summarised for MicroNet (~5 h)
+    macro_window: int = 492  # MacroNet: mean/std/last over 492 bars (~41 h of 5-minute bars)
+    micro_window: int = 60  # MicroNet: mean/std/last over 60 bars (~5 h)
 
 
 @dataclass
 class ModelConfig:
-    """Layer sizes of SPEC.md's network; defaults give 83,811 parameters at N = 20."""
+    """Layer sizes of SPEC.md's network; defaults give 83,811 parameters at N = 20.
 
-    macro_hidden: int = 256
+    Parameters at N = 20: macro 48,512, micro 5,984, head 29,315, total 83,811.
+    """
+
+    macro_hidden: int = 256  # MacroNet: Linear(3N,256) ReLU Dropout Linear(256,128) ReLU
     macro_dim: int = 128
-    micro_hidden: int = 64
+    micro_hidden: int = 64  # MicroNet: Linear(3N,64) ReLU Dropout Linear(64,32) ReLU
     micro_dim: int = 32
+    # DecisionHead: Linear(162,128) ReLU Dropout Linear(128,64) ReLU Dropout Linear(64,3)
     head_hidden: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.2
 
 
 @dataclass
 class EnvConfig:
-    """Execution model: fills at the decision bar's close, costs on traded notional."""
+    """Execution model: fills at the decision bar's close, costs on traded notional.
+
+    Decide at bar t's close, fill at that close (+ slippage), earn bar t+1's return. These
+    are also :class:`hmarl.env.EnvParams`' defaults.
+    """
 
     commission: float = 0.001  # fraction of traded notional (Binance spot: 0.1%)
     slippage_bps: float = 0.0  # extra adverse cost per unit traded, in basis points
-    max_position: float = 1.0  # |exposure| cap as a fraction of equity
+    max_position: float = 1.0  # |exposure| cap: BUY -> +max_position, SELL -> -max_position
     allow_short: bool = True  # False: SELL goes flat instead of short
+    # target | increment (BUY/SELL move the position by `increment`)
     action_mode: ActionMode = ActionMode.target
     increment: float = 0.5  # position step per BUY/SELL in increment mode
 
 
 @dataclass
 class TrainerConfig:
-    """REINFORCE with one optimizer per module and the asymmetric MacroNet schedule."""
+    """REINFORCE with one Adam per module; MacroNet steps iff episode % macro_every == 0."""
 
     episodes: int = 300
     n_envs: int = 32  # parallel trajectories per episode (1 = the literal spec)
@@ -153,24 +178,34 @@ class TrainerConfig:
     lr_macro: float = 1e-4
     lr_micro: float = 5e-4
     lr_head: float = 5e-4
-    macro_every: int = 11  # MacroNet steps iff episode % macro_every == 0 (1 = symmetric)
+    macro_every: int = 11  # 11 = asymmetric 1:10, 3 = 1:2, 1 = symmetric
+    # reinforce (SPEC.md's plain loss) | baseline (per-step leave-one-out) | expected (exact
+    # over the agent's own actions)
     estimator: Estimator = Estimator.expected
-    entropy_coef: float = 0.003  # weight of the exploration term (below)
+    entropy_coef: float = 0.003  # weight of the exploration term (below); 0 = the plain loss
+    # the term entropy_coef weighs: log_barrier (-KL(uniform || pi)) | entropy
     exploration: Exploration = Exploration.log_barrier
     entropy_coef_final: float | None = None  # decayed linearly to this; None = constant
     grad_clip: float = 1.0  # per-module gradient-norm clip; 0 disables
-    cache_frozen_macro: bool = True  # reuse MacroNet embeddings while it is frozen
-    macro_cache_chunk: int = 256  # rows per lazily computed cache chunk; 0 = whole split at once
-    matmul_precision: MatmulPrecision = MatmulPrecision.highest  # high: TF32 matmuls on CUDA
-    eval_every: int = 10  # validation (deterministic policy) every K episodes
+    # frozen MacroNet: embeddings computed in eval mode, kept until it steps
+    cache_frozen_macro: bool = True
+    # rows per cache chunk, computed when an episode first needs it; 0 = whole split at once
+    macro_cache_chunk: int = 256
+    # highest (fp32) | high (TF32 matmuls on CUDA) | medium (bf16 allowed)
+    matmul_precision: MatmulPrecision = MatmulPrecision.highest
+    eval_every: int = 10  # validate the policy every K episodes
+    # sample (actions drawn with the run's seed, what training optimises) | greedy (argmax)
     eval_policy: EvalPolicy = EvalPolicy.sample
-    best_metric: str = "sharpe"  # key of hmarl.metrics.metric_keys() for the `best` checkpoint
+    # key of hmarl.metrics.metric_keys() for the `best` checkpoint (see README "Metrics")
+    best_metric: str = "sharpe"
     best_mode: MetricMode = MetricMode.max
-    min_val_trades: int = 5  # fewer validation trades: never `best` by a ratio alone
-    edge_null_percentile: float = 90.0  # an edge beats this share of random timing; 0 = off
+    # fewer validation trades than this: flagged, and never `best` by a ratio alone
+    min_val_trades: int = 5
+    # an edge also beats this % of the random-timing null on validation; 0 = off
+    edge_null_percentile: float = 90.0
     collapse_entropy: float = 0.05  # collapse: mean training entropy (nats) below this ...
-    collapse_share: float = 0.99  # ... or one action above this share of validation decisions
-    on_collapse: CollapseAction = CollapseAction.warn
+    collapse_share: float = 0.99  # ... or one action's mean validation probability above this
+    on_collapse: CollapseAction = CollapseAction.warn  # warn | stop | restore (from `best`)
     early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 = never
     checkpoint_every: int = 10  # write `last` every K episodes (and at the end)
     resume: str | None = None  # path of a checkpoint to continue from
@@ -178,12 +213,16 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    """MLflow tracking; ``tracking=none`` disables it."""
+    """MLflow tracking; ``tracking=none`` disables it.
+
+    Share one server among machines with ``tracking.uri=http://host:5000``.
+    """
 
     enabled: bool = True
-    uri: str = "sqlite:///mlflow.db"  # MLflow 3 refuses a plain ./mlruns file store
+    # in the working directory; MLflow 3 refuses a plain ./mlruns file store
+    uri: str = "sqlite:///mlflow.db"
     experiment: str = "hmarl"
-    run_name: str | None = None
+    run_name: str | None = None  # None: named from the experiment and overrides
     log_checkpoints: bool = True
 
 
@@ -197,10 +236,11 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    experiment_name: str = "default"  # set by conf/experiment/*.yaml
-    cache_dir: str = ".hmarl_cache"  # built tensors, keyed by data + features + windows
+    seed: int = 0  # training seed: sampling, dropout, episode starts, initial weights
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    experiment_name: str = "default"  # set by +experiment=...; tagged on the MLflow run
+    # built tensors, keyed by data + features + windows, shared by the jobs of a sweep
+    cache_dir: str = ".hmarl_cache"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
 

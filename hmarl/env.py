@@ -23,26 +23,38 @@ takes few values; :func:`position_grid` enumerates them for the factored rollout
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from hmarl.config import EnvConfig
+
 HOLD, BUY, SELL = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class EnvParams:
-    """Execution parameters (mirrors ``EnvConfig``)."""
+    """Execution parameters as plain values: ``EnvConfig``'s fields, and its defaults.
 
-    commission: float = 0.001
-    slippage_bps: float = 0.0
-    max_position: float = 1.0
-    allow_short: bool = True
-    action_mode: str = "target"  # target | increment
-    increment: float = 0.5
+    Why a second class: a checkpoint stores these as a plain dict (the action mode as text),
+    and the environment must not depend on Hydra's enums; the defaults are ``EnvConfig``'s
+    so that they are stated once.
+    """
+
+    commission: float = EnvConfig.commission
+    slippage_bps: float = EnvConfig.slippage_bps
+    max_position: float = EnvConfig.max_position
+    allow_short: bool = EnvConfig.allow_short
+    action_mode: str = EnvConfig.action_mode.value  # target | increment
+    increment: float = EnvConfig.increment
+
+    @classmethod
+    def from_config(cls, env: EnvConfig) -> EnvParams:
+        """The typed config's values, by name (the action mode as its plain text)."""
+        return cls(**{**asdict(env), "action_mode": env.action_mode.value})
 
     @property
     def cost_rate(self) -> float:

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hmarl.dataset import MarketData
 from hmarl.env import EnvParams, Settlement, position_grid
+from hmarl.market import MarketData
 from hmarl.metrics import compute_stats
 from hmarl.policy import HierarchicalPolicy
 from hmarl.random_timing import random_timing, random_timing_stats

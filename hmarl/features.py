@@ -1,5 +1,7 @@
 """Feature registry: named, causal indicators computed from a candle frame.
 
+Over 450 lines because it is the registry: every built-in feature is a short function here.
+
 Every feature is a function of candles at or before t (the value at row t is known at the
 close of bar t). Names carry their parameters (``ret_12``, ``macd_signal_12_26_9``) so that a
 config list of strings fully defines the feature set; a small pattern table parses them.
@@ -24,13 +26,13 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from hmarl.data.candles import CANDLE_COLUMNS, is_number_column
+
 EMA_WARMUP_SPANS = 3
 """EMA warm-up in spans: rows before ``3 * span`` are NaN (seed weight below exp(-6))."""
 
 REL_EPS = 1e-9
 """A dispersion below ``REL_EPS * |level|`` counts as zero (flat prices, constant volume)."""
-
-OHLCV = ("open", "high", "low", "close", "volume")
 
 FeatureFn = Callable[..., "np.ndarray | pd.Series"]
 F = TypeVar("F", bound=FeatureFn)
@@ -172,9 +174,9 @@ def _check_candles(candles: pd.DataFrame, columns: Sequence[str]) -> None:
         raise ValueError(f"candles lack columns {missing}; they have {list(candles.columns)}")
     for col in columns:
         series = candles[col]
-        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        if not is_number_column(series):
             raise ValueError(f"candles column {col!r} must be numeric, got dtype {series.dtype}")
-        if col not in OHLCV:
+        if col not in CANDLE_COLUMNS:
             continue  # passthrough columns may carry their own NaN warm-up
         values = series.to_numpy(dtype=np.float64)
         floor_ok = values >= 0 if col == "volume" else values > 0

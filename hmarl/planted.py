@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-PRICE_COLUMNS = ("open", "high", "low", "close")
+from hmarl.data.candles import PRICE_COLUMNS
 
 
 def regime_path(

@@ -34,10 +34,10 @@ from hmarl.checkpoint import (
 )
 from hmarl.cli import reported_errors, run_cli
 from hmarl.config import Config, conf_dir, flatten, register_configs, to_config
-from hmarl.dataset import MarketData, market_for_config
 from hmarl.env import EnvParams, position_grid
 from hmarl.evaluation import market_tensors, validate
 from hmarl.io import append_text, atomic_write, write_text
+from hmarl.market import MarketData, market_for_config
 from hmarl.metrics import compute_stats, flag_sentences, metric_keys, outcome_flags
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
@@ -88,15 +88,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def env_params(cfg: Config) -> EnvParams:
-    e = cfg.env
-    return EnvParams(
-        e.commission,
-        e.slippage_bps,
-        e.max_position,
-        e.allow_short,
-        e.action_mode.value,
-        e.increment,
-    )
+    return EnvParams.from_config(cfg.env)
 
 
 def load_market(cfg: Config, log: Callable[[str], None] | None = print) -> MarketData:

@@ -23,8 +23,8 @@ import pandas as pd
 
 from hmarl.baselines import baseline_steps, settled_frame
 from hmarl.data import synthetic_candles
-from hmarl.dataset import MarketData
 from hmarl.env import EnvParams
+from hmarl.market import MarketData
 from hmarl.metrics import compute_stats, stats_table
 from hmarl.random_timing import random_timing, random_timing_stats
 

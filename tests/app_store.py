@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import compose_config, tiny_overrides
+from helpers import compose_config, tiny_overrides
 
 
 @dataclass

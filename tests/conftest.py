@@ -1,13 +1,16 @@
-"""Shared fixtures: the real-data folder beside the checkout, tiny synthetic markets."""
+"""Shared fixtures: the real-data folder beside the checkout.
+
+Plain helper functions (configs, tiny markets, the CLI) live in ``helpers.py``: tests import
+them from there, never from this file, which pytest loads as a plugin.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -19,89 +22,3 @@ def shared_data() -> Path:
             f"real data not available: {SHARED_DATA} is absent (a fresh clone has no ../shared)"
         )
     return SHARED_DATA
-
-
-TINY = (
-    "data.n_candles=6000",
-    "features.macro_window=48",
-    "features.micro_window=12",
-    "trainer.n_envs=4",
-    "trainer.episode_len=32",
-    "trainer.eval_every=5",
-    "trainer.checkpoint_every=5",
-)
-
-
-def compose_config(*overrides: str):  # -> hmarl.config.Config
-    """The typed config composed from conf/ exactly as the entry point does."""
-    from hydra import compose, initialize_config_dir
-
-    from hmarl.config import conf_dir, register_configs, to_config
-
-    register_configs()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return to_config(compose("config", overrides=list(overrides)))
-
-
-def tiny_overrides(tmp_path: Path, *extra: str, tracking: bool = False) -> list[str]:
-    """A small, fast market and model run whose files all live under tmp_path."""
-    store = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"] if tracking else ["tracking=none"]
-    return [*TINY, f"cache_dir={tmp_path}/cache", *store, *extra]
-
-
-def checkpoint_tensors(path: Path) -> dict[str, Any]:
-    """Weights, optimizer states and the sampling generator's state of a checkpoint."""
-    import torch
-
-    from hmarl.checkpoint import load_checkpoint
-
-    ck = load_checkpoint(path)
-    out = {f"policy.{k}": v for k, v in ck["policy"].items()}
-    for name, sd in ck["optimizers"].items():
-        for pid, st in sd["state"].items():
-            for k, v in st.items():
-                out[f"opt.{name}.{pid}.{k}"] = torch.as_tensor(v)
-    out["rng"] = ck["rng"]["generator"]
-    return out
-
-
-def assert_identical(a: Path, b: Path) -> None:
-    """Two checkpoints hold bit-identical tensors (the reproducibility and resume tests)."""
-    import torch
-
-    ta, tb = checkpoint_tensors(a), checkpoint_tensors(b)
-    assert ta.keys() == tb.keys()
-    for k in ta:
-        assert torch.equal(ta[k], tb[k]), k
-
-
-def full_and_resumed(tmp_path: Path, overrides: list[str], episodes: int, stop: int):
-    """Train ``episodes`` in one go, and ``stop`` then resumed to ``episodes``: both results."""
-    from hmarl.train import train
-
-    def run(name: str, *extra: str):  # -> TrainResult
-        return train(compose_config(*overrides, *extra), tmp_path / name, progress=False)
-
-    full = run("full", f"trainer.episodes={episodes}")
-    part = run("part", f"trainer.episodes={stop}")
-    resumed = run(
-        "resumed", f"trainer.episodes={episodes}", f"trainer.resume={part.last_checkpoint}"
-    )
-    return full, resumed
-
-
-def run_cli(module: str, *args: str, cwd: Path, timeout: int = 300):  # -> CompletedProcess[str]
-    """``python -m <module> <args>`` from this checkout, as a user runs it, in ``cwd``."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

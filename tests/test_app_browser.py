@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from app_store import Store, make_store
-from conftest import REPO
+from helpers import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
 PANELS = ("price", "equity", "drawdown", "position", "probabilities", "stats")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, compose_config, tiny_overrides
+from helpers import REPO, compose_config, tiny_overrides
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
@@ -49,8 +49,8 @@ from hmarl.baselines import (
 )
 from hmarl.config import DataConfig, conf_dir
 from hmarl.data import synthetic_candles
-from hmarl.dataset import MarketData
 from hmarl.env import BUY, HOLD, SELL, EnvParams
+from hmarl.market import MarketData
 from hmarl.metrics import STAT_DEFINITIONS, Calendar, compute_stats
 from hmarl.train import train
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, compose_config
+from helpers import REPO, compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from hmarl.config import ActionMode, DataSource, flatten

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import assert_identical, compose_config, full_and_resumed, tiny_overrides
+from helpers import assert_identical, compose_config, full_and_resumed, tiny_overrides
 from hydra import compose, initialize_config_dir
 from test_rollout import grads, per_step_logp, tiny_market, tiny_policy
 from torch.overrides import TorchFunctionMode

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli, tiny_overrides
+from helpers import REPO, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 from hmarl.checkpoint import CheckpointError, load_checkpoint

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, compose_config, run_cli, tiny_overrides
+from helpers import REPO, compose_config, run_cli, tiny_overrides
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from test_binance_download import FakeBinance, publish_day, run, server  # noqa: F401

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 
 from hmarl.baselines import baseline_steps
 from hmarl.checkpoint import load_checkpoint, policy_from_checkpoint

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_config, tiny_overrides
+from helpers import compose_config, tiny_overrides
 from hydra import compose, initialize_config_dir
 
 from hmarl.backtest import BacktestResult, backtest, register_backtest_configs, to_backtest_config

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, tiny_overrides
+from helpers import compose_config, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 from hmarl.checkpoint import absolute_store_uri, load_checkpoint

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import compose_config, tiny_overrides
+from helpers import compose_config, tiny_overrides
 
 import hmarl.train as train_mod
 from hmarl.checkpoint import load_checkpoint

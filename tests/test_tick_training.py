@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import compose_config, run_cli
+from helpers import compose_config, run_cli
 
 from hmarl.data import load_candles
 from hmarl.features import build_features, required_columns

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_identical, compose_config, full_and_resumed, run_cli, tiny_overrides
+from helpers import assert_identical, compose_config, full_and_resumed, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 import hmarl.train as train_mod

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from hmarl.data import synthetic_candles
-from hmarl.dataset import build_market, cached_market
+from hmarl.market import build_market, cached_market
 
 PARAMS = {
     "feature_names": [],
