@@ -646,7 +646,8 @@ def _print_summary(result: TrainResult, cfg: Config) -> str:
             lines.append(
                 f"WARNING: no edge found on validation: no evaluation had >= "
                 f"{cfg.trainer.min_val_trades} trades, beat flat and buy & hold after costs"
-                f"{beat_null}; best.pt is the least exposed policy seen"
+                f"{beat_null}; best.pt is the least exposed policy seen, and the advice is to "
+                "stay flat rather than trade it"
             )
     lines += [
         f"output: {result.out_dir.resolve()}",
