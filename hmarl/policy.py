@@ -17,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hmarl.config import ModelConfig
 from hmarl.env import cash_ratio
+
+# The sizes, stated once in hmarl.config.ModelConfig (SPEC.md's network, 83,811 parameters).
+SPEC_MODEL = ModelConfig()
 
 ACTIONS: tuple[str, ...] = ("HOLD", "BUY", "SELL")
 N_ACTIONS = len(ACTIONS)
@@ -62,14 +66,14 @@ class Encoder(nn.Module):
 class MacroNet(Encoder):
     """Slow context: mean/std/last of the long (492-bar) window -> a 128-d embedding."""
 
-    def __init__(self, in_dim: int, hidden: int = 256, out_dim: int = 128, dropout: float = 0.2):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float):
         super().__init__(in_dim, hidden, out_dim, dropout)
 
 
 class MicroNet(Encoder):
     """Fast context: mean/std/last of the short (60-bar) window -> a 32-d embedding."""
 
-    def __init__(self, in_dim: int, hidden: int = 64, out_dim: int = 32, dropout: float = 0.2):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float):
         super().__init__(in_dim, hidden, out_dim, dropout)
 
 
@@ -83,11 +87,11 @@ class DecisionHead(nn.Module):
 
     def __init__(
         self,
-        macro_dim: int = 128,
-        micro_dim: int = 32,
-        hidden: Sequence[int] = (128, 64),
+        macro_dim: int,
+        micro_dim: int,
+        hidden: Sequence[int],
         n_actions: int = N_ACTIONS,
-        dropout: float = 0.2,
+        dropout: float = SPEC_MODEL.dropout,
     ) -> None:
         super().__init__()
         if not hidden:
@@ -180,12 +184,12 @@ class HierarchicalPolicy(nn.Module):
         self,
         n_features: int,
         *,
-        macro_hidden: int = 256,
-        macro_dim: int = 128,
-        micro_hidden: int = 64,
-        micro_dim: int = 32,
-        head_hidden: Sequence[int] = (128, 64),
-        dropout: float = 0.2,
+        macro_hidden: int = SPEC_MODEL.macro_hidden,
+        macro_dim: int = SPEC_MODEL.macro_dim,
+        micro_hidden: int = SPEC_MODEL.micro_hidden,
+        micro_dim: int = SPEC_MODEL.micro_dim,
+        head_hidden: Sequence[int] = tuple(SPEC_MODEL.head_hidden),
+        dropout: float = SPEC_MODEL.dropout,
     ) -> None:
         super().__init__()
         in_dim = 3 * n_features  # mean, std and last of each feature over a window

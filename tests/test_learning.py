@@ -6,14 +6,18 @@ seeds under a different numeric setting (1 thread, 2 threads, deterministic algo
 different roundings of the same computation) and asserts what must hold for most of them: the
 `best` checkpoint, selected on validation, beats flat and buy & hold after fees on validation
 AND on the untouched test split, with margins, trades, and beats most random-timing policies that
-make the same trades at random times. Wall times are printed, not asserted
+make the same trades at random times. Seeds train two at a time, each in its own process with
+its numeric setting applied there. Wall times are printed, not asserted
 (speed lives in scripts/bench_train.py; learning quality in scripts/bench_learning.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import multiprocessing
 import time
-from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,16 +37,26 @@ MARGIN_PCT = 5.0  # percentage points over flat and buy & hold
 TIMING_PCT = 90.0  # percentile among random-timing policies with the same trades
 
 
-@pytest.fixture(params=["threads1", "threads2", "deterministic"])
-def numeric_setting(request: pytest.FixtureRequest) -> Iterator[str]:
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(2 if request.param == "threads2" else 1)
-    torch.use_deterministic_algorithms(request.param == "deterministic")
-    try:
-        yield request.param
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+SETTINGS = ("threads1", "threads2", "deterministic")
+WORKERS = 2  # seeds trained at once, each in its own process with the setting applied there
+
+
+def _apply(setting: str) -> None:
+    """One numeric setting: torch's own thread count and deterministic mode (process-wide)."""
+    torch.set_num_threads(2 if setting == "threads2" else 1)
+    torch.use_deterministic_algorithms(setting == "deterministic")
+
+
+def _seed_in_process(
+    setting: str, tmp: str, seed: int
+) -> tuple[dict[str, dict[str, float]], float]:
+    """Train and evaluate one seed in a fresh process under ``setting`` (the trainer's own
+    summary lines are kept out of the test's output)."""
+    _apply(setting)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        res = _run(Path(tmp), seed)
+    return res, time.perf_counter() - t0
 
 
 def _run(tmp_path: Path, seed: int) -> dict[str, dict[str, float]]:
@@ -77,13 +91,16 @@ def _run(tmp_path: Path, seed: int) -> dict[str, dict[str, float]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("numeric_setting", SETTINGS)
 def test_best_policy_beats_flat_and_buy_and_hold_on_most_seeds(
     tmp_path: Path, numeric_setting: str
 ) -> None:
+    ctx = multiprocessing.get_context("spawn")  # a fresh torch per process: its own setting
+    with ProcessPoolExecutor(max_workers=WORKERS, mp_context=ctx) as pool:
+        futures = [pool.submit(_seed_in_process, numeric_setting, str(tmp_path), s) for s in SEEDS]
+        results = [f.result() for f in futures]
     ok = []
-    for seed in SEEDS:
-        t0 = time.perf_counter()
-        res = _run(tmp_path, seed)
+    for seed, (res, wall) in zip(SEEDS, results, strict=True):
         good = all(
             r["trades"] >= 5
             and r["policy"] > r["flat"] + MARGIN_PCT
@@ -93,7 +110,7 @@ def test_best_policy_beats_flat_and_buy_and_hold_on_most_seeds(
         )
         ok.append(good)
         print(
-            f"{numeric_setting} seed {seed} ({time.perf_counter() - t0:.0f} s): "
+            f"{numeric_setting} seed {seed} ({wall:.0f} s): "
             + "; ".join(
                 f"{split} policy {r['policy']:+.1f}% ({r['trades']} trades, random-timing "
                 f"percentile {r['timing_pct']:.0f}), flat {r['flat']:+.1f}%, "

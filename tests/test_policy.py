@@ -72,7 +72,7 @@ def test_dropout_is_active_in_training_and_off_in_eval() -> None:
 
 def test_factored_head_equals_the_plain_head() -> None:
     torch.manual_seed(0)
-    head = DecisionHead().eval()
+    head = DecisionHead(128, 32, (128, 64)).eval()
     macro, micro = torch.randn(9, 128), torch.randn(9, 32)
     pos, cash = torch.rand(9) * 2 - 1, torch.rand(9)
     plain = head.out(
