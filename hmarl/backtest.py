@@ -103,6 +103,17 @@ from hmarl.random_timing import (
     random_timing_stats,
 )
 from hmarl.rollout import MarketTensors
+from hmarl.steps import (
+    ACTION,
+    ACTIONS,
+    EQUITY,
+    FEE,
+    POSITION,
+    PROB_COLUMNS,
+    TURNOVER,
+    drawdown,
+    equity_points,
+)
 from hmarl.tracking import MlflowTracker, Tracker, git_commit, ui_command
 from hmarl.train import resolve_device
 
@@ -624,26 +635,23 @@ def daily_frame(steps: pd.DataFrame) -> pd.DataFrame:
     equity); ``fees`` (fees paid, x initial equity); ``hold``/``buy``/``sell`` (action
     counts) and ``p_hold``/``p_buy``/``p_sell`` (mean probabilities, when present).
     """
-    equity = steps["equity"].to_numpy(dtype=np.float64)
+    equity = steps[EQUITY].to_numpy(dtype=np.float64)
     before = np.concatenate(([1.0], equity[:-1]))
-    peak = np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
-    action = steps["action"].to_numpy()
+    action = steps[ACTION].to_numpy()
     per_bar = pd.DataFrame(
         {
             "equity_start": before,
             "equity_end": equity,
-            "drawdown": equity / peak - 1.0,
-            "position": steps["position"].to_numpy(dtype=np.float64),
-            "exposed": steps["position"].to_numpy() != 0.0,
-            "turnover": steps["turnover"].to_numpy(dtype=np.float64),
-            "fees": steps["fee"].to_numpy(dtype=np.float64) * before,
-            "hold": action == 0,
-            "buy": action == 1,
-            "sell": action == 2,
+            "drawdown": drawdown(equity_points(equity))[1:],
+            POSITION: steps[POSITION].to_numpy(dtype=np.float64),
+            "exposed": steps[POSITION].to_numpy() != 0.0,
+            TURNOVER: steps[TURNOVER].to_numpy(dtype=np.float64),
+            "fees": steps[FEE].to_numpy(dtype=np.float64) * before,
+            **{name.lower(): action == code for code, name in enumerate(ACTIONS)},
         },
         index=pd.DatetimeIndex(steps.index).floor("D"),
     )
-    probs = [c for c in ("p_hold", "p_buy", "p_sell") if c in steps.columns]
+    probs = [c for c in PROB_COLUMNS if c in steps.columns]
     for c in probs:
         per_bar[c] = steps[c].to_numpy(dtype=np.float64)
     g = per_bar.groupby(level=0, sort=True)
@@ -662,11 +670,11 @@ def daily_frame(steps: pd.DataFrame) -> pd.DataFrame:
     out["trades"] = (
         pd.Series(1, index=entries).groupby(level=0).sum().reindex(out.index, fill_value=0)
     )
-    out["mean_position"] = g["position"].mean()
+    out["mean_position"] = g[POSITION].mean()
     out["exposure_pct"] = g["exposed"].mean() * 100.0
-    out["turnover"] = g["turnover"].sum()
+    out[TURNOVER] = g[TURNOVER].sum()
     out["fees"] = g["fees"].sum()
-    for c in ("hold", "buy", "sell"):
+    for c in (name.lower() for name in ACTIONS):
         out[c] = g[c].sum().astype(np.int64)
     for c in probs:
         out[c] = g[c].mean()

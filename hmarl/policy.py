@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmarl.env import cash_ratio
+from hmarl.steps import ACTIONS
 
-ACTIONS: tuple[str, ...] = ("HOLD", "BUY", "SELL")
 N_ACTIONS = len(ACTIONS)
 N_STATE = 2  # position in [-1, 1] and cash ratio in [0, 1], appended to the head's input
 
