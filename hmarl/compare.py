@@ -36,12 +36,12 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
 from hmarl.io import write_csv, write_png
 from hmarl.metrics import deflated_sharpe_ratio, expected_max_sharpe
+from hmarl.plots import agg_figure
 
 if TYPE_CHECKING:  # mlflow is imported where a store is opened (it costs seconds to import)
     from mlflow.entities import Run
@@ -468,9 +468,7 @@ def best_run_dsr(runs: pd.DataFrame, n_trials: int | None = None) -> dict[str, A
 def panels(n: int) -> tuple[Figure, list[Axes]]:
     """A row of ``n`` panels on a bare Agg figure: no pyplot state, no GUI backend, so
     importing this module never changes a notebook's backend (the notebook shows the PNGs)."""
-    fig = Figure(figsize=(5.5 * n, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
+    return agg_figure(1, n, 5.5, 3.8)
 
 
 def curve_band(values: pd.DataFrame) -> pd.DataFrame:

@@ -23,13 +23,23 @@ from hmarl.steps import ACTION, ACTIONS, BUY, POSITION, PRICE, PROB_COLUMNS, SEL
 MAX_POINTS = 4000  # line plots are thinned to about this many points (a year of 5-min bars is 105k)
 
 
-def _figure(rows: int = 1, height: float = 4.0) -> tuple[Figure, list[Axes]]:
-    fig = Figure(figsize=(11, height * rows), layout="constrained")
+def agg_figure(
+    rows: int, cols: int, panel_width: float, panel_height: float, *, share_x: bool = False
+) -> tuple[Figure, list[Axes]]:
+    """A ``rows x cols`` grid of panels on a bare Figure with an Agg canvas (see the module
+    docstring: no pyplot state, no GUI backend); every report figure starts here."""
+    fig = Figure(figsize=(panel_width * cols, panel_height * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(rows, 1, i + 1) for i in range(rows)]
-    for ax in axes[1:]:
-        ax.sharex(axes[0])
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(rows * cols)]
+    if share_x:
+        for ax in axes[1:]:
+            ax.sharex(axes[0])
     return fig, axes
+
+
+def _figure(rows: int = 1, height: float = 4.0) -> tuple[Figure, list[Axes]]:
+    """Panels stacked over one time axis, the width of a report page."""
+    return agg_figure(rows, 1, 11.0, height, share_x=True)
 
 
 def _thin(series: pd.Series) -> pd.Series:
