@@ -16,6 +16,9 @@ returns) are reported as 0.0, never NaN: validation metrics are logged to MLflow
 checkpoints are picked by ``argmax(val/sharpe)``, and a NaN there either crashes or
 silently wins. 0.0 means "no evidence either way"; read it next to "Volatility (Ann.)
 [%]" and "# Trades" to tell "undefined" from "zero".
+
+Over 450 lines on purpose: every statistic, its definition (STAT_DEFINITIONS) and the
+outcome flags stay in one module, banner-separated, so no report can define one twice.
 """
 
 from __future__ import annotations
