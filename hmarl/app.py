@@ -41,7 +41,7 @@ from hmarl.compare import (
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from hmarl.backtest import BacktestResult
+    from hmarl.backtest_report import BacktestResult
 
 DEFAULT_STORE = "sqlite:///mlflow.db"
 STORE_ENV = "HMARL_APP_STORE"  # the store the page opens first (set by main)
@@ -64,8 +64,8 @@ class PageError(ValueError):
 
 def message(exc: BaseException) -> str:
     """One line for the page: what is wrong, in the project's words (hmarl.cli.describe)."""
-    from hmarl.backtest import BacktestConfig
     from hmarl.cli import describe
+    from hmarl.config import BacktestConfig
 
     return describe(exc, BacktestConfig)
 
@@ -242,8 +242,8 @@ def run_period_backtest(
     """
     from hydra import compose, initialize_config_dir
 
-    from hmarl.backtest import backtest, register_backtest_configs, to_backtest_config
-    from hmarl.config import conf_dir
+    from hmarl.backtest import backtest
+    from hmarl.config import conf_dir, register_backtest_configs, to_backtest_config
 
     step("fetching the checkpoint")
     out_root.mkdir(parents=True, exist_ok=True)

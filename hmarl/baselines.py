@@ -5,7 +5,7 @@ hold made 3, or a "skilful" policy whose trades earn as much at random times, is
 way trading-RL results fool their authors. Every baseline here is settled by
 :func:`hmarl.env.settle` with the same :class:`~hmarl.env.EnvParams` (commission, slippage,
 fill rule) over the same decision rows, and tabulated in the steps schema of
-:func:`hmarl.evaluation.steps_table`, so :func:`hmarl.metrics.compute_stats` treats them
+:func:`hmarl.steps.steps_table`, so :func:`hmarl.metrics.compute_stats` treats them
 exactly like the strategy.
 
 - ``buy_and_hold``: fully long (exposure 1.0) from the first decision, entry fee paid: the
@@ -30,10 +30,10 @@ import numpy.typing as npt
 import pandas as pd
 import torch
 
-from hmarl.env import BUY, HOLD, SELL, EnvParams, settle
-from hmarl.evaluation import steps_table
+from hmarl.env import EnvParams, settle
 from hmarl.market import MarketData
 from hmarl.metrics import CRYPTO, Calendar, compute_stats
+from hmarl.steps import BUY, HOLD, SELL, SETTLEMENT_COLUMNS, steps_table
 
 BASELINES = ("buy_and_hold", "flat", "momentum")
 BASELINE_DEFINITIONS = {  # stats.json meta: what each column is (all after the strategy's costs)
@@ -66,7 +66,9 @@ def settled_frame(
         raise ValueError(f"{rows.size} decision rows but {positions.shape} positions")
     held = torch.from_numpy(positions).unsqueeze(0)
     s = settle(held, torch.from_numpy(market.returns[rows]).unsqueeze(0), env)
-    return steps_table(market, rows, actions_from_positions(positions), positions, s)
+    settled = {name: getattr(s, name)[0].numpy() for name in SETTLEMENT_COLUMNS}
+    actions = actions_from_positions(positions)
+    return steps_table(market.index, market.close, rows, actions, positions, settled)
 
 
 # ----------------------------------------------------------------------------- momentum

@@ -25,6 +25,7 @@ from hmarl import __version__
 from hmarl.config import ModelConfig
 from hmarl.io import atomic_write
 from hmarl.policy import HierarchicalPolicy
+from hmarl.tracking import absolute_store_uri as absolute_store_uri  # re-exported (moved)
 
 FORMAT = 1
 
@@ -40,18 +41,6 @@ def versions() -> dict[str, str]:
         "numpy": str(np.__version__),
         "python": platform.python_version(),
     }
-
-
-def absolute_store_uri(uri: str) -> str:
-    """``uri`` with a relative sqlite path made absolute (other URIs unchanged).
-
-    A checkpoint records where its training run lives; ``sqlite:///mlflow.db`` names a
-    different file from every other working directory, so the path is resolved first.
-    """
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_absolute():
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
 
 
 def plain_stats(stats: dict[str, Any]) -> dict[str, int | float | str]:

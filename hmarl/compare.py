@@ -22,6 +22,8 @@ never trades) have no skew, kurtosis or PSR (NaN) and are left out of the Deflat
 by name.
 
 ``scripts/compare_runs.py`` and ``notebooks/compare_runs.ipynb`` both call :func:`compare`.
+Over 450 lines on purpose: one pipeline (select runs, tabulate, aggregate, deflate, plot,
+write) that reads top to bottom; MLflow access itself lives in :mod:`hmarl.tracking`.
 """
 
 from __future__ import annotations
@@ -31,17 +33,18 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
 from hmarl.io import write_csv, write_png
 from hmarl.metrics import deflated_sharpe_ratio, expected_max_sharpe
+from hmarl.plots import agg_figure
+from hmarl.tracking import search_all as search_all  # re-exported: the app pages runs with it
+from hmarl.tracking import sqlite_path
 
 if TYPE_CHECKING:  # mlflow is imported where a store is opened (it costs seconds to import)
     from mlflow.entities import Run
@@ -105,8 +108,8 @@ def open_store(uri: str) -> MlflowClient:
     """A client on an existing store; a missing sqlite file is an error, not a new empty store."""
     from mlflow.tracking import MlflowClient
 
-    if urlparse(uri).scheme == "sqlite":
-        path = Path(uri[len("sqlite:///") :])
+    path = sqlite_path(uri)
+    if path is not None:
         if not path.is_file():
             raise FileNotFoundError(
                 f"no MLflow store at {path.resolve()} (tracking uri {uri!r}); run a training "
@@ -145,18 +148,6 @@ def run_filter(
     for key, value in (tags or {}).items():
         parts.append(f"tags.`{key}` = {_quote(value, f'tag {key}')}")
     return " and ".join(parts)
-
-
-def search_all(client: MlflowClient, ids: Sequence[str], query: str) -> list[Run]:
-    """Every matching run, across result pages."""
-    runs: list[Run] = []
-    token: str | None = None
-    while True:
-        page = client.search_runs(list(ids), query, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def latest_sweep(client: MlflowClient, ids: Sequence[str]) -> str:
@@ -468,9 +459,7 @@ def best_run_dsr(runs: pd.DataFrame, n_trials: int | None = None) -> dict[str, A
 def panels(n: int) -> tuple[Figure, list[Axes]]:
     """A row of ``n`` panels on a bare Agg figure: no pyplot state, no GUI backend, so
     importing this module never changes a notebook's backend (the notebook shows the PNGs)."""
-    fig = Figure(figsize=(5.5 * n, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
+    return agg_figure(1, n, 5.5, 3.8)
 
 
 def curve_band(values: pd.DataFrame) -> pd.DataFrame:

@@ -3,10 +3,12 @@
 Why schemas: every YAML file in ``conf/`` extends one of these dataclasses, so a mistyped key
 (``trainer.macro_evry=3``) or a wrong-typed value (``trainer.episodes=abc``) fails when Hydra
 composes the config, before any data is loaded. Only the entry points see the composed
-``DictConfig``; they convert it once with :func:`to_config` and pass plain values down.
+``DictConfig``; they convert it once with :func:`to_config` (training) or
+:func:`to_backtest_config` (backtests) and pass plain values down.
 
-Over 450 lines because every key's default and meaning is stated here, once (the YAML files
-only override), beside the range table that checks it.
+Over 450 lines on purpose: both entry points' schemas and their value ranges live together,
+so a key shared by training and backtests (``data.*``, ``tracking.*``) is checked one way;
+and every key's default and meaning is stated here, once (the YAML files only override).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from hmarl.metrics import Calendar
 
 
 class DataSource(str, Enum):
@@ -505,3 +510,150 @@ def flatten(cfg: Config | dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
     walk({str(k): v for k, v in node.items()}, prefix)
     return out
+
+
+# ----------------------------------------------------------------------------- backtest schema
+
+
+AUTO_URI = (
+    "auto"  # tracking.uri=auto: log beside the training run (hmarl.tracking.backtest_tracking)
+)
+
+
+class BacktestError(ValueError):
+    """A backtest request that cannot be honoured (bad input, incompatible checkpoint)."""
+
+
+class Split(str, Enum):
+    """Which decision rows to run: a chronological split of the data, or all of them."""
+
+    train = "train"
+    val = "val"
+    test = "test"
+    all = "all"
+
+
+@dataclass
+class FeatureCheckConfig:
+    """Optional expectations on the checkpoint's inputs; any value set must match it.
+
+    A policy only understands the inputs it was trained on, so these never change what
+    is built: they make a mismatch fail loudly instead of silently feeding other inputs.
+    """
+
+    names: list[str] | None = None  # null: the checkpoint's feature names
+    macro_window: int | None = None
+    micro_window: int | None = None
+
+
+@dataclass
+class CalendarConfig:
+    """The market's clock for annualisation: the keys of :class:`hmarl.metrics.Calendar`.
+
+    Why not that class itself: OmegaConf turns a frozen dataclass into a read-only node, so
+    ``calendar.session_hours=6.5`` could not be overridden, and ``Calendar`` validates in
+    ``__post_init__``, which would fail before :func:`check_values` names the bad key. So the
+    schema keeps this mutable twin (defaults = ``metrics.CRYPTO``, a test checks) and
+    :meth:`to_calendar` builds the one ``Calendar`` every statistic uses.
+    """
+
+    name: str = "crypto"
+    trading_days_per_year: float = 365.25
+    session_hours: float = 24.0
+
+    def to_calendar(self) -> Calendar:
+        from hmarl.metrics import Calendar  # lazily: config stays free of numpy and pandas
+
+        return Calendar(self.name, self.trading_days_per_year, self.session_hours)
+
+
+@dataclass
+class BacktestConfig:
+    """The whole backtest configuration (``conf/backtest.yaml``)."""
+
+    checkpoint: str | None = None  # path of a checkpoint (.pt); or run_id
+    run_id: str | None = None  # MLflow run whose checkpoints/best.pt (else last.pt) to use
+    data: DataConfig | None = None  # None: the checkpoint's training data config
+    features: FeatureCheckConfig = field(default_factory=FeatureCheckConfig)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=AUTO_URI))
+    split: Split = Split.test
+    start: str | None = None  # UTC bounds [start, end) on decision bars inside the split
+    end: str | None = None
+    out: str | None = None  # report folder; None: backtests/<date>/<time>
+    policy: str = "auto"  # auto (as validated in training) | greedy (argmax) | sample
+    policy_seed: int | None = None  # seed of sampled actions; None: the checkpoint's training seed
+    seeds: int = 0  # K > 0: also K stochastic runs (seeds 0..K-1), mean and std reported
+    fee_multipliers: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0])
+    commission: float | None = None  # None: the checkpoint's env.commission
+    slippage_bps: float | None = None  # None: the checkpoint's env.slippage_bps
+    momentum_bars: int | None = None  # fixed momentum lookback; None: chosen on validation
+    # tried on validation (= hmarl.baselines.MOMENTUM_LOOKBACKS, a test checks)
+    momentum_lookbacks: list[int] = field(default_factory=lambda: [12, 48, 144, 288, 576])
+    random_timing: int = 1000  # policies in the null (= random_timing.RANDOM_TIMING_N); 0: none
+    min_trades: int | None = None  # fewer trades: flagged few_trades; None: trainer.min_val_trades
+    seed: int = 0  # random-timing null and Sharpe bootstrap
+    n_bootstrap: int = 1000  # resamples of the Sharpe confidence interval; 0 skips it
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
+    device: str = "cpu"  # auto | cpu | cuda | cuda:N
+    cache_dir: str | None = ".hmarl_cache"  # built tensors (keyed by data + features + scalers)
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    plots: bool = True
+    report_html: bool = True  # report.html: interactive, self-contained (hmarl.report_html)
+    progress: bool = True
+
+
+def register_backtest_configs() -> None:
+    """Register ``base_backtest`` (and the shared group schemas) in Hydra's ConfigStore."""
+    register_configs()
+    ConfigStore.instance().store(name="base_backtest", node=BacktestConfig)
+
+
+# Accepted values of the backtest's own numeric keys (data.* and tracking.* use config.RANGES).
+BACKTEST_RANGES: dict[type, dict[str, Range]] = {
+    **RANGES,
+    BacktestConfig: {
+        "seeds": at_least(0),
+        "fee_multipliers": at_least(0),
+        "commission": Range(0.0, 1.0, hi_open=True),
+        "slippage_bps": Range(0.0, 1e4, hi_open=True),
+        "momentum_bars": at_least(1),
+        "momentum_lookbacks": at_least(1),
+        "random_timing": at_least(0),
+        "min_trades": at_least(0),
+        "policy_seed": SEED,
+        "seed": SEED,
+        "n_bootstrap": at_least(0),
+        "threads": at_least(0),
+    },
+    FeatureCheckConfig: {"macro_window": at_least(2), "micro_window": at_least(2)},
+    CalendarConfig: {
+        "trading_days_per_year": Range(0.0, 366.0, lo_open=True),
+        "session_hours": Range(0.0, 24.0, lo_open=True),
+    },
+}
+
+
+def to_backtest_config(cfg: DictConfig | BacktestConfig) -> BacktestConfig:
+    """Convert a composed config into :class:`BacktestConfig`; check keys and value ranges."""
+    obj = cfg if isinstance(cfg, BacktestConfig) else OmegaConf.to_object(cfg)
+    if not isinstance(obj, BacktestConfig):  # composed without the schema
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BacktestConfig), cfg))
+    assert isinstance(obj, BacktestConfig)
+    problems = check_values(obj, BACKTEST_RANGES) + check_device(obj.device)
+    if (obj.checkpoint is None) == (obj.run_id is None):
+        problems.append("give exactly one of checkpoint=<path> or run_id=<MLflow run id>")
+    lookbacks = [obj.momentum_bars] if obj.momentum_bars is not None else obj.momentum_lookbacks
+    if not lookbacks or any(n < 1 for n in lookbacks):
+        problems.append(
+            f"momentum lookbacks must be >= 1 bar and not empty, got momentum_bars="
+            f"{obj.momentum_bars}, momentum_lookbacks={obj.momentum_lookbacks}"
+        )
+    if obj.policy not in ("auto", "greedy", "sample"):
+        problems.append(f"policy must be auto, greedy or sample, got {obj.policy!r}")
+    if not obj.fee_multipliers:
+        problems.append("fee_multipliers must be a non-empty list of numbers >= 0")
+    if obj.data is not None:
+        problems += check_dates(obj.data, "data.")
+    if problems:
+        raise BacktestError("invalid backtest configuration: " + "; ".join(problems))
+    return obj

@@ -31,8 +31,7 @@ import torch
 from torch import Tensor
 
 from hmarl.config import EnvConfig
-
-HOLD, BUY, SELL = 0, 1, 2
+from hmarl.steps import BUY, HOLD, SELL  # the action codes, stated once (hmarl/steps.py)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Run a policy over one split and tabulate every decision (the backtest's steps.csv schema).
+"""Run a policy over one split and tabulate every decision (the steps table of hmarl.steps).
 
 Used by the trainer's validation and by the backtest, so both report through the same
 table and the same :func:`hmarl.metrics.compute_stats`.
@@ -18,6 +18,8 @@ from hmarl.metrics import compute_stats
 from hmarl.policy import HierarchicalPolicy
 from hmarl.random_timing import random_timing, random_timing_stats
 from hmarl.rollout import MarketTensors, Trajectory, evaluate
+from hmarl.steps import SETTLEMENT_COLUMNS
+from hmarl.steps import steps_table as _table
 
 VALIDATION_NULL_N = 30  # random-timing policies per validation (a backtest uses 1,000):
 # on a 15,800-bar validation split (1 thread) 100 policies added ~0.7 s per validation, 30 ~0.1 s
@@ -40,21 +42,11 @@ def steps_table(
     probs: np.ndarray | None = None,
     env_index: int = 0,
 ) -> pd.DataFrame:
-    """The steps schema (steps.csv, compute_stats' input), one row per decision bar t:
-    prices of t and t+1, action, probabilities (when given), position, costs, equity."""
-    columns: dict[str, np.ndarray] = {
-        "price": market.close[rows],
-        "next_price": market.close[rows + 1],
-        "action": np.asarray(actions),
+    """The steps table (:mod:`hmarl.steps`) of one environment of a settled batch."""
+    settled = {
+        name: to_float64(getattr(settlement, name)[env_index]) for name in SETTLEMENT_COLUMNS
     }
-    if probs is not None:
-        columns.update({"p_hold": probs[:, 0], "p_buy": probs[:, 1], "p_sell": probs[:, 2]})
-    columns["position"] = np.asarray(positions, dtype=np.float64)
-    for name in ("turnover", "fee", "equity", "reward"):
-        columns[name] = to_float64(getattr(settlement, name)[env_index])
-    frame = pd.DataFrame(columns, index=market.index[rows])
-    frame.index.name = "time"
-    return frame
+    return _table(market.index, market.close, rows, actions, positions, settled, probs)
 
 
 def steps_frame(traj: Trajectory, market: MarketData, env_index: int = 0) -> pd.DataFrame:

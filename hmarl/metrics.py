@@ -16,6 +16,9 @@ returns) are reported as 0.0, never NaN: validation metrics are logged to MLflow
 checkpoints are picked by ``argmax(val/sharpe)``, and a NaN there either crashes or
 silently wins. 0.0 means "no evidence either way"; read it next to "Volatility (Ann.)
 [%]" and "# Trades" to tell "undefined" from "zero".
+
+Over 450 lines on purpose: every statistic, its definition (STAT_DEFINITIONS) and the
+outcome flags stay in one module, banner-separated, so no report can define one twice.
 """
 
 from __future__ import annotations
@@ -25,11 +28,19 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+from hmarl.steps import ACTIONS as ACTIONS  # the steps table's schema, re-exported here
+from hmarl.steps import PRICE_COLUMNS as PRICE_COLUMNS
+from hmarl.steps import PROB_COLUMNS as PROB_COLUMNS
+from hmarl.steps import REQUIRED_COLUMNS as REQUIRED_COLUMNS
+from hmarl.steps import Steps as _Steps
+from hmarl.steps import check_steps as _check_steps
+from hmarl.steps import drawdown, equity_points
 
 __all__ = [
     "CRYPTO",
@@ -62,10 +73,6 @@ SECONDS_PER_DAY = 86_400.0
 # Per-bar return standard deviations below this are float noise (a constant return
 # recomputed from a compounded equity curve), not risk; they count as zero volatility.
 ZERO_VOL = 1e-12
-ACTIONS = ("HOLD", "BUY", "SELL")
-PROB_COLUMNS = ("p_hold", "p_buy", "p_sell")
-REQUIRED_COLUMNS = ("action", "position", "turnover", "fee", "equity")
-PRICE_COLUMNS = ("price", "next_price")
 _NORMAL = NormalDist()
 _EULER_GAMMA = 0.5772156649015329
 
@@ -222,9 +229,9 @@ def _longest_run(mask: npt.NDArray[np.bool_]) -> tuple[int, int]:
 
 def _underwater(equity: FloatArray) -> tuple[float, int, int]:
     """(depth <= 0, first point, length) of the deepest fall and of the longest underwater run."""
-    peak = np.maximum.accumulate(equity)
-    depth = min(float(np.min(equity / peak - 1.0)), 0.0)
-    start, length = _longest_run(equity < peak)
+    dd = drawdown(equity)
+    depth = min(float(np.min(dd)), 0.0)
+    start, length = _longest_run(dd < 0.0)
     return depth, start, length
 
 
@@ -358,111 +365,6 @@ def bootstrap_sharpe_ci(
     return float(lo), float(hi)
 
 
-# ----------------------------------------------------------------------------- steps frame
-
-
-class _Steps(NamedTuple):
-    """Validated columns of a steps frame as float64 arrays (prices None without benchmark)."""
-
-    times: pd.DatetimeIndex
-    action: npt.NDArray[np.int64]
-    position: FloatArray
-    turnover: FloatArray
-    fee: FloatArray
-    equity: FloatArray
-    price: FloatArray | None
-    next_price: FloatArray | None
-    probs: dict[str, FloatArray]
-
-
-def _column(steps: pd.DataFrame, name: str) -> FloatArray:
-    """Column as finite float64, naming the first bad row and its timestamp."""
-    try:
-        values = steps[name].to_numpy(dtype=np.float64, na_value=np.nan)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"steps column {name!r} is not numeric: {err}") from err
-    finite = np.isfinite(values)
-    if not finite.all():
-        _fail(steps, name, values, ~finite, "is not finite")
-    return values
-
-
-def _fail(
-    steps: pd.DataFrame, name: str, values: FloatArray, bad: npt.NDArray[np.bool_], what: str
-) -> None:
-    """Raise ValueError naming the first offending row (position and timestamp)."""
-    row = int(np.flatnonzero(bad)[0])
-    raise ValueError(
-        f"steps column {name!r}, row {row} ({steps.index[row]}): value {values[row]!r} {what}"
-    )
-
-
-def _check_index(steps: pd.DataFrame) -> pd.DatetimeIndex:
-    """The index must be a strictly increasing DatetimeIndex: stats are time-ordered."""
-    index = steps.index
-    if not isinstance(index, pd.DatetimeIndex):
-        raise TypeError(
-            f"steps index must be a DatetimeIndex (decision bar times), got {type(index).__name__}"
-        )
-    if len(index) > 1:
-        steps_ns = np.diff(index.asi8)
-        if (steps_ns <= 0).any():
-            row = int(np.flatnonzero(steps_ns <= 0)[0]) + 1
-            raise ValueError(
-                f"steps index must be strictly increasing: row {row} ({index[row]}) "
-                f"does not come after row {row - 1} ({index[row - 1]})"
-            )
-    return index
-
-
-def _check_steps(steps: pd.DataFrame, need_prices: bool) -> _Steps:
-    """Validate a steps frame once so every statistic can trust its arrays."""
-    if not isinstance(steps, pd.DataFrame):
-        raise TypeError(f"steps must be a pandas DataFrame, got {type(steps).__name__}")
-    if len(steps) == 0:
-        raise ValueError("steps frame is empty: no decision bars to evaluate")
-    required = REQUIRED_COLUMNS + (PRICE_COLUMNS if need_prices else ())
-    missing = [c for c in required if c not in steps.columns]
-    if missing:
-        raise ValueError(f"steps frame lacks column(s) {missing}; it has {list(steps.columns)}")
-    index = _check_index(steps)
-    cols = {name: _column(steps, name) for name in required}
-    checks = (
-        (
-            "action",
-            ~np.isin(cols["action"], (0.0, 1.0, 2.0)),
-            "is not 0 (HOLD), 1 (BUY) or 2 (SELL)",
-        ),
-        ("position", np.abs(cols["position"]) > 1.0 + 1e-9, "is outside [-1, 1]"),
-        ("turnover", cols["turnover"] < 0.0, "is negative"),
-        ("fee", (cols["fee"] < 0.0) | (cols["fee"] >= 1.0), "is outside [0, 1)"),
-        ("equity", cols["equity"] <= 0.0, "is not positive"),
-    )
-    for name, bad, what in checks:
-        if bad.any():
-            _fail(steps, name, cols[name], bad, what)
-    for name in PRICE_COLUMNS if need_prices else ():
-        if (cols[name] <= 0.0).any():
-            _fail(steps, name, cols[name], cols[name] <= 0.0, "is not positive")
-    probs = {c: _column(steps, c) for c in PROB_COLUMNS if c in steps.columns}
-    return _Steps(
-        times=index,
-        action=cols["action"].astype(np.int64),
-        position=cols["position"],
-        turnover=cols["turnover"],
-        fee=cols["fee"],
-        equity=cols["equity"],
-        price=cols.get("price"),
-        next_price=cols.get("next_price"),
-        probs=probs,
-    )
-
-
-def _equity_curve(equity: FloatArray) -> FloatArray:
-    """Equity points with the initial 1.0: point k is the equity before row k's fee."""
-    return np.concatenate(([1.0], equity))
-
-
 # ----------------------------------------------------------------------------- trades
 
 
@@ -493,7 +395,7 @@ def _trade_returns(s: _Steps) -> tuple[FloatArray, npt.NDArray[np.intp], npt.NDA
     the last row has paid no exit fee yet.
     """
     starts, ends = _trade_runs(s.position)
-    curve = _equity_curve(s.equity)
+    curve = equity_points(s.equity)
     growth = curve[ends + 1] / curve[starts]
     entry_fee = _fee_share(s.fee[starts], s.turnover[starts], np.abs(s.position[starts]))
     growth = growth * (1.0 - entry_fee) / (1.0 - s.fee[starts])
@@ -563,7 +465,7 @@ def _drawdown_stats(s: _Steps, periods: float) -> Stats:
     Equity point k sits at time index[k] (the close of bar t_{k-1} + 1 is the next
     decision bar); the final point one median spacing after the last decision bar.
     """
-    curve = _equity_curve(s.equity)
+    curve = equity_points(s.equity)
     depth, start, length = _underwater(curve)
     spacing = np.diff(s.times.asi8).astype(np.float64)
     last = s.times.asi8[-1] + (float(np.median(spacing)) if spacing.size else 0.0)
@@ -601,7 +503,7 @@ def _activity_stats(s: _Steps, periods: float) -> Stats:
     Fees Paid is compounding-aware: each fee (a fraction of equity at t) is multiplied by
     the equity before that trade, then summed, as a percentage of the initial equity.
     """
-    before = _equity_curve(s.equity)[:-1]
+    before = equity_points(s.equity)[:-1]
     out: Stats = {
         "Exposure Time [%]": float(np.mean(s.position != 0.0)) * 100.0,
         "Long Exposure Time [%]": float(np.mean(s.position > 0.0)) * 100.0,
@@ -612,8 +514,9 @@ def _activity_stats(s: _Steps, periods: float) -> Stats:
     }
     for code, name in enumerate(ACTIONS):
         out[f"Action {name} [%]"] = float(np.mean(s.action == code)) * 100.0
-    for column, values in s.probs.items():
-        out[f"Mean P({column[2:].upper()})"] = float(values.mean())
+    for code, column in enumerate(PROB_COLUMNS):
+        if column in s.probs:
+            out[f"Mean P({ACTIONS[code]})"] = float(s.probs[column].mean())
     return out
 
 
@@ -694,7 +597,7 @@ def compute_stats(
         raise ValueError(f"periods (bars per year) must be a positive number, got {periods}")
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
-    r = s.equity / _equity_curve(s.equity)[:-1] - 1.0
+    r = s.equity / equity_points(s.equity)[:-1] - 1.0
     stats: Stats = {}
     stats.update(_period_stats(s, periods))
     stats.update(_return_stats(r, float(s.equity[-1]), periods))

@@ -4,8 +4,8 @@ Why no pyplot: pyplot keeps global state and picks a GUI backend; a backtest run
 headless server, in a test or inside a notebook must neither open windows nor leak
 figures. A bare ``Figure`` is rendered by the Agg canvas when saved as PNG.
 
-Every function takes steps frames (the schema of :func:`hmarl.evaluation.steps_frame`)
-and returns a Figure; the caller saves it (atomically).
+Every function takes steps tables (:mod:`hmarl.steps`; equity and drawdown from
+:func:`hmarl.steps.curves`) and returns a Figure; the caller saves it (atomically).
 """
 
 from __future__ import annotations
@@ -18,18 +18,28 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hmarl.env import BUY, SELL
+from hmarl.steps import ACTION, ACTIONS, BUY, POSITION, PRICE, PROB_COLUMNS, SELL, curves
 
 MAX_POINTS = 4000  # line plots are thinned to about this many points (a year of 5-min bars is 105k)
 
 
-def _figure(rows: int = 1, height: float = 4.0) -> tuple[Figure, list[Axes]]:
-    fig = Figure(figsize=(11, height * rows), layout="constrained")
+def agg_figure(
+    rows: int, cols: int, panel_width: float, panel_height: float, *, share_x: bool = False
+) -> tuple[Figure, list[Axes]]:
+    """A ``rows x cols`` grid of panels on a bare Figure with an Agg canvas (see the module
+    docstring: no pyplot state, no GUI backend); every report figure starts here."""
+    fig = Figure(figsize=(panel_width * cols, panel_height * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(rows, 1, i + 1) for i in range(rows)]
-    for ax in axes[1:]:
-        ax.sharex(axes[0])
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(rows * cols)]
+    if share_x:
+        for ax in axes[1:]:
+            ax.sharex(axes[0])
     return fig, axes
+
+
+def _figure(rows: int = 1, height: float = 4.0) -> tuple[Figure, list[Axes]]:
+    """Panels stacked over one time axis, the width of a report page."""
+    return agg_figure(rows, 1, 11.0, height, share_x=True)
 
 
 def _thin(series: pd.Series) -> pd.Series:
@@ -41,18 +51,6 @@ def _thin(series: pd.Series) -> pd.Series:
     keep[::step] = True
     keep[-1] = True
     return series[keep]
-
-
-def equity_curve(steps: pd.DataFrame) -> pd.Series:
-    """Equity at each decision bar's next close, starting from 1.0 (fees included)."""
-    return steps["equity"].astype(np.float64)
-
-
-def drawdown_curve(steps: pd.DataFrame) -> pd.Series:
-    """Drawdown of the equity curve from its running peak (initial 1.0 counts), in %."""
-    equity = equity_curve(steps)
-    peak = np.maximum.accumulate(np.maximum(equity.to_numpy(), 1.0))
-    return pd.Series((equity.to_numpy() / peak - 1.0) * 100.0, index=steps.index)
 
 
 def equity_figure(
@@ -85,7 +83,7 @@ def equity_figure(
             zorder=2,
         )
     for i, (name, steps) in enumerate(runs.items()):
-        curve = _thin(equity_curve(steps))
+        curve = _thin(curves(steps).equity)
         ax.plot(
             curve.index,
             curve.to_numpy(),
@@ -106,7 +104,7 @@ def drawdown_figure(runs: Mapping[str, pd.DataFrame], title: str) -> Figure:
     """Drawdown from the running peak, strategy filled, baselines as lines."""
     fig, (ax,) = _figure()
     for i, (name, steps) in enumerate(runs.items()):
-        dd = _thin(drawdown_curve(steps))
+        dd = _thin(curves(steps).drawdown_pct)
         if i == 0:
             ax.fill_between(dd.index, dd.to_numpy(), 0.0, color="C0", alpha=0.4, label=name)
         else:
@@ -120,27 +118,24 @@ def drawdown_figure(runs: Mapping[str, pd.DataFrame], title: str) -> Figure:
 def positions_figure(steps: pd.DataFrame, title: str) -> Figure:
     """Price with the trades that changed the position marked, and the position below."""
     fig, (ax_price, ax_pos) = _figure(rows=2, height=3.2)
-    price = _thin(steps["price"])
+    price = _thin(steps[PRICE])
     ax_price.plot(price.index, price.to_numpy(), color="black", lw=0.8, label="close")
-    change = np.diff(steps["position"].to_numpy(), prepend=0.0) != 0.0
-    for code, marker, color, label in (
-        (BUY, "^", "tab:green", "BUY"),
-        (SELL, "v", "tab:red", "SELL"),
-    ):
-        at = change & (steps["action"].to_numpy() == code)
+    change = np.diff(steps[POSITION].to_numpy(), prepend=0.0) != 0.0
+    for code, marker, color in ((BUY, "^", "tab:green"), (SELL, "v", "tab:red")):
+        at = change & (steps[ACTION].to_numpy() == code)
         ax_price.scatter(
             steps.index[at],
-            steps["price"].to_numpy()[at],
+            steps[PRICE].to_numpy()[at],
             marker=marker,
             color=color,
             s=14,
-            label=f"{label} ({int(at.sum())} position changes)",
+            label=f"{ACTIONS[code]} ({int(at.sum())} position changes)",
             zorder=3,
         )
     ax_price.set_ylabel("price")
     ax_price.set_title(title)
     ax_price.legend(loc="best", fontsize="small")
-    ax_pos.step(steps.index, steps["position"].to_numpy(), where="post", color="tab:blue", lw=0.8)
+    ax_pos.step(steps.index, steps[POSITION].to_numpy(), where="post", color="tab:blue", lw=0.8)
     ax_pos.axhline(0.0, color="grey", lw=0.6, ls=":")
     ax_pos.set_ylabel("position (held over next bar)")
     return fig
@@ -150,11 +145,12 @@ def probabilities_figure(steps: pd.DataFrame, title: str) -> Figure:
     """Action probabilities over time, smoothed with a rolling mean when the run is long."""
     fig, (ax,) = _figure()
     window = max(1, len(steps) // 500)
-    for column, color in (("p_hold", "grey"), ("p_buy", "tab:green"), ("p_sell", "tab:red")):
+    for code, color in enumerate(("grey", "tab:green", "tab:red")):  # HOLD, BUY, SELL
+        column = PROB_COLUMNS[code]
         if column not in steps.columns:
             continue
         smooth = _thin(steps[column].rolling(window, min_periods=1).mean())
-        ax.plot(smooth.index, smooth.to_numpy(), color=color, lw=0.9, label=column[2:].upper())
+        ax.plot(smooth.index, smooth.to_numpy(), color=color, lw=0.9, label=ACTIONS[code])
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("probability" + (f" (rolling mean of {window} bars)" if window > 1 else ""))
     ax.set_title(title)

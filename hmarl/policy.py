@@ -19,11 +19,10 @@ from torch import Tensor, nn
 
 from hmarl.config import ModelConfig
 from hmarl.env import cash_ratio
+from hmarl.steps import ACTIONS
 
 # The sizes, stated once in hmarl.config.ModelConfig (SPEC.md's network, 83,811 parameters).
 SPEC_MODEL = ModelConfig()
-
-ACTIONS: tuple[str, ...] = ("HOLD", "BUY", "SELL")
 N_ACTIONS = len(ACTIONS)
 N_STATE = 2  # position in [-1, 1] and cash ratio in [0, 1], appended to the head's input
 

@@ -23,6 +23,7 @@ import torch
 
 from hmarl.env import EnvParams, settle
 from hmarl.metrics import CRYPTO, Calendar, null_percentile, periods_per_year
+from hmarl.steps import EQUITY, POSITION
 
 RANDOM_TIMING_DEFINITION = (
     "N policies making the strategy's trades (count, sides, lengths, position paths, hence "
@@ -154,7 +155,7 @@ def random_timing(
     """
     if n < 1:
         raise ValueError(f"the random-timing null needs n >= 1 policies, got {n}")
-    position = strategy["position"].to_numpy(dtype=np.float64)
+    position = strategy[POSITION].to_numpy(dtype=np.float64)
     returns = torch.from_numpy(np.asarray(market_returns, dtype=np.float64))[None, :]
     if returns.shape[1] != position.size:
         raise ValueError(f"{position.size} strategy rows but {returns.shape[1]} market returns")
@@ -178,7 +179,7 @@ def random_timing(
         np.concatenate(finals),
         np.concatenate(sharpes),
         band,
-        float(strategy["equity"].iloc[-1]),
+        float(strategy[EQUITY].iloc[-1]),
         seed,
     )
 

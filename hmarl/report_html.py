@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from hmarl.io import write_text
-from hmarl.plots import drawdown_curve, equity_curve
+from hmarl.steps import ACTIONS, POSITION, PRICE, PROB_COLUMNS, Curves, curves
 
 if TYPE_CHECKING:
     from bokeh.models import Range
@@ -44,11 +44,7 @@ COLORS = {  # run name -> colour (strategy first, then the baselines of hmarl.ba
     "flat": "#7f7f7f",
     "momentum": "#2ca02c",
 }
-PROBABILITIES = (
-    ("p_hold", "HOLD", "#7f7f7f"),
-    ("p_buy", "BUY", "#2ca02c"),
-    ("p_sell", "SELL", "#d62728"),
-)
+PROBABILITY_COLORS = ("#7f7f7f", "#2ca02c", "#d62728")  # HOLD, BUY, SELL (action-code order)
 
 
 def minmax_rows(values: np.ndarray, buckets: int = DISPLAY_BUCKETS) -> np.ndarray:
@@ -148,9 +144,9 @@ def _price_panel(steps: pd.DataFrame) -> Figure:
     from bokeh.models import ColumnDataSource, HoverTool
 
     fig = _figure("price", None, "price (close)")
-    _line(fig, steps.index, steps["price"].to_numpy(np.float64), color="black", line_width=1)
-    marks = entries_and_exits(steps["position"].to_numpy(np.float64))
-    price = steps["price"].to_numpy(np.float64)
+    _line(fig, steps.index, steps[PRICE].to_numpy(np.float64), color="black", line_width=1)
+    marks = entries_and_exits(steps[POSITION].to_numpy(np.float64))
+    price = steps[PRICE].to_numpy(np.float64)
     for rows, marker, color, label in (
         (marks.long_entries, "triangle", "#2ca02c", "long entry"),
         (marks.short_entries, "inverted_triangle", "#d62728", "short entry"),
@@ -160,7 +156,7 @@ def _price_panel(steps: pd.DataFrame) -> Figure:
             {
                 "time": epoch_ms(steps.index)[rows],
                 "y": price[rows],
-                "position": steps["position"].to_numpy(np.float64)[rows],
+                "position": steps[POSITION].to_numpy(np.float64)[rows],
             }
         )
         renderer = fig.scatter(
@@ -189,9 +185,7 @@ def _price_panel(steps: pd.DataFrame) -> Figure:
     return fig
 
 
-def _equity_panel(
-    runs: Mapping[str, pd.DataFrame], band: pd.DataFrame | None, x_range: Range
-) -> Figure:
+def _equity_panel(runs: Mapping[str, Curves], band: pd.DataFrame | None, x_range: Range) -> Figure:
     from bokeh.models import ColumnDataSource
 
     fig = _figure("equity", x_range, "equity (x initial, net of costs)")
@@ -220,12 +214,12 @@ def _equity_panel(
             line_dash="dashed",
             legend_label="random timing median",
         )
-    for name, steps in runs.items():
+    for name, run in runs.items():
         first = name == next(iter(runs))
         _line(
             fig,
-            steps.index,
-            equity_curve(steps).to_numpy(),
+            run.equity.index,
+            run.equity.to_numpy(),
             color=COLORS.get(name, "#9467bd"),
             line_width=2.2 if first else 1.2,
             legend_label=name,
@@ -235,14 +229,14 @@ def _equity_panel(
     return fig
 
 
-def _drawdown_panel(runs: Mapping[str, pd.DataFrame], x_range: Range) -> Figure:
+def _drawdown_panel(runs: Mapping[str, Curves], x_range: Range) -> Figure:
     fig = _figure("drawdown", x_range, "drawdown [%]")
     for name in [n for n in ("strategy", "buy_and_hold") if n in runs]:
-        dd = drawdown_curve(runs[name]).to_numpy()
+        dd = runs[name].drawdown_pct
         _line(
             fig,
-            runs[name].index,
-            dd,
+            dd.index,
+            dd.to_numpy(),
             color=COLORS[name],
             legend_label=name,
             line_width=1.6 if name == "strategy" else 1.0,
@@ -255,7 +249,7 @@ def _position_panel(steps: pd.DataFrame, x_range: Range) -> Figure:
     from bokeh.models import ColumnDataSource
 
     fig = _figure("position", x_range, "position (held over next bar)")
-    pos = steps["position"].to_numpy(np.float64)
+    pos = steps[POSITION].to_numpy(np.float64)
     rows = minmax_rows(pos)
     fig.step(
         "time",
@@ -269,7 +263,7 @@ def _position_panel(steps: pd.DataFrame, x_range: Range) -> Figure:
 
 def _probabilities_panel(steps: pd.DataFrame, x_range: Range) -> Figure:
     fig = _figure("probabilities", x_range, "P(action)", y_range=(0.0, 1.0))
-    for column, label, color in PROBABILITIES:
+    for column, label, color in zip(PROB_COLUMNS, ACTIONS, PROBABILITY_COLORS, strict=True):
         if column in steps.columns:
             _line(
                 fig,
@@ -344,10 +338,11 @@ def report_layout(
     steps = next(iter(runs.values()))
     price = _price_panel(steps)
     x_range = price.x_range
+    run_curves = {name: curves(s) for name, s in runs.items()}  # equity and drawdown, once
     panels: Sequence[Figure] = [
         price,
-        _equity_panel(runs, band, x_range),
-        _drawdown_panel(runs, x_range),
+        _equity_panel(run_curves, band, x_range),
+        _drawdown_panel(run_curves, x_range),
         _position_panel(steps, x_range),
         _probabilities_panel(steps, x_range),
     ]

@@ -45,6 +45,8 @@ from hmarl.tracking import (
     SWEEP_DIR_ENV,
     git_commit,
     prepare_store,  # re-exported: the sweep creates the store once, like any run (tracking.py)
+    run_name,
+    search_all,
 )
 
 if TYPE_CHECKING:  # mlflow is imported where used: a plain `tracking=none` run never loads it
@@ -87,7 +89,7 @@ def job_configs(config_name: str | None, jobs: Iterable[Sequence[str]]) -> list[
 
 
 def market_args(cfg: Config) -> dict[str, Any]:
-    """The keyword arguments of :func:`hmarl.dataset.market_for_config` that a job will use."""
+    """The keyword arguments of :func:`hmarl.market.market_for_config` that a job will use."""
     return {
         "data": cfg.data,
         "feature_names": list(cfg.features.names),
@@ -103,7 +105,7 @@ def prebuild_markets(configs: Iterable[Config]) -> int:
     Why here: N parallel jobs that miss the cache would each build the same tensors (the
     cache's atomic rename keeps that correct, but N times the work). Jobs then load them.
     """
-    from hmarl.dataset import market_for_config
+    from hmarl.market import market_for_config
 
     seen: set[str] = set()
     for cfg in configs:
@@ -123,22 +125,16 @@ def start_parent_run(uri: str, experiment_id: str, name: str, tags: Mapping[str,
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    run = client.create_run(experiment_id, run_name=name[:250], tags={"kind": SWEEP_KIND, **tags})
+    run = client.create_run(
+        experiment_id, run_name=run_name(name), tags={"kind": SWEEP_KIND, **tags}
+    )
     return str(run.info.run_id)
 
 
 def child_runs(client: MlflowClient, parent_run_id: str) -> list[Run]:
     """Every run (any experiment) whose ``mlflow.parentRunId`` is the sweep's parent."""
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
-    runs: list[Run] = []
-    token: str | None = None
-    while True:
-        page = client.search_runs(experiment_ids, query, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return search_all(client, experiment_ids, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
 
 
 def sweep_status(child_statuses: Sequence[str], expected: int | None) -> str:
@@ -207,7 +203,7 @@ def finish_sweep(
         overrides = {c.info.run_id: c.data.tags.get("hydra_overrides", "") for c in children}
         experiments = {c.info.run_id: c.data.tags.get("experiment_name", "") for c in children}
         for rid, name in child_names(overrides, experiments).items():
-            client.update_run(rid, name=name[:250])
+            client.update_run(rid, name=run_name(name))
     counts = {
         "jobs_runs": len(children),
         "jobs_finished": statuses.count("FINISHED"),

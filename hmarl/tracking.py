@@ -1,8 +1,12 @@
 """MLflow tracking behind a small interface, with batched writes and honest run status.
 
 Why batched: each call to a remote tracking server costs ~100 ms, so metrics are buffered
-and sent with ``log_batch``. Why explicit status: a run that raises or is interrupted must
-end FAILED or KILLED, never stay RUNNING in the UI.
+and sent with ``log_batch``. Why one lifecycle: a run that raises or is interrupted must end
+FAILED or KILLED, never stay RUNNING in the UI, so every tracked run (training, backtest)
+opens and closes in :func:`tracked_run`, and nothing else sets a run's status (the sweep's
+parent run, which spans processes, is closed by :mod:`hmarl.sweep`). Store URIs
+(:func:`sqlite_path`), run names (:func:`run_name`) and paged searches (:func:`search_all`)
+are read one way here for every caller.
 """
 
 from __future__ import annotations
@@ -10,16 +14,20 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from hmarl.config import AUTO_URI, BacktestError, TrackingConfig
+
 if TYPE_CHECKING:  # mlflow is imported lazily: `tracking=none` never loads it (~2 s)
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, Run
     from mlflow.tracking import MlflowClient
 
+RUN_NAME_LIMIT = 250  # characters: MLflow refuses longer run names
 # Set by the sweep callback (hmarl/sweep.py) so that jobs become children of one parent run.
 PARENT_RUN_ENV = "HMARL_MLFLOW_PARENT_RUN_ID"
 SWEEP_DIR_ENV = "HMARL_SWEEP_DIR"
@@ -55,6 +63,18 @@ def sqlite_path(uri: str) -> Path | None:
     if urlparse(uri).scheme != "sqlite":
         return None
     return Path(uri[len("sqlite:///") :])
+
+
+def absolute_store_uri(uri: str) -> str:
+    """``uri`` with a relative sqlite path made absolute (other URIs unchanged).
+
+    A checkpoint records where its training run lives; ``sqlite:///mlflow.db`` names a
+    different file from every other working directory, so the path is resolved first.
+    """
+    db = sqlite_path(uri)
+    if db is not None and not db.is_absolute():
+        return "sqlite:///" + str(db.resolve())
+    return uri
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -239,6 +259,83 @@ class MlflowTracker(Tracker):
             self.client.set_terminated(self.run_id, status=status)
 
 
+# ----------------------------------------------------------------------------- run lifecycle
+
+
+def run_name(name: str, limit: int = RUN_NAME_LIMIT) -> str:
+    """``name`` as MLflow accepts it: unchanged up to ``limit`` characters; a longer one keeps
+    its start and its end around ``...`` (``limit`` characters in all).
+
+    Why both ends: a training run's name starts with what it is (the experiment and its
+    overrides) and a backtest's ends with which checkpoint it read (the file's path).
+    """
+    if len(name) <= limit:
+        return name
+    head = (limit - 3) // 2
+    return name[:head] + "..." + name[len(name) - (limit - 3 - head) :]
+
+
+def start_run(
+    tracking: TrackingConfig, name: str, tags: Mapping[str, str], run_id: str | None = None
+) -> Tracker:
+    """A tracker for the run (a no-op :class:`Tracker` when ``tracking.enabled`` is off);
+    ``run_id`` continues that run (a resumed training) instead of creating one."""
+    if not tracking.enabled:
+        return Tracker()
+    return MlflowTracker(
+        tracking.uri, tracking.experiment, run_name=run_name(name), tags=dict(tags), run_id=run_id
+    )
+
+
+@contextmanager
+def tracked_run(
+    tracking: TrackingConfig,
+    name: str,
+    tags: Mapping[str, str],
+    *,
+    run_id: str | None = None,
+    on_failure: Callable[[Tracker], None] | None = None,
+) -> Iterator[Tracker]:
+    """The one lifecycle of a tracked run: it ends FINISHED when the block completes, KILLED
+    on an interrupt (Ctrl-C; SIGTERM where the entry point turns it into KeyboardInterrupt),
+    FAILED on any other exception, which is re-raised.
+
+    ``on_failure(tracker)`` runs before a run that did not finish is closed (training logs
+    its last good checkpoint there); an error inside it is printed, never raised over the
+    original one.
+    """
+    tracker = start_run(tracking, name, tags, run_id)
+    status = "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if status != "FINISHED" and on_failure is not None:
+            try:
+                on_failure(tracker)
+            except Exception as exc:  # never mask the original error
+                print(f"warning: {exc}")
+        tracker.finish(status)
+
+
+def search_all(client: MlflowClient, ids: Sequence[str], query: str) -> list[Run]:
+    """Every run of experiments ``ids`` matching ``query``, across result pages."""
+    runs: list[Run] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs(list(ids), query, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
 def git_commit() -> str:
     """The source checkout's commit (``unknown`` for an installed wheel)."""
     here = Path(__file__).resolve().parent
@@ -261,3 +358,56 @@ def ui_command(uri: str) -> str:
     if urlparse(uri).scheme in ("http", "https"):
         return f"open {uri} in a browser"
     return f"mlflow ui --backend-store-uri {uri}"
+
+
+# ----------------------------------------------------------------------------- backtests
+
+DEFAULT_URI = TrackingConfig().uri  # sqlite:///mlflow.db in the working directory
+
+
+def fetch_run_checkpoint(run_id: str, tracking_uri: str, dst: Path) -> tuple[Path, str]:
+    """Download an MLflow run's ``checkpoints/best.pt`` (else ``last.pt``) into ``dst``."""
+    from mlflow.exceptions import MlflowException  # lazily: a local backtest never loads mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        names = {Path(f.path).name for f in client.list_artifacts(run_id, "checkpoints")}
+    except MlflowException as exc:
+        raise BacktestError(f"MLflow run {run_id!r} not found at {tracking_uri}: {exc}") from exc
+    for name in ("best.pt", "last.pt"):
+        if name in names:
+            local = client.download_artifacts(run_id, f"checkpoints/{name}", str(dst))
+            return Path(local), f"runs:/{run_id}/checkpoints/{name}"
+    raise BacktestError(
+        f"MLflow run {run_id} at {tracking_uri} has no checkpoints/best.pt or "
+        f"checkpoints/last.pt artifact (artifacts: {sorted(names) or 'none'}); was it trained "
+        "with tracking.log_checkpoints=false? Pass checkpoint=<path> instead"
+    )
+
+
+def backtest_tracking(
+    tracking: TrackingConfig, ckpt: Mapping[str, Any], run_id: str | None
+) -> tuple[TrackingConfig, str]:
+    """Where the backtest logs, and why: beside its training run unless told otherwise.
+
+    ``tracking.uri=auto`` (the default): a ``run_id=`` backtest logs to the store it fetched
+    the checkpoint from; a ``checkpoint=`` backtest to the store and experiment its
+    checkpoint records (absolute), or to ``sqlite:///mlflow.db`` when it records none (older
+    checkpoints, training with ``tracking=none``) or its sqlite file is gone. Any other
+    ``tracking.uri`` is used as given.
+    """
+    if not tracking.enabled or tracking.uri != AUTO_URI:
+        return tracking, "as configured"
+    if run_id is not None:
+        return replace(tracking, uri=DEFAULT_URI), "the store the checkpoint was fetched from"
+    rec = ckpt.get("tracking") or {}
+    uri, experiment = rec.get("uri"), rec.get("experiment")
+    if not uri:
+        return replace(tracking, uri=DEFAULT_URI), "the checkpoint records no training store"
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return replace(tracking, uri=DEFAULT_URI), f"the training store {uri} does not exist"
+    return replace(tracking, uri=uri, experiment=experiment or tracking.experiment), (
+        "the training run's store"
+    )

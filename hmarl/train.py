@@ -2,6 +2,9 @@
 
 Only :func:`main` sees Hydra's config; it converts it to :class:`hmarl.config.Config` and
 calls :func:`train` with plain values, which tests call directly too.
+
+Over 450 lines for now: the Trainer's selection and collapse rules are being reworked in
+parallel, so issue 13's split left them here to keep that merge simple.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from tqdm import tqdm
 from hmarl.baselines import baseline_steps
 from hmarl.checkpoint import (
     CheckpointError,
-    absolute_store_uri,
     load_checkpoint,
     load_weights,
     plain_stats,
@@ -42,7 +44,10 @@ from hmarl.metrics import compute_stats, flag_sentences, metric_keys, outcome_fl
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
 from hmarl.rollout import LazyMacroCache, collect, sample_starts
-from hmarl.tracking import MlflowTracker, Tracker, git_commit, ui_command
+from hmarl.runtime import resolve_device as resolve_device  # re-exported (moved to runtime)
+from hmarl.runtime import setup
+from hmarl.steps import ACTIONS
+from hmarl.tracking import Tracker, absolute_store_uri, git_commit, tracked_run, ui_command
 
 
 @dataclass
@@ -74,17 +79,6 @@ class TrainResult:
     flags: list[str] = field(default_factory=list)  # hmarl.metrics.outcome_flags of best_val
     wall_s: float = math.nan  # the whole train() call
     steps_per_s: float = math.nan  # mean over episodes (Throughput)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={name} requested but CUDA is not available; use device=auto or cpu"
-        )
-    return device
 
 
 def env_params(cfg: Config) -> EnvParams:
@@ -146,11 +140,10 @@ def _check_output_dir(checkpoints: Path, resume: str | None) -> None:
     )
 
 
-def _start_tracker(
-    cfg: Config, market: MarketData, overrides: Sequence[str], run_id: str | None
-) -> Tracker:
-    if not cfg.tracking.enabled:
-        return Tracker()
+def _run_identity(
+    cfg: Config, market: MarketData, overrides: Sequence[str]
+) -> tuple[str, dict[str, str]]:
+    """The training run's name and tags (names are cut by :func:`hmarl.tracking.run_name`)."""
     name = cfg.tracking.run_name or " ".join([cfg.experiment_name, *overrides]).strip() or "train"
     tags = {
         "experiment_name": cfg.experiment_name,
@@ -159,9 +152,7 @@ def _start_tracker(
         "hydra_overrides": " ".join(overrides),
         "kind": "train",
     }
-    return MlflowTracker(
-        cfg.tracking.uri, cfg.tracking.experiment, run_name=name[:250], tags=tags, run_id=run_id
-    )
+    return name, tags
 
 
 def buy_and_hold_return(market: MarketData, split: str, env: EnvParams) -> float:
@@ -228,7 +219,7 @@ def collapse_reason(stats: dict[str, Any], entropy: float, tc: Any) -> str | Non
     ``collapse_share`` (a policy that can no longer explore or change its mind)."""
     if math.isfinite(entropy) and entropy < tc.collapse_entropy:
         return f"entropy {entropy:.3g} < trainer.collapse_entropy={tc.collapse_entropy}"
-    shares = {a: stats.get(f"Mean P({a})") for a in ("HOLD", "BUY", "SELL")}
+    shares = {a: stats.get(f"Mean P({a})") for a in ACTIONS}
     for action, share in shares.items():
         if share is not None and share > tc.collapse_share:
             return f"mean P({action}) {share:.4f} > trainer.collapse_share={tc.collapse_share}"
@@ -250,11 +241,8 @@ class Trainer:
         self.best_path = self.out / "checkpoints" / "best.pt"
         _check_output_dir(self.last_path.parent, tc.resume)
         self.last_path.parent.mkdir(parents=True, exist_ok=True)
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
-        torch.set_float32_matmul_precision(tc.matmul_precision.value)  # process-wide
-        torch.manual_seed(cfg.seed)
-        device = resolve_device(cfg.device)
+        precision = tc.matmul_precision.value  # process-wide
+        device = setup(cfg.device, cfg.threads, matmul_precision=precision, seed=cfg.seed)
 
         # ---- data: candles -> features -> windows (cached) ----
         self.market = load_market(cfg)
@@ -486,62 +474,65 @@ def train(
     run = Trainer(cfg, out_dir)
     tc, state = cfg.trainer, run.state
     speed = Throughput()
-    tracker = _start_tracker(cfg, run.market, overrides, state.run_id)
-    state.run_id = tracker.run_id
-    status, stopped_early = "FAILED", False
-    pbar = tqdm(
-        total=tc.episodes, initial=state.episode, disable=not progress, mininterval=1.0, unit="ep"
-    )
-    try:
-        if not tc.resume:
-            tracker.log_params(flatten(cfg))
-        _log_config_artifacts(tracker, run.out, cfg, overrides, composed_yaml)
-        run.policy.train()
-        for episode in range(state.episode, tc.episodes):
-            metrics = run.episode(episode)
-            speed.add(tc.n_envs * tc.episode_len, metrics["perf/steps_per_s"])
-            last = state.episode == tc.episodes
-            if state.episode % tc.eval_every == 0 or last:
-                metrics.update(run.validate(episode))
-                stopped_early = run.on_collapse(episode) or run.stop_early()
-            if state.episode % tc.checkpoint_every == 0 or last or stopped_early:
-                run.save(run.last_path)
-            tracker.log_metrics(metrics, step=episode)
-            if on_episode is not None:
-                on_episode(episode, metrics, run.policy, run.optimizers)
-            _show(pbar, metrics, run.val, speed)
-            if stopped_early:
-                n = tc.early_stop_patience
-                why = (
-                    "the policy collapsed (trainer.on_collapse=stop)"
-                    if run.collapse is not None and tc.on_collapse.value == "stop"
-                    else f"{n} evaluations without improvement"
-                )
-                print(f"early stop at episode {episode}: {why}")
-                break
-        if not run.last_path.exists():  # resumed a finished run: nothing new, keep the state
-            run.save(run.last_path)
-        best_val = run.best_val or _stored_validation(run.best_path)
-        flags = outcome_flags(best_val, tc.min_val_trades) if best_val else []
-        tracker.set_tags(
-            {
-                "best_episode": str(state.best_episode),
-                "edge_found": str(state.best_edge),
-                "stopped_early": str(stopped_early),
-                "flags": ",".join(flags) or "none",
-            }
+    name, tags = _run_identity(cfg, run.market, overrides)
+    keep_last = _keep_last_checkpoint(run.last_path) if cfg.tracking.log_checkpoints else None
+    stopped_early = False
+    with tracked_run(
+        cfg.tracking, name, tags, run_id=state.run_id, on_failure=keep_last
+    ) as tracker:
+        state.run_id = tracker.run_id
+        pbar = tqdm(
+            total=tc.episodes,
+            initial=state.episode,
+            disable=not progress,
+            mininterval=1.0,
+            unit="ep",
         )
-        if cfg.tracking.log_checkpoints:
-            for path in (run.last_path, run.best_path):
-                if path.exists():
-                    tracker.log_artifact(path, "checkpoints")
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        pbar.close()
-        _finish(tracker, status, run.last_path if cfg.tracking.log_checkpoints else None)
+        try:
+            if not tc.resume:
+                tracker.log_params(flatten(cfg))
+            _log_config_artifacts(tracker, run.out, cfg, overrides, composed_yaml)
+            run.policy.train()
+            for episode in range(state.episode, tc.episodes):
+                metrics = run.episode(episode)
+                speed.add(tc.n_envs * tc.episode_len, metrics["perf/steps_per_s"])
+                last = state.episode == tc.episodes
+                if state.episode % tc.eval_every == 0 or last:
+                    metrics.update(run.validate(episode))
+                    stopped_early = run.on_collapse(episode) or run.stop_early()
+                if state.episode % tc.checkpoint_every == 0 or last or stopped_early:
+                    run.save(run.last_path)
+                tracker.log_metrics(metrics, step=episode)
+                if on_episode is not None:
+                    on_episode(episode, metrics, run.policy, run.optimizers)
+                _show(pbar, metrics, run.val, speed)
+                if stopped_early:
+                    n = tc.early_stop_patience
+                    why = (
+                        "the policy collapsed (trainer.on_collapse=stop)"
+                        if run.collapse is not None and tc.on_collapse.value == "stop"
+                        else f"{n} evaluations without improvement"
+                    )
+                    print(f"early stop at episode {episode}: {why}")
+                    break
+            if not run.last_path.exists():  # resumed a finished run: nothing new, keep the state
+                run.save(run.last_path)
+            best_val = run.best_val or _stored_validation(run.best_path)
+            flags = outcome_flags(best_val, tc.min_val_trades) if best_val else []
+            tracker.set_tags(
+                {
+                    "best_episode": str(state.best_episode),
+                    "edge_found": str(state.best_edge),
+                    "stopped_early": str(stopped_early),
+                    "flags": ",".join(flags) or "none",
+                }
+            )
+            if cfg.tracking.log_checkpoints:
+                for path in (run.last_path, run.best_path):
+                    if path.exists():
+                        tracker.log_artifact(path, "checkpoints")
+        finally:
+            pbar.close()
     best = run.best_path if run.best_path.exists() else None
     result = TrainResult(
         run.out, run.last_path, best, tracker.run_id, state, run.val, stopped_early
@@ -590,14 +581,18 @@ def _stored_validation(best: Path) -> dict[str, Any]:
     return dict(stored) if isinstance(stored, dict) else {}
 
 
-def _finish(tracker: Tracker, status: str, last: Path | None) -> None:
-    """End the MLflow run with its status; a failed run still gets its last good checkpoint."""
-    if status != "FINISHED" and last is not None and last.exists():
-        try:
-            tracker.log_artifact(last, "checkpoints")
-        except Exception as exc:  # never mask the original error
-            print(f"warning: could not log the last checkpoint: {exc}")
-    tracker.finish(status)
+def _keep_last_checkpoint(last: Path) -> Callable[[Tracker], None]:
+    """A run that did not finish still gets its last good checkpoint (``on_failure`` of
+    :func:`hmarl.tracking.tracked_run`)."""
+
+    def log(tracker: Tracker) -> None:
+        if last.exists():
+            try:
+                tracker.log_artifact(last, "checkpoints")
+            except Exception as exc:  # never mask the original error
+                print(f"warning: could not log the last checkpoint: {exc}")
+
+    return log
 
 
 def _log_config_artifacts(

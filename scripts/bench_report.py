@@ -27,6 +27,7 @@ from hmarl.env import EnvParams
 from hmarl.market import MarketData
 from hmarl.metrics import compute_stats, stats_table
 from hmarl.random_timing import random_timing, random_timing_stats
+from hmarl.steps import POSITION, PROB_COLUMNS
 
 YEAR_OF_5MIN_BARS = 105_192  # 288 x 365.25
 
@@ -45,10 +46,11 @@ def runs_for(market: MarketData, env: EnvParams) -> dict[str, pd.DataFrame]:
     """Strategy (a 48-bar momentum rule with probabilities) first, then the baselines."""
     lo, hi = market.splits["all"]
     strategy_positions = baseline_steps(market, lo, hi, env, momentum_bars=48, names=["momentum"])
-    position = strategy_positions["momentum"]["position"].to_numpy().copy()
+    position = strategy_positions["momentum"][POSITION].to_numpy().copy()
     strategy = settled_frame(market, lo, hi, position, env)
     noise = np.random.default_rng(0).dirichlet([4.0, 1.0, 1.0], size=position.size)
-    strategy["p_hold"], strategy["p_buy"], strategy["p_sell"] = noise.T
+    for code, column in enumerate(PROB_COLUMNS):
+        strategy[column] = noise[:, code]
     baselines = baseline_steps(market, lo, hi, env, momentum_bars=288)
     return {"strategy": strategy, **baselines}
 
@@ -77,7 +79,7 @@ def main() -> None:
         path = write_report_html(Path(tmp) / "report.html", runs, table, doc, null.band)
         seconds = time.perf_counter() - t0
         size = path.stat().st_size
-    trades = int((np.diff(runs["strategy"]["position"].to_numpy()) != 0).sum())
+    trades = int((np.diff(runs["strategy"][POSITION].to_numpy()) != 0).sum())
     print(
         f"report.html for {hi - lo:,} bars ({trades:,} position changes): "
         f"{seconds:.2f} s extra (of which Bokeh's import {imported:.2f} s), {size / 1e6:.2f} MB; "

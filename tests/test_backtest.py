@@ -49,9 +49,10 @@ from hmarl.baselines import (
 )
 from hmarl.config import DataConfig, conf_dir
 from hmarl.data import synthetic_candles
-from hmarl.env import BUY, HOLD, SELL, EnvParams
+from hmarl.env import EnvParams
 from hmarl.market import MarketData
 from hmarl.metrics import STAT_DEFINITIONS, Calendar, compute_stats
+from hmarl.steps import BUY, HOLD, SELL
 from hmarl.train import train
 
 RUNS = [STRATEGY, *BASELINES]
@@ -561,3 +562,17 @@ def test_train_on_q1_backtest_on_q4(shared_data: Path, tmp_path: Path) -> None:
     assert_same_stats(rep.stats[STRATEGY], compute_stats(steps, n_bootstrap=100, seed=meta["seed"]))
     growth = steps["next_price"].iloc[-1] / steps["price"].iloc[0]
     assert rep.stats["buy_and_hold"]["Equity Final [x]"] == pytest.approx(0.999 * growth)
+
+
+def test_schema_defaults_match_the_library_constants() -> None:
+    """The backtest schema (hmarl.config) repeats three library defaults as literals (config
+    stays free of torch and pandas); they must not drift apart."""
+    from hmarl.baselines import MOMENTUM_LOOKBACKS
+    from hmarl.config import CalendarConfig
+    from hmarl.metrics import CRYPTO
+    from hmarl.random_timing import RANDOM_TIMING_N
+
+    cfg = BacktestConfig()
+    assert cfg.momentum_lookbacks == list(MOMENTUM_LOOKBACKS)
+    assert cfg.random_timing == RANDOM_TIMING_N
+    assert CalendarConfig().to_calendar() == CRYPTO

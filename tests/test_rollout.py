@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hmarl.env import BUY, HOLD, SELL, EnvParams, position_grid
+from hmarl.env import EnvParams, position_grid
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import discounted_returns, make_optimizers, normalise, reinforce_update
 from hmarl.rollout import (
@@ -18,6 +18,7 @@ from hmarl.rollout import (
     macro_cache,
     sample_starts,
 )
+from hmarl.steps import BUY, HOLD, SELL
 
 N_FEAT = 4
 
