@@ -193,6 +193,9 @@ def _meta(
         "train_run_id": cfg.run_id or ckpt["train_state"].get("run_id"),
         "checkpoint_episode": checkpoint_episode(ckpt),  # the episode of the weights loaded
         "best_episode": ckpt["train_state"].get("best_episode"),  # the run's best when saved
+        # whether the training run's validation found an edge (hmarl.train.edge_found) by the
+        # time this checkpoint was saved; None for checkpoints written before it was recorded
+        "edge_found_in_training": ckpt["train_state"].get("best_edge"),
         "data": describe_data(data),
         "data_fingerprint": market.fingerprint,
         "train_data_fingerprint": ckpt["data_fingerprint"],
@@ -271,6 +274,8 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
             pbar.update(1)
             stats = stats_of(runs, calendar, cfg.n_bootstrap, cfg.seed)
             meta["flags"] = outcome_flags(stats[STRATEGY], min_trades)
+            if meta["edge_found_in_training"] is False:  # the run advised staying flat
+                meta["flags"].append("no_edge_found_in_training")
             meta["min_trades"] = min_trades
 
             # ---- the random-timing null: the strategy's trades at random times ----

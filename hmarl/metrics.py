@@ -668,7 +668,7 @@ STAT_DEFINITIONS: dict[str, str] = {
 # ----------------------------------------------------------------------------- what happened
 
 SAME_AS_BUY_AND_HOLD_LONG_PCT = 95.0  # long on at least this % of bars: buy & hold in effect
-FLAGS = ("no_trades", "few_trades", "same_as_buy_and_hold")
+FLAGS = ("no_trades", "few_trades", "same_as_buy_and_hold", "no_edge_found_in_training")
 
 
 def outcome_flags(stats: Mapping[str, Any], min_trades: int) -> list[str]:
@@ -703,6 +703,11 @@ def flag_sentences(stats: Mapping[str, Any], flags: Sequence[str], where: str) -
         "same_as_buy_and_hold": (
             f"long on {float(stats['Long Exposure Time [%]']):.1f}% of {where} bars: "
             "indistinguishable from buy & hold"
+        ),
+        # set by the backtest from the checkpoint (its training run's selection), not by stats
+        "no_edge_found_in_training": (
+            "the training run found no edge on validation: its advice is to stay flat rather "
+            "than trade this policy"
         ),
     }
     return [said[f] for f in flags]

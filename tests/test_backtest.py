@@ -47,6 +47,7 @@ from hmarl.baselines import (
     choose_momentum_lookback,
     momentum_positions,
 )
+from hmarl.checkpoint import load_checkpoint
 from hmarl.config import DataConfig, conf_dir
 from hmarl.data import synthetic_candles
 from hmarl.env import EnvParams
@@ -248,8 +249,16 @@ def test_random_timing_flags_and_log_are_reported(report: BacktestResult, traine
         == doc["random_timing"]["Random-Timing p-value"]
     )
     flags = doc["meta"]["flags"]
-    assert set(flags) <= {"no_trades", "few_trades", "same_as_buy_and_hold"}
+    assert set(flags) <= {"no_trades", "few_trades", "same_as_buy_and_hold"} | {
+        "no_edge_found_in_training"
+    }
     assert ("no_trades" in flags) == (report.stats[STRATEGY]["# Trades"] == 0)
+    # the checkpoint's run says whether it found an edge; without one the report advises flat
+    edge = load_checkpoint(trained.checkpoint)["train_state"]["best_edge"]
+    assert doc["meta"]["edge_found_in_training"] is edge
+    assert ("no_edge_found_in_training" in flags) == (not edge)
+    if not edge:
+        assert any("advice is to stay flat" in note for note in doc["flag_notes"])
     run = MlflowClient(tracking_uri=trained.uri).get_run(str(report.run_id))
     assert run.data.tags["flags"] == (",".join(flags) or "none")
     assert run.data.metrics["random_timing_p_value"] == pytest.approx(
