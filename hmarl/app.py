@@ -242,7 +242,7 @@ def run_period_backtest(
     """
     from hydra import compose, initialize_config_dir
 
-    from hmarl.backtest import backtest
+    from hmarl.backtesting import backtest
     from hmarl.config import conf_dir, register_backtest_configs, to_backtest_config
 
     step("fetching the checkpoint")
