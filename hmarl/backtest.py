@@ -8,97 +8,24 @@ defined here stay importable from here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from hmarl.backtesting import (
-    ARGMAX,
-    BACKTEST_RANGES,
-    CHECKPOINT_KEYS,
-    FILL_RULE,
-    STRATEGY,
-    Acting,
-    BacktestConfig,
-    BacktestError,
-    BacktestResult,
-    CalendarConfig,
-    FeatureCheckConfig,
-    Split,
-    acting_for,
-    backtest,
-    backtest_market,
-    backtest_metrics,
-    backtest_tracking,
-    check_feature_request,
-    checkpoint_env,
-    choose_momentum,
-    cost_sensitivity,
-    daily_frame,
-    data_config_for,
-    decision_range,
-    describe_data,
-    fetch_run_checkpoint,
-    format_table,
-    in_sample,
-    load_backtest_checkpoint,
-    null_frame,
-    register_backtest_configs,
-    report_figures,
-    scaled_costs,
-    stats_of,
-    stochastic_stats,
-    strategy_and_baselines,
-    summarise_seeds,
-    to_backtest_config,
-    write_report,
-)
+from hmarl import backtesting
+from hmarl.backtesting import backtest
 from hmarl.cli import reported_errors, run_cli
-from hmarl.config import conf_dir
+from hmarl.config import BacktestConfig, conf_dir, register_backtest_configs, to_backtest_config
 
-__all__ = [  # the entry point, and the names that used to be defined here
-    "ARGMAX",
-    "BACKTEST_RANGES",
-    "CHECKPOINT_KEYS",
-    "FILL_RULE",
-    "STRATEGY",
-    "Acting",
-    "BacktestConfig",
-    "BacktestError",
-    "BacktestResult",
-    "CalendarConfig",
-    "FeatureCheckConfig",
-    "Split",
-    "acting_for",
-    "backtest",
-    "backtest_market",
-    "backtest_metrics",
-    "backtest_tracking",
-    "check_feature_request",
-    "checkpoint_env",
-    "choose_momentum",
-    "cost_sensitivity",
-    "daily_frame",
-    "data_config_for",
-    "decision_range",
-    "describe_data",
-    "fetch_run_checkpoint",
-    "format_table",
-    "hydra_main",
-    "in_sample",
-    "load_backtest_checkpoint",
-    "main",
-    "null_frame",
-    "register_backtest_configs",
-    "report_figures",
-    "scaled_costs",
-    "stats_of",
-    "stochastic_stats",
-    "strategy_and_baselines",
-    "summarise_seeds",
-    "to_backtest_config",
-    "write_report",
-]
+
+def __getattr__(name: str) -> Any:
+    """The names that used to be defined here (``hmarl.backtesting.__all__``) stay importable."""
+    if name in backtesting.__all__:
+        return getattr(backtesting, name)
+    raise AttributeError(f"module 'hmarl.backtest' has no attribute {name!r}")
+
 
 register_backtest_configs()
 
