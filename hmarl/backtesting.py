@@ -26,7 +26,7 @@ held over bar t+1. Every figure comes from :func:`hmarl.metrics.compute_stats`.
 
 Only the entry point (:mod:`hmarl.backtest`) sees Hydra's config; it converts it to
 :class:`hmarl.config.BacktestConfig` at once. :func:`backtest` takes that typed config (like
-:func:`hmarl.train.train`) and wires the modules above with plain values. It lives apart from
+:func:`hmarl.training.train`) and wires the modules above with plain values. It lives apart from
 the CLI so that the app (and any script) can run a backtest without importing an entry point.
 """
 
@@ -187,7 +187,7 @@ def _meta(
         "train_run_id": cfg.run_id or ckpt["train_state"].get("run_id"),
         "checkpoint_episode": checkpoint_episode(ckpt),  # the episode of the weights loaded
         "best_episode": ckpt["train_state"].get("best_episode"),  # the run's best when saved
-        # whether the training run's validation found an edge (hmarl.train.edge_found) by the
+        # whether the training run's validation found an edge (hmarl.training.edge_found) by the
         # time this checkpoint was saved; None for checkpoints written before it was recorded
         "edge_found_in_training": ckpt["train_state"].get("best_edge"),
         "data": describe_data(data),

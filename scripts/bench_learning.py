@@ -25,9 +25,9 @@ Every run trains from scratch with ``tracking=none`` (plus any Hydra overrides g
   random-timing null (1,000 policies making the same trades at random times; median and the
   policy's percentile, hmarl/random_timing.py);
 * collapsed: the final policy's training entropy below ``trainer.collapse_entropy`` or one action's
-  mean validation probability above ``trainer.collapse_share`` (hmarl.train.collapse_reason);
+  mean validation probability above ``trainer.collapse_share`` (hmarl.training.collapse_reason);
 * no harm: the test return of ``best.pt`` at most 1 point below flat's; and "as advised": a run
-  whose validation found no edge (``hmarl.train.edge_found``; its summary warns "no edge found"
+  whose validation found no edge (``hmarl.training.edge_found``; its summary warns "no edge found"
   and its MLflow tag ``edge_found`` is False) advises staying flat, so it counts flat's return;
 * wall time and env-steps per second of training (validation included).
 
@@ -65,7 +65,7 @@ from hmarl.io import write_text
 from hmarl.metrics import compute_stats
 from hmarl.planted import oracle_positions, plant_edge
 from hmarl.random_timing import random_timing, random_timing_stats
-from hmarl.train import collapse_reason, env_params, load_market, train
+from hmarl.training import collapse_reason, env_params, load_market, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 Q1 = "binance_spot_BTCUSDT_5m_2024Q1.csv"

@@ -38,7 +38,7 @@ from hmarl.config import Config, conf_dir, register_configs, to_config
 from hmarl.evaluation import market_tensors
 from hmarl.policy import HierarchicalPolicy
 from hmarl.reinforce import discounted_returns, make_optimizers, normalise
-from hmarl.train import Trainer, load_market
+from hmarl.training import Trainer, load_market
 
 CYCLE = 11  # one asym_1_10 cycle: one MacroNet step, ten frozen episodes
 

@@ -67,7 +67,7 @@ def assert_identical(a: Path, b: Path) -> None:
 
 def full_and_resumed(tmp_path: Path, overrides: list[str], episodes: int, stop: int):
     """Train ``episodes`` in one go, and ``stop`` then resumed to ``episodes``: both results."""
-    from hmarl.train import train
+    from hmarl.training import train
 
     def run(name: str, *extra: str):  # -> TrainResult
         return train(compose_config(*overrides, *extra), tmp_path / name, progress=False)

@@ -54,7 +54,7 @@ from hmarl.env import EnvParams
 from hmarl.market import MarketData
 from hmarl.metrics import STAT_DEFINITIONS, Calendar, compute_stats
 from hmarl.steps import BUY, HOLD, SELL
-from hmarl.train import train
+from hmarl.training import train
 
 RUNS = [STRATEGY, *BASELINES]
 FIGURES = ("equity.png", "drawdown.png", "positions.png", "action_probabilities.png")

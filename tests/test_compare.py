@@ -121,7 +121,7 @@ def tiny(tmp: Path, experiment: str, macro_every: int, seed: int) -> Config:
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
     """(tracking uri, parent run id, folder) of a finished 4-run sweep with 2 backtests."""
     from hmarl.backtest import BacktestConfig, backtest
-    from hmarl.train import train
+    from hmarl.training import train
 
     tmp = tmp_path_factory.mktemp("sweep")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -217,7 +217,7 @@ def test_validation_figures_are_the_selected_ones(sweep: tuple[str, str, Path]) 
 
 
 def test_one_experiment_on_two_files_is_two_groups(tmp_path: Path) -> None:
-    from hmarl.train import train
+    from hmarl.training import train
 
     for market_seed in (0, 1):
         cfg = tiny(tmp_path, "asym_1_10", 11, seed=0)

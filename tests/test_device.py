@@ -40,7 +40,7 @@ from hmarl.rollout import (
     sample_starts,
     walk_scan,
 )
-from hmarl.train import train
+from hmarl.training import train
 
 NO_CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(),

@@ -36,7 +36,7 @@ from mlflow.tracking import MlflowClient
 from test_binance_download import FakeBinance, publish_day, run, server  # noqa: F401
 from test_sweep import OPEN_STORE, open_store_together
 
-import hmarl.train as train_mod
+import hmarl.training as train_mod
 from hmarl.backtest import (
     BACKTEST_RANGES,
     BacktestConfig,
@@ -59,7 +59,7 @@ from hmarl.policy import HierarchicalPolicy
 from hmarl.sources.binance import DownloadError, NetworkError, RemoteFile, fetch_file
 from hmarl.sweep import job_configs
 from hmarl.tracking import TrackingError, open_experiment
-from hmarl.train import train
+from hmarl.training import train
 
 # ----------------------------------------------------------------------------- config
 

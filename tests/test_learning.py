@@ -29,7 +29,7 @@ from hmarl.checkpoint import load_checkpoint, policy_from_checkpoint
 from hmarl.evaluation import market_tensors, run_split
 from hmarl.metrics import compute_stats
 from hmarl.random_timing import random_timing, random_timing_stats
-from hmarl.train import env_params, load_market, train
+from hmarl.training import env_params, load_market, train
 
 SEEDS = (0, 1, 2)
 NEED = 2  # of len(SEEDS) seeds must succeed under every numeric setting

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hmarl.backtest import BacktestResult, backtest, register_backtest_configs, to_backtest_config
 from hmarl.config import conf_dir
 from hmarl.report_html import PANELS, entries_and_exits, format_cell, minmax_rows
-from hmarl.train import train
+from hmarl.training import train
 
 # Anything that would make a browser fetch from the network: script/link/img sources, CSS.
 EXTERNAL = re.compile(

@@ -16,7 +16,7 @@ from hmarl.checkpoint import absolute_store_uri, load_checkpoint
 from hmarl.data import load_candles
 from hmarl.io import write_json, write_text
 from hmarl.metrics import outcome_flags
-from hmarl.train import Throughput, train
+from hmarl.training import Throughput, train
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import compose_config, tiny_overrides
 
-import hmarl.train as train_mod
+import hmarl.training as train_mod
 from hmarl.checkpoint import load_checkpoint
-from hmarl.train import Trainer, _improved, collapse_reason, edge_found, selection_score, train
+from hmarl.training import Trainer, _improved, collapse_reason, edge_found, selection_score, train
 
 
 @pytest.mark.parametrize(

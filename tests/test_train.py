@@ -9,9 +9,9 @@ import torch
 from helpers import assert_identical, compose_config, full_and_resumed, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
-import hmarl.train as train_mod
+import hmarl.training as train_mod
 from hmarl.checkpoint import load_checkpoint
-from hmarl.train import train
+from hmarl.training import train
 
 
 def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
