@@ -89,7 +89,7 @@ def run_split(
     return steps_frame(traj, market)
 
 
-def validate(
+def policy_stats(
     policy: HierarchicalPolicy,
     market: MarketData,
     tensors: MarketTensors,
@@ -100,7 +100,8 @@ def validate(
     null_n: int = VALIDATION_NULL_N,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Stats of the policy on a split, with its rank in a random-timing null.
+    """Stats of the policy on a split, with its rank in a random-timing null (the trainer's
+    validation; named for what it returns, apart from the data checks ``validate_candles``).
 
     Argmax actions unless ``greedy=False`` (then sampled with ``seed``). No bootstrap and a
     smaller null (``null_n`` policies, 0 skips it) than a backtest's: this runs every
@@ -113,3 +114,6 @@ def validate(
         null = random_timing(steps, market.returns[lo:hi], env, n=null_n, seed=seed)
         stats.update(random_timing_stats(null))
     return stats
+
+
+validate = policy_stats  # the name it had before (old imports)

@@ -31,7 +31,7 @@ from hmarl.checkpoint import (
 )
 from hmarl.config import Config, flatten
 from hmarl.env import EnvParams, position_grid
-from hmarl.evaluation import market_tensors, validate
+from hmarl.evaluation import market_tensors, policy_stats
 from hmarl.io import append_text, atomic_write, write_text
 from hmarl.market import MarketData, market_for_config
 from hmarl.metrics import compute_stats, flag_sentences, metric_keys, outcome_flags
@@ -387,7 +387,7 @@ class Trainer:
         improvement, and checks for collapse (``self.collapse`` holds the reason, or None)."""
         tc = self.cfg.trainer
         greedy = tc.eval_policy.value == "greedy"
-        self.val = validate(
+        self.val = policy_stats(
             self.policy, self.market, self.tensors, self.env, greedy=greedy, seed=self.cfg.seed
         )
         entropy = sum(self.entropies) / len(self.entropies) if self.entropies else math.nan

@@ -491,7 +491,7 @@ def test_backtests_label_the_episode_of_the_weights_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``checkpoint_episode`` was the best episode even for last.pt."""
-    real = train_mod.validate
+    real = train_mod.policy_stats
     calls = {"n": 0}
 
     def worsening(*args: Any, **kwargs: Any) -> dict[str, Any]:  # best at the first evaluation
@@ -505,7 +505,7 @@ def test_backtests_label_the_episode_of_the_weights_loaded(
         }
         return {**stats, **edge, "Sharpe Ratio": 10.0 - calls["n"]}
 
-    monkeypatch.setattr(train_mod, "validate", worsening)
+    monkeypatch.setattr(train_mod, "policy_stats", worsening)
     ov = tiny_overrides(tmp_path, "trainer.episodes=12", "trainer.min_val_trades=0")
     result = train(compose_config(*ov), tmp_path / "run", progress=False)
     assert result.state.best_episode == 4 and result.best_checkpoint is not None

@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import io
 import multiprocessing
+import sys
 import time
+import types
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -93,8 +95,12 @@ def _run(tmp_path: Path, seed: int) -> dict[str, dict[str, float]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("numeric_setting", SETTINGS)
 def test_best_policy_beats_flat_and_buy_and_hold_on_most_seeds(
-    tmp_path: Path, numeric_setting: str
+    tmp_path: Path, numeric_setting: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A spawned worker first re-runs the parent's __main__ module; after the page tests that is
+    # the Streamlit page (its test harness runs it as __main__), which fails outside the app.
+    # A bare __main__ (no file, no spec) gives the workers nothing to re-run.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     ctx = multiprocessing.get_context("spawn")  # a fresh torch per process: its own setting
     with ProcessPoolExecutor(max_workers=WORKERS, mp_context=ctx) as pool:
         futures = [pool.submit(_seed_in_process, numeric_setting, str(tmp_path), s) for s in SEEDS]

@@ -115,8 +115,8 @@ def test_ties_keep_the_later_network(
         "Exposure Time [%]": 0.0,
         "Mean P(HOLD)": 0.4,
     }
-    real = train_mod.validate
-    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: {**real(*a, **k), **flat})
+    real = train_mod.policy_stats
+    monkeypatch.setattr(train_mod, "policy_stats", lambda *a, **k: {**real(*a, **k), **flat})
     cfg = compose_config(*tiny_overrides(tmp_path, "trainer.episodes=15", "trainer.eval_every=5"))
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.state.best_episode == 14
@@ -141,8 +141,8 @@ def test_on_collapse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: st
     }
     collapsed = {"Sharpe Ratio": 0.0, "Return [%]": 0.0, "# Trades": 0, "Mean P(HOLD)": 0.999}
     calls = iter([good, collapsed, collapsed, collapsed])
-    real = train_mod.validate
-    monkeypatch.setattr(train_mod, "validate", lambda *a, **k: {**real(*a, **k), **next(calls)})
+    real = train_mod.policy_stats
+    monkeypatch.setattr(train_mod, "policy_stats", lambda *a, **k: {**real(*a, **k), **next(calls)})
     restored: list[int] = []
     monkeypatch.setattr(Trainer, "restore_best", lambda self: restored.append(self.state.episode))
     cfg = compose_config(
