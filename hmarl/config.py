@@ -208,6 +208,8 @@ class TrainerConfig:
     min_val_trades: int = 5
     # an edge also beats this % of the random-timing null on validation; 0 = off
     edge_null_percentile: float = 90.0
+    # evaluations in a row that must pass the edge test before one counts as an edge
+    edge_confirmations: int = 1
     collapse_entropy: float = 0.05  # collapse: mean training entropy (nats) below this ...
     collapse_share: float = 0.99  # ... or one action's mean validation probability above this
     on_collapse: CollapseAction = CollapseAction.warn  # warn | stop | restore (from `best`)
@@ -375,6 +377,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "eval_every": POSITIVE_INT,
         "min_val_trades": COUNT,
         "edge_null_percentile": Range(0, 100),
+        "edge_confirmations": POSITIVE_INT,
         "collapse_entropy": at_least(0),
         "collapse_share": fraction(hi_open=False),
         "early_stop_patience": COUNT,

@@ -55,6 +55,7 @@ class TrainState:
     best_trades: int = -1  # validation trades of the `best` checkpoint
     best_edge: bool = False  # whether `best` is an edge (see edge_found)
     best_score: float | None = None  # its selection score (see selection_score)
+    edge_streak: int = 0  # evaluations in a row, up to the last, that passed edge_found
     evals_without_improvement: int = 0
     collapses: int = 0  # validations that found the policy collapsed
     run_id: str | None = None
@@ -402,9 +403,13 @@ class Trainer:
                 f"choose one of {choices}"
             )
         trades = int(self.val.get("# Trades", 0))
-        edge = edge_found(
+        passed = edge_found(
             self.val, tc.min_val_trades, self.val_buy_and_hold_pct, tc.edge_null_percentile
         )
+        # an edge must hold on `edge_confirmations` evaluations in a row: one lucky evaluation
+        # among ~30 against a small null is likely even without skill, several in a row are not
+        self.state.edge_streak = self.state.edge_streak + 1 if passed else 0
+        edge = passed and self.state.edge_streak >= tc.edge_confirmations
         score = selection_score(self.val, value, edge, tc.best_mode.value)
         best, best_edge = self.state.best_score, self.state.best_edge
         if _improved(score, edge, best, best_edge):

@@ -161,6 +161,46 @@ def test_on_collapse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: st
         assert restored == ([10, 15, 20] if action == "restore" else [])
 
 
+@pytest.mark.parametrize("confirmations,best_episode,best_edge", [(1, 4, True), (2, 19, True)])
+def test_an_edge_must_hold_on_consecutive_evaluations_when_asked(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    confirmations: int,
+    best_episode: int,
+    best_edge: bool,
+) -> None:
+    """Evaluations: edge (the best ratio), none, edge, edge. One confirmation keeps the first;
+    two keep only the second of the two in a row, as a lone lucky evaluation does not count."""
+    edge = {
+        "Return [%]": 900.0,
+        "# Trades": 20,
+        "Long Exposure Time [%]": 50.0,
+        "Random-Timing Percentile [%]": 100.0,
+    }
+    none = {**edge, "Random-Timing Percentile [%]": 40.0}
+    calls = iter(
+        [
+            {**edge, "Sharpe Ratio": 9.0},
+            {**none, "Sharpe Ratio": 1.0},
+            {**edge, "Sharpe Ratio": 3.0},
+            {**edge, "Sharpe Ratio": 2.0},
+        ]
+    )
+    real = train_mod.policy_stats
+    monkeypatch.setattr(train_mod, "policy_stats", lambda *a, **k: {**real(*a, **k), **next(calls)})
+    cfg = compose_config(
+        *tiny_overrides(
+            tmp_path,
+            "trainer.episodes=20",
+            "trainer.eval_every=5",
+            f"trainer.edge_confirmations={confirmations}",
+        )
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert (result.state.best_episode, result.state.best_edge) == (best_episode, best_edge)
+    assert result.state.edge_streak == 2
+
+
 def test_restore_best_loads_the_best_weights(tmp_path: Path) -> None:
     cfg = compose_config(*tiny_overrides(tmp_path, "trainer.episodes=5"))
     result = train(cfg, tmp_path / "run", progress=False)
