@@ -21,6 +21,7 @@ stepped, so its Adam state (step count, moments) does not advance either.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -130,6 +131,18 @@ def exploration_bonus(logp: Tensor, kind: str) -> Tensor:
     raise ValueError(f"trainer.exploration must be one of {EXPLORATIONS}, got {kind!r}")
 
 
+def _entropy_and_bonus(
+    logp: Tensor, exploration: str, per_step: Callable[[Tensor], Tensor] = lambda x: x
+) -> tuple[Tensor, Tensor]:
+    """Entropy and exploration bonus per step from log-probabilities; ``per_step`` reduces a
+    per-state quantity to one per step (the ``expected`` estimator's occupancy weighting).
+    With ``exploration=entropy`` the bonus is the entropy itself, computed once."""
+    entropy = per_step(entropy_of(logp))
+    if exploration == "entropy":
+        return entropy, entropy
+    return entropy, per_step(exploration_bonus(logp, exploration))
+
+
 def policy_loss(
     policy: HierarchicalPolicy,
     traj: Trajectory,
@@ -145,9 +158,7 @@ def policy_loss(
         b_logp = logp_all.gather(-1, traj.actions.unsqueeze(-1)).squeeze(-1)
         adv = normalise(returns) if estimator == "reinforce" else leave_one_out(returns)
         loss = -(b_logp * adv.to(b_logp.dtype)).sum(dim=1).mean()
-        entropy = entropy_of(logp_all)
-        bonus = entropy if exploration == "entropy" else exploration_bonus(logp_all, exploration)
-        return PolicyLoss(loss, entropy, bonus)
+        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration))
     if estimator == "expected":
         if model is None:
             raise ValueError("trainer.estimator=expected needs the grid model (GridModel)")
@@ -155,22 +166,17 @@ def policy_loss(
         rewards = grid_rewards(
             model.grid, model.env, model.returns[(rows - 1).clamp(min=0)], model.returns[rows]
         )
-        positions = grid_tensors(model.grid, traj.ctx.device)[1]
         logits = traj.grid_logits  # [S, B, L, 3], kept by the rollout (collect's keep_grid_logits)
         if logits is None:
+            positions = grid_tensors(model.grid, traj.ctx.device)[1]
             logits = policy.head.all_states(traj.ctx, positions, traj.head_masks)
         with torch.no_grad():
             probs = torch.softmax(logits.detach(), dim=-1).permute(1, 2, 0, 3)  # [B, L, S, 3]
             values = grid_values(model.grid, probs, rewards, gamma)
         scale = float(returns.std()) + 1e-8
         loss, logp = expected_surrogate(logits, values, scale)
-        entropy = occupancy_weighted(values, entropy_of(logp))
-        bonus = (
-            entropy
-            if exploration == "entropy"
-            else occupancy_weighted(values, exploration_bonus(logp, exploration))
-        )
-        return PolicyLoss(loss.mean(), entropy, bonus)
+        weighted = _entropy_and_bonus(logp, exploration, lambda x: occupancy_weighted(values, x))
+        return PolicyLoss(loss.mean(), *weighted)
     raise ValueError(f"trainer.estimator must be one of {ESTIMATORS}, got {estimator!r}")
 
 
@@ -193,8 +199,8 @@ def reinforce_update(
     b_returns = discounted_returns(b_rewards, gamma)  # [B, L] float64
 
     # ---- loss: -sum_t log pi(a_t|s_t) * G_hat_t (or its exact expectation), mean over B ----
-    # The entropy bonus is summed over t like the policy term, so that entropy_coef weighs
-    # one step's entropy against one step's normalised return whatever the episode length.
+    # The exploration term is summed over t like the policy term, so that entropy_coef weighs
+    # one step's bonus against one step's normalised return whatever the episode length.
     loss_policy, b_entropy, b_bonus = policy_loss(
         policy, traj, b_returns, estimator, model, gamma, exploration
     )
