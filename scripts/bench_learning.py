@@ -32,6 +32,12 @@ Every run trains from scratch with ``tracking=none`` (plus any Hydra overrides g
 * wall time and env-steps per second of training (validation included).
 
 Prints a markdown table and writes every run and the summary as JSON (``--out``).
+
+``--trace`` also records, at every validation of every run, what that network scores on the
+whole validation split, on each of its halves (each run from flat, with buy & hold and a
+100-policy random-timing null of its own) and on the test split: the material to replay any
+selection or edge rule offline (``scripts/replay_selection.py``) without training again. The
+test figures are never seen by the trainer; they only say what each rule would have chosen.
 """
 
 from __future__ import annotations
@@ -152,8 +158,80 @@ def evaluate_run(cfg: Config, market: Market, best: Path, last: Path) -> dict[st
     return out
 
 
+TRACE_NULL_N = 100  # random-timing policies per traced evaluation (resolves percentiles to 1%)
+
+
+class Tracer:
+    """The trace of one run (``--trace``): each validation's network on val, its halves and test.
+
+    Why halves: a rule that asks an edge to hold on two sub-periods of validation is one a
+    replay can then test; a 100-policy null lets it try percentiles above the trainer's 30-policy
+    resolution. Everything here runs on the network the trainer just validated, with the same
+    greedy/sampled policy and seed as its validation.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.data = load_market(cfg, log=None)
+        self.env = env_params(cfg)
+        lo, hi = self.data.splits["val"]
+        mid = (lo + hi) // 2
+        self.parts = {"val": (lo, hi), "val_a": (lo, mid), "val_b": (mid, hi)}
+        self.parts["test"] = self.data.splits["test"]
+        self.tensors: Any = None
+        self.points: list[dict[str, Any]] = []
+        self.buy_and_hold = {
+            part: _stats(
+                baseline_steps(self.data, a, b, self.env, names=("buy_and_hold",))["buy_and_hold"]
+            )["Return [%]"]
+            for part, (a, b) in self.parts.items()
+        }
+
+    def __call__(self, episode: int, metrics: dict[str, float], policy: Any) -> None:
+        if "val/return_pct" not in metrics:
+            return  # not a validation episode
+        if self.tensors is None:
+            self.tensors = market_tensors(self.data, next(policy.parameters()).device)
+        greedy = self.cfg.trainer.eval_policy.value == "greedy"
+        point: dict[str, Any] = {
+            "episode": episode,
+            "trainer_val_percentile": metrics.get("val/random_timing_percentile_pct"),
+            "trainer_val_return_pct": metrics["val/return_pct"],
+        }
+        for part, (lo, hi) in self.parts.items():
+            steps = run_split(
+                policy,
+                self.data,
+                self.tensors,
+                (lo, hi),
+                self.env,
+                greedy=greedy,
+                seed=self.cfg.seed,
+            )
+            stats = _stats(steps)
+            null = random_timing_stats(
+                random_timing(
+                    steps, self.data.returns[lo:hi], self.env, n=TRACE_NULL_N, seed=self.cfg.seed
+                )
+            )
+            point[part] = {
+                "return_pct": stats["Return [%]"],
+                "sharpe": stats["Sharpe Ratio"],
+                "trades": stats["# Trades"],
+                "exposure_pct": stats["Exposure Time [%]"],
+                "long_exposure_pct": stats["Long Exposure Time [%]"],
+                "percentile": null["Random-Timing Percentile [%]"],
+            }
+        self.points.append(point)
+
+
 def one_run(
-    market: Market, seed: int, overrides: Sequence[str], work: Path, episodes: int
+    market: Market,
+    seed: int,
+    overrides: Sequence[str],
+    work: Path,
+    episodes: int,
+    trace: bool = False,
 ) -> dict[str, Any]:
     run_dir = work / f"{market.name}_seed{seed}"
     cfg = compose_config(
@@ -168,14 +246,16 @@ def one_run(
         ]
     )
     entropies: list[float] = []
+    tracer = Tracer(cfg) if trace else None
+
+    def on_episode(episode: int, metrics: dict[str, float], policy: Any, _: Any) -> None:
+        entropies.append(metrics["entropy"])
+        if tracer is not None:
+            tracer(episode, metrics, policy)
+
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # the trainer's own summary lines
-        result = train(
-            cfg,
-            run_dir,
-            progress=False,
-            on_episode=lambda e, m, p, o: entropies.append(m["entropy"]),
-        )
+        result = train(cfg, run_dir, progress=False, on_episode=on_episode)
     wall = time.perf_counter() - t0
     tc = cfg.trainer
     rec: dict[str, Any] = {
@@ -243,6 +323,13 @@ def one_run(
         rec["test_return_pct"] if rec["best_edge"] else rec["flat_test_return_pct"]
     )
     rec["advised_no_harm"] = rec["advised_test_return_pct"] >= rec["flat_test_return_pct"] - 1.0
+    if tracer is not None:
+        rec["trace"] = {
+            "min_val_trades": tc.min_val_trades,
+            "threshold": threshold,
+            "buy_and_hold_pct": tracer.buy_and_hold,
+            "points": tracer.points,
+        }
     return rec
 
 
@@ -335,6 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--data-dir", type=Path, default=SHARED, help=f"the real candles' folder (default {SHARED})"
     )
+    ap.add_argument(
+        "--trace",
+        action="store_true",
+        help="record every validation's network on val, its halves and test (for replays)",
+    )
     args = ap.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 10)
     first = args.first_seed
@@ -347,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
         common = (args.overrides, tmp, args.episodes, args.planted_drift, args.threads)
-        common += (args.data_dir,)
+        common += (args.data_dir, args.trace)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
             futures = [pool.submit(_job, name, seed, *common) for name, seed in tasks]
@@ -386,6 +478,7 @@ def _write(
         "seeds": seeds,
         "episodes": args.episodes,
         "planted_drift": args.planted_drift,
+        "traced": args.trace,
         "runs": records,
         "summary": rows if rows is not None else summarise(records),
     }
@@ -401,11 +494,12 @@ def _job(
     planted_drift: float,
     threads: int,
     data_dir: Path,
+    trace: bool,
 ) -> dict[str, Any]:
     """One (market, seed) run in a worker process; the planted regimes use the run's seed."""
     torch.set_num_threads(threads)
     market = make_market(name, Path(work), planted_drift, seed, data_dir)
-    return one_run(market, seed, overrides, Path(work), episodes)
+    return one_run(market, seed, overrides, Path(work), episodes, trace)
 
 
 def _line(r: dict[str, Any]) -> str:
