@@ -635,13 +635,16 @@ def _print_summary(result: TrainResult, cfg: Config) -> str:
         )
         lines += [f"WARNING: {t}" for t in flag_sentences(v, result.flags, "validation")]
         if not s.best_edge:
-            null = cfg.trainer.edge_null_percentile
+            tc = cfg.trainer
+            null = tc.edge_null_percentile
             beat_null = f", and beat {null:g}% of random timing" if null > 0 else ""
+            k = tc.edge_confirmations
+            in_a_row = f" on {k} evaluations in a row" if k > 1 else ""
             lines.append(
                 f"WARNING: no edge found on validation: no evaluation had >= "
-                f"{cfg.trainer.min_val_trades} trades, beat flat and buy & hold after costs"
-                f"{beat_null}; best.pt is the least exposed policy seen, and the advice is to "
-                "stay flat rather than trade it"
+                f"{tc.min_val_trades} trades, beat flat and buy & hold after costs"
+                f"{beat_null}{in_a_row}; best.pt is the least exposed policy seen, and the "
+                "advice is to stay flat rather than trade it"
             )
     lines += [
         f"output: {result.out_dir.resolve()}",

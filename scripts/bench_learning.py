@@ -423,11 +423,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data-dir", type=Path, default=SHARED, help=f"the real candles' folder (default {SHARED})"
     )
     ap.add_argument(
+        "--table",
+        type=Path,
+        metavar="JSON",
+        help="print the table of an earlier --out file (complete or cut short) and exit",
+    )
+    ap.add_argument(
         "--trace",
         action="store_true",
         help="record every validation's network on val, its halves and test (for replays)",
     )
     args = ap.parse_args(argv)
+    if args.table is not None:
+        return print_table(args.table)
     seeds = args.seeds or (3 if args.quick else 10)
     first = args.first_seed
     # seed-major: a benchmark stopped early has the first seeds of every market, not some markets
@@ -459,6 +467,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _write(Path(args.out), args, seeds, records, complete=True, rows=rows)
     print(f"wrote {args.out}")
+    return 0
+
+
+def print_table(path: Path) -> int:
+    """The markdown table of a benchmark's JSON (a cut-short one shows the runs it finished)."""
+    try:
+        data = json.loads(path.read_text())
+        records = data["runs"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"cannot read benchmark JSON {path}: {exc}") from exc
+    markets = list(MARKETS)
+    records = sorted(records, key=lambda r: (markets.index(r["market"]), r["seed"]))
+    state = "complete" if data.get("complete") else "NOT complete (cut short)"
+    overrides = " ".join(data["overrides"]) or "(none)"
+    print(f"{path}: {len(records)} runs, {state}; overrides: {overrides}")
+    print(markdown(summarise(records)))
     return 0
 
 

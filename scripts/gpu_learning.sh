@@ -8,22 +8,26 @@
 # on validation halves and test, for scripts/replay_selection.py), more real-data seeds with
 # --trace, then one variant per line of VARIANTS (6 seeds each). About 9 minutes in all.
 #
-# Usage: bash scripts/gpu_learning.sh    (env: PYTHON=python3, OUT=<folder for JSON and logs>,
+# Usage: bash scripts/gpu_learning.sh    (env: PYTHON=python3, OUT=<folder for the results>,
 #        JOBS=15, DATA_DIR=.devdata, QUICK=1 for a 1-seed, 20-episode dry run on any machine)
+# The results come as two files in $OUT, summary.txt and gpu_learning.tgz (every JSON and log):
+# the device tool returns at most 8 files from a run, and a variant makes two.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 PY=${PYTHON:-python3}
-LOGS=${OUT:-$(mktemp -d)}
+RESULTS=${OUT:-$(mktemp -d)}
+LOGS=$(mktemp -d)
 JOBS=${JOBS:-15}
 DATA_DIR=${DATA_DIR:-.devdata}
-mkdir -p "$LOGS"
+mkdir -p "$RESULTS"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 if [ -d "$REPO/.gpu_carry" ]; then
     export PYTHONPATH="$PYTHONPATH:$REPO/.gpu_carry"
 fi
 export OMP_NUM_THREADS=1
 START=$(date +%s)
+exec > >(tee "$RESULTS/summary.txt") 2>&1
 SIZE=()
 if [ "${QUICK:-0}" = 1 ]; then
     SIZE=(--seeds 1 --episodes 20 --markets default real_q4)
@@ -38,6 +42,7 @@ bench() {  # bench NAME LIMIT_S ARGS...
     local rc=$?
     grep -E '^\| (default|hard|planted|real_q1|real_q4) ' "$LOGS/bl_$name.log" || tail -n 3 "$LOGS/bl_$name.log"
     echo "rc=$rc"
+    tar czf "$RESULTS/gpu_learning.tgz" -C "$LOGS" .  # after every variant: a cut run keeps them
 }
 
 echo "== CUDA sampled validation = CPU backtest (limit 45 s) =="
@@ -66,4 +71,5 @@ for line in "${VARIANTS[@]}"; do
         bench "$name" 55 "$override" --seeds 6  # 30 runs: two waves of 15
     fi
 done
-echo "total $(($(date +%s) - START)) s; logs and JSON in $LOGS"
+echo "total $(($(date +%s) - START)) s"
+echo "JSON and logs: $RESULTS/gpu_learning.tgz (tar xzf it; python scripts/bench_learning.py --table bl_<name>.json)"

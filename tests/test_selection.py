@@ -100,8 +100,14 @@ def test_entropy_schedule(tmp_path: Path) -> None:
     assert run.entropy_coef(0) == pytest.approx(0.1)
     assert run.entropy_coef(5) == pytest.approx(0.05)
     assert run.entropy_coef(10) == pytest.approx(0.0)
-    constant = compose_config(*tiny_overrides(tmp_path, "trainer.entropy_coef=0.03"))
+    constant = compose_config(
+        *tiny_overrides(tmp_path, "trainer.entropy_coef=0.03", "trainer.entropy_coef_final=null")
+    )
     assert Trainer(constant, tmp_path / "run2").entropy_coef(7) == pytest.approx(0.03)
+    default = Trainer(
+        compose_config(*tiny_overrides(tmp_path, "trainer.episodes=11")), tmp_path / "r3"
+    )
+    assert default.entropy_coef(0) == pytest.approx(0.003) and default.entropy_coef(10) == 0.0
 
 
 def test_ties_keep_the_later_network(
@@ -147,7 +153,11 @@ def test_on_collapse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: st
     monkeypatch.setattr(Trainer, "restore_best", lambda self: restored.append(self.state.episode))
     cfg = compose_config(
         *tiny_overrides(
-            tmp_path, "trainer.episodes=20", "trainer.eval_every=5", f"trainer.on_collapse={action}"
+            tmp_path,
+            "trainer.episodes=20",
+            "trainer.eval_every=5",
+            f"trainer.on_collapse={action}",
+            "trainer.edge_confirmations=1",  # the one good evaluation is the edge `best` keeps
         )
     )
     result = train(cfg, tmp_path / "run", progress=False)
@@ -161,7 +171,9 @@ def test_on_collapse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: st
         assert restored == ([10, 15, 20] if action == "restore" else [])
 
 
-@pytest.mark.parametrize("confirmations,best_episode,best_edge", [(1, 4, True), (2, 19, True)])
+@pytest.mark.parametrize(
+    "confirmations,best_episode,best_edge", [(1, 4, True), (2, 19, True), (3, 19, False)]
+)
 def test_an_edge_must_hold_on_consecutive_evaluations_when_asked(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -170,7 +182,8 @@ def test_an_edge_must_hold_on_consecutive_evaluations_when_asked(
     best_edge: bool,
 ) -> None:
     """Evaluations: edge (the best ratio), none, edge, edge. One confirmation keeps the first;
-    two keep only the second of the two in a row, as a lone lucky evaluation does not count."""
+    two keep only the second of the two in a row, as a lone lucky evaluation does not count;
+    three (the default) find no edge, and the tie on exposure goes to the last evaluation."""
     edge = {
         "Return [%]": 900.0,
         "# Trades": 20,
