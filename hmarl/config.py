@@ -56,6 +56,8 @@ class Estimator(str, Enum):
     reinforce = "reinforce"  # SPEC.md's plain loss: batch-normalised returns
     baseline = "baseline"  # per-step leave-one-out baseline, one std scaling
     expected = "expected"  # exact expectation over the agent's own actions (position grid)
+    # exact over each step's action at the visited state (states sampled): reinforce's cost
+    all_actions = "all_actions"
 
 
 class EvalPolicy(str, Enum):
@@ -185,7 +187,7 @@ class TrainerConfig:
     lr_head: float = 5e-4
     macro_every: int = 11  # 11 = asymmetric 1:10, 3 = 1:2, 1 = symmetric
     # reinforce (SPEC.md's plain loss) | baseline (per-step leave-one-out) | expected (exact
-    # over the agent's own actions)
+    # over the agent's own actions) | all_actions (exact over each step's action, states sampled)
     estimator: Estimator = Estimator.expected
     entropy_coef: float = 0.003  # weight of the exploration term (below); 0 = the plain loss
     # the term entropy_coef weighs: log_barrier (-KL(uniform || pi)) | entropy

@@ -31,6 +31,7 @@ Monte-Carlo average of the sampled estimator.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -87,8 +88,14 @@ def scan_products(m: Tensor, *, reverse: bool = False) -> Tensor:
     return x.flip(-3) if reverse else x
 
 
-def grid_values(grid: Grid, probs: Tensor, rewards: Tensor, gamma: float) -> GridValues:
-    """Occupancy from the start state and backward values, exactly, for ``probs [B, L, S, 3]``."""
+def grid_values(
+    grid: Grid, probs: Tensor, rewards: Tensor, gamma: float, *, occupancy: bool = True
+) -> GridValues:
+    """Occupancy from the start state and backward values, exactly, for ``probs [B, L, S, 3]``.
+
+    ``occupancy=False`` skips the forward recursion (``all_actions`` needs the values alone):
+    the occupancy is then NaN, so that using it by mistake cannot go unnoticed.
+    """
     s = probs.shape[2]
     p = probs.to(torch.float64)
     nxt = grid_tensors(grid, p.device)[0].view(-1, 3)  # [S, 3]
@@ -97,23 +104,27 @@ def grid_values(grid: Grid, probs: Tensor, rewards: Tensor, gamma: float) -> Gri
 
     c = (p * rewards).sum(-1)  # [B, L, S] expected one-step reward
     if p.device.type == "cpu":
-        occupancy, v = _recursions_loop(trans, c, grid.start, gamma)
+        occ, v = _recursions_loop(trans, c, grid.start, gamma, occupancy)
     else:
-        occupancy, v = _recursions_scan(trans, c, grid.start, gamma)
+        occ, v = _recursions_scan(trans, c, grid.start, gamma, occupancy)
     v_next = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], dim=1)  # V_{k+1}, V_L = 0
     q = rewards + gamma * v_next[:, :, nxt]  # [B, L, S, 3]
-    return GridValues(occupancy, q, v, rewards)
+    return GridValues(occ, q, v, rewards)
 
 
-def _recursions_scan(trans: Tensor, c: Tensor, start: int, gamma: float) -> tuple[Tensor, Tensor]:
+def _recursions_scan(
+    trans: Tensor, c: Tensor, start: int, gamma: float, forward: bool = True
+) -> tuple[Tensor, Tensor]:
     """Occupancy and values as parallel prefix products (``log2 L`` batched matmuls): on an
     accelerator this is a handful of kernels instead of ``2 L`` tiny ones."""
     b, length, s, _ = trans.shape
     # ---- forward: d_{k+1} = d_k @ M_k, d_0 = the start state ----
-    prefix = scan_products(trans)  # [B, L, S, S], prefix[k] = M_0 ... M_k
-    d0 = torch.zeros(b, 1, s, dtype=torch.float64, device=trans.device)
-    d0[..., start] = 1.0
-    occupancy = torch.cat([d0, prefix[:, :-1, start, :]], dim=1)  # [B, L, S]
+    occupancy = torch.full((b, length, s), math.nan, dtype=torch.float64, device=trans.device)
+    if forward:
+        prefix = scan_products(trans)  # [B, L, S, S], prefix[k] = M_0 ... M_k
+        d0 = torch.zeros(b, 1, s, dtype=torch.float64, device=trans.device)
+        d0[..., start] = 1.0
+        occupancy = torch.cat([d0, prefix[:, :-1, start, :]], dim=1)  # [B, L, S]
     # ---- backward: V_k = c_k + gamma M_k V_{k+1}, as suffix products of affine maps ----
     aug = torch.zeros(b, length, s + 1, s + 1, dtype=torch.float64, device=trans.device)
     aug[..., :s, :s] = gamma * trans
@@ -123,17 +134,19 @@ def _recursions_scan(trans: Tensor, c: Tensor, start: int, gamma: float) -> tupl
     return occupancy, v
 
 
-def _recursions_loop(trans: Tensor, c: Tensor, start: int, gamma: float) -> tuple[Tensor, Tensor]:
+def _recursions_loop(
+    trans: Tensor, c: Tensor, start: int, gamma: float, forward: bool = True
+) -> tuple[Tensor, Tensor]:
     """The same recursions step by step in numpy: on the CPU, ``2 L`` tiny numpy steps
     (~1 us each) beat ``log2 L`` rounds of torch's batched 4x4 matmuls (~2 ms each)."""
     m = np.ascontiguousarray(trans.numpy().transpose(1, 0, 2, 3))  # [L, B, S, S]
     cc = np.ascontiguousarray(c.numpy().transpose(1, 0, 2))  # [L, B, S]
     length, b, s, _ = m.shape
-    occ = np.empty((length, b, s))
+    occ = np.full((length, b, s), np.nan)
     v = np.empty((length, b, s))
     d = np.zeros((b, s))
     d[:, start] = 1.0
-    for k in range(length):
+    for k in range(length if forward else 0):
         occ[k] = d
         d = np.einsum("bs,bst->bt", d, m[k])
     nxt = np.zeros((b, s))

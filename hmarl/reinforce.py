@@ -10,6 +10,11 @@ Three estimators of the same policy gradient (``trainer.estimator``), all unbias
 * ``expected``: the exact expectation of the sampled estimator over the agent's own action noise,
   computed over the position grid (hmarl/expected.py), scaled by the same standard deviation as
   ``reinforce`` so that ``entropy_coef`` weighs the same.
+* ``all_actions``: at each *visited* state, the exact sum over the three actions of
+  ``grad pi(a|s_k) A_k(s_k, a)`` with the grid's exact advantages (hmarl/expected.py). The
+  visited state is drawn from the occupancy ``d_k``, so its expectation is ``expected``'s; it
+  keeps the variance of which state was visited and removes that of the action taken there,
+  at ``reinforce``'s cost (the head's gradient at one state per step, not at all of them).
 
 An *episode* is one update computed from ``n_envs`` parallel trajectories of ``episode_len``
 decisions (``n_envs = 1`` is SPEC.md's literal single trajectory). MacroNet steps iff
@@ -29,12 +34,18 @@ import torch
 from torch import Tensor, nn
 
 from hmarl.env import EnvParams, Grid
-from hmarl.expected import expected_surrogate, grid_rewards, grid_values, occupancy_weighted
+from hmarl.expected import (
+    GridValues,
+    expected_surrogate,
+    grid_rewards,
+    grid_values,
+    occupancy_weighted,
+)
 from hmarl.policy import HierarchicalPolicy
 from hmarl.rollout import Trajectory, entropy_of, grid_tensors, visited_log_probs
 
 MODULES: tuple[str, ...] = ("macro", "micro", "head")
-ESTIMATORS: tuple[str, ...] = ("reinforce", "baseline", "expected")
+ESTIMATORS: tuple[str, ...] = ("reinforce", "baseline", "expected", "all_actions")
 EXPLORATIONS: tuple[str, ...] = ("entropy", "log_barrier")
 
 
@@ -159,25 +170,43 @@ def policy_loss(
         adv = normalise(returns) if estimator == "reinforce" else leave_one_out(returns)
         loss = -(b_logp * adv.to(b_logp.dtype)).sum(dim=1).mean()
         return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration))
-    if estimator == "expected":
-        if model is None:
-            raise ValueError("trainer.estimator=expected needs the grid model (GridModel)")
-        rows = traj.rows
-        rewards = grid_rewards(
-            model.grid, model.env, model.returns[(rows - 1).clamp(min=0)], model.returns[rows]
-        )
-        logits = traj.grid_logits  # [S, B, L, 3], kept by the rollout (collect's keep_grid_logits)
-        if logits is None:
-            positions = grid_tensors(model.grid, traj.ctx.device)[1]
-            logits = policy.head.all_states(traj.ctx, positions, traj.head_masks)
-        with torch.no_grad():
-            probs = torch.softmax(logits.detach(), dim=-1).permute(1, 2, 0, 3)  # [B, L, S, 3]
-            values = grid_values(model.grid, probs, rewards, gamma)
-        scale = float(returns.std()) + 1e-8
-        loss, logp = expected_surrogate(logits, values, scale)
-        weighted = _entropy_and_bonus(logp, exploration, lambda x: occupancy_weighted(values, x))
-        return PolicyLoss(loss.mean(), *weighted)
-    raise ValueError(f"trainer.estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if estimator not in ("expected", "all_actions"):
+        raise ValueError(f"trainer.estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if model is None:
+        raise ValueError(f"trainer.estimator={estimator} needs the grid model (GridModel)")
+    scale = float(returns.std()) + 1e-8  # the same scale as reinforce's normalised returns
+    if estimator == "all_actions":
+        logp_all = visited_log_probs(policy, traj)  # [B, L, 3], with graph
+        if traj.grid_probs is None or traj.states is None:
+            raise ValueError("trainer.estimator=all_actions needs a trajectory from collect()")
+        probs = traj.grid_probs.permute(1, 2, 0, 3)  # [B, L, S, 3]
+        values = _grid_values(model, traj, probs, gamma, occupancy=False)
+        s_k = traj.states.view(*traj.states.shape, 1, 1).expand(-1, -1, 1, 3)  # [B, L, 1, 3]
+        adv = (values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2)  # [B, L, 3]
+        weight = (adv / scale).to(logp_all.dtype)  # no graph
+        loss = -(weight * logp_all.exp()).sum(dim=(1, 2)).mean()
+        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration))
+    logits = traj.grid_logits  # [S, B, L, 3], kept by the rollout (collect's keep_grid_logits)
+    if logits is None:
+        positions = grid_tensors(model.grid, traj.ctx.device)[1]
+        logits = policy.head.all_states(traj.ctx, positions, traj.head_masks)
+    probs = torch.softmax(logits.detach(), dim=-1).permute(1, 2, 0, 3)  # [B, L, S, 3]
+    values = _grid_values(model, traj, probs, gamma)
+    loss, logp = expected_surrogate(logits, values, scale)
+    weighted = _entropy_and_bonus(logp, exploration, lambda x: occupancy_weighted(values, x))
+    return PolicyLoss(loss.mean(), *weighted)
+
+
+@torch.no_grad()
+def _grid_values(
+    model: GridModel, traj: Trajectory, probs: Tensor, gamma: float, occupancy: bool = True
+) -> GridValues:
+    """Exact occupancy (unless ``occupancy=False``) and values over the grid for the
+    trajectory's market paths and every state's probabilities ``probs [B, L, S, 3]``."""
+    rows = traj.rows
+    prev, now = model.returns[(rows - 1).clamp(min=0)], model.returns[rows]
+    rewards = grid_rewards(model.grid, model.env, prev, now)
+    return grid_values(model.grid, probs, rewards, gamma, occupancy=occupancy)
 
 
 def reinforce_update(

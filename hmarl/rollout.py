@@ -75,6 +75,8 @@ class Trajectory(NamedTuple):
     # [S, B, L, 3] logits of every grid state, with graph; only when collected with
     # keep_grid_logits (the `expected` estimator's input, so it need not run the pass again)
     grid_logits: Tensor | None = None
+    states: Tensor | None = None  # [B, L] grid state index before each decision
+    grid_probs: Tensor | None = None  # [S, B, L, 3] every grid state's probabilities, no graph
 
 
 @torch.no_grad()
@@ -326,6 +328,8 @@ def collect(
         head_masks=head_masks,
         settlement=settle(held, market.returns[rows], env),
         grid_logits=grid_logits,
+        states=states,
+        grid_probs=probs_all,
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 from test_rollout import tiny_market, tiny_policy
 
-from hmarl.env import EnvParams, position_grid
+from hmarl.env import EnvParams, cash_ratio, position_grid
 from hmarl.expected import (
     _recursions_loop,
     _recursions_scan,
@@ -26,7 +28,7 @@ from hmarl.reinforce import (
     policy_loss,
     reinforce_update,
 )
-from hmarl.rollout import MarketTensors, collect, log_probs, sample_starts
+from hmarl.rollout import MarketTensors, collect, grid_tensors, log_probs, sample_starts
 
 ENVS = [
     EnvParams(),
@@ -121,6 +123,13 @@ def test_the_scan_and_the_loop_agree() -> None:
     scan, loop = _recursions_scan(trans, c, 1, 0.97), _recursions_loop(trans, c, 1, 0.97)
     for got, want in zip(scan, loop, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    # without the forward recursion (all_actions): the same values, and no occupancy to misuse
+    for values_only in (
+        _recursions_scan(trans, c, 1, 0.97, False),
+        _recursions_loop(trans, c, 1, 0.97, False),
+    ):
+        torch.testing.assert_close(values_only[1], loop[1], rtol=1e-12, atol=1e-14)
+        assert bool(values_only[0].isnan().all())
 
 
 def _grad(policy: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
@@ -176,6 +185,38 @@ def test_expected_gradient_is_the_mean_of_the_sampled_estimator(env: EnvParams) 
     assert float((mc - wrong).norm() / exact.norm()) > 5 * rel
 
 
+@pytest.mark.parametrize("env", ENVS, ids=["target", "long_only", "increment"])
+def test_all_actions_is_exact_in_expectation_over_the_visited_states(env: EnvParams) -> None:
+    """``all_actions`` is exact over each step's action and samples the visited state. Summed
+    over every action path, each weighted by its probability (dropout off, so every path has the
+    same all-state probabilities), its gradient is exactly ``expected``'s; one path's is not."""
+    length, gamma = 4, 0.9
+    market, policy, grid, _ = _double_setup(env, length, 1, seed=5)
+    policy.eval()
+    model = GridModel(grid, env, market.returns)
+    gen = torch.Generator().manual_seed(0)
+    traj = collect(policy, market, torch.tensor([60]), length, grid, env, generator=gen)
+    assert traj.grid_probs is not None
+    unit = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)  # std 1: the losses unscaled
+    exact = _grad(policy, policy_loss(policy, traj, unit, "expected", model, gamma).loss)
+    grid_pos = grid_tensors(grid, "cpu")[1]
+    total, paths = torch.zeros_like(exact), []
+    for actions in itertools.product(range(3), repeat=length):
+        state, states, prob = grid.start, [], 1.0
+        for k, a in enumerate(actions):
+            states.append(state)
+            prob *= float(traj.grid_probs[state, 0, k, a])
+            state = int(grid.next_state[state, a])
+        visited = torch.tensor([states])
+        positions = grid_pos[visited].to(traj.positions.dtype)
+        path = traj._replace(states=visited, positions=positions, cash=cash_ratio(positions))
+        grad = _grad(policy, policy_loss(policy, path, unit, "all_actions", model, gamma).loss)
+        total += prob * grad
+        paths.append(grad)
+    torch.testing.assert_close(total, exact, rtol=1e-9, atol=1e-12)
+    assert min(float((g - exact).norm() / exact.norm()) for g in paths) > 1e-3
+
+
 def test_reinforce_estimator_is_exactly_the_spec_loss() -> None:
     env = EnvParams()
     _, policy, _, traj = _double_setup(env, 20, 5)
@@ -198,7 +239,7 @@ def test_leave_one_out_baseline_excludes_the_trajectory() -> None:
         leave_one_out(g[:1])
 
 
-@pytest.mark.parametrize("estimator", ["reinforce", "baseline", "expected"])
+@pytest.mark.parametrize("estimator", ["reinforce", "baseline", "expected", "all_actions"])
 def test_every_estimator_updates_the_trained_modules(estimator: str) -> None:
     env = EnvParams()
     market, policy, grid, traj = _double_setup(env, 16, 4)
@@ -309,7 +350,7 @@ def test_the_log_barrier_keeps_a_ruled_out_action_alive() -> None:
         exploration_bonus(logp, "curiosity")
 
 
-@pytest.mark.parametrize("estimator", ["reinforce", "expected"])
+@pytest.mark.parametrize("estimator", ["reinforce", "expected", "all_actions"])
 def test_the_exploration_term_is_what_entropy_coef_weighs(estimator: str) -> None:
     """``exploration=log_barrier`` changes only the bonus: same policy loss, same entropy."""
     env = EnvParams()
