@@ -326,6 +326,8 @@ def one_run(
     if tracer is not None:
         rec["trace"] = {
             "min_val_trades": tc.min_val_trades,
+            "edge_null_percentile": tc.edge_null_percentile,
+            "edge_confirmations": tc.edge_confirmations,
             "threshold": threshold,
             "buy_and_hold_pct": tracer.buy_and_hold,
             "points": tracer.points,

@@ -8,8 +8,8 @@ scored on the validation split, on each half of it (each from flat, with its own
 and a 100-policy random-timing null) and on the test split. The trainer's choice of ``best.pt``
 is a function of the validation figures alone (hmarl.training: ``edge_found``, ``_improved``,
 ``selection_score``), so any rule can be replayed over the same networks and judged by what
-its choice earned on test, which no rule sees. The first rule, ``trainer``, is the trainer's
-own; its choices are checked against the episodes the runs actually kept.
+its choice earned on test, which no rule sees. Each run's own rule (recorded in its trace) is
+replayed first and checked against the episode the run actually kept.
 
 Per market and rule: runs with an edge, successes (the benchmark's definition), planted runs
 capturing >= 50% of the oracle's test return, and the two "no harm" counts (test return of
@@ -47,15 +47,15 @@ class Rule:
 
 
 RULES = (
-    Rule("trainer"),
-    Rule("confirm 2", confirmations=2),
-    Rule("confirm 3", confirmations=3),
+    Rule("1 evaluation (before)"),
+    Rule("2 in a row", confirmations=2),
+    Rule("3 in a row (default)", confirmations=3),
     Rule("null 95 (100-null)", 95.0, "trace"),
     Rule("null 99 (100-null)", 99.0, "trace"),
     Rule("halves", halves=True),
     Rule("halves, 75 each", halves=True, halves_percentile=75.0),
     Rule("halves, 90 each", halves=True, halves_percentile=90.0),
-    Rule("halves + confirm 2", confirmations=2, halves=True),
+    Rule("halves, 2 in a row", confirmations=2, halves=True),
 )
 
 
@@ -139,14 +139,27 @@ def table(runs: list[dict[str, Any]], rules: Sequence[Rule]) -> str:
     return "\n".join(lines)
 
 
-def check_trainer_rule(runs: list[dict[str, Any]]) -> list[str]:
-    """Runs whose replayed `best` under the trainer's rule is not the episode they kept."""
-    return [
-        f"{r['market']} seed {r['seed']}: kept episode {r['best_episode']}, replay "
-        f"{judge(r, RULES[0])['episode']}"
-        for r in runs
-        if judge(r, RULES[0])["episode"] != r["best_episode"]
-    ]
+def own_rule(run: dict[str, Any]) -> Rule:
+    """The rule the run was trained with (traces before ``edge_confirmations`` was recorded
+    were all trained with one evaluation and the 90th percentile)."""
+    trace = run["trace"]
+    return Rule(
+        "own",
+        trace.get("edge_null_percentile", 90.0),
+        confirmations=trace.get("edge_confirmations", 1),
+    )
+
+
+def check_own_rule(runs: list[dict[str, Any]]) -> list[str]:
+    """Runs whose replayed `best` under their own trainer's rule is not the episode they kept."""
+    out = []
+    for r in runs:
+        episode = judge(r, own_rule(r))["episode"]
+        if episode != r["best_episode"]:
+            out.append(
+                f"{r['market']} seed {r['seed']}: kept {r['best_episode']}, replay {episode}"
+            )
+    return out
 
 
 def load(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -165,10 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("traces", nargs="+", type=Path, help="bench_learning.py --trace JSON files")
     args = ap.parse_args(argv)
     runs = load(args.traces)
-    mismatches = check_trainer_rule(runs)
+    mismatches = check_own_rule(runs)
     print(
-        f"{len(runs)} traced runs; the trainer's rule replays the kept episode of "
-        f"{len(runs) - len(mismatches)}"
+        f"{len(runs)} traced runs; the rule each was trained with replays the episode it kept "
+        f"in {len(runs) - len(mismatches)}"
     )
     for line in mismatches:
         print(f"  differs: {line}")

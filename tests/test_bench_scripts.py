@@ -1,0 +1,146 @@
+"""The learning benchmark's offline tools: replaying selection rules on a trace, and re-printing
+a benchmark's table from its JSON (scripts/replay_selection.py, scripts/bench_learning.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_learning
+import replay_selection as rs
+
+BH = {"val": 2.0, "val_a": 1.0, "val_b": 1.0, "test": -5.0}
+
+
+def _part(ret: float, pct: float = 100.0, trades: int = 20, sharpe: float = 1.0) -> dict[str, Any]:
+    return {
+        "return_pct": ret,
+        "sharpe": sharpe,
+        "trades": trades,
+        "exposure_pct": 50.0,
+        "long_exposure_pct": 50.0,
+        "percentile": pct,
+    }
+
+
+def _point(
+    episode: int, sharpe: float, test: float, *, val_pct: float = 100.0, half_b: float = 5.0
+):
+    val = _part(10.0, val_pct, sharpe=sharpe)
+    return {
+        "episode": episode,
+        "trainer_val_percentile": val_pct,
+        "trainer_val_return_pct": 10.0,
+        "val": val,
+        "val_a": _part(5.0),
+        "val_b": _part(half_b),
+        "test": _part(test),
+    }
+
+
+def _run(points: list[dict[str, Any]], best_episode: int, **trace: Any) -> dict[str, Any]:
+    return {
+        "market": "real_q4",
+        "seed": 0,
+        "best_episode": best_episode,
+        "flat_test_return_pct": 0.0,
+        "trace": {
+            "min_val_trades": 5,
+            "threshold": 1.0,
+            "buy_and_hold_pct": BH,
+            "points": points,
+            **trace,
+        },
+    }
+
+
+# edges at 9, 19, 29 (the best ratio first, and it loses on test), none at 39; episode 9 also
+# fails the second half of validation
+POINTS = [
+    _point(9, sharpe=5.0, test=-10.0, half_b=0.5),
+    _point(19, sharpe=3.0, test=1.0),
+    _point(29, sharpe=4.0, test=2.0),
+    _point(39, sharpe=9.0, test=0.0, val_pct=10.0),
+]
+
+
+@pytest.mark.parametrize(
+    "rule,episode,edge,advised",
+    [
+        (rs.Rule("one"), 9, True, False),  # the lucky first evaluation, lost on test
+        (rs.Rule("two", confirmations=2), 29, True, True),  # 19 and 29 qualify; 29's ratio wins
+        (rs.Rule("three", confirmations=3), 29, True, True),  # only the third in a row
+        (rs.Rule("four", confirmations=4), 39, False, True),  # no edge: the latest least exposed
+        (rs.Rule("halves", halves=True), 29, True, True),  # 9 fails the second half
+        (rs.Rule("null 95", 95.0, "trace"), 9, True, False),
+    ],
+)
+def test_replay_follows_the_trainers_selection_rule(
+    rule: rs.Rule, episode: int, edge: bool, advised: bool
+) -> None:
+    verdict = rs.judge(_run(POINTS, best_episode=episode), rule)
+    assert (verdict["episode"], verdict["edge"], verdict["advised_no_harm"]) == (
+        episode,
+        edge,
+        advised,
+    )
+
+
+def test_each_run_is_checked_against_the_rule_it_was_trained_with() -> None:
+    old = _run(POINTS, best_episode=9)  # no recorded rule: one evaluation, as before
+    new = _run(POINTS, best_episode=29, edge_confirmations=3, edge_null_percentile=90.0)
+    assert rs.check_own_rule([old, new]) == []
+    wrong = _run(POINTS, best_episode=9, edge_confirmations=3)
+    assert rs.check_own_rule([wrong]) == ["real_q4 seed 0: kept 9, replay 29"]
+
+
+def test_replay_refuses_a_benchmark_without_traces(tmp_path: Path) -> None:
+    path = tmp_path / "plain.json"
+    path.write_text(json.dumps({"runs": [{"market": "default", "seed": 0}]}))
+    with pytest.raises(SystemExit, match="no traced runs"):
+        rs.load([path])
+
+
+def _record(market: str, seed: int) -> dict[str, Any]:
+    rec: dict[str, Any] = {"market": market, "seed": seed, "wall_s": 10.0, "env_steps_per_s": 1e4}
+    for key in (
+        "best_val_sharpe",
+        "bh_val_sharpe",
+        "test_return_pct",
+        "bh_test_return_pct",
+        "flat_test_return_pct",
+        "random_timing_test_median_pct",
+        "random_timing_test_percentile",
+    ):
+        rec[key] = float(seed)
+    for key in (
+        "success",
+        "final_near_best",
+        "collapsed",
+        "no_trade",
+        "no_harm",
+        "best_edge",
+        "advised_no_harm",
+    ):
+        rec[key] = seed == 0
+    return rec
+
+
+def test_table_reprints_a_cut_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bl.json"
+    runs = [_record("hard", 1), _record("default", 0), _record("default", 1)]
+    path.write_text(json.dumps({"complete": False, "overrides": ["x=1"], "runs": runs}))
+    assert bench_learning.main(["--table", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs, NOT complete (cut short); overrides: x=1" in out
+    lines = [line for line in out.splitlines() if line.startswith("| default")]
+    assert len(lines) == 1 and "| 1/2 (> 10) |" in lines[0]
+    assert out.index("| default") < out.index("| hard")  # the markets' order, not the file's
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(SystemExit, match="cannot read benchmark JSON"):
+        bench_learning.main(["--table", str(tmp_path / "bad.json")])
