@@ -1,6 +1,6 @@
 """REINFORCE with one optimizer per module and the asymmetric MacroNet schedule.
 
-Three estimators of the same policy gradient (``trainer.estimator``), all unbiased:
+Four estimators of the same policy gradient (``trainer.estimator``), all unbiased:
 
 * ``reinforce``: SPEC.md's plain loss, ``-sum_t log pi(a_t|s_t) G_hat_t`` with the discounted
   returns normalised over the whole batch;
