@@ -65,18 +65,37 @@ def assert_identical(a: Path, b: Path) -> None:
         assert torch.equal(ta[k], tb[k]), k
 
 
+class Interrupted(Exception):
+    """Raised by :func:`full_and_resumed` to stop a run part-way, as a crash or Ctrl-C would."""
+
+
 def full_and_resumed(tmp_path: Path, overrides: list[str], episodes: int, stop: int):
-    """Train ``episodes`` in one go, and ``stop`` then resumed to ``episodes``: both results."""
+    """Train ``episodes`` in one go, and the same run interrupted after episode ``stop`` (an
+    exception right after its checkpoint there) then resumed to ``episodes``: both results.
+
+    The interrupted run has the full run's config (only ``checkpoint_every`` differs, which
+    does not touch training): schedules over ``trainer.episodes``, like the exploration
+    decay, are then the same, as for a real interruption.
+    """
     from hmarl.training import train
 
-    def run(name: str, *extra: str):  # -> TrainResult
-        return train(compose_config(*overrides, *extra), tmp_path / name, progress=False)
+    def run(name: str, *extra: str, on_episode: Any = None):  # -> TrainResult
+        cfg = compose_config(*overrides, f"trainer.episodes={episodes}", *extra)
+        return train(cfg, tmp_path / name, progress=False, on_episode=on_episode)
 
-    full = run("full", f"trainer.episodes={episodes}")
-    part = run("part", f"trainer.episodes={stop}")
-    resumed = run(
-        "resumed", f"trainer.episodes={episodes}", f"trainer.resume={part.last_checkpoint}"
-    )
+    def interrupt(episode: int, *_: Any) -> None:
+        if episode == stop - 1:  # after episode `stop`'s checkpoint (checkpoint_every=stop)
+            raise Interrupted(f"stopped after {stop} episodes")
+
+    full = run("full")
+    try:
+        run("part", f"trainer.checkpoint_every={stop}", on_episode=interrupt)
+    except Interrupted:
+        pass
+    else:
+        raise AssertionError("the interrupted run was not interrupted")
+    last = tmp_path / "part" / "checkpoints" / "last.pt"
+    resumed = run("resumed", f"trainer.resume={last}")
     return full, resumed
 
 

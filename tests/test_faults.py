@@ -506,7 +506,12 @@ def test_backtests_label_the_episode_of_the_weights_loaded(
         return {**stats, **edge, "Sharpe Ratio": 10.0 - calls["n"]}
 
     monkeypatch.setattr(train_mod, "policy_stats", worsening)
-    ov = tiny_overrides(tmp_path, "trainer.episodes=12", "trainer.min_val_trades=0")
+    ov = tiny_overrides(
+        tmp_path,
+        "trainer.episodes=12",
+        "trainer.min_val_trades=0",
+        "trainer.edge_confirmations=1",  # the first evaluation is an edge, and the best
+    )
     result = train(compose_config(*ov), tmp_path / "run", progress=False)
     assert result.state.best_episode == 4 and result.best_checkpoint is not None
     for path, episode in ((result.last_checkpoint, 11), (result.best_checkpoint, 4)):
