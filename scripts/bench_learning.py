@@ -3,6 +3,8 @@
     python scripts/bench_learning.py                 # 10 seeds per market
     python scripts/bench_learning.py --quick         # 3 seeds per market
     python scripts/bench_learning.py --quick --markets default trainer.estimator=reinforce
+    python scripts/bench_learning.py --trace --out traced.json  # + every validation's network
+    python scripts/bench_learning.py --table traced.json        # re-print a (cut) run's table
 
 Markets (one row each):
 
