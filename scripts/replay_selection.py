@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SAME_AS_BUY_AND_HOLD_LONG_PCT = 95.0  # hmarl.metrics: long on >= 95% of bars
+from hmarl.training import _improved, edge_found, selection_score
 
 
 @dataclass(frozen=True)
@@ -60,16 +60,9 @@ RULES = (
 
 
 def passes(point: dict[str, Any], bh: dict[str, float], min_trades: int, rule: Rule) -> bool:
-    """hmarl.training.edge_found on the traced figures, plus the rule's extra conditions."""
-    v = point["val"]
-    rank = point["trainer_val_percentile"] if rule.null == "trainer" else v["percentile"]
-    if rule.null_percentile > 0 and (rank is None or rank < rule.null_percentile):
-        return False
-    if not (
-        v["trades"] >= min_trades
-        and v["return_pct"] > max(0.0, bh["val"])
-        and v["long_exposure_pct"] < SAME_AS_BUY_AND_HOLD_LONG_PCT
-    ):
+    """The trainer's own ``edge_found`` on the traced figures, plus the rule's extra conditions."""
+    rank = point["trainer_val_percentile"] if rule.null == "trainer" else point["val"]["percentile"]
+    if not edge_found(_stats(point["val"], rank), min_trades, bh["val"], rule.null_percentile):
         return False
     if rule.halves:
         for half in ("val_a", "val_b"):
@@ -81,17 +74,31 @@ def passes(point: dict[str, Any], bh: dict[str, float], min_trades: int, rule: R
     return True
 
 
+def _stats(part: dict[str, Any], rank: float | None) -> dict[str, Any]:
+    """A traced split's figures under the ``compute_stats`` keys the trainer's rule reads."""
+    return {
+        "# Trades": part["trades"],
+        "Return [%]": part["return_pct"],
+        "Exposure Time [%]": part["exposure_pct"],
+        "Long Exposure Time [%]": part["long_exposure_pct"],
+        "Random-Timing Percentile [%]": rank,
+    }
+
+
 def replay(run: dict[str, Any], rule: Rule) -> tuple[dict[str, Any], bool]:
-    """The point `best` would be under ``rule`` (the trainer's _improved), and whether an edge."""
+    """The point `best` would be under ``rule``: the trainer's own ``selection_score`` and
+    ``_improved`` (best_metric sharpe, max) over the edge classes the rule gives."""
     trace = run["trace"]
     best: dict[str, Any] | None = None
-    best_score, best_edge, streak = 0.0, False, 0
+    best_score: float | None = None
+    best_edge, streak = False, 0
     for point in trace["points"]:
         ok = passes(point, trace["buy_and_hold_pct"], trace["min_val_trades"], rule)
         streak = streak + 1 if ok else 0
         edge = ok and streak >= rule.confirmations
-        score = point["val"]["sharpe"] if edge else -point["val"]["exposure_pct"]
-        if best is None or (edge and not best_edge) or (edge == best_edge and score >= best_score):
+        stats = _stats(point["val"], None)
+        score = selection_score(stats, point["val"]["sharpe"], edge, "max")
+        if _improved(score, edge, best_score, best_edge):
             best, best_score, best_edge = point, score, edge
     assert best is not None, "a traced run has at least one validation"
     return best, best_edge
