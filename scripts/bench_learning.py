@@ -5,6 +5,7 @@
     python scripts/bench_learning.py --quick --markets default trainer.estimator=reinforce
     python scripts/bench_learning.py --trace --out traced.json  # + every validation's network
     python scripts/bench_learning.py --table traced.json        # re-print a (cut) run's table
+    python scripts/bench_learning.py --table s0_2.json s3_9.json  # one table of a run in parts
 
 Markets (one row each):
 
@@ -429,8 +430,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--table",
         type=Path,
+        nargs="+",
         metavar="JSON",
-        help="print the table of an earlier --out file (complete or cut short) and exit",
+        help="print the table of earlier --out files (complete or cut short; several: the parts "
+        "of one benchmark, e.g. run with --first-seed, merged) and exit",
     )
     ap.add_argument(
         "--trace",
@@ -474,18 +477,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def print_table(path: Path) -> int:
-    """The markdown table of a benchmark's JSON (a cut-short one shows the runs it finished)."""
-    try:
-        data = json.loads(path.read_text())
-        records = data["runs"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise SystemExit(f"cannot read benchmark JSON {path}: {exc}") from exc
+def print_table(paths: Sequence[Path]) -> int:
+    """The markdown table of a benchmark's JSON (a cut-short one shows the runs it finished).
+
+    Several files are the parts of one benchmark (e.g. seeds 0-2 and ``--first-seed 3``): their
+    runs are merged into one table. They must have been run with the same overrides, and no
+    (market, seed) may appear twice, since a merged table would otherwise count a run twice or
+    mix two configurations.
+    """
+    records: list[dict[str, Any]] = []
+    overrides: list[str] | None = None
+    states = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+            runs, these = data["runs"], list(data["overrides"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"cannot read benchmark JSON {path}: {exc}") from exc
+        if overrides is not None and these != overrides:
+            raise SystemExit(
+                f"cannot merge {path}: its overrides {these} differ from {paths[0]}'s {overrides}"
+            )
+        overrides = these
+        seen = {(r["market"], r["seed"]) for r in records}
+        twice = sorted({(r["market"], r["seed"]) for r in runs} & seen)
+        if twice:
+            raise SystemExit(
+                f"cannot merge {path}: (market, seed) already in an earlier file: {twice}"
+            )
+        records += runs
+        states.append("complete" if data.get("complete") else "NOT complete (cut short)")
     markets = list(MARKETS)
     records = sorted(records, key=lambda r: (markets.index(r["market"]), r["seed"]))
-    state = "complete" if data.get("complete") else "NOT complete (cut short)"
-    overrides = " ".join(data["overrides"]) or "(none)"
-    print(f"{path}: {len(records)} runs, {state}; overrides: {overrides}")
+    names = ", ".join(f"{p} ({st})" for p, st in zip(paths, states, strict=True))
+    state = states[0] if len(paths) == 1 else f"merged from {names}"
+    head = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
+    print(
+        f"{head}: {len(records)} runs, {state}; overrides: {' '.join(overrides or []) or '(none)'}"
+    )
     print(markdown(summarise(records)))
     return 0
 

@@ -144,3 +144,27 @@ def test_table_reprints_a_cut_benchmark(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(SystemExit, match="cannot read benchmark JSON"):
         bench_learning.main(["--table", str(tmp_path / "bad.json")])
+
+
+def test_table_merges_the_parts_of_one_benchmark(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "s0.json", tmp_path / "s1.json"
+    first.write_text(
+        json.dumps({"complete": True, "overrides": ["x=1"], "runs": [_record("default", 0)]})
+    )
+    second.write_text(
+        json.dumps({"complete": False, "overrides": ["x=1"], "runs": [_record("default", 1)]})
+    )
+    assert bench_learning.main(["--table", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert "2 files: 2 runs, merged from" in out and "NOT complete (cut short)" in out
+    lines = [line for line in out.splitlines() if line.startswith("| default")]
+    assert len(lines) == 1 and "| 1/2 (> 10) |" in lines[0]
+    # the same run twice, or two configurations, cannot make one table
+    with pytest.raises(SystemExit, match=r"already in an earlier file: \[\('default', 0\)\]"):
+        bench_learning.main(["--table", str(first), str(first)])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"overrides": ["x=2"], "runs": [_record("default", 2)]}))
+    with pytest.raises(SystemExit, match="its overrides"):
+        bench_learning.main(["--table", str(first), str(other)])
