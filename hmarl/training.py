@@ -426,6 +426,7 @@ class Trainer:
         else:
             self.state.evals_without_improvement += 1
         vals["val/collapsed"] = float(self.collapse is not None)
+        vals["val/edge"] = float(edge)  # what selection saw: the rule replays from the metrics
         return vals
 
     def on_collapse(self, episode: int) -> bool:

@@ -57,7 +57,7 @@ else
     bench real_more 60 --trace --first-seed 10 --markets real_q1 real_q4
 fi
 VARIANTS=(  # measured on an H200 before (README "What to expect"): baseline, decay, n_envs=128
-    "all_actions trainer.estimator=all_actions"
+    "expected trainer.estimator=expected"
     "reinforce trainer.estimator=reinforce"
     "greedy trainer.eval_policy=greedy"
     "constant trainer.entropy_coef_final=null"

@@ -28,6 +28,7 @@ from hmarl.compare import (
 from hmarl.config import Config
 from hmarl.sweep import finish_sweep, prepare_store, start_parent_run
 from hmarl.tracking import PARENT_RUN_ENV, SWEEP_DIR_ENV
+from hmarl.training import _improved, selection_score
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -208,10 +209,21 @@ def test_validation_figures_are_the_selected_ones(sweep: tuple[str, str, Path]) 
     result = compare(uri, Path(sweep[2]) / "sel", parent_run_id=parent)
     client = MlflowClient(tracking_uri=uri)
     for run_id, row in result.runs.iterrows():
-        history = {m.step: m.value for m in client.get_metric_history(str(run_id), "val/sharpe")}
+        history = {
+            key: {m.step: m.value for m in client.get_metric_history(str(run_id), f"val/{key}")}
+            for key in ("sharpe", "edge", "exposure_time_pct")
+        }
         assert row["best_episode"] is not None
-        assert row["val_sharpe"] == history[row["best_episode"]]
-        assert row["val_sharpe"] == max(history.values())  # best.pt is the max (best_mode)
+        assert row["val_sharpe"] == history["sharpe"][row["best_episode"]]
+        # best.pt is the episode the selection rule picks from the logged validations
+        chosen, best, best_edge = None, None, False
+        for step in sorted(history["sharpe"]):
+            edge = history["edge"][step] == 1.0
+            stats = {"Exposure Time [%]": history["exposure_time_pct"][step]}
+            score = selection_score(stats, history["sharpe"][step], edge, "max")
+            if _improved(score, edge, best, best_edge):
+                chosen, best, best_edge = step, score, edge
+        assert row["best_episode"] == chosen
     assert list(result.runs["market"].unique()) == [result.runs["market"].iloc[0]]
     assert "market: data " in report(result) and "mixes" not in report(result)
 
