@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hmarl-installed
 ARGS ?=
+# Test files run on this many pytest-xdist workers (--dist loadfile: a file's tests, and its
+# module fixtures, stay on one worker); 0 runs them in this process, auto uses every core.
+TEST_WORKERS ?= 2
 
 .PHONY: setup train test lint bench bench-learning clean
 
@@ -21,7 +24,7 @@ train: setup
 	$(BIN)/python -m hmarl.train +experiment=asym_1_10 $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check hmarl tests scripts
