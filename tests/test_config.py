@@ -11,7 +11,7 @@ import pytest
 from helpers import REPO, compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from hmarl.config import ActionMode, DataSource, flatten
+from hmarl.config import ActionMode, DataSource, Estimator, Exploration, flatten
 from hmarl.features import DEFAULT_FEATURES
 
 
@@ -30,6 +30,25 @@ def test_defaults_are_the_specification() -> None:
 def test_experiments_set_the_schedule(experiment: str, every: int) -> None:
     cfg = compose_config(f"+experiment={experiment}")
     assert cfg.trainer.macro_every == every and cfg.experiment_name == experiment
+
+
+def test_the_specifications_plain_loss_is_one_override_away() -> None:
+    """``trainer=spec``: the plain REINFORCE loss (tests/test_expected.py checks the estimator is
+    exactly SPEC.md's loss), a constant entropy bonus and the original one-evaluation selection,
+    and nothing else changed."""
+    spec, default = (
+        compose_config("+experiment=asym_1_10", "trainer=spec"),
+        compose_config("+experiment=asym_1_10"),
+    )
+    t = spec.trainer
+    assert t.estimator == Estimator.reinforce and t.exploration == Exploration.entropy
+    assert (t.entropy_coef, t.entropy_coef_final) == (0.01, None)
+    assert (t.edge_null_percentile, t.edge_confirmations) == (0, 1)
+    changed = {"estimator", "exploration", "entropy_coef", "entropy_coef_final"}
+    changed |= {"edge_null_percentile", "edge_confirmations"}
+    kept = set(vars(t)) - changed
+    assert kept and all(getattr(t, k) == getattr(default.trainer, k) for k in kept)
+    assert t.macro_every == 11 and spec.model == default.model and spec.env == default.env
 
 
 @pytest.mark.parametrize(
