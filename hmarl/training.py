@@ -208,6 +208,20 @@ def _improved(score: float, edge: bool, best: float | None, best_edge: bool) -> 
     return score >= best
 
 
+def best_evaluation(
+    evaluations: Sequence[tuple[dict[str, Any], float, bool]], mode: str = "max"
+) -> int | None:
+    """Index of the evaluation `best` keeps among ``(stats, value, edge)`` in the order they
+    were made (None when there is none): :meth:`Trainer.validate`'s rule, replayed offline
+    from logged or traced figures (scripts/replay_selection.py, tests/test_compare.py)."""
+    chosen, best, best_edge = None, None, False
+    for i, (stats, value, edge) in enumerate(evaluations):
+        score = selection_score(stats, value, edge, mode)
+        if _improved(score, edge, best, best_edge):
+            chosen, best, best_edge = i, score, edge
+    return chosen
+
+
 def collapse_reason(stats: dict[str, Any], entropy: float, tc: Any) -> str | None:
     """Why the policy counts as collapsed, or None: its mean training entropy per step fell
     below ``collapse_entropy``, or one action's mean validation probability exceeds

@@ -6,8 +6,8 @@
 A traced run (``bench_learning.py --trace``) holds, for every validation, what that network
 scored on the validation split, on each half of it (each from flat, with its own buy & hold
 and a 100-policy random-timing null) and on the test split. The trainer's choice of ``best.pt``
-is a function of the validation figures alone (hmarl.training: ``edge_found``, ``_improved``,
-``selection_score``), so any rule can be replayed over the same networks and judged by what
+is a function of the validation figures alone (hmarl.training: ``edge_found`` and
+``best_evaluation``), so any rule can be replayed over the same networks and judged by what
 its choice earned on test, which no rule sees. Each run's own rule (recorded in its trace) is
 replayed first and checked against the episode the run actually kept.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hmarl.training import _improved, edge_found, selection_score
+from hmarl.training import best_evaluation, edge_found
 
 
 @dataclass(frozen=True)
@@ -86,22 +86,19 @@ def _stats(part: dict[str, Any], rank: float | None) -> dict[str, Any]:
 
 
 def replay(run: dict[str, Any], rule: Rule) -> tuple[dict[str, Any], bool]:
-    """The point `best` would be under ``rule``: the trainer's own ``selection_score`` and
-    ``_improved`` (best_metric sharpe, max) over the edge classes the rule gives."""
+    """The point `best` would be under ``rule``: the trainer's own selection
+    (``best_evaluation``, best_metric sharpe, max) over the edge classes the rule gives."""
     trace = run["trace"]
-    best: dict[str, Any] | None = None
-    best_score: float | None = None
-    best_edge, streak = False, 0
-    for point in trace["points"]:
+    points = trace["points"]
+    evaluations, streak = [], 0
+    for point in points:
         ok = passes(point, trace["buy_and_hold_pct"], trace["min_val_trades"], rule)
         streak = streak + 1 if ok else 0
         edge = ok and streak >= rule.confirmations
-        stats = _stats(point["val"], None)
-        score = selection_score(stats, point["val"]["sharpe"], edge, "max")
-        if _improved(score, edge, best_score, best_edge):
-            best, best_score, best_edge = point, score, edge
-    assert best is not None, "a traced run has at least one validation"
-    return best, best_edge
+        evaluations.append((_stats(point["val"], None), point["val"]["sharpe"], edge))
+    i = best_evaluation(evaluations)
+    assert i is not None, "a traced run has at least one validation"
+    return points[i], evaluations[i][2]
 
 
 def judge(run: dict[str, Any], rule: Rule) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from hmarl.compare import (
 from hmarl.config import Config
 from hmarl.sweep import finish_sweep, prepare_store, start_parent_run
 from hmarl.tracking import PARENT_RUN_ENV, SWEEP_DIR_ENV
-from hmarl.training import _improved, selection_score
+from hmarl.training import best_evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -216,14 +216,18 @@ def test_validation_figures_are_the_selected_ones(sweep: tuple[str, str, Path]) 
         assert row["best_episode"] is not None
         assert row["val_sharpe"] == history["sharpe"][row["best_episode"]]
         # best.pt is the episode the selection rule picks from the logged validations
-        chosen, best, best_edge = None, None, False
-        for step in sorted(history["sharpe"]):
-            edge = history["edge"][step] == 1.0
-            stats = {"Exposure Time [%]": history["exposure_time_pct"][step]}
-            score = selection_score(stats, history["sharpe"][step], edge, "max")
-            if _improved(score, edge, best, best_edge):
-                chosen, best, best_edge = step, score, edge
-        assert row["best_episode"] == chosen
+        steps = sorted(history["sharpe"])
+        chosen = best_evaluation(
+            [
+                (
+                    {"Exposure Time [%]": history["exposure_time_pct"][step]},
+                    history["sharpe"][step],
+                    history["edge"][step] == 1.0,
+                )
+                for step in steps
+            ]
+        )
+        assert chosen is not None and row["best_episode"] == steps[chosen]
     assert list(result.runs["market"].unique()) == [result.runs["market"].iloc[0]]
     assert "market: data " in report(result) and "mixes" not in report(result)
 
