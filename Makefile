@@ -9,13 +9,13 @@ ARGS ?=
 # module fixtures, stay on one worker); 0 runs them in this process, auto uses every core.
 TEST_WORKERS ?= 2
 
-.PHONY: setup train test lint bench bench-learning clean
+.PHONY: setup train test lint docs bench bench-learning clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# Exact pin first: an unpinned torch would pull the newest CUDA build (gigabytes).
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[dev,slurm,optuna]"
+	$(BIN)/python -m pip install -q -e ".[dev,slurm,optuna,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -31,6 +31,10 @@ lint: setup
 	$(BIN)/ruff format --check hmarl tests scripts
 	$(BIN)/mypy
 
+# The docs site into site/ (git-ignored); --strict: a broken link or a page outside the nav fails.
+docs: setup
+	$(BIN)/mkdocs build --strict --quiet
+
 bench: setup
 	$(BIN)/python scripts/bench_features.py
 	$(BIN)/python scripts/bench_train.py
@@ -40,4 +44,4 @@ bench-learning: setup
 	$(BIN)/python scripts/bench_learning.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .hmarl_cache outputs multirun
+	rm -rf $(VENV) .hmarl_cache outputs multirun site

@@ -6,9 +6,9 @@ composes the config, before any data is loaded. Only the entry points see the co
 ``DictConfig``; they convert it once with :func:`to_config` (training) or
 :func:`to_backtest_config` (backtests) and pass plain values down.
 
-Over 450 lines on purpose: both entry points' schemas and their value ranges live together,
-so a key shared by training and backtests (``data.*``, ``tracking.*``) is checked one way;
-and every key's default and meaning is stated here, once (the YAML files only override).
+Both entry points' schemas and their value ranges live together, so a key shared by training
+and backtests (``data.*``, ``tracking.*``) is checked one way; and every key's default and
+meaning is stated here, once (the YAML files only override).
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
-
-if TYPE_CHECKING:
-    from hmarl.metrics import Calendar
 
 
 class DataSource(str, Enum):
@@ -51,7 +48,7 @@ class ActionMode(str, Enum):
 
 
 class Estimator(str, Enum):
-    """The policy-gradient estimator (hmarl/reinforce.py); all are unbiased."""
+    """The policy-gradient estimator (hmarl/agent/reinforce.py); all are unbiased."""
 
     reinforce = "reinforce"  # SPEC.md's plain loss: batch-normalised returns
     baseline = "baseline"  # per-step leave-one-out baseline, one std scaling
@@ -68,7 +65,7 @@ class EvalPolicy(str, Enum):
 
 
 class Exploration(str, Enum):
-    """The exploration term ``trainer.entropy_coef`` weighs (hmarl.reinforce.exploration_bonus)."""
+    """The exploration term ``trainer.entropy_coef`` weighs (agent.reinforce.exploration_bonus)."""
 
     entropy = "entropy"  # -sum pi log pi: its pull vanishes as an action's probability -> 0
     log_barrier = "log_barrier"  # -KL(uniform || pi): keeps every action's gradient alive
@@ -136,7 +133,9 @@ class FeaturesConfig:
     README "Features".
     """
 
-    names: list[str] = field(default_factory=list)  # empty -> hmarl.features.DEFAULT_FEATURES
+    names: list[str] = field(
+        default_factory=list
+    )  # empty -> hmarl.market.features.DEFAULT_FEATURES
     macro_window: int = 492  # MacroNet: mean/std/last over 492 bars (~41 h of 5-minute bars)
     micro_window: int = 60  # MicroNet: mean/std/last over 60 bars (~5 h)
 
@@ -162,7 +161,7 @@ class EnvConfig:
     """Execution model: fills at the decision bar's close, costs on traded notional.
 
     Decide at bar t's close, fill at that close (+ slippage), earn bar t+1's return. These
-    are also :class:`hmarl.env.EnvParams`' defaults.
+    are also :class:`hmarl.market.env.EnvParams`' defaults.
     """
 
     commission: float = 0.001  # fraction of traded notional (Binance spot: 0.1%)
@@ -207,7 +206,7 @@ class TrainerConfig:
     eval_every: int = 10  # validate the policy every K episodes
     # sample (actions drawn with the run's seed, what training optimises) | greedy (argmax)
     eval_policy: EvalPolicy = EvalPolicy.sample
-    # key of hmarl.metrics.metric_keys() for the `best` checkpoint (see README "Metrics")
+    # key of hmarl.stats.metrics.metric_keys() for the `best` checkpoint (see README "Metrics")
     best_metric: str = "sharpe"
     best_mode: MetricMode = MetricMode.max
     # fewer validation trades than this: flagged, and never `best` by a ratio alone
@@ -559,23 +558,18 @@ class FeatureCheckConfig:
 
 @dataclass
 class CalendarConfig:
-    """The market's clock for annualisation: the keys of :class:`hmarl.metrics.Calendar`.
+    """The market's clock for annualisation: the keys of :class:`hmarl.stats.metrics.Calendar`.
 
     Why not that class itself: OmegaConf turns a frozen dataclass into a read-only node, so
     ``calendar.session_hours=6.5`` could not be overridden, and ``Calendar`` validates in
     ``__post_init__``, which would fail before :func:`check_values` names the bad key. So the
-    schema keeps this mutable twin (defaults = ``metrics.CRYPTO``, a test checks) and
-    :meth:`to_calendar` builds the one ``Calendar`` every statistic uses.
+    schema keeps this mutable twin (defaults = ``metrics.CRYPTO``, a test checks), and the
+    backtest builds the one ``Calendar`` every statistic uses from its fields, by name.
     """
 
     name: str = "crypto"
     trading_days_per_year: float = 365.25
     session_hours: float = 24.0
-
-    def to_calendar(self) -> Calendar:
-        from hmarl.metrics import Calendar  # lazily: config stays free of numpy and pandas
-
-        return Calendar(self.name, self.trading_days_per_year, self.session_hours)
 
 
 @dataclass
@@ -598,7 +592,7 @@ class BacktestConfig:
     commission: float | None = None  # None: the checkpoint's env.commission
     slippage_bps: float | None = None  # None: the checkpoint's env.slippage_bps
     momentum_bars: int | None = None  # fixed momentum lookback; None: chosen on validation
-    # tried on validation (= hmarl.baselines.MOMENTUM_LOOKBACKS, a test checks)
+    # tried on validation (= hmarl.stats.baselines.MOMENTUM_LOOKBACKS, a test checks)
     momentum_lookbacks: list[int] = field(default_factory=lambda: [12, 48, 144, 288, 576])
     random_timing: int = 1000  # policies in the null (= random_timing.RANDOM_TIMING_N); 0: none
     min_trades: int | None = None  # fewer trades: flagged few_trades; None: trainer.min_val_trades
@@ -609,7 +603,7 @@ class BacktestConfig:
     cache_dir: str | None = ".hmarl_cache"  # built tensors (keyed by data + features + scalers)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     plots: bool = True
-    report_html: bool = True  # report.html: interactive, self-contained (hmarl.report_html)
+    report_html: bool = True  # report.html: interactive, self-contained (hmarl.report.html)
     progress: bool = True
 
 

@@ -50,7 +50,7 @@ REWARD = "reward"
 PROB_COLUMNS = (P_HOLD, P_BUY, P_SELL)  # PROB_COLUMNS[code]: probability of that action
 REQUIRED_COLUMNS = (ACTION, POSITION, TURNOVER, FEE, EQUITY)  # what compute_stats needs
 PRICE_COLUMNS = (PRICE, NEXT_PRICE)  # needed for the benchmark (Beta) only
-SETTLEMENT_COLUMNS = (TURNOVER, FEE, EQUITY, REWARD)  # from hmarl.env.settle, in table order
+SETTLEMENT_COLUMNS = (TURNOVER, FEE, EQUITY, REWARD)  # from hmarl.market.env.settle, in table order
 
 
 def prob_column(code: int) -> str:
@@ -73,7 +73,7 @@ def steps_table(
     """The table of decisions at candle rows ``rows`` of a market (``index``, ``close``).
 
     ``settled`` maps each of :data:`SETTLEMENT_COLUMNS` to its per-row values (what
-    :func:`hmarl.env.settle` computed for these positions); ``probs`` is ``[rows, 3]`` in
+    :func:`hmarl.market.env.settle` computed for these positions); ``probs`` is ``[rows, 3]`` in
     action-code order, or None for rule-based runs (no probability columns then).
     """
     columns: dict[str, np.ndarray] = {

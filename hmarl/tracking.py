@@ -4,7 +4,7 @@ Why batched: each call to a remote tracking server costs ~100 ms, so metrics are
 and sent with ``log_batch``. Why one lifecycle: a run that raises or is interrupted must end
 FAILED or KILLED, never stay RUNNING in the UI, so every tracked run (training, backtest)
 opens and closes in :func:`tracked_run`, and nothing else sets a run's status (the sweep's
-parent run, which spans processes, is closed by :mod:`hmarl.sweep`). Store URIs
+parent run, which spans processes, is closed by :mod:`hmarl.train.sweep`). Store URIs
 (:func:`sqlite_path`), run names (:func:`run_name`) and paged searches (:func:`search_all`)
 are read one way here for every caller.
 """
@@ -28,7 +28,13 @@ if TYPE_CHECKING:  # mlflow is imported lazily: `tracking=none` never loads it (
     from mlflow.tracking import MlflowClient
 
 RUN_NAME_LIMIT = 250  # characters: MLflow refuses longer run names
-# Set by the sweep callback (hmarl/sweep.py) so that jobs become children of one parent run.
+# Set by the sweep callback (hmarl/train/sweep.py) so that jobs become children of one parent run.
+# A run's checkpoints: one layout in its output folder and among its MLflow artifacts.
+CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.pt"  # the policy the selection rule kept (hmarl.train.selection)
+LAST_CHECKPOINT = "last.pt"  # the latest state, to resume from
+CHECKPOINT_NAMES = (BEST_CHECKPOINT, LAST_CHECKPOINT)  # the order a backtest prefers them
+
 PARENT_RUN_ENV = "HMARL_MLFLOW_PARENT_RUN_ID"
 SWEEP_DIR_ENV = "HMARL_SWEEP_DIR"
 
@@ -365,6 +371,13 @@ def ui_command(uri: str) -> str:
 DEFAULT_URI = TrackingConfig().uri  # sqlite:///mlflow.db in the working directory
 
 
+def run_checkpoints(client: MlflowClient, run_id: str) -> tuple[list[str], list[str]]:
+    """The checkpoints an MLflow run logged, in the order a backtest prefers them, and every
+    file name under its ``checkpoints/`` artifacts (for messages)."""
+    names = sorted(Path(f.path).name for f in client.list_artifacts(run_id, CHECKPOINT_DIR))
+    return [n for n in CHECKPOINT_NAMES if n in names], names
+
+
 def fetch_run_checkpoint(run_id: str, tracking_uri: str, dst: Path) -> tuple[Path, str]:
     """Download an MLflow run's ``checkpoints/best.pt`` (else ``last.pt``) into ``dst``."""
     from mlflow.exceptions import MlflowException  # lazily: a local backtest never loads mlflow
@@ -372,17 +385,17 @@ def fetch_run_checkpoint(run_id: str, tracking_uri: str, dst: Path) -> tuple[Pat
 
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
-        names = {Path(f.path).name for f in client.list_artifacts(run_id, "checkpoints")}
+        available, artifacts = run_checkpoints(client, run_id)
     except MlflowException as exc:
         raise BacktestError(f"MLflow run {run_id!r} not found at {tracking_uri}: {exc}") from exc
-    for name in ("best.pt", "last.pt"):
-        if name in names:
-            local = client.download_artifacts(run_id, f"checkpoints/{name}", str(dst))
-            return Path(local), f"runs:/{run_id}/checkpoints/{name}"
+    if available:
+        path = f"{CHECKPOINT_DIR}/{available[0]}"
+        local = client.download_artifacts(run_id, path, str(dst))
+        return Path(local), f"runs:/{run_id}/{path}"
     raise BacktestError(
-        f"MLflow run {run_id} at {tracking_uri} has no checkpoints/best.pt or "
-        f"checkpoints/last.pt artifact (artifacts: {sorted(names) or 'none'}); was it trained "
-        "with tracking.log_checkpoints=false? Pass checkpoint=<path> instead"
+        f"MLflow run {run_id} at {tracking_uri} has no {CHECKPOINT_DIR}/{BEST_CHECKPOINT} or "
+        f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT} artifact (artifacts: {artifacts or 'none'}); "
+        "was it trained with tracking.log_checkpoints=false? Pass checkpoint=<path> instead"
     )
 
 

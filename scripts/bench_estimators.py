@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from bench_train import CYCLE, config, run_cycle
 
-from hmarl.training import Trainer
+from hmarl.train.trainer import Trainer
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from hmarl.features import build_features
-from hmarl.windows import window_stats
+from hmarl.market.features import build_features
+from hmarl.market.windows import window_stats
 
 BARS_PER_YEAR = 105_120  # 365 days of 5-minute bars
 WINDOWS = (492, 60)

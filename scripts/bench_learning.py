@@ -12,7 +12,7 @@ Markets (one row each):
 * ``default``: the config's synthetic market (``conf/data/synthetic.yaml``, strong trends);
 * ``hard``: ``synthetic_candles``' own defaults (weaker drift 1e-4, 5-day regimes);
 * ``planted``: the real candles of ``../shared/data/binance_spot_BTCUSDT_5m_2024Q4.csv`` with a
-  seeded regime drift added to their log prices (hmarl/planted.py, drift ``--planted-drift``
+  seeded regime drift added to their log prices (hmarl/market/planted.py, drift ``--planted-drift``
   per bar, 2.5-day regimes); the oracle that knows the regime is reported after fees;
 * ``real_q1``, ``real_q4``: the real 2024 Q1 / Q4 BTCUSDT 5-minute candles unchanged (no edge
   promised: the check is that the trainer does no harm and says when it found nothing).
@@ -26,12 +26,14 @@ Every run trains from scratch with ``tracking=none`` (plus any Hydra overrides g
 * final vs best: the last policy's validation Sharpe against the best's ("near" = within 25%);
 * test return of ``best.pt`` after fees, beside buy & hold and flat on the test split, and the
   random-timing null (1,000 policies making the same trades at random times; median and the
-  policy's percentile, hmarl/random_timing.py);
-* collapsed: the final policy's training entropy below ``trainer.collapse_entropy`` or one action's
-  mean validation probability above ``trainer.collapse_share`` (hmarl.training.collapse_reason);
+  policy's percentile, hmarl/stats/random_timing.py);
+* collapsed: the final policy's training entropy below ``trainer.collapse_entropy`` or one
+  action's mean validation probability above ``trainer.collapse_share``
+  (hmarl.train.trainer.collapse_reason);
 * no harm: the test return of ``best.pt`` at most 1 point below flat's; and "as advised": a run
-  whose validation found no edge (``hmarl.training.edge_found``; its summary warns "no edge found"
-  and its MLflow tag ``edge_found`` is False) advises staying flat, so it counts flat's return;
+  whose validation found no edge (``hmarl.train.selection.edge_found``; its summary warns "no
+  edge found" and its MLflow tag ``edge_found`` is False) advises staying flat, so it counts
+  flat's return;
 * wall time and env-steps per second of training (validation included).
 
 Prints a markdown table and writes every run and the summary as JSON (``--out``).
@@ -65,16 +67,17 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from hmarl.baselines import baseline_steps, settled_frame
-from hmarl.checkpoint import load_checkpoint, policy_from_checkpoint
+from hmarl.agent.checkpoint import load_checkpoint, policy_from_checkpoint
+from hmarl.agent.evaluation import run_split
+from hmarl.agent.rollout import market_tensors
 from hmarl.config import Config, conf_dir, register_configs, to_config
-from hmarl.data import load_candles
-from hmarl.evaluation import market_tensors, run_split
+from hmarl.data.reading import load_candles
 from hmarl.io import write_text
-from hmarl.metrics import compute_stats
-from hmarl.planted import oracle_positions, plant_edge
-from hmarl.random_timing import random_timing, random_timing_stats
-from hmarl.training import collapse_reason, env_params, load_market, train
+from hmarl.market.planted import oracle_positions, plant_edge
+from hmarl.stats.baselines import baseline_steps, settled_frame
+from hmarl.stats.metrics import compute_stats
+from hmarl.stats.random_timing import random_timing, random_timing_stats
+from hmarl.train.trainer import collapse_reason, env_params, load_market, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 Q1 = "binance_spot_BTCUSDT_5m_2024Q1.csv"

@@ -1,6 +1,6 @@
 """What ``report.html`` adds to a backtest of one year of 5-minute bars: seconds and megabytes.
 
-The runs are settled like a backtest's (hmarl.baselines on a synthetic year of 105,192 bars):
+The runs are settled like a backtest's (hmarl.stats.baselines on a synthetic year of 105,192 bars):
 the "strategy" is a momentum rule of another lookback with action probabilities made up from
 its positions, since the page's cost depends on the number of bars and trades, not on who
 decided them. Statistics and the random-timing band come from the same functions as a
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hmarl.baselines import baseline_steps, settled_frame
-from hmarl.data import synthetic_candles
-from hmarl.env import EnvParams
-from hmarl.market import MarketData
-from hmarl.metrics import compute_stats, stats_table
-from hmarl.random_timing import random_timing, random_timing_stats
+from hmarl.data.synthetic import synthetic_candles
+from hmarl.market.env import EnvParams
+from hmarl.market.market_data import MarketData
+from hmarl.stats.baselines import baseline_steps, settled_frame
+from hmarl.stats.metrics import compute_stats, stats_table
+from hmarl.stats.random_timing import random_timing, random_timing_stats
 from hmarl.steps import POSITION, PROB_COLUMNS
 
 YEAR_OF_5MIN_BARS = 105_192  # 288 x 365.25
@@ -73,7 +73,7 @@ def main() -> None:
         import bokeh.embed
         import bokeh.plotting  # noqa: F401  (timed apart: a backtest pays it once)
 
-        from hmarl.report_html import DISPLAY_BUCKETS, write_report_html
+        from hmarl.report.html import DISPLAY_BUCKETS, write_report_html
 
         imported = time.perf_counter() - t0
         path = write_report_html(Path(tmp) / "report.html", runs, table, doc, null.band)

@@ -34,11 +34,11 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from hmarl.agent.policy import HierarchicalPolicy
+from hmarl.agent.reinforce import discounted_returns, make_optimizers, normalise
+from hmarl.agent.rollout import market_tensors
 from hmarl.config import Config, conf_dir, register_configs, to_config
-from hmarl.evaluation import market_tensors
-from hmarl.policy import HierarchicalPolicy
-from hmarl.reinforce import discounted_returns, make_optimizers, normalise
-from hmarl.training import Trainer, load_market
+from hmarl.train.trainer import Trainer, load_market
 
 CYCLE = 11  # one asym_1_10 cycle: one MacroNet step, ten frozen episodes
 
@@ -80,7 +80,7 @@ def plain_reference(cfg: Config, episodes: int, seed: int = 0) -> tuple[int, flo
             fee = fee_rate * abs(target - position)
             r = float(t.returns[row])
             rewards.append(math.log((1 - fee) * (1 + target * r)))
-            position = target * (1 + r) / (1 + target * r)  # drift, as hmarl.env
+            position = target * (1 + r) / (1 + target * r)  # drift, as hmarl.market.env
             position = target if abs(position - target) < 1e-12 else position
         adv = normalise(discounted_returns(torch.tensor([rewards]), cfg.trainer.gamma)).float()
         loss = -(torch.stack(logps) * adv[0]).sum()

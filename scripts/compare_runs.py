@@ -6,7 +6,7 @@ Examples:
     python scripts/compare_runs.py --experiment hmarl --tag experiment_name=asym_1_10
     python scripts/compare_runs.py --tracking-uri http://mlflow-host:5000 --latest-sweep
 
-All logic lives in hmarl.compare (the notebook notebooks/compare_runs.ipynb calls it too).
+All logic lives in hmarl.report.compare (the notebook notebooks/compare_runs.ipynb calls it too).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hmarl.compare import compare, report
+from hmarl.report.compare import compare, report
 
 
 def parse_tag(text: str) -> tuple[str, str]:

@@ -6,7 +6,7 @@
 A traced run (``bench_learning.py --trace``) holds, for every validation, what that network
 scored on the validation split, on each half of it (each from flat, with its own buy & hold
 and a 100-policy random-timing null) and on the test split. The trainer's choice of ``best.pt``
-is a function of the validation figures alone (hmarl.training: ``edge_found`` and
+is a function of the validation figures alone (hmarl.train.trainer: ``edge_found`` and
 ``best_evaluation``), so any rule can be replayed over the same networks and judged by what
 its choice earned on test, which no rule sees. Each run's own rule (recorded in its trace) is
 replayed first and checked against the episode the run actually kept.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hmarl.training import best_evaluation, edge_found
+from hmarl.train.selection import best_evaluation, edge_found
 
 
 @dataclass(frozen=True)

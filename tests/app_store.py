@@ -18,7 +18,7 @@ class Store:
 
 def make_store(root: Path, with_bare_run: bool = False) -> Store:
     """Train a 2-episode run (and optionally one that logs no checkpoints) into root/mlflow.db."""
-    from hmarl.training import train
+    from hmarl.train.trainer import train
 
     common = ("trainer.episodes=2", "trainer.eval_every=1")
     cfg = compose_config(*tiny_overrides(root, *common, tracking=True))

@@ -43,7 +43,7 @@ def checkpoint_tensors(path: Path) -> dict[str, Any]:
     """Weights, optimizer states and the sampling generator's state of a checkpoint."""
     import torch
 
-    from hmarl.checkpoint import load_checkpoint
+    from hmarl.agent.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path)
     out = {f"policy.{k}": v for k, v in ck["policy"].items()}
@@ -77,7 +77,7 @@ def full_and_resumed(tmp_path: Path, overrides: list[str], episodes: int, stop: 
     does not touch training): schedules over ``trainer.episodes``, like the exploration
     decay, are then the same, as for a real interruption.
     """
-    from hmarl.training import train
+    from hmarl.train.trainer import train
 
     def run(name: str, *extra: str, on_episode: Any = None):  # -> TrainResult
         cfg = compose_config(*overrides, f"trainer.episodes={episodes}", *extra)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from app_store import Store, make_store
 
-from hmarl import app
+import hmarl.app.__main__ as launcher
+from hmarl.app import backend as app
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
@@ -31,7 +32,7 @@ def page(store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AppTe
     """The page opened on ``store``, working in ``tmp_path`` (its backtests land there)."""
     monkeypatch.setenv(app.STORE_ENV, store.uri)
     monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(str(app.PAGE), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(launcher.PAGE), default_timeout=TIMEOUT)
     return at.run()
 
 
@@ -71,11 +72,11 @@ def test_runs_curves_checkpoints_and_comparison(store: Store) -> None:
 
 
 def test_launcher_arguments() -> None:
-    assert app.split_args(["--server.headless", "true"])[0] == ["--server.headless", "true"]
-    opts, uri = app.split_args(["--server.port", "8600", "--", "--store", "sqlite:///x.db"])
+    assert launcher.split_args(["--server.headless", "true"])[0] == ["--server.headless", "true"]
+    opts, uri = launcher.split_args(["--server.port", "8600", "--", "--store", "sqlite:///x.db"])
     assert opts == ["--server.port", "8600"] and uri == "sqlite:///x.db"
     with pytest.raises(SystemExit, match="only --store URI"):
-        app.split_args(["--", "--stor", "x"])
+        launcher.split_args(["--", "--stor", "x"])
 
 
 def test_candle_file_overrides(tmp_path: Path) -> None:
@@ -150,7 +151,7 @@ def test_page_shows_bad_inputs_as_messages(
 
 
 def test_candle_file_shorter_than_the_windows_is_refused(store: Store, tmp_path: Path) -> None:
-    from hmarl.data import synthetic_candles
+    from hmarl.data.synthetic import synthetic_candles
 
     path = tmp_path / "short.csv"
     synthetic_candles(30, 0).to_csv(path)

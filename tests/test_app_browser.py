@@ -116,7 +116,7 @@ def test_page_runs_a_backtest_and_the_report_renders(server: str, tmp_path: Path
 
 def test_report_html_opens_with_the_network_cut(store: Store, tmp_path: Path) -> None:
     """Run a backtest through the page's function, then open report.html from disk offline."""
-    from hmarl import app
+    from hmarl.app import backend as app
 
     client = app.open_page_store(store.uri)
     result = app.run_period_backtest(

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,37 +24,39 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 
-from hmarl.backtest import (
-    STRATEGY,
-    BacktestConfig,
-    BacktestError,
-    BacktestResult,
-    backtest,
+from hmarl.agent.checkpoint import load_checkpoint
+from hmarl.backtest.inputs import (
     backtest_market,
     check_feature_request,
-    daily_frame,
     decision_range,
-    fetch_run_checkpoint,
     in_sample,
     load_backtest_checkpoint,
+)
+from hmarl.backtest.report import BacktestResult, daily_frame
+from hmarl.backtest.run import backtest
+from hmarl.backtest.runs import STRATEGY
+from hmarl.config import (
+    BacktestConfig,
+    BacktestError,
+    DataConfig,
+    conf_dir,
     register_backtest_configs,
     to_backtest_config,
 )
-from hmarl.baselines import (
+from hmarl.data.synthetic import synthetic_candles
+from hmarl.market.env import EnvParams
+from hmarl.market.market_data import MarketData
+from hmarl.stats.baselines import (
     BASELINES,
     actions_from_positions,
     baseline_steps,
     choose_momentum_lookback,
     momentum_positions,
 )
-from hmarl.checkpoint import load_checkpoint
-from hmarl.config import DataConfig, conf_dir
-from hmarl.data import synthetic_candles
-from hmarl.env import EnvParams
-from hmarl.market import MarketData
-from hmarl.metrics import STAT_DEFINITIONS, Calendar, compute_stats
+from hmarl.stats.metrics import STAT_DEFINITIONS, Calendar, compute_stats
 from hmarl.steps import BUY, HOLD, SELL
-from hmarl.training import train
+from hmarl.tracking import fetch_run_checkpoint
+from hmarl.train.trainer import train
 
 RUNS = [STRATEGY, *BASELINES]
 FIGURES = ("equity.png", "drawdown.png", "positions.png", "action_probabilities.png")
@@ -576,12 +578,12 @@ def test_train_on_q1_backtest_on_q4(shared_data: Path, tmp_path: Path) -> None:
 def test_schema_defaults_match_the_library_constants() -> None:
     """The backtest schema (hmarl.config) repeats three library defaults as literals (config
     stays free of torch and pandas); they must not drift apart."""
-    from hmarl.baselines import MOMENTUM_LOOKBACKS
     from hmarl.config import CalendarConfig
-    from hmarl.metrics import CRYPTO
-    from hmarl.random_timing import RANDOM_TIMING_N
+    from hmarl.stats.baselines import MOMENTUM_LOOKBACKS
+    from hmarl.stats.metrics import CRYPTO
+    from hmarl.stats.random_timing import RANDOM_TIMING_N
 
     cfg = BacktestConfig()
     assert cfg.momentum_lookbacks == list(MOMENTUM_LOOKBACKS)
     assert cfg.random_timing == RANDOM_TIMING_N
-    assert CalendarConfig().to_calendar() == CRYPTO
+    assert Calendar(**asdict(CalendarConfig())) == CRYPTO

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmarl.data import load_candles
+from hmarl.data.reading import load_candles
 from hmarl.sources.binance import (
     ChecksumError,
     DownloadResult,

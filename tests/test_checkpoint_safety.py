@@ -2,7 +2,7 @@
 
 Each malicious file below is first shown to really run its payload under an unsafe
 ``torch.load(weights_only=False)`` (so the test could fail), then shown to be refused by
-:func:`hmarl.checkpoint.load_checkpoint` and the backtest without the payload running.
+:func:`hmarl.agent.checkpoint.load_checkpoint` and the backtest without the payload running.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import torch
 
-from hmarl.backtest import load_backtest_checkpoint
-from hmarl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hmarl.agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hmarl.backtest.inputs import load_backtest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

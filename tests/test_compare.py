@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmarl.compare import (
+from hmarl.config import Config
+from hmarl.report.compare import (
     aggregate,
     best_run_dsr,
     ci95_halfwidth,
@@ -25,10 +26,9 @@ from hmarl.compare import (
     paired_differences,
     report,
 )
-from hmarl.config import Config
-from hmarl.sweep import finish_sweep, prepare_store, start_parent_run
-from hmarl.tracking import PARENT_RUN_ENV, SWEEP_DIR_ENV
-from hmarl.training import best_evaluation
+from hmarl.tracking import PARENT_RUN_ENV, SWEEP_DIR_ENV, prepare_store
+from hmarl.train.selection import best_evaluation
+from hmarl.train.sweep import finish_sweep, start_parent_run
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -121,8 +121,9 @@ def tiny(tmp: Path, experiment: str, macro_every: int, seed: int) -> Config:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
     """(tracking uri, parent run id, folder) of a finished 4-run sweep with 2 backtests."""
-    from hmarl.backtest import BacktestConfig, backtest
-    from hmarl.training import train
+    from hmarl.backtest.run import backtest
+    from hmarl.config import BacktestConfig
+    from hmarl.train.trainer import train
 
     tmp = tmp_path_factory.mktemp("sweep")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -233,7 +234,7 @@ def test_validation_figures_are_the_selected_ones(sweep: tuple[str, str, Path]) 
 
 
 def test_one_experiment_on_two_files_is_two_groups(tmp_path: Path) -> None:
-    from hmarl.training import train
+    from hmarl.train.trainer import train
 
     for market_seed in (0, 1):
         cfg = tiny(tmp_path, "asym_1_10", 11, seed=0)
@@ -272,7 +273,7 @@ def test_notebook_is_committed_without_outputs() -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
-    assert any("from hmarl.compare import" in c.source for c in code)
+    assert any("from hmarl.report.compare import" in c.source for c in code)
 
 
 @pytest.mark.slow

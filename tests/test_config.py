@@ -1,18 +1,13 @@
-"""Typed configuration: composition-time errors, experiments, and conf/ inside a wheel."""
+"""Typed configuration: composition-time errors and experiments (conf/ in a wheel: test_wheel)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from helpers import REPO, compose_config
+from helpers import compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from hmarl.config import ActionMode, DataSource, Estimator, Exploration, flatten
-from hmarl.features import DEFAULT_FEATURES
+from hmarl.market.features import DEFAULT_FEATURES
 
 
 def test_defaults_are_the_specification() -> None:
@@ -82,47 +77,3 @@ def test_flatten_gives_dotted_plain_params() -> None:
     flat = flatten(compose_config("+experiment=asym_1_10"))
     assert flat["trainer.macro_every"] == 11 and flat["data.source"] == "synthetic"
     assert flat["model.head_hidden"] == [128, 64]
-
-
-@pytest.mark.slow
-def test_conf_is_found_from_an_installed_wheel(tmp_path: Path) -> None:
-    """`pip install .` ships conf/ as hmarl/conf; the entry point composes from anywhere."""
-    src = tmp_path / "src"
-    for name in ("hmarl", "conf"):
-        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, src / name)
-    pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "whl"), str(src)],
-        check=True,
-        timeout=300,
-    )
-    (wheel,) = (tmp_path / "whl").glob("hmarl-*.whl")
-    subprocess.run(
-        [*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)],
-        check=True,
-        timeout=300,
-    )
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    code = (
-        "import hmarl, hmarl.config as c; from hydra import compose, initialize_config_dir;"
-        "c.register_configs();"
-        "ctx = initialize_config_dir(str(c.conf_dir()), version_base='1.3'); ctx.__enter__();"
-        "cfg = c.to_config(compose('config', overrides=['+experiment=asym_1_2']));"
-        "print(hmarl.__file__); print(c.conf_dir()); print(cfg.trainer.macro_every)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=elsewhere,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    module_file, conf, every = out.stdout.split()
-    assert module_file.startswith(str(tmp_path / "site")), "the test must import the installed copy"
-    assert Path(conf) == tmp_path / "site" / "hmarl" / "conf"
-    assert every == "3"

@@ -14,17 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmarl.data import (
-    CANDLE_COLUMNS,
-    DataError,
-    bar_spacing,
-    chronological_split,
-    data_fingerprint,
-    load_candles,
-    resample_candles,
-    synthetic_candles,
-    validate_candles,
-)
+from hmarl.data.candles import CANDLE_COLUMNS, DataError
+from hmarl.data.fingerprint import data_fingerprint
+from hmarl.data.reading import load_candles
+from hmarl.data.resample import resample_candles
+from hmarl.data.splits import chronological_split
+from hmarl.data.synthetic import synthetic_candles
+from hmarl.data.timestamps import bar_spacing
+from hmarl.data.validation import validate_candles
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 STEP = pd.Timedelta("5min")
@@ -630,7 +627,11 @@ def test_split_dates_need_an_index() -> None:
 
 def test_fingerprint_is_stable_across_processes_and_sensitive() -> None:
     frame = synthetic_candles(1_000, seed=5)
-    code = "from hmarl.data import *; print(data_fingerprint(synthetic_candles(1_000, seed=5)))"
+    code = (
+        "from hmarl.data.fingerprint import data_fingerprint; "
+        "from hmarl.data.synthetic import synthetic_candles; "
+        "print(data_fingerprint(synthetic_candles(1_000, seed=5)))"
+    )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == data_fingerprint(frame)
     assert re.fullmatch(r"[0-9a-f]{64}", data_fingerprint(frame))

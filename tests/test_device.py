@@ -23,13 +23,10 @@ from hydra import compose, initialize_config_dir
 from test_rollout import grads, per_step_logp, tiny_market, tiny_policy
 from torch.overrides import TorchFunctionMode
 
-import hmarl.rollout as rollout
-from hmarl.backtest import backtest, register_backtest_configs, to_backtest_config
-from hmarl.checkpoint import load_checkpoint
-from hmarl.config import conf_dir
-from hmarl.env import EnvParams, position_grid, settle
-from hmarl.reinforce import discounted_returns, normalise
-from hmarl.rollout import (
+import hmarl.agent.rollout as rollout
+from hmarl.agent.checkpoint import load_checkpoint
+from hmarl.agent.reinforce import discounted_returns, normalise
+from hmarl.agent.rollout import (
     LazyMacroCache,
     MarketTensors,
     _walk,
@@ -40,7 +37,10 @@ from hmarl.rollout import (
     sample_starts,
     walk_scan,
 )
-from hmarl.training import train
+from hmarl.backtest.run import backtest
+from hmarl.config import conf_dir, register_backtest_configs, to_backtest_config
+from hmarl.market.env import EnvParams, position_grid, settle
+from hmarl.train.trainer import train
 
 NO_CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -262,13 +262,12 @@ FACTORIES = frozenset(
     }
 )
 # (module, function) that create host tensors on purpose, and why
+# (the baselines and the random-timing null settle numpy arrays: they create no tensors at all)
 HOST_SIDE = {
-    ("hmarl.reinforce", "_discount_matrix"): "built once per (length, gamma, device), then moved",
-    ("hmarl.rollout", "walk"): "the numpy walk's branch, taken only for CPU tensors",
-    ("hmarl.evaluation", "market_tensors"): "numpy arrays moved with .to(device) at once",
-    ("hmarl.random_timing", "random_timing"): "settles the host-side steps table on the CPU",
-    ("hmarl.baselines", "settled_frame"): "settles a baseline's numpy positions on the host",
-    ("hmarl.expected", "_recursions_loop"): "the CPU branch of grid_values (numpy loop)",
+    ("hmarl.agent.reinforce", "_discount_matrix"): "built once per (length, gamma, device)",
+    ("hmarl.agent.rollout", "walk"): "the numpy walk's branch, taken only for CPU tensors",
+    ("hmarl.agent.rollout", "market_tensors"): "numpy arrays moved with .to(device) at once",
+    ("hmarl.agent.expected", "_recursions_loop"): "the CPU branch of grid_values (numpy loop)",
 }
 
 
@@ -338,7 +337,7 @@ def test_every_tensor_hmarl_creates_names_its_device(
 
 
 def _draw_mask_before_the_fix(shape: Any, p: float, generator: torch.Generator | None) -> Any:
-    """hmarl.policy.draw_mask as it was when device=auto crashed on every GPU."""
+    """hmarl.agent.policy.draw_mask as it was when device=auto crashed on every GPU."""
     return torch.rand(tuple(shape), generator=generator).ge_(p).mul_(1.0 / (1.0 - p))
 
 

@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hmarl.env import (
-    BUY,
-    HOLD,
-    SELL,
-    EnvParams,
-    bar_returns,
-    position_grid,
-    positions_from_actions,
-    settle,
-)
+from hmarl.market.env import EnvParams, bar_returns, position_grid, positions_from_actions, settle
+from hmarl.steps import BUY, HOLD, SELL
 
 
 def test_equity_matches_a_hand_computation() -> None:

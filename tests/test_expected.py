@@ -1,4 +1,4 @@
-"""The exact expected policy gradient over the position grid (hmarl/expected.py), estimators."""
+"""The exact expected policy gradient over the position grid (hmarl/agent/expected.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 import torch
 from test_rollout import tiny_market, tiny_policy
 
-from hmarl.env import EnvParams, cash_ratio, position_grid
-from hmarl.expected import (
+from hmarl.agent.expected import (
     _recursions_loop,
     _recursions_scan,
     expected_surrogate,
@@ -18,7 +17,7 @@ from hmarl.expected import (
     grid_values,
     scan_products,
 )
-from hmarl.reinforce import (
+from hmarl.agent.reinforce import (
     GridModel,
     discounted_returns,
     exploration_bonus,
@@ -28,7 +27,8 @@ from hmarl.reinforce import (
     policy_loss,
     reinforce_update,
 )
-from hmarl.rollout import MarketTensors, collect, grid_tensors, log_probs, sample_starts
+from hmarl.agent.rollout import MarketTensors, collect, grid_tensors, log_probs, sample_starts
+from hmarl.market.env import EnvParams, cash_ratio, position_grid
 
 ENVS = [
     EnvParams(),

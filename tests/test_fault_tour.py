@@ -22,7 +22,7 @@ import torch
 from helpers import REPO, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from hmarl.checkpoint import CheckpointError, load_checkpoint
+from hmarl.agent.checkpoint import CheckpointError, load_checkpoint
 
 
 def wait_for_checkpoints(folder: Path, episodes: int, proc: subprocess.Popen[str]) -> int:

@@ -36,30 +36,36 @@ from mlflow.tracking import MlflowClient
 from test_binance_download import FakeBinance, publish_day, run, server  # noqa: F401
 from test_sweep import OPEN_STORE, open_store_together
 
-import hmarl.training as train_mod
-from hmarl.backtest import (
-    BACKTEST_RANGES,
-    BacktestConfig,
-    BacktestError,
-    backtest,
-    register_backtest_configs,
-    to_backtest_config,
-)
-from hmarl.checkpoint import (
+import hmarl.train.trainer as train_mod
+from hmarl.agent.checkpoint import (
     CheckpointError,
     checkpoint_episode,
     load_checkpoint,
     policy_from_checkpoint,
     save_checkpoint,
 )
-from hmarl.config import RANGES, Config, ConfigError, ModelConfig, conf_dir, register_configs
-from hmarl.data import DataError, load_candles
+from hmarl.agent.policy import HierarchicalPolicy
+from hmarl.backtest.run import backtest
+from hmarl.config import (
+    BACKTEST_RANGES,
+    RANGES,
+    BacktestConfig,
+    BacktestError,
+    Config,
+    ConfigError,
+    ModelConfig,
+    conf_dir,
+    register_backtest_configs,
+    register_configs,
+    to_backtest_config,
+)
+from hmarl.data.candles import DataError
+from hmarl.data.reading import load_candles
 from hmarl.io import OutputError, atomic_write, write_text
-from hmarl.policy import HierarchicalPolicy
 from hmarl.sources.binance import DownloadError, NetworkError, RemoteFile, fetch_file
-from hmarl.sweep import job_configs
 from hmarl.tracking import TrackingError, open_experiment
-from hmarl.training import train
+from hmarl.train.sweep import job_configs
+from hmarl.train.trainer import train
 
 # ----------------------------------------------------------------------------- config
 
@@ -383,7 +389,7 @@ def test_checkpoint_on_a_full_disk(tmp_path: Path) -> None:
     code = """
 import sys, torch
 from pathlib import Path
-from hmarl.checkpoint import save_checkpoint, load_checkpoint
+from hmarl.agent.checkpoint import save_checkpoint, load_checkpoint
 path = Path(sys.argv[1]) / "last.pt"
 save_checkpoint(path, {"policy": {"w": torch.ones(10)}})
 try:

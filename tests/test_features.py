@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmarl import features
-from hmarl.features import (
+from hmarl.market import features
+from hmarl.market.features import (
     DEFAULT_FEATURES,
     available_features,
     build_features,
@@ -17,7 +17,7 @@ from hmarl.features import (
     register_feature,
     required_columns,
 )
-from hmarl.windows import Scaler, window_stats
+from hmarl.market.windows import Scaler, window_stats
 
 START = "2024-01-01 00:00"  # a Monday
 

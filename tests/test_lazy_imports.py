@@ -40,7 +40,10 @@ def _mlflow_modules_after(body: str, cwd: Path) -> list[str]:
 
 
 def test_importing_the_entry_points_does_not_import_mlflow(tmp_path: Path) -> None:
-    body = "import hmarl.train, hmarl.backtest, hmarl.sweep, hmarl.compare, hmarl.tracking"
+    body = (
+        "import hmarl.train.__main__, hmarl.backtest.__main__, hmarl.app.__main__, "
+        "hmarl.train.sweep, hmarl.report.compare, hmarl.tracking"
+    )
     assert _mlflow_modules_after(body, tmp_path) == []
 
 
@@ -49,7 +52,7 @@ def test_a_tracking_none_training_run_never_imports_mlflow(tmp_path: Path) -> No
     body = (
         "from hydra import compose, initialize_config_dir\n"
         "from hmarl.config import conf_dir, register_configs, to_config\n"
-        "from hmarl.train import train\n"
+        "from hmarl.train.trainer import train\n"
         "register_configs()\n"
         "with initialize_config_dir(str(conf_dir()), version_base='1.3'):\n"
         f"    cfg = to_config(compose('config', overrides={overrides!r}))\n"

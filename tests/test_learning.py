@@ -26,12 +26,13 @@ import pytest
 import torch
 from helpers import compose_config
 
-from hmarl.baselines import baseline_steps
-from hmarl.checkpoint import load_checkpoint, policy_from_checkpoint
-from hmarl.evaluation import market_tensors, run_split
-from hmarl.metrics import compute_stats
-from hmarl.random_timing import random_timing, random_timing_stats
-from hmarl.training import env_params, load_market, train
+from hmarl.agent.checkpoint import load_checkpoint, policy_from_checkpoint
+from hmarl.agent.evaluation import run_split
+from hmarl.agent.rollout import market_tensors
+from hmarl.stats.baselines import baseline_steps
+from hmarl.stats.metrics import compute_stats
+from hmarl.stats.random_timing import random_timing, random_timing_stats
+from hmarl.train.trainer import env_params, load_market, train
 
 SEEDS = (0, 1, 2)
 NEED = 2  # of len(SEEDS) seeds must succeed under every numeric setting

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmarl.data import synthetic_candles
-from hmarl.market import build_market, cached_market
+from hmarl.data.synthetic import synthetic_candles
+from hmarl.market.market_data import build_market, cached_market
 
 PARAMS = {
     "feature_names": [],
@@ -105,8 +105,8 @@ def test_cache_round_trip_and_corrupt_or_stale_entries_are_rebuilt(
 
 
 def test_backtest_refuses_bars_of_another_length(tmp_path: Path) -> None:
-    from hmarl.backtest import BacktestError, backtest_market
-    from hmarl.config import DataConfig
+    from hmarl.backtest.inputs import backtest_market
+    from hmarl.config import BacktestError, DataConfig
 
     data = DataConfig(n_candles=3000, market_seed=4, train_frac=0.6, val_frac=0.2)
     spec = build_market(synthetic_candles(3000, seed=4), **PARAMS).feature_spec()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmarl.metrics import (
+from hmarl.stats.metrics import (
     CRYPTO,
     EXCHANGE,
     STAT_DEFINITIONS,

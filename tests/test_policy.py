@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hmarl.policy import DecisionHead, HierarchicalPolicy, MacroNet, MicroNet, count_parameters
+from hmarl.agent.policy import (
+    DecisionHead,
+    HierarchicalPolicy,
+    MacroNet,
+    MicroNet,
+    count_parameters,
+)
 
 
 def test_parameter_counts_match_the_spec_at_n20() -> None:

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hmarl.env import EnvParams, settle
-from hmarl.metrics import trades
-from hmarl.plots import equity_figure
-from hmarl.random_timing import random_timing, random_timing_positions, random_timing_stats
+from hmarl.market.env import EnvParams, settle
+from hmarl.report.plots import equity_figure
+from hmarl.stats.metrics import trades
+from hmarl.stats.random_timing import random_timing, random_timing_positions, random_timing_stats
 
 POS = np.array([0, 0, 1, 1, 1, 0, -1, -1, 1, 0, 0, 0.5, 1, 0, 0, -1, 0, 0], dtype=np.float64)
 
@@ -69,7 +69,7 @@ def test_settled_with_the_strategys_costs() -> None:
 def test_buy_once_and_hold_on_real_candles_is_buy_and_hold(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    from hmarl.data import load_candles
+    from hmarl.data.reading import load_candles
 
     close = load_candles(shared_data / "binance_spot_BTCUSDT_5m_2024Q4.csv", log=None)["close"]
     r = (close.shift(-1) / close - 1.0).to_numpy()[:-1][:8000]

@@ -16,10 +16,11 @@ import pytest
 from helpers import compose_config, tiny_overrides
 from hydra import compose, initialize_config_dir
 
-from hmarl.backtest import BacktestResult, backtest, register_backtest_configs, to_backtest_config
-from hmarl.config import conf_dir
-from hmarl.report_html import PANELS, entries_and_exits, format_cell, minmax_rows
-from hmarl.training import train
+from hmarl.backtest.report import BacktestResult
+from hmarl.backtest.run import backtest
+from hmarl.config import conf_dir, register_backtest_configs, to_backtest_config
+from hmarl.report.html import PANELS, entries_and_exits, format_cell, minmax_rows
+from hmarl.train.trainer import train
 
 # Anything that would make a browser fetch from the network: script/link/img sources, CSS.
 EXTERNAL = re.compile(

@@ -12,11 +12,12 @@ import pytest
 from helpers import compose_config, tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from hmarl.checkpoint import absolute_store_uri, load_checkpoint
-from hmarl.data import load_candles
+from hmarl.agent.checkpoint import load_checkpoint
+from hmarl.data.reading import load_candles
 from hmarl.io import write_json, write_text
-from hmarl.metrics import outcome_flags
-from hmarl.training import Throughput, train
+from hmarl.stats.metrics import outcome_flags
+from hmarl.tracking import absolute_store_uri
+from hmarl.train.trainer import Throughput, train
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

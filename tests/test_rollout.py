@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from hmarl.env import EnvParams, position_grid
-from hmarl.policy import HierarchicalPolicy
-from hmarl.reinforce import discounted_returns, make_optimizers, normalise, reinforce_update
-from hmarl.rollout import (
+from hmarl.agent.policy import HierarchicalPolicy
+from hmarl.agent.reinforce import discounted_returns, make_optimizers, normalise, reinforce_update
+from hmarl.agent.rollout import (
     MarketTensors,
     Trajectory,
     collect,
@@ -18,6 +17,7 @@ from hmarl.rollout import (
     macro_cache,
     sample_starts,
 )
+from hmarl.market.env import EnvParams, position_grid
 from hmarl.steps import BUY, HOLD, SELL
 
 N_FEAT = 4

@@ -1,4 +1,4 @@
-"""Checkpoint selection, collapse detection and the entropy schedule (hmarl/train.py)."""
+"""Checkpoint selection, collapse detection and the entropy schedule (hmarl/train/__main__.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 import torch
 from helpers import compose_config, tiny_overrides
 
-import hmarl.training as train_mod
-from hmarl.checkpoint import load_checkpoint
-from hmarl.training import Trainer, _improved, collapse_reason, edge_found, selection_score, train
+import hmarl.train.trainer as train_mod
+from hmarl.agent.checkpoint import load_checkpoint
+from hmarl.train.selection import edge_found, improved, selection_score
+from hmarl.train.trainer import Trainer, collapse_reason, train
 
 
 @pytest.mark.parametrize(
@@ -30,7 +31,7 @@ from hmarl.training import Trainer, _improved, collapse_reason, edge_found, sele
 def test_selection_rule(
     score: float, edge: bool, best: float | None, best_edge: bool, expected: bool
 ) -> None:
-    assert _improved(score, edge, best, best_edge) is expected
+    assert improved(score, edge, best, best_edge) is expected
 
 
 def _stats(trades: int, ret: float, long_pct: float = 50.0, exposure: float = 60.0) -> dict:

@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from hmarl.config import Config, conf_dir, register_configs
-from hmarl.sweep import (
+from hmarl.tracking import PARENT_RUN_ENV, SWEEP_DIR_ENV, prepare_store
+from hmarl.train.sweep import (
     SweepCallback,
     abort_sweep,
     child_names,
@@ -29,11 +30,9 @@ from hmarl.sweep import (
     finish_sweep,
     parse_sweep,
     prebuild_markets,
-    prepare_store,
     start_parent_run,
     sweep_status,
 )
-from hmarl.tracking import PARENT_RUN_ENV, SWEEP_DIR_ENV
 
 TINY = [
     "data.n_candles=6000",

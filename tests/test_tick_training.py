@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from helpers import compose_config, run_cli
 
-from hmarl.data import load_candles
-from hmarl.features import build_features, required_columns
+from hmarl.data.reading import load_candles
+from hmarl.market.features import build_features, required_columns
 from hmarl.sources.ticks import BAR_EXTRA_COLUMNS, Ticks, read_ws_capture, ticks_to_bars, write_bars
-from hmarl.training import train
+from hmarl.train.trainer import train
 
 
 def synthetic_ticks(minutes: int = 40, seed: int = 0) -> Ticks:

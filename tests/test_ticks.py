@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmarl.data import load_candles
+from hmarl.data.reading import load_candles
 from hmarl.sources.ticks import (
     BAR_EXTRA_COLUMNS,
     Ticks,

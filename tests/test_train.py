@@ -9,9 +9,9 @@ import torch
 from helpers import assert_identical, compose_config, full_and_resumed, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
-import hmarl.training as train_mod
-from hmarl.checkpoint import load_checkpoint
-from hmarl.training import train
+import hmarl.train.trainer as train_mod
+from hmarl.agent.checkpoint import load_checkpoint
+from hmarl.train.trainer import train
 
 
 def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -54,7 +54,7 @@ def test_schedule_over_22_episodes(
     torch.manual_seed(cfg.seed)
     from dataclasses import asdict
 
-    from hmarl.policy import HierarchicalPolicy
+    from hmarl.agent.policy import HierarchicalPolicy
 
     init = HierarchicalPolicy(20, **asdict(cfg.model))
     for name in seen:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hmarl.windows import STD_FLOOR, Scaler, window_stats
+from hmarl.market.windows import STD_FLOOR, Scaler, window_stats
 
 
 def naive_window_stats(x: np.ndarray, window: int) -> np.ndarray:

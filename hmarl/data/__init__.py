@@ -12,8 +12,8 @@ that moment, so features at t may use rows ``<= t`` only.
 Output frame: a UTC ``DatetimeIndex`` named ``"timestamp"`` (nanosecond unit), sorted and
 unique; float64 columns ``open high low close volume`` followed by any extra columns.
 
-One module per job; this package re-exports their public names, so ``from hmarl.data import
-load_candles`` is the way in:
+One module per job; each name is imported from its module
+(``from hmarl.data.reading import load_candles``):
 
 * ``candles``: the frame contract (column names, value bound, ``DataError``).
 * ``provenance``: which file and row each candle came from, for error messages.
@@ -26,34 +26,3 @@ load_candles`` is the way in:
 * ``splits``: chronological train / val / test row ranges (``chronological_split``).
 * ``fingerprint``: the digest a checkpoint records (``data_fingerprint``).
 """
-
-from __future__ import annotations
-
-from hmarl.data.candles import CANDLE_COLUMNS, MAX_ABS_VALUE, PRICE_COLUMNS, DataError
-from hmarl.data.fingerprint import data_fingerprint
-from hmarl.data.parsing import EpochUnit, epoch_unit
-from hmarl.data.reading import BINANCE_KLINE_COLUMNS, TIMESTAMP_ALIASES, load_candles
-from hmarl.data.resample import resample_candles
-from hmarl.data.splits import chronological_split
-from hmarl.data.synthetic import synthetic_candles
-from hmarl.data.timestamps import bar_spacing, freq_ns
-from hmarl.data.validation import validate_candles
-
-__all__ = [
-    "BINANCE_KLINE_COLUMNS",
-    "CANDLE_COLUMNS",
-    "MAX_ABS_VALUE",
-    "PRICE_COLUMNS",
-    "TIMESTAMP_ALIASES",
-    "DataError",
-    "EpochUnit",
-    "bar_spacing",
-    "chronological_split",
-    "data_fingerprint",
-    "epoch_unit",
-    "freq_ns",
-    "load_candles",
-    "resample_candles",
-    "synthetic_candles",
-    "validate_candles",
-]

@@ -9,14 +9,16 @@ comparable; both share the epoch-unit rule and the number-column test.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
 from hmarl.data.candles import DataError, Log, emit, first_bad, is_number_column, show
-from hmarl.data.provenance import Origin
 from hmarl.data.timestamps import as_utc
+
+if TYPE_CHECKING:
+    from hmarl.data.provenance import Origin
 
 _EPOCH_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 _EPOCH_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}

@@ -39,7 +39,7 @@ from typing import Literal
 import pandas as pd
 from tqdm import tqdm
 
-from hmarl.data import load_candles
+from hmarl.data.reading import load_candles
 from hmarl.io import write_parquet, write_text
 
 BASE_URL = "https://data.binance.vision"

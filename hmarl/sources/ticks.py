@@ -1,7 +1,7 @@
 """Top-of-book quotes and trades -> time bars with microstructure columns.
 
-Over 450 lines because the conventions below (clock, bar span and stamp, coverage, columns)
-are documented once, beside the one pipeline that follows them: read, bar, write.
+The conventions below (clock, bar span and stamp, coverage, columns) are documented once,
+beside the one pipeline that follows them: read, bar, write.
 
 Why bars: the trainer consumes candles; tick data (a Binance websocket capture, or a
 generic quotes/trades export) becomes a regular candle frame whose extra columns carry
@@ -60,8 +60,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hmarl.data import CANDLE_COLUMNS, DataError, freq_ns, validate_candles
+from hmarl.data.candles import CANDLE_COLUMNS, DataError
 from hmarl.data.parsing import timestamps_to_ns
+from hmarl.data.timestamps import freq_ns
+from hmarl.data.validation import validate_candles
 from hmarl.io import write_parquet
 
 QUOTE_COLUMNS = ("ts", "bid_price", "bid_qty", "ask_price", "ask_qty")

@@ -1,0 +1,281 @@
+"""REINFORCE with one optimizer per module and the asymmetric MacroNet schedule.
+
+Four estimators of the same policy gradient (``trainer.estimator``), all unbiased:
+
+* ``reinforce``: SPEC.md's plain loss, ``-sum_t log pi(a_t|s_t) G_hat_t`` with the discounted
+  returns normalised over the whole batch;
+* ``baseline``: the returns at step t centred on a leave-one-out baseline (the mean of the other
+  trajectories' returns at t, which does not depend on this trajectory's actions), then scaled by
+  one standard deviation over the batch;
+* ``expected``: the exact expectation of the sampled estimator over the agent's own action noise,
+  computed over the position grid (hmarl/agent/expected.py), scaled by the same standard
+  deviation as ``reinforce`` so that ``entropy_coef`` weighs the same.
+* ``all_actions``: at each *visited* state, the exact sum over the three actions of
+  ``grad pi(a|s_k) A_k(s_k, a)`` with the grid's exact advantages (hmarl/agent/expected.py). The
+  visited state is drawn from the occupancy ``d_k``, so its expectation is ``expected``'s; it
+  keeps the variance of which state was visited and removes that of the action taken there,
+  at ``reinforce``'s cost (the head's gradient at one state per step, not at all of them).
+
+An *episode* is one update computed from ``n_envs`` parallel trajectories of ``episode_len``
+decisions (``n_envs = 1`` is SPEC.md's literal single trajectory). MacroNet steps iff
+``episode % macro_every == 0`` (11 for asym_1_10: episodes 0, 11, 22, ...); MicroNet and the
+DecisionHead step every episode. A frozen MacroNet gets no gradient and its optimizer is not
+stepped, so its Adam state (step count, moments) does not advance either.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from hmarl.agent.expected import (
+    GridValues,
+    expected_surrogate,
+    grid_rewards,
+    grid_values,
+    occupancy_weighted,
+)
+from hmarl.agent.rollout import Trajectory, entropy_of, grid_tensors, visited_log_probs
+
+if TYPE_CHECKING:
+    from hmarl.agent.policy import HierarchicalPolicy
+    from hmarl.market.env import EnvParams, Grid
+
+MODULES: tuple[str, ...] = ("macro", "micro", "head")
+ESTIMATORS: tuple[str, ...] = ("reinforce", "baseline", "expected", "all_actions")
+EXPLORATIONS: tuple[str, ...] = ("entropy", "log_barrier")
+
+
+def make_optimizers(
+    policy: HierarchicalPolicy, *, lr_macro: float, lr_micro: float, lr_head: float
+) -> dict[str, torch.optim.Adam]:
+    """One Adam per module, so each can have its own learning rate and its own clock."""
+    lrs = {"macro": lr_macro, "micro": lr_micro, "head": lr_head}
+    return {
+        name: torch.optim.Adam(module_of(policy, name).parameters(), lr=lrs[name])
+        for name in MODULES
+    }
+
+
+def module_of(policy: HierarchicalPolicy, name: str) -> nn.Module:
+    module = getattr(policy, name)
+    assert isinstance(module, nn.Module)
+    return module
+
+
+def macro_steps_at(episode: int, macro_every: int) -> bool:
+    """The schedule: MacroNet updates on episodes 0, k, 2k, ..."""
+    return episode % macro_every == 0
+
+
+@lru_cache(maxsize=8)
+def _discount_matrix(length: int, gamma: float, device: str) -> Tensor:
+    i = torch.arange(length, dtype=torch.float64)
+    power = i.view(-1, 1) - i.view(1, -1)  # [i, t] = i - t
+    mat = torch.where(power >= 0, gamma ** power.clamp(min=0), torch.zeros(()))
+    return mat.to(device)
+
+
+def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
+    """``G_t = sum_i gamma^i r_{t+i}`` within each trajectory, ``[B, L] -> [B, L]`` (float64)."""
+    r = rewards.to(torch.float64)
+    return r @ _discount_matrix(r.shape[1], float(gamma), str(r.device))
+
+
+def normalise(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(x - mean) / std`` over the whole batch.
+
+    Why: per-bar log returns are ~1e-3; normalising makes the update's scale independent of
+    the market's volatility and centres it, so below-average actions are pushed down.
+    """
+    return (x - x.mean()) / (x.std() + eps)
+
+
+def leave_one_out(returns: Tensor, eps: float = 1e-8) -> Tensor:
+    """Returns minus the other trajectories' mean return at the same step, over one std.
+
+    Why leave-one-out: a baseline that includes the trajectory's own return is correlated with its
+    actions and biases the gradient by a factor (B-1)/B; the mean of the others is not.
+    """
+    n = returns.shape[0]
+    if n < 2:
+        raise ValueError("trainer.estimator=baseline needs trainer.n_envs >= 2")
+    baseline = (returns.sum(dim=0, keepdim=True) - returns) / (n - 1)
+    adv = returns - baseline
+    return adv / (adv.std() + eps)
+
+
+class GridModel(NamedTuple):
+    """What the ``expected`` estimator needs besides the trajectory: the grid, costs, returns."""
+
+    grid: Grid
+    env: EnvParams
+    returns: Tensor  # [T] the market's next-bar returns (MarketTensors.returns)
+
+
+class PolicyLoss(NamedTuple):
+    """One estimator's loss, with the per-step entropy and exploration bonus ``[B, L]``."""
+
+    loss: Tensor  # scalar, with graph
+    entropy: Tensor  # [B, L] nats, with graph (logged, and the collapse floor)
+    bonus: Tensor  # [B, L] the exploration term ``entropy_coef`` weighs (with graph)
+
+
+def exploration_bonus(logp: Tensor, kind: str) -> Tensor:
+    """Per-state exploration term from log-probabilities ``[..., A]``, to be maximised.
+
+    * ``entropy``: ``-sum_a pi log pi``. Its gradient vanishes as an action's probability
+      goes to 0 (``-p (log p + H)``), so a policy that has all but ruled out SELL while long
+      gets almost no push back: it can stay always long for the rest of the run.
+    * ``log_barrier``: ``mean_a log pi(a) + log A`` = ``-KL(uniform || pi)`` (0 at uniform).
+      Its gradient on an action's logit is ``1/A - p``, which does not vanish as ``p -> 0``:
+      no action is ever ruled out for good (the log-barrier regularisation of Agarwal et al.,
+      "On the theory of policy gradient methods", 2021).
+    """
+    if kind == "entropy":
+        return entropy_of(logp)
+    if kind == "log_barrier":
+        return logp.mean(-1) + math.log(logp.shape[-1])
+    raise ValueError(f"trainer.exploration must be one of {EXPLORATIONS}, got {kind!r}")
+
+
+def _entropy_and_bonus(
+    logp: Tensor, exploration: str, per_step: Callable[[Tensor], Tensor] = lambda x: x
+) -> tuple[Tensor, Tensor]:
+    """Entropy and exploration bonus per step from log-probabilities; ``per_step`` reduces a
+    per-state quantity to one per step (the ``expected`` estimator's occupancy weighting).
+    With ``exploration=entropy`` the bonus is the entropy itself, computed once."""
+    entropy = per_step(entropy_of(logp))
+    if exploration == "entropy":
+        return entropy, entropy
+    return entropy, per_step(exploration_bonus(logp, exploration))
+
+
+def policy_loss(
+    policy: HierarchicalPolicy,
+    traj: Trajectory,
+    returns: Tensor,
+    estimator: str,
+    model: GridModel | None = None,
+    gamma: float = 0.99,
+    exploration: str = "entropy",
+) -> PolicyLoss:
+    """The policy loss of one estimator, with the entropy and exploration bonus per step."""
+    if estimator in ("reinforce", "baseline"):
+        logp_all = visited_log_probs(policy, traj)  # [B, L, 3]
+        b_logp = logp_all.gather(-1, traj.actions.unsqueeze(-1)).squeeze(-1)
+        adv = normalise(returns) if estimator == "reinforce" else leave_one_out(returns)
+        loss = -(b_logp * adv.to(b_logp.dtype)).sum(dim=1).mean()
+        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration))
+    if estimator not in ("expected", "all_actions"):
+        raise ValueError(f"trainer.estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if model is None:
+        raise ValueError(f"trainer.estimator={estimator} needs the grid model (GridModel)")
+    scale = float(returns.std()) + 1e-8  # the same scale as reinforce's normalised returns
+    if estimator == "all_actions":
+        logp_all = visited_log_probs(policy, traj)  # [B, L, 3], with graph
+        if traj.grid_probs is None or traj.states is None:
+            raise ValueError("trainer.estimator=all_actions needs a trajectory from collect()")
+        probs = traj.grid_probs.permute(1, 2, 0, 3)  # [B, L, S, 3]
+        values = _grid_values(model, traj, probs, gamma, occupancy=False)
+        s_k = traj.states.view(*traj.states.shape, 1, 1).expand(-1, -1, 1, 3)  # [B, L, 1, 3]
+        adv = (values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2)  # [B, L, 3]
+        weight = (adv / scale).to(logp_all.dtype)  # no graph
+        loss = -(weight * logp_all.exp()).sum(dim=(1, 2)).mean()
+        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration))
+    logits = traj.grid_logits  # [S, B, L, 3], kept by the rollout (collect's keep_grid_logits)
+    if logits is None:
+        positions = grid_tensors(model.grid, traj.ctx.device)[1]
+        logits = policy.head.all_states(traj.ctx, positions, traj.head_masks)
+    probs = torch.softmax(logits.detach(), dim=-1).permute(1, 2, 0, 3)  # [B, L, S, 3]
+    values = _grid_values(model, traj, probs, gamma)
+    loss, logp = expected_surrogate(logits, values, scale)
+    weighted = _entropy_and_bonus(logp, exploration, lambda x: occupancy_weighted(values, x))
+    return PolicyLoss(loss.mean(), *weighted)
+
+
+@torch.no_grad()
+def _grid_values(
+    model: GridModel, traj: Trajectory, probs: Tensor, gamma: float, occupancy: bool = True
+) -> GridValues:
+    """Exact occupancy (unless ``occupancy=False``) and values over the grid for the
+    trajectory's market paths and every state's probabilities ``probs [B, L, S, 3]``."""
+    rows = traj.rows
+    prev, now = model.returns[(rows - 1).clamp(min=0)], model.returns[rows]
+    rewards = grid_rewards(model.grid, model.env, prev, now)
+    return grid_values(model.grid, probs, rewards, gamma, occupancy=occupancy)
+
+
+def reinforce_update(
+    policy: HierarchicalPolicy,
+    optimizers: dict[str, torch.optim.Adam],
+    traj: Trajectory,
+    *,
+    gamma: float,
+    entropy_coef: float,
+    grad_clip: float,
+    update_macro: bool,
+    estimator: str = "reinforce",
+    model: GridModel | None = None,
+    exploration: str = "entropy",
+) -> dict[str, float]:
+    """One REINFORCE update from a collected batch of trajectories; returns episode metrics."""
+    # ---- returns: G_t = sum_i gamma^i r_{t+i} of each sampled trajectory ----
+    b_rewards = traj.settlement.reward  # [B, L]
+    b_returns = discounted_returns(b_rewards, gamma)  # [B, L] float64
+
+    # ---- loss: -sum_t log pi(a_t|s_t) * G_hat_t (or its exact expectation), mean over B ----
+    # The exploration term is summed over t like the policy term, so that entropy_coef weighs
+    # one step's bonus against one step's normalised return whatever the episode length.
+    loss_policy, b_entropy, b_bonus = policy_loss(
+        policy, traj, b_returns, estimator, model, gamma, exploration
+    )
+    loss = loss_policy - entropy_coef * b_bonus.sum(dim=1).mean()
+    entropy = b_entropy.mean()  # per step, for logging
+
+    # ---- update: every module computes its gradient; the schedule picks who steps ----
+    stepping = [name for name in MODULES if name != "macro" or update_macro]
+    before = {name: _flat(module_of(policy, name)) for name in MODULES}
+    for opt in optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    metrics: dict[str, float] = {}
+    for name in MODULES:
+        params = [p for p in module_of(policy, name).parameters() if p.grad is not None]
+        metrics[f"grad_norm/{name}"] = _clip(params, grad_clip) if name in stepping else 0.0
+    for name in stepping:
+        optimizers[name].step()
+
+    metrics.update(
+        {
+            "reward/mean": b_rewards.sum(dim=1).mean().item(),
+            "loss/policy": loss_policy.item(),
+            "loss/total": loss.item(),
+            "entropy": entropy.item(),
+            "update/macro": float(update_macro),
+        }
+    )
+    for name in MODULES:
+        delta = _flat(module_of(policy, name)) - before[name]
+        metrics[f"param_delta/{name}"] = float(delta.norm())
+    return metrics
+
+
+def _flat(module: nn.Module) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()]).clone()
+
+
+def _clip(params: list[nn.Parameter], max_norm: float) -> float:
+    """Gradient norm before clipping (clipping only when ``max_norm > 0``)."""
+    if not params:
+        return 0.0
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(
+        torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    )

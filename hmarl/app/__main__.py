@@ -1,0 +1,47 @@
+"""``python -m hmarl.app``: launch the Streamlit page (:mod:`hmarl.app.page`).
+
+Options before ``--`` go to ``streamlit run``; ``--store URI`` after it is the MLflow store
+the page opens first (default ``sqlite:///mlflow.db`` in the working directory)::
+
+    python -m hmarl.app                                   # http://localhost:8501
+    python -m hmarl.app --server.headless true --server.port 8600 -- --store sqlite:///x.db
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hmarl.app.backend import STORE_ENV
+from hmarl.tracking import DEFAULT_URI
+
+PAGE = Path(__file__).with_name("page.py")
+
+
+def split_args(argv: Sequence[str]) -> tuple[list[str], str]:
+    """Streamlit's options (before ``--``) and the page's store (``--store URI`` after it)."""
+    args = list(argv)
+    page_args = args[args.index("--") + 1 :] if "--" in args else []
+    streamlit_args = args[: args.index("--")] if "--" in args else args
+    store = os.environ.get(STORE_ENV, DEFAULT_URI)
+    if page_args[:1] == ["--store"] and len(page_args) == 2:
+        store = page_args[1]
+    elif page_args:
+        raise SystemExit(f"error: after -- only --store URI is understood, got {page_args}")
+    return streamlit_args, store
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``streamlit run hmarl/app/page.py`` with the given options, in this process."""
+    from streamlit.web import cli as streamlit_cli
+
+    streamlit_args, store = split_args(sys.argv[1:] if argv is None else argv)
+    os.environ[STORE_ENV] = store
+    sys.argv = ["streamlit", "run", *streamlit_args, str(PAGE)]
+    streamlit_cli.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""What the page of ``python -m hmarl.app`` shows, as plain functions (Streamlit).
+
+Why Streamlit: the page is a handful of inputs, tables and charts over Python functions we
+already have; Streamlit turns a script into that page with no front-end code, embeds
+``report.html`` as is, and ships its own test harness (``streamlit.testing.v1.AppTest``)
+that runs the script without a browser. The page script (:mod:`hmarl.app.page`) only lays
+out widgets; everything it shows comes from the plain functions below, which tests call
+directly. The launcher is :mod:`hmarl.app.__main__`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from hmarl.report.compare import (
+    CURVE_KEYS,
+    aggregate,
+    experiment_ids,
+    load_runs,
+    metric_histories,
+    open_store,
+)
+from hmarl.tracking import CHECKPOINT_DIR, DEFAULT_URI, run_checkpoints, search_all
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from hmarl.backtest.report import BacktestResult
+
+STORE_ENV = "HMARL_APP_STORE"  # the store the page opens first (set by hmarl.app.__main__)
+STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")  # the page lists every training run
+RUN_COLUMNS = ("group", "name", "seed", "status", "flags", "val_sharpe", "val_return_pct",
+               "val_n_trades", "test_sharpe", "test_return_pct", "best_episode")  # fmt: skip
+PAGE_BACKTEST = (  # a page backtest: the report's figures, fewer repetitions (seconds, not tens)
+    "fee_multipliers=[1.0]",
+    "n_bootstrap=200",
+    "plots=false",
+    "progress=false",
+)
+
+
+class PageError(ValueError):
+    """Bad input on the page (no store, no checkpoint, a period too short): shown, not raised."""
+
+
+def message(exc: BaseException) -> str:
+    """One line for the page: what is wrong, in the project's words (hmarl.cli.describe)."""
+    from hmarl.cli import describe
+    from hmarl.config import BacktestConfig
+
+    return describe(exc, BacktestConfig)
+
+
+# ----------------------------------------------------------------------------- store and runs
+
+
+def open_page_store(uri: str) -> MlflowClient:
+    """A client on an existing store; an empty uri or a missing sqlite file is a PageError."""
+    if not uri.strip():
+        raise PageError("give an MLflow store, e.g. sqlite:///mlflow.db")
+    try:
+        return open_store(uri.strip())
+    except FileNotFoundError as exc:
+        raise PageError(str(exc)) from exc
+
+
+def experiment_names(client: MlflowClient) -> list[str]:
+    """Active experiments of the store, by name."""
+    return sorted(e.name for e in client.search_experiments())
+
+
+def latest_experiment(client: MlflowClient, names: Sequence[str]) -> int:
+    """Index in ``names`` of the experiment of the newest training run (0 when none): the
+    page opens on it rather than on MLflow's empty ``Default``."""
+    page = client.search_runs(
+        experiment_ids(client),
+        "tags.kind = 'train'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    if not page:
+        return 0
+    name = client.get_experiment(page[0].info.experiment_id).name
+    return list(names).index(name) if name in names else 0
+
+
+def training_runs(client: MlflowClient, experiment: str) -> pd.DataFrame:
+    """Training runs of one experiment, grouped as ``compare_runs`` groups them (``group``:
+    the experiment on one market), with the validation that selected ``best.pt`` and the
+    newest linked test backtest."""
+    ids = experiment_ids(client, [experiment])
+    try:
+        return load_runs(client, ids, statuses=STATUSES)
+    except ValueError as exc:
+        raise PageError(f"no training runs in experiment {experiment!r}") from exc
+
+
+def run_label(runs: pd.DataFrame, run_id: str) -> str:
+    """``group / name (abcdef12)``: how a run is listed on the page."""
+    row = runs.loc[run_id]
+    return f"{row['group']} / {row['name']} ({run_id[:8]})"
+
+
+def backtests_of(client: MlflowClient, run_ids: Sequence[str]) -> pd.DataFrame:
+    """Backtest runs (``kind=backtest``) linked to the given training runs, newest first."""
+    wanted = set(run_ids)
+    runs = search_all(client, experiment_ids(client), "tags.kind = 'backtest'")
+    rows = [
+        {
+            "train_run_id": r.data.tags.get("train_run_id"),
+            "backtest_run_id": r.info.run_id,
+            "split": r.data.tags.get("split"),
+            "status": r.info.status,
+            "flags": r.data.tags.get("flags", ""),
+            "sharpe": r.data.metrics.get("sharpe"),
+            "return_pct": r.data.metrics.get("return_pct"),
+            "buy_and_hold/return_pct": r.data.metrics.get("buy_and_hold/return_pct"),
+            "started": pd.Timestamp(r.info.start_time, unit="ms", tz="UTC"),
+        }
+        for r in runs
+        if r.data.tags.get("train_run_id") in wanted
+    ]
+    columns = ["train_run_id", "backtest_run_id", "split", "status", "flags", "sharpe",
+               "return_pct", "buy_and_hold/return_pct", "started"]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values("started", ascending=False, ignore_index=True)
+
+
+def learning_curves(
+    client: MlflowClient, runs: pd.DataFrame, run_ids: Sequence[str]
+) -> dict[str, pd.DataFrame]:
+    """Per curve key (``reward/mean``, ``val/sharpe``): a frame of episode x run label."""
+    history = metric_histories(client, run_ids, CURVE_KEYS)
+    out: dict[str, pd.DataFrame] = {}
+    for key in CURVE_KEYS:
+        part = history[history["key"] == key]
+        wide = part.pivot_table(index="step", columns="run_id", values="value", aggfunc="last")
+        out[key] = wide.rename(columns=lambda rid: run_label(runs, rid))
+    return out
+
+
+def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per group: mean, std and 95% CI over seeds (``hmarl.report.compare.aggregate``)."""
+    return aggregate(runs)
+
+
+def run_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs as the page lists them: identity, validation and test figures."""
+    return runs[[c for c in RUN_COLUMNS if c in runs.columns]]
+
+
+def checkpoints_of(client: MlflowClient, run_id: str) -> list[str]:
+    """The run's checkpoint artifacts (``best.pt`` first); empty when it logged none."""
+    return run_checkpoints(client, run_id)[0]
+
+
+# ----------------------------------------------------------------------------- period backtest
+
+
+@dataclass
+class Period:
+    """What to backtest: the run's own data (``candles`` None) or a candle file, a split and
+    optional UTC dates [start, end) on its decision bars."""
+
+    split: str = "test"
+    start: str | None = None
+    end: str | None = None
+    candles: str | None = None  # a CSV or Parquet candle file; None: the run's training data
+
+
+def data_overrides(candles: str | None) -> list[str]:
+    """Hydra overrides selecting a candle file by its suffix (CSV or Parquet)."""
+    if not candles:
+        return []
+    path = Path(candles).expanduser()
+    if not path.is_file():
+        raise PageError(f"candle file {path} does not exist")
+    kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    return [f"data={kind}", f"data.path={path.resolve()}"]
+
+
+def backtest_overrides(uri: str, checkpoint: Path, experiment: str, period: Period) -> list[str]:
+    """The backtest's overrides: the page's defaults, the period, logging to the page's store."""
+    overrides = [
+        f"checkpoint={checkpoint}",
+        f"tracking.uri={uri}",
+        f"tracking.experiment={experiment}",
+        f"split={period.split}",
+        *PAGE_BACKTEST,
+        *data_overrides(period.candles),
+    ]
+    overrides += [f"{k}={v}" for k, v in (("start", period.start), ("end", period.end)) if v]
+    return overrides
+
+
+def fetch_checkpoint(client: MlflowClient, run_id: str, name: str, dst: Path) -> Path:
+    """Download ``checkpoints/<name>`` of a run; a run without it is a PageError."""
+    available = checkpoints_of(client, run_id)
+    if name not in available:
+        raise PageError(
+            f"run {run_id} has no checkpoints/{name} artifact (it has: "
+            f"{', '.join(available) or 'none'}); was it trained with "
+            "tracking.log_checkpoints=false?"
+        )
+    return Path(client.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{name}", str(dst)))
+
+
+def run_period_backtest(
+    client: MlflowClient,
+    uri: str,
+    experiment: str,
+    run_id: str,
+    checkpoint: str,
+    period: Period,
+    out_root: Path,
+    step: Callable[[str], None] = lambda _: None,
+) -> BacktestResult:
+    """Fetch the checkpoint, backtest it on ``period`` and write the report under ``out_root``.
+
+    ``step`` is told each stage (the page's progress indicator). The backtest is logged to
+    the page's store as any backtest is (``kind=backtest``, linked by ``train_run_id``).
+    """
+    from hydra import compose, initialize_config_dir
+
+    from hmarl.backtest.run import backtest
+    from hmarl.config import conf_dir, register_backtest_configs, to_backtest_config
+
+    step("fetching the checkpoint")
+    out_root.mkdir(parents=True, exist_ok=True)
+    local = fetch_checkpoint(client, run_id, checkpoint, Path(tempfile.mkdtemp(dir=out_root)))
+    overrides = backtest_overrides(uri, local, experiment, period)
+    register_backtest_configs()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = to_backtest_config(compose("backtest", overrides=overrides))
+    step("backtesting the policy and its baselines")
+    out = Path(tempfile.mkdtemp(prefix="backtest-", dir=out_root))
+    result = backtest(cfg, out)
+    step("done")
+    return result
+
+
+def report_page(result: BacktestResult) -> str:
+    """The backtest's ``report.html``, to embed in the page."""
+    path = result.out_dir / "report.html"
+    if not path.is_file():
+        raise PageError(f"{path} was not written (report_html=false?)")
+    return path.read_text(encoding="utf-8")
+
+
+def page_store() -> str:
+    """The store the page opens first."""
+    return os.environ.get(STORE_ENV, DEFAULT_URI)
+
+
+def frame_for_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns as text: Arrow (what Streamlit sends tables as) refuses mixed types."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(lambda v: "" if v is None else str(v))
+    return out
+
+
+def stats_for_display(result: BacktestResult) -> pd.DataFrame:
+    """The backtest's stats table (the numbers of stats.json) with text cells."""
+    from hmarl.report.html import stats_rows
+
+    rows: dict[str, Any] = stats_rows(result.table)
+    return pd.DataFrame(rows).set_index("statistic")

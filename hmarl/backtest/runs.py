@@ -1,0 +1,181 @@
+"""A backtest's runs: the policy and the baselines on the same rows and costs, and their stats.
+
+Every run is a steps table (:mod:`hmarl.steps`) settled with the same
+:class:`~hmarl.market.env.EnvParams`, and every figure comes from
+:func:`hmarl.stats.metrics.compute_stats` with one calendar. The policy never sees costs, so
+cost sensitivity only re-settles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pandas as pd
+
+from hmarl.agent.evaluation import run_split
+from hmarl.config import BacktestError
+from hmarl.stats.baselines import (
+    BASELINE_DEFINITIONS,
+    baseline_steps,
+    choose_momentum_lookback,
+    momentum_band,
+)
+from hmarl.stats.metrics import Calendar, compute_stats
+
+if TYPE_CHECKING:
+    from hmarl.agent.policy import HierarchicalPolicy
+    from hmarl.agent.rollout import MarketTensors
+    from hmarl.market.env import EnvParams
+    from hmarl.market.market_data import MarketData
+
+Stats = dict[str, Any]
+STRATEGY = (
+    "strategy"  # the policy's run; baselines keep their names (hmarl.stats.baselines.BASELINES)
+)
+
+
+def scaled_costs(env: EnvParams, multiplier: float) -> EnvParams:
+    """Commission and slippage times ``multiplier`` (cost sensitivity)."""
+    return replace(
+        env, commission=env.commission * multiplier, slippage_bps=env.slippage_bps * multiplier
+    )
+
+
+def stats_of(
+    runs: Mapping[str, pd.DataFrame], calendar: Calendar, n_bootstrap: int, seed: int
+) -> dict[str, Stats]:
+    """:func:`compute_stats` of each steps frame, one calendar and bootstrap for all."""
+    return {
+        name: compute_stats(steps, calendar=calendar, n_bootstrap=n_bootstrap, seed=seed)
+        for name, steps in runs.items()
+    }
+
+
+class Acting(NamedTuple):
+    """How the strategy acts in a backtest: argmax, or sampled actions with a seed."""
+
+    greedy: bool = True
+    seed: int = 0
+
+    def describe(self) -> str:
+        return "argmax actions" if self.greedy else f"sampled actions (seed {self.seed})"
+
+
+ARGMAX = Acting()
+
+
+def acting_for(ckpt: Mapping[str, Any], mode: str, seed: int | None) -> Acting:
+    """``auto`` acts as the checkpoint was validated (``trainer.eval_policy``, its seed), so a
+    backtest of the validation split reproduces the figures `best.pt` was selected on."""
+    trained = ckpt.get("config", {})
+    if mode == "auto":  # checkpoints from before eval_policy existed validated with argmax
+        mode = str(trained.get("trainer", {}).get("eval_policy", "greedy"))
+    if mode not in ("greedy", "sample"):
+        raise BacktestError(f"policy={mode!r}: choose auto, greedy or sample")
+    return Acting(mode == "greedy", int(trained.get("seed", 0)) if seed is None else seed)
+
+
+def strategy_and_baselines(
+    policy: HierarchicalPolicy,
+    market: MarketData,
+    tensors: MarketTensors,
+    rows: tuple[int, int],
+    env: EnvParams,
+    momentum_bars: int,
+    acting: Acting = ARGMAX,
+) -> dict[str, pd.DataFrame]:
+    """Steps frames of the policy, then of each baseline: same rows, same costs."""
+    strategy = run_split(policy, market, tensors, rows, env, greedy=acting.greedy, seed=acting.seed)
+    runs = {STRATEGY: strategy}
+    runs.update(baseline_steps(market, *rows, env, momentum_bars=momentum_bars))
+    return runs
+
+
+def choose_momentum(
+    market: MarketData,
+    env: EnvParams,
+    rows: tuple[int, int],
+    fixed: int | None,
+    lookbacks: Sequence[int],
+    calendar: Calendar,
+) -> tuple[int, dict[str, Any]]:
+    """The momentum baseline's lookback and how it was chosen (for the report's meta).
+
+    Chosen on this data's validation split, like the policy's checkpoint, unless ``fixed``;
+    ``in_sample`` says the reported bars overlap the bars it was chosen on.
+    """
+    info: dict[str, Any] = {"band": momentum_band(env), "rule": BASELINE_DEFINITIONS["momentum"]}
+    if fixed is not None:
+        return fixed, {**info, "lookback_bars": fixed, "chosen_on": "fixed (momentum_bars)"}
+    best, sharpe = choose_momentum_lookback(market, env, lookbacks, "val", calendar)
+    v_lo, v_hi = market.splits["val"]
+    return best, {
+        **info,
+        "lookback_bars": best,
+        "chosen_on": "val split, best Sharpe after costs",
+        "val_sharpe_by_lookback": {str(k): v for k, v in sharpe.items()},
+        "in_sample": rows[0] < v_hi and v_lo < rows[1],
+    }
+
+
+def stochastic_stats(
+    policy: HierarchicalPolicy,
+    market: MarketData,
+    tensors: MarketTensors,
+    rows: tuple[int, int],
+    env: EnvParams,
+    seeds: int,
+    calendar: Calendar,
+    tick: Callable[[], object] = lambda: None,
+) -> pd.DataFrame:
+    """Numeric stats of ``seeds`` sampled runs (seeds 0..K-1), one row per seed."""
+    records = {}
+    for seed in range(seeds):
+        steps = run_split(policy, market, tensors, rows, env, greedy=False, seed=seed)
+        stats = compute_stats(steps, calendar=calendar, n_bootstrap=0)
+        records[seed] = {k: v for k, v in stats.items() if not isinstance(v, str)}
+        tick()
+    frame = pd.DataFrame.from_dict(records, orient="index")
+    frame.index.name = "seed"
+    return frame
+
+
+def summarise_seeds(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation (ddof=1; 0 with one seed) of each stochastic stat."""
+    mean = frame.mean()
+    std = frame.std(ddof=1) if len(frame) > 1 else mean * 0.0
+    return {
+        "mean": {str(k): float(v) for k, v in mean.items()},
+        "std": {str(k): float(v) for k, v in std.items()},
+    }
+
+
+def cost_sensitivity(
+    policy: HierarchicalPolicy,
+    market: MarketData,
+    tensors: MarketTensors,
+    rows: tuple[int, int],
+    env: EnvParams,
+    multipliers: Iterable[float],
+    *,
+    calendar: Calendar,
+    momentum_bars: int,
+    seed: int,
+    acting: Acting = ARGMAX,
+    tick: Callable[[], object] = lambda: None,
+) -> pd.DataFrame:
+    """Stats of the strategy and baselines at each cost multiplier, one row per (x, run).
+
+    Only settlement changes: the policy never sees costs, and the momentum rule keeps the
+    lookback chosen at 1x (its band follows the costs, as a cost-aware rule's would).
+    """
+    records = []
+    for m in multipliers:
+        env_m = scaled_costs(env, m)
+        runs = strategy_and_baselines(policy, market, tensors, rows, env_m, momentum_bars, acting)
+        for name, stats in stats_of(runs, calendar, 0, seed).items():
+            records.append({"fee_multiplier": float(m), "run": name, **stats})
+        tick()
+    return pd.DataFrame.from_records(records).set_index(["fee_multiplier", "run"])

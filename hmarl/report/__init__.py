@@ -1,0 +1,1 @@
+"""Figures, report.html and the comparison of runs. Imports nothing from hmarl.train."""

@@ -1,0 +1,600 @@
+"""Compare training runs from MLflow: seeds aggregated per experiment, plots, Deflated Sharpe.
+
+The question a sweep answers is "is 1:10 really better than symmetric, and by how much,
+across seeds?". One seed proves nothing, so every figure here is a mean over the runs of
+one experiment (the ``experiment_name`` tag) with its standard deviation and a 95%
+Student-t confidence interval, and the best run's Sharpe is deflated for the number of
+trials that were tried to find it (:func:`hmarl.stats.metrics.deflated_sharpe_ratio`): the best
+of N skill-less runs has a positive Sharpe by luck alone.
+
+Never pooled: a group is an experiment on one market, i.e. one data fingerprint, bar
+spacing (``data.resample``) and cost setting (``env.commission``, ``env.slippage_bps``);
+when the selection spans several markets the group's name carries the market, seeds are
+paired only within a market, and a group whose runs differ in any other parameter is named
+in the report with what differs.
+
+Sources: training runs (tag ``kind=train``) log ``val/*`` metrics every evaluation; the
+figures used are those of the evaluation that selected ``best.pt`` (tag ``best_episode``),
+not the last one. Test figures come from backtests (tag ``kind=backtest``, ``split=test``)
+linked by their ``train_run_id`` tag; without them only validation is reported, and the
+report says so. Runs whose selected validation returns have no variance (a policy that
+never trades) have no skew, kurtosis or PSR (NaN) and are left out of the Deflated Sharpe,
+by name.
+
+``scripts/compare_runs.py`` and ``notebooks/compare_runs.ipynb`` both call :func:`compare`.
+One pipeline (select runs, tabulate, aggregate, deflate, plot, write) that reads top to
+bottom; MLflow access itself lives in :mod:`hmarl.tracking`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from scipy import stats as scipy_stats
+
+from hmarl.io import write_csv, write_png
+from hmarl.report.plots import agg_figure
+from hmarl.stats.metrics import deflated_sharpe_ratio, expected_max_sharpe
+from hmarl.tracking import search_all, sqlite_path
+
+if TYPE_CHECKING:  # mlflow is imported where a store is opened (it costs seconds to import)
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+GROUP_TAG = "experiment_name"
+# what makes a market: the data's fingerprint (a tag), then run params
+MARKET_PARAMS = {
+    "bars": "data.resample",
+    "commission": "env.commission",
+    "slippage_bps": "env.slippage_bps",
+}
+# params that may differ between the seeds of one group without mixing anything
+FREE_PARAMS = ("seed", "cache_dir", "device", "threads", "trainer.resume")
+FREE_PREFIXES = ("tracking.",)
+# column -> MLflow metric key of a training run (value at the `best_episode` step)
+TRAIN_METRICS = {
+    "val_sharpe": "val/sharpe",
+    "val_return_pct": "val/return_pct",
+    "val_n_trades": "val/n_trades",
+    "val_random_timing_p": "val/random_timing_p_value",
+    "val_psr": "val/probabilistic_sharpe",
+    "val_volatility_ann_pct": "val/volatility_ann_pct",
+    "val_bars": "val/bars",
+    "val_periods_per_year": "val/periods_per_year",
+    "val_skew": "val/skew",
+    "val_kurtosis": "val/kurtosis",
+}
+UNDEFINED_WITHOUT_VARIANCE = ("val_skew", "val_kurtosis", "val_psr")
+# column -> metric key of a backtest run (hmarl.backtest logs the strategy's keys bare)
+TEST_METRICS = {"test_sharpe": "sharpe", "test_return_pct": "return_pct"}
+SUMMARY_COLUMNS = (
+    "val_sharpe",
+    "val_return_pct",
+    "val_n_trades",
+    "test_sharpe",
+    "test_return_pct",
+    "wall_s",
+    "steps_per_s",
+)
+CURVE_KEYS = ("reward/mean", "val/sharpe")
+STEPS_KEY = "perf/steps_per_s"
+
+
+class Comparison(NamedTuple):
+    """Everything :func:`compare` found and wrote."""
+
+    runs: pd.DataFrame  # one row per training run (index run_id)
+    summary: pd.DataFrame  # one row per experiment: n, <col>_mean/_std/_ci95
+    histories: pd.DataFrame  # long format: run_id, key, step, value
+    differences: pd.DataFrame  # paired_differences of val (and test) Sharpe
+    dsr: dict[str, Any]  # best run and its Deflated Sharpe Ratio
+    has_test: bool  # False: no linked test backtests, validation only
+    files: dict[str, Path]  # name -> written file
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client on an existing store; a missing sqlite file is an error, not a new empty store."""
+    from mlflow.tracking import MlflowClient
+
+    path = sqlite_path(uri)
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no MLflow store at {path.resolve()} (tracking uri {uri!r}); run a training "
+                "or pass the uri the runs were logged to"
+            )
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_ids(client: MlflowClient, names: Sequence[str] = ()) -> list[str]:
+    """Ids of the named MLflow experiments (all active ones when ``names`` is empty)."""
+    if not names:
+        return [e.experiment_id for e in client.search_experiments()]
+    ids = []
+    for name in names:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            known = sorted(e.name for e in client.search_experiments())
+            raise ValueError(f"MLflow experiment {name!r} not found; known: {known}")
+        ids.append(exp.experiment_id)
+    return ids
+
+
+def _quote(value: str, what: str) -> str:
+    if "'" in value:
+        raise ValueError(f"{what} {value!r} contains a single quote, which MLflow filters refuse")
+    return f"'{value}'"
+
+
+def run_filter(
+    kind: str, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None
+) -> str:
+    """The MLflow search filter for runs of ``kind``, optionally of one parent and tags."""
+    parts = [f"tags.kind = {_quote(kind, 'kind')}"]
+    if parent_run_id:
+        parts.append(f"tags.`mlflow.parentRunId` = {_quote(parent_run_id, 'parent run id')}")
+    for key, value in (tags or {}).items():
+        parts.append(f"tags.`{key}` = {_quote(value, f'tag {key}')}")
+    return " and ".join(parts)
+
+
+def latest_sweep(client: MlflowClient, ids: Sequence[str]) -> str:
+    """The run id of the most recently started sweep parent (tag ``kind=sweep``)."""
+    page = client.search_runs(
+        list(ids), "tags.kind = 'sweep'", max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    if not page:
+        raise ValueError("no sweep parent run (tag kind=sweep) in the selected experiments")
+    return str(page[0].info.run_id)
+
+
+# ----------------------------------------------------------------------------- runs table
+
+
+def _wall_s(run: Run) -> float:
+    start, end = run.info.start_time, run.info.end_time
+    return (end - start) / 1000.0 if start and end else math.nan
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    """One training run as a flat row: identity, experiment, market, seed, status, wall time."""
+    tags, params = run.data.tags, run.data.params
+    best = tags.get("best_episode")
+    row: dict[str, Any] = {
+        "run_id": run.info.run_id,
+        "name": run.info.run_name,
+        "experiment": tags.get(GROUP_TAG, "default"),
+        "data_fingerprint": tags.get("data_fingerprint", "unknown"),
+        **{k: params.get(p, "None") for k, p in MARKET_PARAMS.items()},
+        "seed": params.get("seed"),
+        "status": run.info.status,
+        "parent_run_id": tags.get("mlflow.parentRunId"),
+        "best_episode": int(best) if best not in (None, "", "-1") else None,
+        "flags": tags.get("flags", ""),
+        "wall_s": _wall_s(run),
+    }
+    return row
+
+
+def market_label(frame: pd.DataFrame) -> pd.Series:
+    """Each run's market: ``data <fingerprint[:8]>``, plus the bar and cost settings."""
+    return (
+        "data "
+        + frame["data_fingerprint"].astype(str).str[:8]
+        + " bars="
+        + frame["bars"].astype(str)
+        + " costs="
+        + frame["commission"].astype(str)
+        + "+"
+        + frame["slippage_bps"].astype(str)
+        + "bps"
+    )
+
+
+def name_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    """``market`` and ``group`` columns: the group is the experiment, on one market.
+
+    The market is spelled out in the group's name only when the selection holds several,
+    so one sweep on one market keeps plain experiment names.
+    """
+    out = frame.copy()
+    out["market"] = market_label(out)
+    several = out["market"].nunique() > 1
+    out["group"] = out["experiment"] + (" @ " + out["market"] if several else "")
+    return out
+
+
+def mixed_params(runs: pd.DataFrame, params: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """Per group, the run params (besides seeds and bookkeeping) that differ between its runs."""
+    out: dict[str, str] = {}
+    for group, part in runs.groupby("group", sort=True):
+        keys = sorted({k for rid in part.index for k in params[rid]})
+        differ = []
+        for key in keys:
+            if key in FREE_PARAMS or key.startswith(FREE_PREFIXES):
+                continue
+            values = sorted({params[rid].get(key, "<unset>") for rid in part.index})
+            if len(values) > 1:
+                differ.append(f"{key} ({', '.join(values)})")
+        if differ:
+            out[str(group)] = "; ".join(differ)
+    return out
+
+
+def selected_validation(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
+    """The validation figures of the evaluation that selected each run's ``best.pt``.
+
+    That is the value logged at step ``best_episode``; a run without a best checkpoint
+    gets NaN. Metrics undefined without variance (skew, kurtosis, PSR) are NaN for runs
+    whose selected returns have none.
+    """
+    history = metric_histories(client, runs.index, list(TRAIN_METRICS.values()))
+    best = runs["best_episode"].reindex(history["run_id"]).to_numpy()
+    picked = history[history["step"].to_numpy() == best]
+    wide = picked.pivot_table(index="run_id", columns="key", values="value", aggfunc="last")
+    out = pd.DataFrame(index=runs.index)
+    for col, key in TRAIN_METRICS.items():
+        out[col] = wide[key].reindex(runs.index) if key in wide else math.nan
+    flat = ~(out["val_volatility_ann_pct"] > 0)
+    out.loc[flat, list(UNDEFINED_WITHOUT_VARIANCE)] = math.nan
+    return out
+
+
+def metric_histories(
+    client: MlflowClient, run_ids: Iterable[str], keys: Sequence[str]
+) -> pd.DataFrame:
+    """Long frame (run_id, key, step, value) of each run's metric histories."""
+    rows = [
+        (rid, key, m.step, m.value)
+        for rid in run_ids
+        for key in keys
+        for m in client.get_metric_history(rid, key)
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def backtest_metrics_by_run(
+    client: MlflowClient, ids: Sequence[str], train_ids: Iterable[str]
+) -> pd.DataFrame:
+    """Test-split backtest metrics per training run id (the newest backtest of each).
+
+    Searched in ``ids`` whatever experiments the training runs were selected from: a
+    backtest is linked by its ``train_run_id`` tag, not by where it was logged.
+    """
+    wanted = set(train_ids)
+    runs = search_all(client, ids, "tags.kind = 'backtest' and tags.split = 'test'")
+    rows = [
+        {"run_id": r.data.tags["train_run_id"], "start": r.info.start_time}
+        | {col: r.data.metrics.get(key, math.nan) for col, key in TEST_METRICS.items()}
+        for r in runs
+        if r.data.tags.get("train_run_id") in wanted and r.info.status == "FINISHED"
+    ]
+    if not rows:
+        return pd.DataFrame(columns=["run_id", *TEST_METRICS]).set_index("run_id")
+    frame = pd.DataFrame(rows).sort_values("start").drop_duplicates("run_id", keep="last")
+    return frame.drop(columns="start").set_index("run_id")
+
+
+def load_runs(
+    client: MlflowClient,
+    ids: Sequence[str],
+    *,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    statuses: Sequence[str] = ("FINISHED",),
+) -> pd.DataFrame:
+    """Training runs of the selection, one row each (index run_id), with test metrics joined.
+
+    Runs in other states (FAILED, KILLED, still RUNNING) are left out by default: a crashed
+    run's last validation is not a result. ``steps_per_s`` is the median over episodes,
+    robust to the first episode's warm-up.
+    """
+    query = run_filter("train", parent_run_id, tags)
+    runs = [r for r in search_all(client, ids, query) if r.info.status in statuses]
+    if not runs:
+        raise ValueError(
+            f"no training runs with status in {list(statuses)} match {query!r} "
+            f"in experiment ids {list(ids)}"
+        )
+    frame = name_groups(pd.DataFrame([run_row(r) for r in runs]).set_index("run_id"))
+    mixes = mixed_params(frame, {r.info.run_id: dict(r.data.params) for r in runs})
+    frame["mixes"] = frame["group"].map(mixes).fillna("")
+    frame = frame.join(selected_validation(client, frame))
+    steps = metric_histories(client, frame.index, [STEPS_KEY])
+    frame["steps_per_s"] = steps.groupby("run_id")["value"].median().reindex(frame.index)
+    tests = backtest_metrics_by_run(client, experiment_ids(client), frame.index)
+    return frame.join(tests).sort_values(["group", "seed"])
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def ci95_halfwidth(values: Sequence[float] | np.ndarray) -> float:
+    """Half width of the 95% Student-t interval of the mean: t(0.975, n-1) * std / sqrt(n).
+
+    Student-t, not 1.96: with 3 seeds the normal interval is 2.2x too narrow. NaN for
+    fewer than two finite values (no spread to estimate).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return math.nan
+    t = float(scipy_stats.t.ppf(0.975, v.size - 1))
+    return t * float(np.std(v, ddof=1)) / math.sqrt(v.size)
+
+
+def aggregate(
+    runs: pd.DataFrame, columns: Sequence[str] = SUMMARY_COLUMNS, by: str = "group"
+) -> pd.DataFrame:
+    """Per group: ``n`` runs and, per column, ``_mean``, ``_std`` (ddof=1) and ``_ci95``."""
+    out: dict[str, dict[str, float]] = {}
+    for group, part in runs.groupby(by, sort=True):
+        row: dict[str, float] = {"n": float(len(part))}
+        for col in columns:
+            v = part[col].to_numpy(dtype=np.float64) if col in part else np.array([])
+            finite = v[np.isfinite(v)]
+            row[f"{col}_mean"] = float(finite.mean()) if finite.size else math.nan
+            row[f"{col}_std"] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+            row[f"{col}_ci95"] = ci95_halfwidth(finite)
+        out[str(group)] = row
+    summary = pd.DataFrame.from_dict(out, orient="index")
+    summary.index.name = by
+    summary["n"] = summary["n"].astype(int)
+    return summary
+
+
+def paired_differences(runs: pd.DataFrame, column: str = "val_sharpe") -> pd.DataFrame:
+    """For each pair of groups (a, b): mean over shared seeds of ``b - a`` and its 95% t CI.
+
+    Why paired: runs with the same seed start from the same weights and episode draws,
+    so the difference cancels much of the seed-to-seed spread that an unpaired
+    comparison of two means has to carry. Pairs without two shared seeds get NaN. Groups
+    on different markets (a ``market`` column) are never paired: their seeds saw other data.
+    """
+    rows = []
+    groups = sorted(runs["group"].unique())
+    market = runs.groupby("group")["market"].first() if "market" in runs else None
+    for i, a in enumerate(groups):
+        for b in groups[i + 1 :]:
+            if market is not None and market[a] != market[b]:
+                continue
+            pa = runs[runs["group"] == a].groupby("seed")[column].mean()
+            pb = runs[runs["group"] == b].groupby("seed")[column].mean()
+            diff = (pb - pa).dropna().to_numpy(dtype=np.float64)
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "metric": column,
+                    "n_pairs": int(diff.size),
+                    "diff_mean": float(diff.mean()) if diff.size else math.nan,
+                    "diff_ci95": ci95_halfwidth(diff),
+                }
+            )
+    return pd.DataFrame(rows, columns=["a", "b", "metric", "n_pairs", "diff_mean", "diff_ci95"])
+
+
+def format_summary(summary: pd.DataFrame, columns: Sequence[str] = SUMMARY_COLUMNS) -> str:
+    """Text table: ``mean ± ci95 (sd std)`` per column; columns without data are dropped."""
+    cells: dict[str, list[str]] = {"n": [str(n) for n in summary["n"]]}
+    for col in columns:
+        if f"{col}_mean" not in summary or summary[f"{col}_mean"].isna().all():
+            continue
+        cells[col] = [
+            _cell(m, c, s)
+            for m, c, s in zip(
+                summary[f"{col}_mean"], summary[f"{col}_ci95"], summary[f"{col}_std"], strict=True
+            )
+        ]
+    return pd.DataFrame(cells, index=summary.index).to_string()
+
+
+def _cell(mean: float, ci: float, std: float) -> str:
+    if not math.isfinite(mean):
+        return "-"
+    if not math.isfinite(ci):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {ci:.3g} (sd {std:.3g})"
+
+
+def best_run_dsr(runs: pd.DataFrame, n_trials: int | None = None) -> dict[str, Any]:
+    """The best run by final validation Sharpe and its Deflated Sharpe Ratio.
+
+    DSR works in per-bar units: SR_bar = annual Sharpe / sqrt(periods per year). The trials
+    are the sweep's runs (``n_trials`` overrides, e.g. to count runs tried elsewhere);
+    ``var_trials`` is the variance of their per-bar Sharpe; skew and kurtosis are the best
+    run's validation returns'. Read DSR as the probability that the best run's true Sharpe
+    beats what the best of ``n_trials`` luck-only runs would show.
+    """
+    cols = ["val_sharpe", "val_periods_per_year", "val_bars", "val_skew", "val_kurtosis"]
+    ok = runs.dropna(subset=cols)
+    ok = ok[ok["val_periods_per_year"] > 0]
+    left_out = sorted(str(runs.loc[i, "name"]) for i in runs.index.difference(ok.index))
+    if ok.empty:
+        raise ValueError(
+            "no run has the validation metrics DSR needs (" + ", ".join(cols) + "); left out "
+            "(no variance in their selected validation returns, or no best checkpoint): "
+            + ", ".join(left_out)
+        )
+    sr_bar = ok["val_sharpe"] / np.sqrt(ok["val_periods_per_year"])
+    trials = int(n_trials if n_trials is not None else len(ok))
+    if trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {trials}")
+    var = float(np.var(sr_bar.to_numpy(), ddof=1)) if len(ok) > 1 else 0.0
+    best_id = str(sr_bar.idxmax())
+    best = ok.loc[best_id].to_dict()
+    ppy = float(best["val_periods_per_year"])
+    dsr = deflated_sharpe_ratio(
+        float(sr_bar[best_id]), trials, var, int(best["val_bars"]),
+        float(best["val_skew"]), float(best["val_kurtosis"]),
+    )  # fmt: skip
+    return {
+        "run_id": best_id,
+        "name": best["name"],
+        "group": best["group"],
+        "val_sharpe": float(best["val_sharpe"]),
+        "n_trials": trials,
+        "var_trials_per_bar": var,
+        "expected_max_sharpe": expected_max_sharpe(trials, var) * math.sqrt(ppy),
+        "dsr": dsr,
+        "left_out": left_out,
+    }
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def panels(n: int) -> tuple[Figure, list[Axes]]:
+    """A row of ``n`` panels on a bare Agg figure: no pyplot state, no GUI backend, so
+    importing this module never changes a notebook's backend (the notebook shows the PNGs)."""
+    return agg_figure(1, n, 5.5, 3.8)
+
+
+def curve_band(values: pd.DataFrame) -> pd.DataFrame:
+    """Per step (rows) over runs (columns): mean and the 95% t band (NaN band for one run)."""
+    mean = values.mean(axis=1)
+    half = values.apply(lambda row: ci95_halfwidth(row.to_numpy()), axis=1)
+    return pd.DataFrame({"mean": mean, "low": mean - half, "high": mean + half})
+
+
+def plot_learning_curves(
+    runs: pd.DataFrame, histories: pd.DataFrame, path: Path, keys: Sequence[str] = CURVE_KEYS
+) -> Path:
+    """One panel per metric: each group's mean over seeds with its 95% band, by episode."""
+    fig, axes = panels(len(keys))
+    groups = runs["group"]
+    for ax, key in zip(axes, keys, strict=True):
+        part = histories[histories["key"] == key]
+        for group in sorted(groups.unique()):
+            ids = groups.index[groups == group]
+            wide = part[part["run_id"].isin(ids)].pivot_table(
+                index="step", columns="run_id", values="value"
+            )
+            if wide.empty:
+                continue
+            band = curve_band(wide)
+            line = ax.plot(band.index, band["mean"], label=f"{group} (n={len(ids)})")[0]
+            ax.fill_between(
+                band.index, band["low"], band["high"], alpha=0.2, color=line.get_color()
+            )
+        ax.set_title(f"{key}: mean over seeds, 95% band")
+        ax.set_xlabel("episode")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return write_png(path, fig)
+
+
+def plot_group_bars(summary: pd.DataFrame, path: Path, has_test: bool) -> Path:
+    """Bars per experiment with 95% error bars: Sharpe and return, validation (and test)."""
+    splits = ["val", "test"] if has_test else ["val"]
+    metrics = [("sharpe", "Sharpe (ann.)"), ("return_pct", "Return [%]")]
+    fig, axes = panels(len(metrics))
+    x = np.arange(len(summary))
+    width = 0.8 / len(splits)
+    for ax, (metric, label) in zip(axes, metrics, strict=True):
+        for i, split in enumerate(splits):
+            col = f"{split}_{metric}"
+            err = summary[f"{col}_ci95"].fillna(0.0)
+            ax.bar(x + i * width, summary[f"{col}_mean"], width, yerr=err, capsize=4, label=split)
+        ax.set_xticks(x + width * (len(splits) - 1) / 2, [str(g) for g in summary.index])
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_title(f"{label}: mean over seeds, 95% CI")
+        ax.legend(fontsize=8)
+    return write_png(path, fig)
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def compare(
+    uri: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    experiments: Sequence[str] = (),
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    latest: bool = False,
+    n_trials: int | None = None,
+) -> Comparison:
+    """Load, aggregate, plot and write ``runs.csv``, ``summary.csv`` and two PNGs.
+
+    Selection: the training runs of ``experiments`` (MLflow experiment names; all when
+    empty), optionally children of ``parent_run_id`` (or of the newest sweep when
+    ``latest``), optionally with every tag of ``tags``.
+    """
+    client = open_store(uri)
+    ids = experiment_ids(client, experiments)
+    if latest and parent_run_id is None:
+        parent_run_id = latest_sweep(client, ids)
+    runs = load_runs(client, ids, parent_run_id=parent_run_id, tags=tags)
+    has_test = bool(runs["test_sharpe"].notna().any())
+    summary = aggregate(runs)
+    histories = metric_histories(client, runs.index, CURVE_KEYS)
+    columns = ["val_sharpe", "test_sharpe"] if has_test else ["val_sharpe"]
+    differences = pd.concat([paired_differences(runs, c) for c in columns], ignore_index=True)
+    out = Path(out_dir)
+    files = {
+        "runs": write_csv(out / "runs.csv", runs),
+        "summary": write_csv(out / "summary.csv", summary),
+        "learning_curves": plot_learning_curves(runs, histories, out / "learning_curves.png"),
+        "bars": plot_group_bars(summary, out / "groups.png", has_test),
+    }
+    try:
+        dsr = best_run_dsr(runs, n_trials)
+    except ValueError as exc:  # e.g. every run flat: no DSR, and the report says why
+        dsr = {"error": str(exc)}
+    return Comparison(runs, summary, histories, differences, dsr, has_test, files)
+
+
+def report(result: Comparison) -> str:
+    """The printed report: the table, what each group holds, test source, the DSR, files."""
+    d, runs = result.dsr, result.runs
+    markets = sorted(runs["market"].unique())
+    lines = [
+        "mean ± 95% CI half-width (sd std) over seeds; val = the validation that selected "
+        "best.pt (tag best_episode)",
+        format_summary(result.summary),
+        "",
+        f"market: {markets[0]}" if len(markets) == 1 else
+        f"{len(markets)} markets (never pooled; the group name carries the market): "
+        + "; ".join(markets),
+        *(f"WARNING: group {g} mixes {what}" for g, what in
+          runs.groupby("group")["mixes"].first().items() if what),
+        *(f"flags: {r.name} ({r.group}): {r.flags}" for r in runs.itertuples()
+          if r.flags not in ("", "none")),
+        "test: from kind=backtest split=test runs linked by train_run_id"
+        if result.has_test
+        else "test: no linked test backtests found (run `python -m hmarl.backtest run_id=<id>`); "
+        "validation only",
+        *(
+            f"{r.b} - {r.a} {r.metric}: {r.diff_mean:+.3g} ± {r.diff_ci95:.3g} "
+            f"(95% CI, {r.n_pairs} seed pairs)"
+            for r in result.differences.itertuples()
+        ),
+    ]  # fmt: skip
+    if "error" in d:
+        lines.append(f"Deflated Sharpe Ratio: not computed: {d['error']}")
+    else:
+        lines.append(
+            f"best run by val Sharpe: {d['name']} ({d['group']}, {d['run_id']}) "
+            f"val Sharpe {d['val_sharpe']:.3g}; expected max Sharpe of {d['n_trials']} luck-only "
+            f"trials {d['expected_max_sharpe']:.3g}; Deflated Sharpe Ratio {d['dsr']:.3f}"
+        )
+        if d["left_out"]:
+            lines.append(
+                "left out of the DSR (no variance in their selected validation returns: skew, "
+                "kurtosis and PSR undefined): " + ", ".join(d["left_out"])
+            )
+    lines.append("files: " + ", ".join(str(p) for p in result.files.values()))
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""The selection rule: which validation `best.pt` keeps, and what counts as an edge.
+
+One home for the rule the trainer applies at every validation (:meth:`Trainer.validate`) and
+that scripts and tests replay offline from logged or traced figures
+(:func:`best_evaluation`): the two must never drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from hmarl.stats.metrics import outcome_flags
+
+
+def edge_found(
+    stats: dict[str, Any], min_trades: int, buy_and_hold_pct: float, null_percentile: float = 0.0
+) -> bool:
+    """An edge on validation: at least ``min_trades`` trades, a return above flat's and above
+    buy & hold's (same bars, same costs), not a policy that is simply long all along, and (when
+    ``null_percentile > 0``) a return at or above that percentile of the random-timing null:
+    the same trades entered at random times (hmarl/stats/random_timing.py).
+
+    Why the null: beating buy & hold on one validation split can be exposure, not timing. A
+    policy that is mostly long in a rising split beats buy & hold by skipping a few falls by
+    chance; its random-timing twins, with the same long exposure, do as well, so its rank among
+    them is middling. A policy with real timing beats nearly all of them.
+    """
+    if null_percentile > 0:
+        rank = stats.get("Random-Timing Percentile [%]")
+        if rank is None or not float(rank) >= null_percentile:
+            return False
+    return (
+        int(stats.get("# Trades", 0)) >= min_trades
+        and float(stats.get("Return [%]", 0.0)) > max(0.0, buy_and_hold_pct)
+        and "same_as_buy_and_hold" not in outcome_flags(stats, min_trades)
+    )
+
+
+def selection_score(stats: dict[str, Any], value: float, edge: bool, mode: str) -> float:
+    """What `best` maximises within its class: the metric (negated for ``best_mode=min``) for
+    an edge; without one, minus the exposure, so that a run that found nothing keeps its most
+    cautious policy (flat if it ever stopped trading) and does no harm."""
+    if edge:
+        return value if mode == "max" else -value
+    return -float(stats.get("Exposure Time [%]", 100.0))
+
+
+def improved(score: float, edge: bool, best: float | None, best_edge: bool) -> bool:
+    """The selection rule for `best` (README "Validation and checkpoints").
+
+    1. An evaluation that found an edge (:func:`edge_found`) beats any that did not: a policy
+       that never trades, rests on a few lucky trades, or only rides the market cannot be
+       `best` by a ratio alone.
+    2. Within the same class the higher :func:`selection_score` wins, and an equal score goes
+       to the later evaluation: a tie never keeps an earlier, less trained network.
+    """
+    if not math.isfinite(score):
+        return False
+    if best is None:
+        return True
+    if edge != best_edge:
+        return edge
+    return score >= best
+
+
+def best_evaluation(
+    evaluations: Sequence[tuple[dict[str, Any], float, bool]], mode: str = "max"
+) -> int | None:
+    """Index of the evaluation `best` keeps among ``(stats, value, edge)`` in the order they
+    were made (None when there is none): :meth:`Trainer.validate`'s rule, replayed offline
+    from logged or traced figures (scripts/replay_selection.py, tests/test_compare.py)."""
+    chosen, best, best_edge = None, None, False
+    for i, (stats, value, edge) in enumerate(evaluations):
+        score = selection_score(stats, value, edge, mode)
+        if improved(score, edge, best, best_edge):
+            chosen, best, best_edge = i, score, edge
+    return chosen

@@ -1,0 +1,613 @@
+"""Training as a function, :func:`train` (one run: set-up, the episode loop, validation,
+checkpoints, tracking), and the :class:`Trainer` it drives; what ``python -m hmarl.train``
+(:mod:`hmarl.train.__main__`, the only place that sees Hydra's config), the benchmarks and the
+tests call. Which validation `best.pt` keeps is :mod:`hmarl.train.selection`'s rule.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from hmarl.agent.checkpoint import (
+    RESUME_KEYS,
+    Checkpoint,
+    CheckpointError,
+    Payload,
+    TrackingRecord,
+    check_keys,
+    load_checkpoint,
+    load_weights,
+    plain_stats,
+    save_checkpoint,
+)
+from hmarl.agent.evaluation import policy_stats
+from hmarl.agent.policy import HierarchicalPolicy
+from hmarl.agent.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
+from hmarl.agent.rollout import LazyMacroCache, collect, market_tensors, sample_starts
+from hmarl.config import Config, flatten
+from hmarl.io import append_text, atomic_write, write_text
+from hmarl.market.env import EnvParams, position_grid
+from hmarl.market.market_data import MarketData, market_for_config
+from hmarl.runtime import setup
+from hmarl.stats.baselines import buy_and_hold_return
+from hmarl.stats.metrics import flag_sentences, metric_keys, outcome_flags
+from hmarl.steps import ACTIONS
+from hmarl.tracking import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    Tracker,
+    absolute_store_uri,
+    git_commit,
+    tracked_run,
+    ui_command,
+)
+from hmarl.train.selection import edge_found, improved, selection_score
+
+
+@dataclass
+class TrainState:
+    """Everything besides weights, optimizers and RNGs that a resumed run must continue."""
+
+    episode: int = 0  # next episode to run
+    macro_steps: int = 0
+    best_value: float | None = None
+    best_episode: int = -1
+    best_trades: int = -1  # validation trades of the `best` checkpoint
+    best_edge: bool = False  # whether `best` is an edge (see edge_found)
+    best_score: float | None = None  # its selection score (see selection_score)
+    edge_streak: int = 0  # evaluations in a row, up to the last, that passed edge_found
+    evals_without_improvement: int = 0
+    collapses: int = 0  # validations that found the policy collapsed
+    run_id: str | None = None
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    run_id: str | None
+    state: TrainState
+    val: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+    best_val: dict[str, Any] = field(default_factory=dict)  # validation that selected best.pt
+    flags: list[str] = field(default_factory=list)  # hmarl.stats.metrics.outcome_flags of best_val
+    wall_s: float = math.nan  # the whole train() call
+    steps_per_s: float = math.nan  # mean over episodes (Throughput)
+
+
+def env_params(cfg: Config) -> EnvParams:
+    return EnvParams.from_config(cfg.env)
+
+
+def load_market(cfg: Config, log: Callable[[str], None] | None = print) -> MarketData:
+    """The market a training config describes (features and windows from the cache if built)."""
+    return market_for_config(
+        cfg.data,
+        feature_names=cfg.features.names,
+        macro_window=cfg.features.macro_window,
+        micro_window=cfg.features.micro_window,
+        cache_dir=cfg.cache_dir,
+        log=log,
+    )
+
+
+def config_dict(cfg: Config) -> dict[str, Any]:
+    node = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    assert isinstance(node, dict)
+    return {str(k): v for k, v in node.items()}
+
+
+def _check_resume(ckpt: Checkpoint, cfg: Config, market: MarketData) -> None:
+    """A resumed run must train the same model on the same inputs."""
+    problems = []
+    if ckpt["model"] != asdict(cfg.model):
+        problems.append(f"model differs: checkpoint {ckpt['model']} vs config {asdict(cfg.model)}")
+    spec = market.feature_spec()
+    for key in ("names", "macro_window", "micro_window"):
+        if ckpt["feature_spec"][key] != spec[key]:
+            problems.append(f"features.{key} differs: {ckpt['feature_spec'][key]} vs {spec[key]}")
+    if ckpt["data_fingerprint"] != market.fingerprint:
+        problems.append(
+            "the data differs from the data the checkpoint was trained on (fingerprint)"
+        )
+    if problems:
+        raise CheckpointError("cannot resume from this checkpoint: " + "; ".join(problems))
+
+
+def _check_output_dir(checkpoints: Path, resume: str | None) -> None:
+    """Refuse an output folder holding another run's checkpoints (they would be reported).
+
+    Why: a run that never improves writes no ``best.pt``; a stale one left in a reused
+    folder would then be reported, logged and backtested as this run's. Resuming from a
+    checkpoint of that same folder continues its run, so its files belong to it.
+    """
+    found = [n for n in (LAST_CHECKPOINT, BEST_CHECKPOINT) if (checkpoints / n).exists()]
+    if not found or (resume is not None and Path(resume).resolve().parent == checkpoints.resolve()):
+        return
+    raise CheckpointError(
+        f"output folder {checkpoints.parent} already holds {', '.join(found)} of an earlier "
+        f"run: choose a new folder (hydra.run.dir=...) or continue that run with "
+        f"trainer.resume={checkpoints / LAST_CHECKPOINT}"
+    )
+
+
+def _run_identity(
+    cfg: Config, market: MarketData, overrides: Sequence[str]
+) -> tuple[str, dict[str, str]]:
+    """The training run's name and tags (names are cut by :func:`hmarl.tracking.run_name`)."""
+    name = cfg.tracking.run_name or " ".join([cfg.experiment_name, *overrides]).strip() or "train"
+    tags = {
+        "experiment_name": cfg.experiment_name,
+        "git_commit": git_commit(),
+        "data_fingerprint": market.fingerprint,
+        "hydra_overrides": " ".join(overrides),
+        "kind": "train",
+    }
+    return name, tags
+
+
+def collapse_reason(stats: dict[str, Any], entropy: float, tc: Any) -> str | None:
+    """Why the policy counts as collapsed, or None: its mean training entropy per step fell
+    below ``collapse_entropy``, or one action's mean validation probability exceeds
+    ``collapse_share`` (a policy that can no longer explore or change its mind)."""
+    if math.isfinite(entropy) and entropy < tc.collapse_entropy:
+        return f"entropy {entropy:.3g} < trainer.collapse_entropy={tc.collapse_entropy}"
+    shares = {a: stats.get(f"Mean P({a})") for a in ACTIONS}
+    for action, share in shares.items():
+        if share is not None and share > tc.collapse_share:
+            return f"mean P({action}) {share:.4f} > trainer.collapse_share={tc.collapse_share}"
+    return None
+
+
+EpisodeHook = Callable[
+    [int, dict[str, float], HierarchicalPolicy, dict[str, torch.optim.Adam]], None
+]
+
+
+class Trainer:
+    """One training run: set-up, the episode loop, validation and checkpoints."""
+
+    def __init__(self, cfg: Config, out_dir: str | os.PathLike[str]) -> None:
+        self.cfg, tc = cfg, cfg.trainer
+        self.out = Path(out_dir)
+        self.last_path = self.out / CHECKPOINT_DIR / LAST_CHECKPOINT
+        self.best_path = self.out / CHECKPOINT_DIR / BEST_CHECKPOINT
+        _check_output_dir(self.last_path.parent, tc.resume)
+        self.last_path.parent.mkdir(parents=True, exist_ok=True)
+        precision = tc.matmul_precision.value  # process-wide
+        device = setup(cfg.device, cfg.threads, matmul_precision=precision, seed=cfg.seed)
+
+        # ---- data: candles -> features -> windows (cached) ----
+        self.market = load_market(cfg)
+        self.tensors = market_tensors(self.market, device)
+
+        # ---- model, optimizers, RNG, state (fresh or resumed) ----
+        self.policy = HierarchicalPolicy(self.market.n_features, **asdict(cfg.model)).to(device)
+        self.optimizers = make_optimizers(
+            self.policy, lr_macro=tc.lr_macro, lr_micro=tc.lr_micro, lr_head=tc.lr_head
+        )
+        self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.state = TrainState()
+        if tc.resume:
+            self._resume(tc.resume, device)
+        self.env = env_params(cfg)
+        self.grid = position_grid(self.env)
+        self.grid_model = GridModel(self.grid, self.env, self.tensors.returns)
+        self.val_buy_and_hold_pct = buy_and_hold_return(
+            self.market, *self.market.splits["val"], self.env
+        )
+        self.cache: LazyMacroCache | None = None
+        self.val: dict[str, Any] = {}
+        self.entropies: list[float] = []  # training entropy since the last validation
+        self.collapse: str | None = None
+        self.best_val: dict[str, Any] = {}  # stats of the evaluation `best.pt` was saved at
+
+    def _resume(self, path: str, device: torch.device) -> None:
+        ckpt = load_checkpoint(path, map_location=device)
+        check_keys(ckpt, path, "resumed", RESUME_KEYS)
+        _check_resume(ckpt, self.cfg, self.market)
+        load_weights(self.policy, ckpt["policy"], path)
+        for name, opt in self.optimizers.items():
+            load_weights(opt, ckpt["optimizers"][name], path)
+        # RNG states are CPU byte tensors whatever the device (map_location moved them)
+        try:
+            self.gen.set_state(ckpt["rng"]["generator"].cpu())
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"cannot resume {path} on {device}: its sampling generator was saved on another "
+                f"device type ({exc}); resume on the device type it was trained on"
+            ) from exc
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        self.state = TrainState(**ckpt["train_state"])
+        self._carry_best(Path(path))
+        print(f"resumed from {path} at episode {self.state.episode}")
+
+    def _carry_best(self, resumed: Path) -> None:
+        """Copy the run's ``best.pt`` from beside the resumed checkpoint into this output folder.
+
+        Why: resuming into a new folder would otherwise leave it (and the MLflow run, which
+        logs this folder's checkpoints) with ``last.pt`` only while the state says the best
+        episode is N, so a backtest by run id would quietly evaluate ``last.pt``.
+        """
+        if self.state.best_episode < 0:
+            return
+        source = resumed.parent / BEST_CHECKPOINT
+        if source.exists() and source.resolve() == self.best_path.resolve():
+            return  # resumed in place: best.pt is already here
+        episode = None
+        if source.is_file():
+            episode = load_checkpoint(source)["train_state"].get("best_episode")
+        if episode != self.state.best_episode:
+            print(
+                f"warning: {source} of the best episode {self.state.best_episode} is missing or "
+                f"is another run's; {self.best_path} is only written when validation improves"
+            )
+            return
+        atomic_write(self.best_path, lambda p: shutil.copyfile(source, p))
+        print(f"carried {source} (best episode {episode}) into {self.best_path}")
+
+    def save(self, path: Path) -> Path:
+        """Write a checkpoint; one saved as `best.pt` also keeps its validation stats here."""
+        if path == self.best_path:
+            self.best_val = dict(self.val)
+        tracking = self.cfg.tracking
+        tracked = bool(self.state.run_id)
+        payload = Payload(
+            tracking=TrackingRecord(
+                uri=absolute_store_uri(tracking.uri) if tracked else None,
+                experiment=tracking.experiment if tracked else None,
+                run_id=self.state.run_id,
+            ),
+            validation=plain_stats(self.val),
+            policy=self.policy.state_dict(),
+            optimizers={n: o.state_dict() for n, o in self.optimizers.items()},
+            train_state=asdict(self.state),
+            rng={"generator": self.gen.get_state(), "torch": torch.get_rng_state()},
+            config=config_dict(self.cfg),
+            model=asdict(self.cfg.model),
+            env=asdict(self.env),
+            feature_spec=self.market.feature_spec(),
+            data_fingerprint=self.market.fingerprint,
+            data_splits={k: list(v) for k, v in self.market.splits.items()},
+        )
+        return save_checkpoint(path, payload)
+
+    def episode(self, episode: int) -> dict[str, float]:
+        """Collect a batch of trajectories and apply one scheduled REINFORCE update."""
+        tc = self.cfg.trainer
+        t0 = time.perf_counter()
+        lo, hi = self.market.splits["train"]
+        update_macro = macro_steps_at(episode, tc.macro_every)
+        use_cache = tc.cache_frozen_macro and not update_macro
+        if use_cache and self.cache is None:
+            chunk = tc.macro_cache_chunk
+            self.cache = LazyMacroCache.empty(self.policy, self.tensors.macro, lo, hi, chunk)
+        starts = sample_starts(lo, hi, tc.episode_len, tc.n_envs, self.gen)
+        traj = collect(
+            self.policy,
+            self.tensors,
+            starts,
+            tc.episode_len,
+            self.grid,
+            self.env,
+            generator=self.gen,
+            cache=self.cache if use_cache else None,
+            train_macro=update_macro,
+            keep_grid_logits=tc.estimator.value == "expected",
+        )
+        metrics = reinforce_update(
+            self.policy,
+            self.optimizers,
+            traj,
+            gamma=tc.gamma,
+            entropy_coef=self.entropy_coef(episode),
+            grad_clip=tc.grad_clip,
+            update_macro=update_macro,
+            estimator=tc.estimator.value,
+            model=self.grid_model,
+            exploration=tc.exploration.value,
+        )
+        self.entropies.append(metrics["entropy"])
+        if update_macro:
+            self.cache = None  # MacroNet changed: its cached embeddings are stale
+            self.state.macro_steps += 1
+        metrics["perf/steps_per_s"] = tc.n_envs * tc.episode_len / (time.perf_counter() - t0)
+        self.state.episode = episode + 1
+        return metrics
+
+    def entropy_coef(self, episode: int) -> float:
+        """``entropy_coef``, decayed linearly to ``entropy_coef_final`` by the last episode."""
+        tc = self.cfg.trainer
+        if tc.entropy_coef_final is None or tc.episodes <= 1:
+            return tc.entropy_coef
+        frac = min(1.0, episode / (tc.episodes - 1))
+        return tc.entropy_coef + frac * (tc.entropy_coef_final - tc.entropy_coef)
+
+    def validate(self, episode: int) -> dict[str, float]:
+        """Validation; keeps `best` (see :func:`improved`), counts evaluations without
+        improvement, and checks for collapse (``self.collapse`` holds the reason, or None)."""
+        tc = self.cfg.trainer
+        greedy = tc.eval_policy.value == "greedy"
+        self.val = policy_stats(
+            self.policy, self.market, self.tensors, self.env, greedy=greedy, seed=self.cfg.seed
+        )
+        entropy = sum(self.entropies) / len(self.entropies) if self.entropies else math.nan
+        self.entropies = []
+        self.collapse = collapse_reason(self.val, entropy, tc)
+        vals = metric_keys(self.val, prefix="val/")
+        value = vals.get(f"val/{tc.best_metric}")
+        if value is None:
+            choices = sorted(k[4:] for k in vals)
+            raise KeyError(
+                f"trainer.best_metric={tc.best_metric!r} is not a validation key; "
+                f"choose one of {choices}"
+            )
+        trades = int(self.val.get("# Trades", 0))
+        passed = edge_found(
+            self.val, tc.min_val_trades, self.val_buy_and_hold_pct, tc.edge_null_percentile
+        )
+        # an edge must hold on `edge_confirmations` evaluations in a row: one lucky evaluation
+        # among ~30 against a small null is likely even without skill, several in a row are not
+        self.state.edge_streak = self.state.edge_streak + 1 if passed else 0
+        edge = passed and self.state.edge_streak >= tc.edge_confirmations
+        score = selection_score(self.val, value, edge, tc.best_mode.value)
+        best, best_edge = self.state.best_score, self.state.best_edge
+        if improved(score, edge, best, best_edge):
+            tie = score == best and edge == best_edge
+            self.state.best_value, self.state.best_episode = value, episode
+            self.state.best_score, self.state.best_edge = score, edge
+            self.state.best_trades = trades
+            # a tie takes the later network but is no improvement for early stopping
+            if tie:
+                self.state.evals_without_improvement += 1
+            else:
+                self.state.evals_without_improvement = 0
+            self.save(self.best_path)
+        else:
+            self.state.evals_without_improvement += 1
+        vals["val/collapsed"] = float(self.collapse is not None)
+        vals["val/edge"] = float(edge)  # what selection saw: the rule replays from the metrics
+        return vals
+
+    def on_collapse(self, episode: int) -> bool:
+        """Act on a collapse found by the last validation; returns True to stop the run."""
+        if self.collapse is None:
+            return False
+        self.state.collapses += 1
+        action = self.cfg.trainer.on_collapse.value
+        tqdm.write(f"episode {episode}: policy collapsed ({self.collapse}); on_collapse={action}")
+        if action == "stop":
+            return True
+        if action == "restore" and self.best_path.exists() and self.state.best_episode != episode:
+            self.restore_best()
+        return False
+
+    def restore_best(self) -> None:
+        """Continue from the `best` weights and optimizer states (not its RNG: a new stream)."""
+        ckpt = load_checkpoint(self.best_path, map_location=self.tensors.macro.device)
+        self.policy.load_state_dict(ckpt["policy"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        self.cache = None
+        tqdm.write(f"restored the best policy of episode {self.state.best_episode}")
+
+    def stop_early(self) -> bool:
+        patience = self.cfg.trainer.early_stop_patience
+        return 0 < patience <= self.state.evals_without_improvement
+
+
+def train(
+    cfg: Config,
+    out_dir: str | os.PathLike[str],
+    *,
+    overrides: Sequence[str] = (),
+    composed_yaml: str | None = None,
+    progress: bool = True,
+    on_episode: EpisodeHook | None = None,
+) -> TrainResult:
+    """Train a HierarchicalPolicy as configured; writes checkpoints under ``out_dir``.
+
+    ``on_episode(episode, metrics, policy, optimizers)`` runs after each episode's update
+    (for custom logging, and for tests that watch the schedule).
+    """
+    t_start = time.perf_counter()
+    run = Trainer(cfg, out_dir)
+    tc, state = cfg.trainer, run.state
+    speed = Throughput()
+    name, tags = _run_identity(cfg, run.market, overrides)
+    keep_last = _keep_last_checkpoint(run.last_path) if cfg.tracking.log_checkpoints else None
+    stopped_early = False
+    with tracked_run(
+        cfg.tracking, name, tags, run_id=state.run_id, on_failure=keep_last
+    ) as tracker:
+        state.run_id = tracker.run_id
+        pbar = tqdm(
+            total=tc.episodes,
+            initial=state.episode,
+            disable=not progress,
+            mininterval=1.0,
+            unit="ep",
+        )
+        try:
+            if not tc.resume:
+                tracker.log_params(flatten(cfg))
+            _log_config_artifacts(tracker, run.out, cfg, overrides, composed_yaml)
+            run.policy.train()
+            for episode in range(state.episode, tc.episodes):
+                metrics = run.episode(episode)
+                speed.add(tc.n_envs * tc.episode_len, metrics["perf/steps_per_s"])
+                last = state.episode == tc.episodes
+                if state.episode % tc.eval_every == 0 or last:
+                    metrics.update(run.validate(episode))
+                    stopped_early = run.on_collapse(episode) or run.stop_early()
+                if state.episode % tc.checkpoint_every == 0 or last or stopped_early:
+                    run.save(run.last_path)
+                tracker.log_metrics(metrics, step=episode)
+                if on_episode is not None:
+                    on_episode(episode, metrics, run.policy, run.optimizers)
+                _show(pbar, metrics, run.val, speed)
+                if stopped_early:
+                    n = tc.early_stop_patience
+                    why = (
+                        "the policy collapsed (trainer.on_collapse=stop)"
+                        if run.collapse is not None and tc.on_collapse.value == "stop"
+                        else f"{n} evaluations without improvement"
+                    )
+                    print(f"early stop at episode {episode}: {why}")
+                    break
+            if not run.last_path.exists():  # resumed a finished run: nothing new, keep the state
+                run.save(run.last_path)
+            best_val = run.best_val or _stored_validation(run.best_path)
+            flags = outcome_flags(best_val, tc.min_val_trades) if best_val else []
+            tracker.set_tags(
+                {
+                    "best_episode": str(state.best_episode),
+                    "edge_found": str(state.best_edge),
+                    "stopped_early": str(stopped_early),
+                    "flags": ",".join(flags) or "none",
+                }
+            )
+            if cfg.tracking.log_checkpoints:
+                for path in (run.last_path, run.best_path):
+                    if path.exists():
+                        tracker.log_artifact(path, CHECKPOINT_DIR)
+        finally:
+            pbar.close()
+    best = run.best_path if run.best_path.exists() else None
+    result = TrainResult(
+        run.out, run.last_path, best, tracker.run_id, state, run.val, stopped_early
+    )
+    result.best_val, result.flags = best_val, flags
+    result.wall_s, result.steps_per_s = time.perf_counter() - t_start, speed.mean
+    append_text(run.out / "train.log", _print_summary(result, cfg))
+    return result
+
+
+class Throughput:
+    """Env-steps per second over all episodes so far: total steps / total episode time.
+
+    One episode's rate swings with the machine's load (6k to 250k steps/s were seen within
+    a run); the running mean is what a user can plan with.
+    """
+
+    def __init__(self) -> None:
+        self.steps, self.seconds = 0, 0.0
+
+    def add(self, steps: int, steps_per_s: float) -> None:
+        self.steps += steps
+        self.seconds += steps / steps_per_s if steps_per_s > 0 else 0.0
+
+    @property
+    def mean(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else math.nan
+
+
+def _show(pbar: tqdm, metrics: dict[str, float], val: dict[str, Any], speed: Throughput) -> None:
+    pbar.set_postfix(
+        reward=f"{metrics['reward/mean']:+.4f}",
+        loss=f"{metrics['loss/policy'] + 0.0:.3g}",  # + 0.0 turns -0.0 into 0
+        steps_s=f"{speed.mean:.0f}",
+        val_sharpe=f"{val.get('Sharpe Ratio', float('nan')):.2f}",
+        refresh=False,
+    )
+    pbar.update(1)
+
+
+def _stored_validation(best: Path) -> dict[str, Any]:
+    """The validation stats a `best.pt` was saved with (a resumed run has them only there)."""
+    if not best.exists():
+        return {}
+    stored = load_checkpoint(best).get("validation", {})
+    return dict(stored) if isinstance(stored, dict) else {}
+
+
+def _keep_last_checkpoint(last: Path) -> Callable[[Tracker], None]:
+    """A run that did not finish still gets its last good checkpoint (``on_failure`` of
+    :func:`hmarl.tracking.tracked_run`)."""
+
+    def log(tracker: Tracker) -> None:
+        if last.exists():
+            try:
+                tracker.log_artifact(last, CHECKPOINT_DIR)
+            except Exception as exc:  # never mask the original error
+                print(f"warning: could not log the last checkpoint: {exc}")
+
+    return log
+
+
+def _log_config_artifacts(
+    tracker: Tracker, out: Path, cfg: Config, overrides: Sequence[str], composed_yaml: str | None
+) -> None:
+    write_text(out / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    write_text(out / "overrides.txt", "\n".join(overrides) + "\n")
+    if composed_yaml is not None:
+        write_text(out / "config_composed.yaml", composed_yaml)
+    for name in ("config_resolved.yaml", "overrides.txt", "config_composed.yaml"):
+        if (out / name).exists():
+            tracker.log_artifact(out / name, "config")
+
+
+def _print_summary(result: TrainResult, cfg: Config) -> str:
+    """Print the end-of-training summary and return it (it is kept in ``train.log``)."""
+    s = result.state
+    best = (
+        "none"
+        if s.best_value is None
+        else f"{cfg.trainer.best_metric}={s.best_value:.4g} at episode {s.best_episode}"
+    )
+    steps = s.episode * cfg.trainer.n_envs * cfg.trainer.episode_len
+    lines = [
+        f"episodes: {s.episode} (MacroNet steps: {s.macro_steps}); best validation {best}",
+        f"wall time {result.wall_s:.1f} s; mean {result.steps_per_s:,.0f} env-steps/s over "
+        "the episodes run (validation excluded)"
+        + (f"; {steps:,} env-steps in all" if s.episode else ""),
+    ]
+    if result.best_val:
+        v = result.best_val
+        lines.append(
+            f"best checkpoint's validation: {v['# Trades']} trades, return "
+            f"{v['Return [%]']:+.2f}% after costs"
+            + (
+                f", random-timing percentile {v['Random-Timing Percentile [%]']:.0f}% "
+                f"(p={v['Random-Timing p-value']:.3f})"
+                if "Random-Timing p-value" in v
+                else ""
+            )
+        )
+        lines += [f"WARNING: {t}" for t in flag_sentences(v, result.flags, "validation")]
+        if not s.best_edge:
+            tc = cfg.trainer
+            null = tc.edge_null_percentile
+            beat_null = f", and beat {null:g}% of random timing" if null > 0 else ""
+            k = tc.edge_confirmations
+            in_a_row = f" on {k} evaluations in a row" if k > 1 else ""
+            lines.append(
+                f"WARNING: no edge found on validation: no evaluation had >= "
+                f"{tc.min_val_trades} trades, beat flat and buy & hold after costs"
+                f"{beat_null}{in_a_row}; best.pt is the least exposed policy seen, and the "
+                "advice is to stay flat rather than trade it"
+            )
+    lines += [
+        f"output: {result.out_dir.resolve()}",
+        f"checkpoints: {result.last_checkpoint}"
+        + (f", {result.best_checkpoint}" if result.best_checkpoint else ""),
+    ]
+    if result.run_id:
+        lines.append(f"MLflow run: {result.run_id} (experiment '{cfg.tracking.experiment}')")
+        lines.append(f"open the UI: {ui_command(cfg.tracking.uri)}")
+    text = "\n".join(lines)
+    print(text)
+    return text
