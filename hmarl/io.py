@@ -258,8 +258,20 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target`` unless another writer placed ``target`` first (it wins)."""
+    try:
+        os.rename(tmp, target)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextmanager
-def staged_folder(path: str | os.PathLike[str], key: str = "out") -> Iterator[Path]:
+def staged_folder(
+    path: str | os.PathLike[str], key: str = "out", replace: bool = True
+) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; when the block completes, it becomes ``path``.
 
     Why: a backtest writes a dozen files; killed half-way, a folder written in place would hold
@@ -268,11 +280,14 @@ def staged_folder(path: str | os.PathLike[str], key: str = "out") -> Iterator[Pa
     (:func:`_swap_into_place`); on any failure the temporary folder goes. Hold
     :func:`folder_lock` around it (:func:`atomic_folder` does both): debris of killed writers
     of ``path`` is removed first, which is only safe while no other writer can be at work.
-    ``key`` is the config key that chose ``path``, for messages.
+    ``key`` is the config key that chose ``path``, for messages. ``replace=False`` (a cache
+    entry, whose twin writers write the same content): a folder that another writer placed
+    meanwhile is kept and the temporary one dropped, so no lock is needed.
     """
     target = Path(path)
     remove_stale_temporaries(target.parent, target.name)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(
             tempfile.mkdtemp(
                 dir=target.parent, prefix=temporary_prefix(target.name), suffix=TMP_SUFFIX
@@ -286,7 +301,7 @@ def staged_folder(path: str | os.PathLike[str], key: str = "out") -> Iterator[Pa
         raise
     try:
         yield tmp
-        _swap_into_place(tmp, target)
+        (_swap_into_place if replace else _publish)(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
