@@ -178,7 +178,7 @@ def data_warnings(candles: pd.DataFrame, macro_window: int, micro_window: int) -
                 "column)"
             )
     if len(candles) > 2:
-        bar = float(np.median(np.diff(pd.DatetimeIndex(candles.index).asi8))) / 1e9
+        bar = float(np.median(np.diff(pd.DatetimeIndex(candles.index).as_unit("ns").asi8))) / 1e9
         for key, bars in (("macro_window", macro_window), ("micro_window", micro_window)):
             span, spec = bars * bar, bars * SPEC_BAR_SECONDS
             if bar > 0 and not 1 / SPAN_TOLERANCE <= span / spec <= SPAN_TOLERANCE:
@@ -360,7 +360,7 @@ def build_market(
         meta={"first_valid": first_valid, "row_splits": dict(row_splits)},
     )
     if out_dir is not None:
-        for k, array in (("index", index.asi8), ("close", close)):
+        for k, array in (("index", index.as_unit("ns").asi8), ("close", close)):
             path = out_dir / f"{k}.npy"
             np.save(path, array)
             hashes[k] = _file_hash(path)
@@ -482,7 +482,7 @@ def cached_market(
             if log:
                 log(f"features: loaded from cache {folder / f'market-{fitted_key}'}")
             return shared
-    key = cache_key(fingerprint, params)
+    key = cache_key(fingerprint, {**params, "scalers": given})  # scalers=None: fitted here
     path = folder / f"market-{key}"
     if path.exists():
         market = _load(path, key)
