@@ -320,12 +320,11 @@ def build_market(
     splits = decision_splits(row_splits, first_valid)
     if scalers is None:
         lo, hi = splits["train"]
-        fitted = {
-            k: Scaler.fit_blocks(
-                lambda w=w: _rows_within(window_blocks(feats, w), lo, hi), splits["train"]
-            )
-            for k, w in windows.items()
-        }
+
+        def train_rows(window: int) -> Callable[[], Iterator[np.ndarray]]:
+            return lambda: _rows_within(window_blocks(feats, window), lo, hi)
+
+        fitted = {k: Scaler.fit_blocks(train_rows(w), splits["train"]) for k, w in windows.items()}
     else:
         fitted = {k: Scaler.from_dict(scalers[k]) for k in ("macro", "micro")}
     close = candles["close"].to_numpy(dtype=np.float64)
