@@ -7,13 +7,17 @@ cache entry or report under the final name, nor destroy the previous good one.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,17 @@ class OutputError(OSError):
         return str(self.strerror)
 
 
-def _output_error(target: Path, exc: BaseException) -> OutputError | None:
+class UnwritableOutputError(OutputError, ValueError):
+    """An output folder that is read-only or not ours: bad input (exit 2), choose another."""
+
+
+def dir_mode() -> int:
+    """The mode a new folder gets from ``mkdir()``: 0o777 less the umask."""
+    files = file_mode()
+    return files | ((files & 0o444) >> 2)
+
+
+def _output_error(target: Path, exc: BaseException, key: str | None = None) -> OutputError | None:
     """A clear error for a write that failed for lack of space or a read-only folder.
 
     Some writers hide the cause (``torch.save`` to a path says "basic_ios::clear: iostream
@@ -58,6 +72,14 @@ def _output_error(target: Path, exc: BaseException) -> OutputError | None:
         free: int | None = shutil.disk_usage(target.parent).free
     except OSError:
         free = None
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        where = f"{key}={target}" if key else str(target)
+        fix = f"choose a writable {key}=" if key else "choose a writable output folder"
+        return UnwritableOutputError(
+            code,
+            f"cannot write {where}: {os.strerror(code)} in {target.parent}; {fix} "
+            "(or make that folder writable)",
+        )
     if code in _FULL or (free is not None and free < _LOW_SPACE):
         left = "" if free is None else f", {free} bytes free"
         return OutputError(
@@ -66,27 +88,93 @@ def _output_error(target: Path, exc: BaseException) -> OutputError | None:
             f"{target.parent}{left}); free some space and re-run; the previous {target.name}, "
             "if any, is unchanged",
         )
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return OutputError(
-            code,
-            f"cannot write {target}: {os.strerror(code)} in {target.parent}; choose a "
-            "writable output folder",
-        )
     return None
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+# ----------------------------------------------------------------------------- temporaries
+
+TMP_SUFFIX = ".tmp"
+_ORPHAN_AGE_S = 3600.0  # a temporary without a writer pid (older releases) is debris after this
+
+
+def temporary_prefix(name: str) -> str:
+    """``.<name>.<pid>.``: every temporary of this project starts so and ends ``.tmp``.
+
+    The writer's pid in the name is what lets a later writer tell debris (its writer is gone,
+    e.g. killed with SIGKILL mid-write) from a temporary that another process is still writing.
+    """
+    return f".{name}.{os.getpid()}."
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+?)(?:\.(?P<pid>\d+))?\.(?P<rand>[^.]+)\.tmp$")
+
+
+def _writer_alive(entry: Path, pid_text: str | None) -> bool:
+    """Whether the process that made temporary ``entry`` may still be writing it."""
+    if pid_text is None:  # no pid (an older release's temporary): judge by age
+        try:
+            return time.time() - entry.lstat().st_mtime < _ORPHAN_AGE_S
+        except OSError:
+            return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], name: str) -> list[Path]:
+    """Remove the debris of earlier writes of ``name`` in ``folder``; returns what went.
+
+    Only this project's own pattern, ``.<name>.<pid>.<random>.tmp`` (files or folders; ``name``
+    may be a glob such as ``market-*``), only in ``folder``, and only when its writer is gone:
+    a kill during an atomic write leaves such a temporary, and nothing else would remove it.
+    A temporary that a live process is writing (a parallel job) is left alone.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(Path(folder).glob(f".{name}.*{TMP_SUFFIX}"))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or _writer_alive(entry, match["pid"]):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue  # a read-only folder: the write itself will say so
+        removed.append(entry)
+    return removed
+
+
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[Path], object], key: str | None = None
+) -> Path:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place.
 
     The file ends with the mode a plain ``open()`` would give it (see :func:`file_mode`). A full
     disk or a read-only folder raises :class:`OutputError` naming ``path``; the temporary file
-    is removed and a previous file under ``path`` stays as it was.
+    is removed and a previous file under ``path`` stays as it was. Debris of earlier writes of
+    the same name whose writer was killed is removed first (:func:`remove_stale_temporaries`).
+    ``key``: the config key that chose the folder, named in those messages.
     """
     target = Path(path)
     tmp: str | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        remove_stale_temporaries(target.parent, target.name)
+        fd, tmp = tempfile.mkstemp(
+            dir=target.parent, prefix=temporary_prefix(target.name), suffix=TMP_SUFFIX
+        )
         os.fchmod(fd, file_mode())
         os.close(fd)
         write(Path(tmp))
@@ -94,7 +182,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     except Exception as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        clear = _output_error(target, exc)
+        clear = _output_error(target, exc, key)
         if clear is not None:
             raise clear from exc
         raise
@@ -103,6 +191,127 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
             Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+class FolderInUseError(ValueError):
+    """Another process is writing the same output folder (bad input: choose another folder)."""
+
+
+def lock_path(target: Path) -> Path:
+    """The lock file of output folder ``target``: ``.<name>.lock`` beside it."""
+    return target.parent / f".{target.name}.lock"
+
+
+@contextmanager
+def folder_lock(target: Path, key: str = "out") -> Iterator[None]:
+    """Hold the writer's lock of ``target`` or refuse at once, naming ``key`` and the holder.
+
+    An advisory ``flock`` on a file beside the folder: the kernel drops it when the holder
+    exits, however it exits, so a killed writer never leaves the folder locked.
+    """
+    lock = lock_path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, file_mode())
+    except OSError as exc:
+        clear = _output_error(target, exc, key)
+        if clear is not None:
+            raise clear from exc
+        raise
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise FolderInUseError(
+                f"{key}={target}: another process (pid {holder}) is writing this folder now; "
+                f"wait for it to finish or choose another {key}="
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename the complete folder ``tmp`` to ``target``, replacing any previous one.
+
+    A folder cannot be renamed over a non-empty one, so the previous folder is first renamed
+    aside (to a temporary name that :func:`remove_stale_temporaries` recognises) and removed
+    after: at every instant ``target`` is the previous whole folder, the new whole folder, or
+    (between the two renames) absent; never a mixture.
+    """
+    old: Path | None = None
+    if target.exists() or target.is_symlink():
+        old = Path(
+            tempfile.mkdtemp(
+                dir=target.parent, prefix=temporary_prefix(target.name), suffix=TMP_SUFFIX
+            )
+        )
+        os.replace(target, old / target.name)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target`` unless another writer placed ``target`` first (it wins)."""
+    try:
+        os.rename(tmp, target)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(
+    path: str | os.PathLike[str], key: str = "out", replace: bool = True
+) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; when the block completes, it becomes ``path``.
+
+    Why: a backtest writes a dozen files; killed half-way, a folder written in place would hold
+    a new ``stats.json`` beside an earlier ``trades.csv``, and readers would take it as whole.
+    Here ``path`` stays the previous whole folder until the new one is complete
+    (:func:`_swap_into_place`); on any failure the temporary folder goes. Hold
+    :func:`folder_lock` around it (:func:`atomic_folder` does both): debris of killed writers
+    of ``path`` is removed first, which is only safe while no other writer can be at work.
+    ``key`` is the config key that chose ``path``, for messages. ``replace=False`` (a cache
+    entry, whose twin writers write the same content): a folder that another writer placed
+    meanwhile is kept and the temporary one dropped, so no lock is needed.
+    """
+    target = Path(path)
+    remove_stale_temporaries(target.parent, target.name)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(
+            tempfile.mkdtemp(
+                dir=target.parent, prefix=temporary_prefix(target.name), suffix=TMP_SUFFIX
+            )
+        )
+        os.chmod(tmp, dir_mode())
+    except OSError as exc:
+        clear = _output_error(target, exc, key)
+        if clear is not None:
+            raise clear from exc
+        raise
+    try:
+        yield tmp
+        (_swap_into_place if replace else _publish)(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str], key: str = "out") -> Iterator[Path]:
+    """:func:`staged_folder` under the writer's lock (:func:`folder_lock`): whole or absent."""
+    with folder_lock(Path(path), key), staged_folder(path, key) as tmp:
+        yield tmp
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

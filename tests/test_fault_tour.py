@@ -23,6 +23,7 @@ from helpers import REPO, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 from hmarl.agent.checkpoint import CheckpointError, load_checkpoint
+from hmarl.io import atomic_write, folder_lock
 
 
 def wait_for_checkpoints(folder: Path, episodes: int, proc: subprocess.Popen[str]) -> int:
@@ -108,3 +109,121 @@ def test_kill_resume_elsewhere_and_backtest_by_run_id(tmp_path: Path) -> None:
     weights = load_checkpoint(second / "checkpoints" / "last.pt")["policy"]
     same = all(torch.equal(weights[k], best["policy"][k]) for k in weights)
     assert same == (best_episode == target - 1)  # other weights, unless the last was the best
+
+
+# ----------------------------------------------------------------------------- backtest folders
+
+BT_ARGS = ("n_bootstrap=0", "fee_multipliers=[1.0]", "progress=false", "tracking=none",
+           "random_timing=50")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tour")
+    done = run_cli(
+        "hmarl.train", *tiny_overrides(root), "trainer.episodes=6", f"hydra.run.dir={root}/run",
+        cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "run" / "checkpoints" / "last.pt"
+
+
+def backtest_cmd(ckpt: Path, out: Path, *extra: str) -> list[str]:
+    cache = ckpt.parents[2] / "cache"
+    return [sys.executable, "-m", "hmarl.backtest", f"checkpoint={ckpt}", f"out={out}",
+            f"cache_dir={cache}", *BT_ARGS, *extra]  # fmt: skip
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.slow
+def test_a_killed_backtest_leaves_the_previous_report_whole(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.run(backtest_cmd(tiny_checkpoint, out, "plots=false", "report_html=false"),
+                           cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = folder_bytes(out)
+    assert {"stats.json", "trades.csv", "backtest.log", "config.json"} <= set(before)
+    assert not (out / ".hydra").exists()  # Hydra writes nothing into the report folder
+
+    # ---- a second backtest into the same folder, SIGKILLed once its stats.json is written ----
+    proc = subprocess.Popen(backtest_cmd(tiny_checkpoint, out, "plots=true", "seed=1"),
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    try:
+        while not list(tmp_path.glob(".report.*.tmp/stats.json")):
+            assert proc.poll() is None, "finished before it could be killed mid-write"
+            assert time.monotonic() < deadline, "no staged stats.json within 240 s"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert folder_bytes(out) == before  # the earlier report, whole and unchanged
+    (debris,) = tmp_path.glob(".report.*.tmp")  # the killed writer's staging folder
+
+    # ---- the next backtest into the folder removes the debris and replaces the report ----
+    again = subprocess.run(backtest_cmd(tiny_checkpoint, out, "plots=false", "seed=2"),
+                           cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not debris.exists() and not list(tmp_path.glob(".report.*.tmp"))
+    meta = json.loads((out / "stats.json").read_text())["meta"]
+    assert meta["seed"] == 2 and (out / "backtest.log").read_text().count("backtest of ") == 1
+
+
+@pytest.mark.slow
+def test_a_second_writer_of_the_same_folder_is_refused(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with folder_lock(out, "out"):  # a backtest writing `out` right now
+        proc = subprocess.run(backtest_cmd(tiny_checkpoint, out), cwd=tmp_path, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: out={out}: another process (pid {os.getpid()}) is writing")
+    assert "choose another out=" in line
+    assert not out.exists() or not any(out.iterdir())  # at most Hydra's empty run dir
+
+
+def test_debris_of_killed_writes_is_removed_and_live_temporaries_kept(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)
+    stale = [tmp_path / f".best.pt.{pid}.ab12cd34.tmp", tmp_path / f".last.pt.{pid}.x9.tmp"]
+    live = tmp_path / f".best.pt.{os.getpid()}.zz99.tmp"
+    other = tmp_path / f".notes.txt.{pid}.q1.tmp"  # another name: not this write's debris
+    for p in [*stale, live, other]:
+        p.write_bytes(b"half a checkpoint")
+    atomic_write(tmp_path / "best.pt", lambda p: p.write_bytes(b"whole"))
+    atomic_write(tmp_path / "last.pt", lambda p: p.write_bytes(b"whole"))
+    assert not any(p.exists() for p in stale) and live.exists() and other.exists()
+    assert (tmp_path / "best.pt").read_bytes() == b"whole"
+
+
+@pytest.mark.parametrize(("key", "use"), [("out", "atomic_folder"), ("cache_dir", "staged")])
+def test_read_only_folders_are_bad_input_naming_the_key(tmp_path: Path, key: str, use: str) -> None:
+    from test_faults import in_small_mount
+
+    code = f"""
+import sys
+from hmarl.io import atomic_folder, staged_folder, UnwritableOutputError
+target = sys.argv[1] + "/sub/report"
+try:
+    with {"atomic_folder" if use == "atomic_folder" else "staged_folder"}(target, "{key}"):
+        pass
+except UnwritableOutputError as exc:
+    print(isinstance(exc, ValueError), exc)
+"""
+    proc = in_small_mount(tmp_path, code, ro=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bad_input, message = proc.stdout.strip().split(" ", 1)
+    assert bad_input == "True"  # ValueError: the entry points exit 2
+    assert message.startswith(f"cannot write {key}={tmp_path / 'mnt'}/sub/report: ")
+    assert f"choose a writable {key}=" in message

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import zipfile
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,12 @@ import pandas as pd
 import pytest
 
 from hmarl.data.synthetic import synthetic_candles
-from hmarl.market.market_data import build_market, cached_market
+from hmarl.market.market_data import (
+    build_market,
+    cached_market,
+    data_warnings,
+    market_for_config,
+)
 
 PARAMS = {
     "feature_names": [],
@@ -73,35 +80,104 @@ def test_cache_round_trip_and_corrupt_or_stale_entries_are_rebuilt(
 ) -> None:
     logs: list[str] = []
     built = cached_market(candles, cache_dir=tmp_path, log=logs.append, **PARAMS)
-    (entry,) = tmp_path.glob("market-*.npz")
     loaded = cached_market(candles, cache_dir=tmp_path, log=logs.append, **PARAMS)
     assert "loaded from cache" in logs[-1]
     assert (
         np.array_equal(built.macro, loaded.macro, equal_nan=True) and built.splits == loaded.splits
     )
     assert built.index.equals(loaded.index) and built.scalers == loaded.scalers
+    # the tensors are read-only memory maps of the entry's files, not copies in memory
+    for array in (loaded.macro, loaded.micro):
+        assert isinstance(array, np.memmap) and not array.flags.writeable
+    in_memory = build_market(candles, **PARAMS)  # no cache: plain arrays, the same values
+    assert np.array_equal(in_memory.macro, loaded.macro, equal_nan=True)
+    assert np.array_equal(in_memory.micro, loaded.micro, equal_nan=True)
 
-    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # truncated: corrupt
+    def replace(path: Path, data: bytes) -> None:  # a new file: the mapped one stays intact
+        (path.parent / "new").write_bytes(data)
+        os.replace(path.parent / "new", path)
+
+    entry = next(p for p in tmp_path.glob("market-*") if p.is_dir())
+    macro = entry / "macro.npy"
+    replace(macro, macro.read_bytes()[: macro.stat().st_size // 2])  # truncated: corrupt
     again = cached_market(candles, cache_dir=tmp_path, log=logs.append, **PARAMS)
     assert "stale or corrupt" in logs[-2] and "built and cached" in logs[-1]
     assert np.array_equal(built.macro, again.macro, equal_nan=True)
 
-    with zipfile.ZipFile(entry) as z:  # a valid archive whose numbers were altered
-        members = {n: z.read(n) for n in z.namelist()}
-    macro = bytearray(members["macro.npy"])
-    macro[-4:] = b"\x00\x00\x80\x7f"
-    members["macro.npy"] = bytes(macro)
-    with zipfile.ZipFile(entry, "w") as z:
-        for n, data in members.items():
-            z.writestr(n, data)
+    entry = next(p for p in tmp_path.glob("market-*") if p.is_dir())
+    macro = entry / "macro.npy"
+    data = bytearray(macro.read_bytes())  # a valid file whose numbers were altered
+    data[-4:] = b"\x00\x00\x80\x7f"
+    replace(macro, bytes(data))
     cached_market(candles, cache_dir=tmp_path, log=logs.append, **PARAMS)
     assert "stale or corrupt" in logs[-2]
 
     other = cached_market(
         candles, cache_dir=tmp_path, log=logs.append, **{**PARAMS, "micro_window": 10}
     )
-    assert "built and cached" in logs[-1] and len(list(tmp_path.glob("market-*.npz"))) == 2
+    assert "built and cached" in logs[-1] and len(list(tmp_path.glob("market-*"))) == 2
     assert other.micro_window == 10
+    assert not list(tmp_path.glob(".*")), "no temporary left behind"
+
+
+def test_a_backtest_reads_the_training_entry_instead_of_building_a_second(
+    candles: pd.DataFrame, tmp_path: Path
+) -> None:
+    logs: list[str] = []
+    trained = cached_market(candles, cache_dir=tmp_path, log=logs.append, **PARAMS)
+    backtest = cached_market(
+        candles, cache_dir=tmp_path, log=logs.append, **{**PARAMS, "scalers": trained.scalers}
+    )
+    assert "loaded from cache" in logs[-1] and len(list(tmp_path.glob("market-*"))) == 1
+    assert np.array_equal(trained.macro, backtest.macro, equal_nan=True)
+    # other scalers (another training's): their own entry, never the fitted one's tensors
+    shifted = {k: {"mean": [m + 1.0 for m in v["mean"]], "std": v["std"]} for k, v in
+               trained.scalers.items()}  # fmt: skip
+    moved = cached_market(
+        candles, cache_dir=tmp_path, log=logs.append, **{**PARAMS, "scalers": shifted}
+    )
+    assert "built and cached" in logs[-1] and len(list(tmp_path.glob("market-*"))) == 2
+    assert not np.array_equal(trained.macro, moved.macro, equal_nan=True)
+
+
+def test_a_killed_build_leaves_debris_that_the_next_build_removes(
+    candles: pd.DataFrame, tmp_path: Path
+) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)  # a process that has exited: its temporaries are debris
+    debris = tmp_path / f".market-abc.{pid}.x1y2z3.tmp"
+    debris.mkdir()
+    (debris / "macro.npy").write_bytes(b"half")
+    live = tmp_path / f".market-abc.{os.getpid()}.live12.tmp"  # a writer still at work
+    live.mkdir()
+    cached_market(candles, cache_dir=tmp_path, log=None, **PARAMS)
+    assert not debris.exists() and live.exists()
+
+
+def test_warnings_for_constant_prices_and_window_spans() -> None:
+    minute = synthetic_candles(3000, seed=1)
+    minute.index = pd.date_range("2024-01-01", periods=len(minute), freq="1min", tz="UTC")
+    notes = data_warnings(minute, 492, 60)
+    assert len(notes) == 2
+    assert "features.macro_window=492 bars of 1 min span 8.2 h" in notes[0]
+    assert "41 h" in notes[0] and "data.resample=5min" in notes[0]
+    assert "features.macro_window=2460" in notes[0]
+    assert "features.micro_window=60" in notes[1] and "features.micro_window=300" in notes[1]
+    five = synthetic_candles(3000, seed=1)
+    assert data_warnings(five, 492, 60) == []  # the specification's bars: nothing to say
+    flat = five.copy()
+    flat[["open", "high", "low", "close"]] = 100.0
+    (note,) = data_warnings(flat, 492, 60)
+    assert note.startswith("constant prices: every close is the same") and "data.path" in note
+
+
+def test_too_few_candles_names_the_longer_window() -> None:
+    from hmarl.config import DataConfig
+
+    with pytest.raises(ValueError, match=r"features\.micro_window=50000 \+ feature warm-up"):
+        market_for_config(DataConfig(n_candles=20000), feature_names=[], macro_window=492,
+                          micro_window=50000, cache_dir=None, log=None)  # fmt: skip
 
 
 def test_backtest_refuses_bars_of_another_length(tmp_path: Path) -> None:

@@ -231,7 +231,7 @@ def test_prebuild_builds_each_distinct_market_once(tmp_path: Path) -> None:
     a, b, c = tiny_config(tmp_path), tiny_config(tmp_path), tiny_config(tmp_path, macro_window=60)
     b.seed = 7  # the training seed does not change the market
     assert prebuild_markets([a, b, c]) == 2
-    assert len(list((tmp_path / "cache").glob("market-*.npz"))) == 2
+    assert len(list((tmp_path / "cache").glob("market-*"))) == 2
 
 
 # ----------------------------------------------------------------------------- MLflow parent

@@ -142,3 +142,25 @@ def test_scaler_round_trips_through_plain_lists_and_torch_weights_only(tmp_path:
 def test_scaler_errors_say_what_is_wrong(call: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 500, 1 << 20])
+def test_blocks_are_bit_identical_to_one_pass(chunk: int) -> None:
+    """Carried prefix sums: any block size gives exactly the values of a single block."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2000, 4)).cumsum(axis=0)
+    x[5:9, 1] = np.nan
+    x[1500, 2] = np.inf
+    whole = window_stats(x, 60, chunk=len(x))
+    assert np.array_equal(window_stats(x, 60, chunk=chunk), whole, equal_nan=True)
+    rows = (100, 1700)
+    fitted = Scaler.fit(whole, rows)
+    part = whole[rows[0] : rows[1]].astype(np.float64)
+    part = part[np.isfinite(part).all(axis=1)]
+    assert np.array_equal(fitted.mean, part.mean(axis=0))  # numpy's own order of sums
+    assert np.array_equal(fitted.std, part.std(axis=0))
+    blocks = Scaler.fit_blocks(
+        lambda: (whole[a : min(a + chunk, rows[1])] for a in range(rows[0], rows[1], chunk)),
+        rows,
+    )
+    assert np.array_equal(blocks.mean, fitted.mean) and np.array_equal(blocks.std, fitted.std)

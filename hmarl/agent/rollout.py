@@ -33,6 +33,7 @@ one long trajectory (validation). Both give identical states (``tests/test_devic
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
@@ -57,12 +58,20 @@ class MarketTensors(NamedTuple):
 
 
 def market_tensors(market: MarketData, device: torch.device | str = "cpu") -> MarketTensors:
-    """A market's macro and micro windows and bar returns as tensors on ``device``."""
-    return MarketTensors(
-        macro=torch.from_numpy(market.macro).to(device),
-        micro=torch.from_numpy(market.micro).to(device),
-        returns=torch.from_numpy(market.returns).to(device),
-    )
+    """A market's macro and micro windows and bar returns as tensors on ``device``.
+
+    On the CPU the window tensors share the market's arrays: from the cache those are
+    read-only memory maps, so episodes gather their rows from the mapping and no copy of the
+    whole market is made (nothing writes into these tensors; torch's warning about
+    non-writable arrays is silenced for that reason).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return MarketTensors(
+            macro=torch.from_numpy(market.macro).to(device),
+            micro=torch.from_numpy(market.micro).to(device),
+            returns=torch.from_numpy(market.returns).to(device),
+        )
 
 
 class MacroCache(NamedTuple):

@@ -118,6 +118,9 @@ def backtests_of(client: MlflowClient, run_ids: Sequence[str]) -> pd.DataFrame:
             "backtest_run_id": r.info.run_id,
             "split": r.data.tags.get("split"),
             "status": r.info.status,
+            # FINISHED only once its report folder was renamed into place whole (a killed
+            # backtest stays RUNNING, with no metrics): anything else is flagged incomplete
+            "complete": r.info.status == "FINISHED",
             "flags": r.data.tags.get("flags", ""),
             "sharpe": r.data.metrics.get("sharpe"),
             "return_pct": r.data.metrics.get("return_pct"),
@@ -127,7 +130,7 @@ def backtests_of(client: MlflowClient, run_ids: Sequence[str]) -> pd.DataFrame:
         for r in runs
         if r.data.tags.get("train_run_id") in wanted
     ]
-    columns = ["train_run_id", "backtest_run_id", "split", "status", "flags", "sharpe",
+    columns = ["train_run_id", "backtest_run_id", "split", "status", "complete", "flags", "sharpe",
                "return_pct", "buy_and_hold/return_pct", "started"]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values("started", ascending=False, ignore_index=True)

@@ -27,6 +27,7 @@ from hmarl.market.features import required_columns
 from hmarl.market.market_data import (
     MarketData,
     candles_needed,
+    longer_window,
     market_for_config,
     resolve_feature_names,
 )
@@ -136,11 +137,12 @@ def backtest_market(
             log=log,
         )
     except ValueError as exc:
-        need = candles_needed(names, int(spec["macro_window"]))
+        macro, micro = int(spec["macro_window"]), int(spec["micro_window"])
+        need = candles_needed(names, macro, micro)
         raise BacktestError(
             f"{describe_data(data)} cannot give this checkpoint's inputs: its {len(names)} "
             f"features {names} read columns {required_columns(names)} and need at least {need} "
-            f"candles (macro window {spec['macro_window']} + warm-up).\n  {exc}"
+            f"candles ({longer_window(macro, micro)} + warm-up).\n  {exc}"
         ) from exc
     trained = spec.get("bar_seconds")  # absent in checkpoints written before it was recorded
     if trained is not None and abs(market.bar_seconds - float(trained)) > 1e-6:

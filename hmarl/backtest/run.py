@@ -79,7 +79,7 @@ from hmarl.config import (
     DataConfig,
     flatten,
 )
-from hmarl.io import append_text
+from hmarl.io import append_text, folder_lock, staged_folder, write_json
 from hmarl.runtime import setup
 from hmarl.stats.baselines import BASELINE_DEFINITIONS
 from hmarl.stats.metrics import (
@@ -112,6 +112,8 @@ TAG_KEYS = (  # meta entries copied to the MLflow run's tags
     "flags",
 )
 DEFAULT_MIN_TRADES = 5  # for checkpoints that record no trainer.min_val_trades
+LOG_FILE = "backtest.log"  # the console summary, kept in the report folder
+CONFIG_FILE = "config.json"  # the backtest's resolved config (Hydra writes no .hydra/ here)
 
 # ----------------------------------------------------------------------------- the backtest
 
@@ -166,8 +168,29 @@ def _meta(
 
 
 def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None) -> BacktestResult:
-    """Run the whole backtest of ``cfg`` and write its report folder (see module docstring)."""
+    """Run the whole backtest of ``cfg`` and write its report folder (see module docstring).
+
+    The folder is whole or absent: the report is written into a temporary folder beside it and
+    renamed into place when complete (:func:`hmarl.io.staged_folder`), so a killed backtest
+    leaves the previous report as it was; a second backtest into the same folder while this
+    one runs is refused (:func:`hmarl.io.folder_lock`).
+    """
     out = Path(out_dir or cfg.out or default_out_dir())
+    with folder_lock(out, "out"):
+        _drop_if_empty(out)  # made by Hydra as its run dir: absent until the report is whole
+        return _backtest(cfg, out)
+
+
+def _drop_if_empty(folder: Path) -> None:
+    """Remove ``folder`` when it is an empty directory (nothing of a report is lost)."""
+    try:
+        folder.rmdir()
+    except OSError:  # absent, not empty, or not ours to remove: left as it is
+        pass
+
+
+def _backtest(cfg: BacktestConfig, out: Path) -> BacktestResult:
+    """:func:`backtest` under the folder's lock."""
     device = setup(cfg.device, cfg.threads)
 
     # ---- checkpoint and the inputs it needs ----
@@ -277,18 +300,26 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
             label = (
                 f"{cfg.split.value} {meta['first_decision'][:10]} .. {meta['last_decision'][:10]}"
             )
-            files = write_report(
-                out,
-                doc,
-                runs,
-                table,
-                costs,
-                seeds_frame,
-                label if cfg.plots else None,
-                null,
-                html=cfg.report_html,
-            )
-            pbar.update(1)
+            with staged_folder(out, "out") as work:  # renamed to `out` when complete
+                files = write_report(
+                    work,
+                    doc,
+                    runs,
+                    table,
+                    costs,
+                    seeds_frame,
+                    label if cfg.plots else None,
+                    null,
+                    html=cfg.report_html,
+                )
+                files.append(write_json(work / CONFIG_FILE, flatten(asdict(cfg))))
+                pbar.update(1)
+                pbar.close()
+                files = [out / path.name for path in files]  # where they will be
+                result = BacktestResult(
+                    out, stats, table, steps, doc["meta"], files, tracker.run_id
+                )
+                append_text(work / LOG_FILE, print_summary(result, doc, tracking))
 
             tracker.set_tags(_tags(meta))
             tracker.log_params(flatten(asdict(cfg)))
@@ -299,8 +330,6 @@ def backtest(cfg: BacktestConfig, out_dir: str | os.PathLike[str] | None = None)
                 tracker.log_artifact(path, "backtest")
         finally:
             pbar.close()
-    result = BacktestResult(out, stats, table, steps, doc["meta"], files, tracker.run_id)
-    append_text(out / "backtest.log", print_summary(result, doc, tracking))
     return result
 
 

@@ -12,10 +12,13 @@ rebuilt, never trusted.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from hmarl.data.reading import load_candles
 from hmarl.data.resample import resample_candles
 from hmarl.data.splits import chronological_split
 from hmarl.data.synthetic import synthetic_candles
-from hmarl.io import atomic_write
+from hmarl.io import remove_stale_temporaries, staged_folder, temporary_prefix, write_json
 from hmarl.market.env import bar_returns
 from hmarl.market.features import (
     DEFAULT_FEATURES,
@@ -39,9 +42,13 @@ from hmarl.market.features import (
     feature_lookback,
     required_columns,
 )
-from hmarl.market.windows import Scaler, window_stats
+from hmarl.market.windows import Scaler, window_blocks
 
-CACHE_FORMAT = 1  # bump when the cached content's meaning changes
+CACHE_FORMAT = 2  # bump when the cached content's meaning changes (2: a folder of .npy files)
+SPEC_BAR_SECONDS = 300.0  # SPEC.md's windows are counted in 5-minute bars (492 bars ~ 41 h)
+SPAN_TOLERANCE = 2.0  # a window spanning over 2x more or less time than the specification's
+CONSTANT_SHARE = 0.95  # warn when at least this share of bars has a zero return
+ARRAYS = ("index", "close", "macro", "micro")  # the cache entry's .npy files
 
 
 @dataclass
@@ -51,7 +58,10 @@ class MarketData:
     index: pd.DatetimeIndex  # [T] bar open times (UTC)
     close: np.ndarray  # [T] float64
     returns: np.ndarray  # [T] float64, return of the bar after t (earned by a decision at t)
-    macro: np.ndarray  # [T, 3N] float32, scaled; NaN where the window is incomplete
+    # [T, 3N] float32, scaled; NaN where the window is incomplete. From the cache these are
+    # read-only memory maps of its files: episodes gather their rows from the mapping, and
+    # every process reading the entry (a sweep's jobs, backtests) shares one copy in memory
+    macro: np.ndarray
     micro: np.ndarray  # [T, 3N] float32, scaled
     splits: dict[str, tuple[int, int]]  # decision rows [start, end) per split
     feature_names: list[str]
@@ -91,6 +101,7 @@ def load_market_candles(
     min_candles: int = 0,
     extra_columns: Sequence[str] = (),
     log: Callable[[str], None] | None = print,
+    need_reason: str = "the longer window + feature warm-up + room for validation and test splits",
 ) -> pd.DataFrame:
     """Candles for a data config: the synthetic default or a validated file."""
     if data.source == DataSource.synthetic:
@@ -117,19 +128,77 @@ def load_market_candles(
             log=log,
         )
     if data.resample:
+        loaded = len(candles)
         candles = resample_candles(candles, data.resample)
+        if log:
+            log(
+                f"data.resample={data.resample}: {loaded} candles -> {len(candles)} bars "
+                f"({candles.index[0]} .. {candles.index[-1]})"
+                if len(candles)
+                else f"data.resample={data.resample}: {loaded} candles -> 0 bars"
+            )
     if len(candles) < min_candles:
         raise ValueError(
             f"{len(candles)} candles after loading, but {min_candles} are needed "
-            "(macro window + feature warm-up + room for validation and test splits)"
+            f"({need_reason}); use more data or smaller windows"
         )
     return candles
 
 
-def candles_needed(feature_names: Sequence[str], macro_window: int) -> int:
-    """The fewest candles a market can be built from: the macro window, the features'
+def candles_needed(feature_names: Sequence[str], macro_window: int, micro_window: int = 0) -> int:
+    """The fewest candles a market can be built from: the longer window, the features'
     warm-up, and 10 rows so that the validation and test splits are not empty."""
-    return macro_window + feature_lookback(feature_names) + 10
+    return max(macro_window, micro_window) + feature_lookback(feature_names) + 10
+
+
+def longer_window(macro_window: int, micro_window: int) -> str:
+    """``features.<key>=<bars>`` of the window that sets how many candles are needed."""
+    if micro_window > macro_window:
+        return f"features.micro_window={micro_window}"
+    return f"features.macro_window={macro_window}"
+
+
+def data_warnings(candles: pd.DataFrame, macro_window: int, micro_window: int) -> list[str]:
+    """What about these candles makes training or a backtest suspect, though it can run.
+
+    Constant prices give nothing to learn (every return 0: the policy learns only to pay
+    fees). Windows are counted in bars, and the specification's 492 and 60 bars mean ~41 h
+    and 5 h of 5-minute bars: on 1-minute bars the same counts span 8.2 h and 1 h, a
+    different model; say so, and how to resample or rescale.
+    """
+    notes: list[str] = []
+    close = candles["close"].to_numpy(dtype=np.float64)
+    if len(close) > 1:
+        flat = float(np.mean(np.diff(close) == 0.0))
+        if flat >= CONSTANT_SHARE:
+            what = "every close is the same" if flat == 1.0 else f"{flat:.0%} of bars do not move"
+            notes.append(
+                f"constant prices: {what} ({len(close)} candles): there is nothing to learn "
+                "and every trade only pays fees; check data.path and data.columns (the close "
+                "column)"
+            )
+    if len(candles) > 2:
+        bar = float(np.median(np.diff(pd.DatetimeIndex(candles.index).as_unit("ns").asi8))) / 1e9
+        for key, bars in (("macro_window", macro_window), ("micro_window", micro_window)):
+            span, spec = bars * bar, bars * SPEC_BAR_SECONDS
+            if bar > 0 and not 1 / SPAN_TOLERANCE <= span / spec <= SPAN_TOLERANCE:
+                same = max(round(spec / bar), 1)
+                notes.append(
+                    f"features.{key}={bars} bars of {_duration(bar)} span {_duration(span)}, "
+                    f"but the specification's {bars} 5-minute bars span {_duration(spec)}: "
+                    f"resample with data.resample=5min, or set features.{key}={same} to keep "
+                    "the specification's span"
+                )
+    return notes
+
+
+def _duration(seconds: float) -> str:
+    """``8.2 h``, ``5 min``, ``30 s``: a span for messages."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
 
 
 def decision_splits(
@@ -153,6 +222,54 @@ def decision_splits(
     return out
 
 
+def _rows_within(
+    blocks: Iterator[tuple[int, np.ndarray]], lo: int, hi: int
+) -> Iterator[np.ndarray]:
+    """The parts of ``(start, block)`` row blocks that fall in rows ``[lo, hi)``."""
+    for start, block in blocks:
+        a, b = max(lo - start, 0), min(hi - start, len(block))
+        if a < b:
+            yield block[a:b]
+
+
+class _NpyWriter:
+    """A float32 [T, C] ``.npy`` file written block after block, hashed as it is written.
+
+    Why: the window tensors of a large market never need to be in memory at once; the cache
+    entry is written row block by row block and read back as a memory map.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+        self.file = path.open("wb")
+        self.digest = hashlib.sha256()
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header,
+            {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape},
+        )
+        self._write(header.getvalue())
+
+    def _write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.file.write(data)
+
+    def write(self, block: np.ndarray) -> None:
+        self._write(np.ascontiguousarray(block).tobytes())
+
+    def close(self) -> str:
+        self.file.close()
+        return self.digest.hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks (never the whole file in memory)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 23):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def build_market(
     candles: pd.DataFrame,
     *,
@@ -164,21 +281,30 @@ def build_market(
     val_start: str | None = None,
     test_start: str | None = None,
     scalers: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    out_dir: Path | None = None,
 ) -> MarketData:
-    """Features, windows, splits and scaling for one candle frame (no cache).
+    """Features, windows, splits and scaling for one candle frame.
 
     ``scalers`` given (a checkpoint's): used as they are, never refitted. Otherwise each
     window tensor gets a z-score scaler fitted on the train split's decision rows only.
+    The windows are computed in row blocks (:func:`hmarl.market.windows.window_blocks`, again
+    for each pass: finiteness, the scaler's two, the output), so no [T, 3N] float64
+    temporary is ever whole; ``out_dir`` given, the scaled tensors go block by block into its
+    ``.npy`` files (the cache entry, :func:`cached_market`) and come back as read-only memory
+    maps, so they are never in memory at once either. Either way the values are bit-identical.
     """
     names = resolve_feature_names(feature_names)
     feats = build_features(candles, names).to_numpy(dtype=np.float64)
-    macro_raw = window_stats(feats, macro_window)
-    micro_raw = window_stats(feats, micro_window)
-    finite = np.isfinite(macro_raw).all(axis=1) & np.isfinite(micro_raw).all(axis=1)
+    windows = {"macro": macro_window, "micro": micro_window}
+    finite = np.ones(len(candles), dtype=bool)
+    for window in windows.values():
+        for start, block in window_blocks(feats, window):
+            finite[start : start + len(block)] &= np.isfinite(block).all(axis=1)
     if not finite.any():
         raise ValueError(
-            f"no row has complete windows: {len(candles)} candles, macro window {macro_window}, "
-            f"feature warm-up {feature_lookback(names)} rows"
+            f"no row has complete windows: {len(candles)} candles, "
+            f"{longer_window(macro_window, micro_window)}, feature warm-up "
+            f"{feature_lookback(names)} rows; lower that window or use more data"
         )
     first_valid = int(np.argmax(finite))
     if not finite[first_valid:].all():
@@ -193,19 +319,37 @@ def build_market(
     )
     splits = decision_splits(row_splits, first_valid)
     if scalers is None:
-        fitted = {
-            "macro": Scaler.fit(macro_raw, splits["train"]),
-            "micro": Scaler.fit(micro_raw, splits["train"]),
-        }
+        lo, hi = splits["train"]
+
+        def train_rows(window: int) -> Callable[[], Iterator[np.ndarray]]:
+            return lambda: _rows_within(window_blocks(feats, window), lo, hi)
+
+        fitted = {k: Scaler.fit_blocks(train_rows(w), splits["train"]) for k, w in windows.items()}
     else:
         fitted = {k: Scaler.from_dict(scalers[k]) for k in ("macro", "micro")}
     close = candles["close"].to_numpy(dtype=np.float64)
-    return MarketData(
-        index=pd.DatetimeIndex(candles.index),
+    index = pd.DatetimeIndex(candles.index)
+    tensors: dict[str, np.ndarray] = {}
+    hashes: dict[str, str] = {}
+    for k, window in windows.items():
+        shape = (len(candles), 3 * len(names))
+        if out_dir is None:
+            tensors[k] = np.empty(shape, dtype=np.float32)
+            for start, block in window_blocks(feats, window):
+                tensors[k][start : start + len(block)] = fitted[k].transform(block)
+            continue
+        writer = _NpyWriter(out_dir / f"{k}.npy", shape, np.dtype(np.float32))
+        try:
+            for _, block in window_blocks(feats, window):
+                writer.write(fitted[k].transform(block))
+        finally:
+            hashes[k] = writer.close()
+    market = MarketData(
+        index=index,
         close=close,
         returns=bar_returns(close),
-        macro=fitted["macro"].transform(macro_raw),
-        micro=fitted["micro"].transform(micro_raw),
+        macro=tensors.get("macro", np.empty((0, 0), dtype=np.float32)),
+        micro=tensors.get("micro", np.empty((0, 0), dtype=np.float32)),
         splits=splits,
         feature_names=names,
         macro_window=macro_window,
@@ -214,6 +358,20 @@ def build_market(
         fingerprint=data_fingerprint(candles),
         meta={"first_valid": first_valid, "row_splits": dict(row_splits)},
     )
+    if out_dir is not None:
+        for k, array in (("index", index.as_unit("ns").asi8), ("close", close)):
+            path = out_dir / f"{k}.npy"
+            np.save(path, array)
+            hashes[k] = _file_hash(path)
+        market.macro, market.micro = (_mapped(out_dir / f"{k}.npy") for k in ("macro", "micro"))
+        market.meta["hashes"] = hashes
+    return market
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """A cache file as a read-only memory map (pages are read when rows are gathered)."""
+    array: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+    return array
 
 
 def cache_key(fingerprint: str, params: Mapping[str, Any]) -> str:
@@ -230,68 +388,69 @@ def cache_key(fingerprint: str, params: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _content_hash(arrays: Mapping[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(name.encode())
-        h.update(str(a.dtype).encode() + str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+META_FILE = "meta.json"
 
 
-def _save(path: Path, market: MarketData, key: str) -> None:
-    arrays = {
-        "index": market.index.asi8,
-        "close": market.close,
-        "macro": market.macro,
-        "micro": market.micro,
-    }
-    meta = {
+def _entry_meta(market: MarketData, key: str) -> dict[str, Any]:
+    meta = {k: v for k, v in market.meta.items() if k != "hashes"}
+    return {
         "key": key,
-        "hash": _content_hash(arrays),
+        "hashes": market.meta["hashes"],
         "splits": market.splits,
         "feature_names": market.feature_names,
         "macro_window": market.macro_window,
         "micro_window": market.micro_window,
         "scalers": market.scalers,
         "fingerprint": market.fingerprint,
-        "meta": market.meta,
+        "meta": meta,
     }
-    payload = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays}
-
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as fh:  # a file object: np.savez would append ".npz" to a name
-            np.savez(fh, **payload)  # type: ignore[arg-type]
-
-    atomic_write(path, write)
 
 
-def _load(path: Path, key: str) -> MarketData | None:
-    """The cached entry, or None when it is missing, unreadable, stale or corrupt."""
+def _load(path: Path, key: str, verify: bool = True) -> MarketData | None:
+    """The cached entry (tensors memory-mapped), or None when missing, stale or corrupt.
+
+    ``verify``: check every file's hash first (read in blocks, so the check needs no memory);
+    a corrupt or truncated entry is rebuilt, never trusted.
+    """
     try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(z["meta"].tobytes().decode())
-            arrays = {k: z[k] for k in ("index", "close", "macro", "micro")}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, EOFError):
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("key") != key:
+            return None
+        hashes = meta["hashes"]
+        if verify and any(_file_hash(path / f"{k}.npy") != hashes[k] for k in ARRAYS):
+            return None
+        arrays = {k: _mapped(path / f"{k}.npy") for k in ARRAYS}
+        close = np.asarray(arrays["close"], dtype=np.float64)
+        index = pd.DatetimeIndex(np.asarray(arrays["index"]).astype("datetime64[ns]"))
+        market = MarketData(
+            index=index.tz_localize("UTC"),
+            close=close,
+            returns=bar_returns(close),
+            macro=arrays["macro"],
+            micro=arrays["micro"],
+            splits={k: (int(v[0]), int(v[1])) for k, v in meta["splits"].items()},
+            feature_names=list(meta["feature_names"]),
+            macro_window=int(meta["macro_window"]),
+            micro_window=int(meta["micro_window"]),
+            scalers=meta["scalers"],
+            fingerprint=meta["fingerprint"],
+            meta=meta["meta"],
+        )
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
         return None
-    if meta.get("key") != key or meta.get("hash") != _content_hash(arrays):
-        return None
-    close = arrays["close"]
-    return MarketData(
-        index=pd.DatetimeIndex(arrays["index"].astype("datetime64[ns]")).tz_localize("UTC"),
-        close=close,
-        returns=bar_returns(close),
-        macro=arrays["macro"],
-        micro=arrays["micro"],
-        splits={k: (int(v[0]), int(v[1])) for k, v in meta["splits"].items()},
-        feature_names=list(meta["feature_names"]),
-        macro_window=int(meta["macro_window"]),
-        micro_window=int(meta["micro_window"]),
-        scalers=meta["scalers"],
-        fingerprint=meta["fingerprint"],
-        meta=meta["meta"],
+    return market
+
+
+def _discard(path: Path) -> None:
+    """Remove a stale entry: renamed aside first, so no reader ever sees it half-deleted."""
+    aside = Path(
+        tempfile.mkdtemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=".tmp")
     )
+    try:
+        os.replace(path, aside / path.name)
+    except FileNotFoundError:  # another process discarded it already
+        pass
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def cached_market(
@@ -301,12 +460,29 @@ def cached_market(
     log: Callable[[str], None] | None = print,
     **params: Any,
 ) -> MarketData:
-    """:func:`build_market` through the on-disk cache (``cache_dir=None`` disables it)."""
+    """:func:`build_market` through the on-disk cache (``cache_dir=None`` disables it).
+
+    An entry is a folder ``market-<key>/`` of ``.npy`` files and ``meta.json``, written whole
+    into a temporary folder and renamed into place (:func:`hmarl.io.staged_folder`), read
+    back memory-mapped. Entries built with fitted scalers serve backtests too: a checkpoint's
+    scalers are those the entry fitted, so a backtest of the training data reads the
+    training run's entry instead of building a second copy of the same tensors.
+    """
     if cache_dir is None:
         return build_market(candles, **params)
+    folder = Path(cache_dir)
+    remove_stale_temporaries(folder, "market-*")  # debris of builds killed mid-write
     fingerprint = data_fingerprint(candles)
-    key = cache_key(fingerprint, params)
-    path = Path(cache_dir) / f"market-{key}.npz"
+    given = params.get("scalers")
+    if given is not None:  # the entry that fitted these scalers, if the training run made it
+        fitted_key = cache_key(fingerprint, {**params, "scalers": None})
+        shared = _load(folder / f"market-{fitted_key}", fitted_key)
+        if shared is not None and shared.scalers == _plain(given):
+            if log:
+                log(f"features: loaded from cache {folder / f'market-{fitted_key}'}")
+            return shared
+    key = cache_key(fingerprint, {**params, "scalers": given})  # scalers=None: fitted here
+    path = folder / f"market-{key}"
     if path.exists():
         market = _load(path, key)
         if market is not None:
@@ -315,11 +491,21 @@ def cached_market(
             return market
         if log:
             log(f"features: cache entry {path} is stale or corrupt; rebuilding")
-    market = build_market(candles, **params)
-    _save(path, market, key)
+        _discard(path)
+    with staged_folder(path, "cache_dir", replace=False) as work:
+        built = build_market(candles, **params, out_dir=work)
+        write_json(work / META_FILE, _entry_meta(built, key))
+    market = _load(path, key, verify=False)  # the entry in place (ours, or a twin's)
+    if market is None:
+        raise OSError(f"cache entry {path} vanished right after it was written; re-run")
     if log:
         log(f"features: built and cached at {path}")
     return market
+
+
+def _plain(scalers: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, Any]:
+    """Scalers as the plain lists a cache entry's meta.json holds (for comparison)."""
+    return {k: {s: [float(v) for v in vals] for s, vals in d.items()} for k, d in scalers.items()}
 
 
 def market_for_config(
@@ -335,8 +521,16 @@ def market_for_config(
     """The entry points' one call: load candles for ``data`` and build (or load) tensors."""
     names = resolve_feature_names(feature_names)
     extra = [c for c in required_columns(names) if c not in CANDLE_COLUMNS]
-    min_candles = candles_needed(names, macro_window)
-    candles = load_market_candles(data, min_candles=min_candles, extra_columns=extra, log=log)
+    min_candles = candles_needed(names, macro_window, micro_window)
+    reason = (
+        f"{longer_window(macro_window, micro_window)} + feature warm-up "
+        f"{feature_lookback(names)} + room for validation and test splits"
+    )
+    candles = load_market_candles(
+        data, min_candles=min_candles, extra_columns=extra, log=log, need_reason=reason
+    )
+    for note in data_warnings(candles, macro_window, micro_window):
+        print(f"warning: {note}", file=sys.stderr)
     return cached_market(
         candles,
         cache_dir=cache_dir,

@@ -16,7 +16,7 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,47 +33,92 @@ def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
-def _prefix(x: np.ndarray) -> np.ndarray:
-    """Prefix sums with a zero first row: ``p[b] - p[a]`` is the sum of rows ``a .. b-1``."""
-    out = np.zeros((x.shape[0] + 1, x.shape[1]), dtype=np.float64)
-    np.cumsum(x, axis=0, out=out[1:])
-    return out
+CHUNK_ROWS = 1 << 16
+"""Rows per block of :func:`window_blocks`: memory O(CHUNK_ROWS * N) whatever the market's T."""
 
 
-def _window_sums(p: np.ndarray, window: int) -> np.ndarray:
-    """Sums over rows ``t - window + 1 .. t`` for each t >= window - 1."""
-    return p[window:] - p[:-window]
+def _check_window(window: int) -> None:
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        raise ValueError(f"window must be a positive integer, got {window!r}")
 
 
-def window_stats(x: np.ndarray, window: int) -> np.ndarray:
+def window_blocks(
+    x: np.ndarray, window: int, chunk: int = CHUNK_ROWS
+) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`window_stats` in row blocks: yields ``(start, float32 [rows, 3N])`` in order.
+
+    Why blocks: a market of millions of rows would otherwise hold several float64 [T, N]
+    temporaries (prefix sums of values, squares and NaN counts) at once. The prefix sums are
+    carried from block to block (a cumulative sum continued from the previous block's last
+    row adds in the same order as one over all rows), so every value is bit-identical to a
+    single pass, whatever ``chunk``.
+    """
+    _check_window(window)
+    arr = _as_matrix(x, "x")
+    n_rows, n_cols = arr.shape
+    chunk = max(int(chunk), 1)
+    finite_cols = np.zeros(n_cols, dtype=bool)
+    shift = np.zeros(n_cols, dtype=np.float64)
+    for start in range(0, n_rows, chunk):  # each column's first finite value (see module doc)
+        block = np.isfinite(arr[start : start + chunk])
+        new = block.any(axis=0) & ~finite_cols
+        if new.any():
+            rows = np.argmax(block[:, new], axis=0) + start
+            shift[new] = arr[rows, np.flatnonzero(new)]
+            finite_cols |= new
+        if finite_cols.all():
+            break
+    # prefix rows p[t+1-window .. t] of (z, z^2, non-finite) carried into the next block
+    hist = np.zeros((window, 3 * n_cols), dtype=np.float64)
+    for start in range(0, n_rows, chunk):
+        part = arr[start : start + chunk]
+        rows = part.shape[0]
+        finite = np.isfinite(part)
+        z = np.where(finite, part - shift, 0.0)
+        values = np.concatenate([z, np.square(z), (~finite).astype(np.float64)], axis=1)
+        values = np.concatenate([hist[-1:], values])
+        np.cumsum(values, axis=0, out=values)  # values[k] = p[start + k]
+        ext = np.concatenate([hist[:-1], values])  # ext[j] = p[start + 1 - window + j]
+        sums = ext[window : window + rows] - ext[:rows]  # rows start .. start + rows - 1
+        hist = ext[-window:]
+        out = np.full((rows, 3 * n_cols), np.nan, dtype=np.float32)
+        first = max(window - 1 - start, 0)  # rows before window - 1 have no full window
+        if first < rows:
+            s = sums[first:]
+            mean = s[:, :n_cols] / window
+            var = s[:, n_cols : 2 * n_cols] / window - np.square(mean)
+            dirty = s[:, 2 * n_cols :] > 0
+            valid = out[first:]
+            valid[:, 2 * n_cols :] = part[first:]
+            valid[:, n_cols : 2 * n_cols] = np.sqrt(np.maximum(var, 0.0, out=var), out=var)
+            valid[:, :n_cols] = np.add(mean, shift, out=mean)
+            for block in range(3):
+                valid[:, block * n_cols : (block + 1) * n_cols][dirty] = np.nan
+        yield start, out
+
+
+def window_stats(x: np.ndarray, window: int, chunk: int = CHUNK_ROWS) -> np.ndarray:
     """Trailing-window [mean | std | last] of each column: [T, N] -> float32 [T, 3N].
 
     Sums run in float64 on values shifted by each column's first finite value; the variance
     ``E[z^2] - E[z]^2`` has rounding-level negatives clamped to 0. Accuracy falls for a
     column that drifts far from its first value relative to its window std, so feed
-    roughly stationary features (returns, oscillators), not raw prices.
+    roughly stationary features (returns, oscillators), not raw prices. Computed in row
+    blocks (:func:`window_blocks`).
     """
-    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
-        raise ValueError(f"window must be a positive integer, got {window!r}")
+    _check_window(window)
     arr = _as_matrix(x, "x")
-    n_rows, n_cols = arr.shape
-    out = np.full((n_rows, 3 * n_cols), np.nan, dtype=np.float32)
-    if n_rows < window:
-        return out
-    finite = np.isfinite(arr)
-    first = np.argmax(finite, axis=0)  # first finite row per column (0 when none)
-    shift = np.where(finite.any(axis=0), arr[first, np.arange(n_cols)], 0.0)
-    z = np.where(finite, arr - shift, 0.0)
-    dirty = _window_sums(_prefix((~finite).astype(np.float64)), window) > 0
-    mean = _window_sums(_prefix(z), window) / window
-    var = _window_sums(_prefix(np.square(z, out=z)), window) / window - np.square(mean)
-    valid = out[window - 1 :]
-    valid[:, 2 * n_cols :] = arr[window - 1 :]
-    valid[:, n_cols : 2 * n_cols] = np.sqrt(np.maximum(var, 0.0, out=var), out=var)
-    valid[:, :n_cols] = np.add(mean, shift, out=mean)
-    for block in range(3):
-        valid[:, block * n_cols : (block + 1) * n_cols][dirty] = np.nan
+    out = np.full((arr.shape[0], 3 * arr.shape[1]), np.nan, dtype=np.float32)
+    for start, block in window_blocks(arr, window, chunk):
+        out[start : start + len(block)] = block
     return out
+
+
+def _carried_sum(total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
+    """``total + part[0] + part[1] + ...`` row by row, in numpy's order for ``sum(axis=0)``."""
+    if total is None:
+        return np.add.reduce(part, axis=0) if part.shape[0] else np.zeros(part.shape[1])
+    return np.add.reduce(np.concatenate([total[None], part]), axis=0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,21 +153,53 @@ class Scaler:
         start, stop = rows
         if not 0 <= start < stop <= arr.shape[0]:
             raise ValueError(f"scaler rows [{start}, {stop}) outside [0, {arr.shape[0]})")
-        part = arr[start:stop]
-        part = part[np.isfinite(part).all(axis=1)]
-        if part.shape[0] == 0:
-            raise ValueError(f"scaler rows [{start}, {stop}) hold no all-finite row")
-        std = part.std(axis=0)
-        return cls(part.mean(axis=0), np.where(std < STD_FLOOR, 1.0, std))
+        return cls.fit_blocks(
+            lambda: (arr[a : min(a + CHUNK_ROWS, stop)] for a in range(start, stop, CHUNK_ROWS)),
+            rows,
+        )
+
+    @classmethod
+    def fit_blocks(
+        cls, blocks: Callable[[], Iterable[np.ndarray]], rows: tuple[int, int]
+    ) -> Scaler:
+        """:meth:`fit` from the row blocks ``blocks()`` yields (called twice: mean, then std).
+
+        Why blocks: the train split of a large market need never be in memory at once. The
+        sums run row after row with the total carried between blocks, which is exactly the
+        order of numpy's ``mean(axis=0)`` / ``std(axis=0)`` over all rows, so the scaler is
+        bit-identical to one fitted on the whole array.
+        """
+        total: np.ndarray | None = None
+        count = 0
+        for block in blocks():
+            part = np.asarray(block, dtype=np.float64)
+            part = part[np.isfinite(part).all(axis=1)]
+            total = _carried_sum(total, part)
+            count += part.shape[0]
+        if total is None or count == 0:
+            raise ValueError(f"scaler rows [{rows[0]}, {rows[1]}) hold no all-finite row")
+        mean = total / count
+        squares: np.ndarray | None = None
+        for block in blocks():
+            part = np.asarray(block, dtype=np.float64)
+            dev = part[np.isfinite(part).all(axis=1)] - mean
+            squares = _carried_sum(squares, np.multiply(dev, dev, out=dev))
+        assert squares is not None
+        std = np.sqrt(squares / count)
+        return cls(mean, np.where(std < STD_FLOOR, 1.0, std))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``(x - mean) / std`` as float32 over the last axis; NaN stays NaN."""
-        arr = np.asarray(x, dtype=np.float64)
+        arr = np.asarray(x)  # blocks are cast to float64 below, one at a time
         if arr.ndim < 1 or arr.shape[-1] != self.mean.shape[0]:
             raise ValueError(
                 f"scaler fitted on {self.mean.shape[0]} columns, input has shape {arr.shape}"
             )
-        return ((arr - self.mean) / self.std).astype(np.float32)
+        out = np.empty(arr.shape, dtype=np.float32)
+        flat, dest = arr.reshape(-1, arr.shape[-1]), out.reshape(-1, arr.shape[-1])
+        for a in range(0, flat.shape[0], CHUNK_ROWS):  # float64 temporaries of one block only
+            dest[a : a + CHUNK_ROWS] = (flat[a : a + CHUNK_ROWS] - self.mean) / self.std
+        return out
 
     def to_dict(self) -> dict[str, list[float]]:
         """Plain lists, so checkpoints load with ``torch.load(weights_only=True)``."""

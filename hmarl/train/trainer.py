@@ -113,18 +113,33 @@ def config_dict(cfg: Config) -> dict[str, Any]:
 def _check_resume(ckpt: Checkpoint, cfg: Config, market: MarketData) -> None:
     """A resumed run must train the same model on the same inputs."""
     problems = []
-    if ckpt["model"] != asdict(cfg.model):
-        problems.append(f"model differs: checkpoint {ckpt['model']} vs config {asdict(cfg.model)}")
+    own: list[str] = []  # the checkpoint's own values, as overrides that make the resume work
+    model = asdict(cfg.model)
+    if ckpt["model"] != model:
+        problems.append(f"model differs: checkpoint {ckpt['model']} vs config {model}")
+        own += [f"model.{k}={v}" for k, v in ckpt["model"].items() if model.get(k) != v]
     spec = market.feature_spec()
     for key in ("names", "macro_window", "micro_window"):
         if ckpt["feature_spec"][key] != spec[key]:
             problems.append(f"features.{key} differs: {ckpt['feature_spec'][key]} vs {spec[key]}")
+            value = ckpt["feature_spec"][key]
+            own.append(
+                f"features.{key}=[{','.join(value)}]"
+                if key == "names"
+                else f"features.{key}={value}"
+            )
     if ckpt["data_fingerprint"] != market.fingerprint:
         problems.append(
             "the data differs from the data the checkpoint was trained on (fingerprint)"
         )
     if problems:
-        raise CheckpointError("cannot resume from this checkpoint: " + "; ".join(problems))
+        fix = f"; to resume with the checkpoint's own config add {' '.join(own)}" if own else ""
+        raise CheckpointError(
+            "cannot resume from this checkpoint: "
+            + "; ".join(problems)
+            + fix
+            + "; or start a new run without trainer.resume"
+        )
 
 
 def _check_output_dir(checkpoints: Path, resume: str | None) -> None:
