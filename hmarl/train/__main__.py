@@ -32,8 +32,11 @@ def hydra_main(dcfg: DictConfig) -> float | None:
     with reported_errors(Config):
         cfg = to_config(dcfg)
         hc = HydraConfig.get()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _sigterm)  # a cluster's preemption ends the run KILLED
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):  # SIGTERM ends the run KILLED, unless a launcher handles it (submitit: requeue)
+            signal.signal(signal.SIGTERM, _sigterm)
         result = train(
             cfg,
             hc.runtime.output_dir,
