@@ -79,7 +79,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hmarl.train", *args, *TINY]
+    return [sys.executable, "-m", "hmarl.train", *TINY, *args]  # args win over TINY
 
 
 def run(cmd: Sequence[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> str:
@@ -336,7 +336,7 @@ def test_a_job_must_fit_one_node() -> None:
 
 @needs_submitit
 def test_a_requeue_resumes_from_the_jobs_last_checkpoint(tmp_path: Path) -> None:
-    from hmarl.train.requeue import resume_overrides
+    from hmarl.train.sweep import resume_overrides
 
     given = ["seed=1", "trainer.resume=/old/last.pt", "cache_dir=/c"]
     assert resume_overrides(given, tmp_path) == given  # no last.pt yet: start again

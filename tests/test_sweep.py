@@ -425,7 +425,7 @@ def test_config_registers_the_sweep_callback() -> None:
 def test_slurm_preset_composes() -> None:
     cfg = compose_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=cpu"])
     launcher = cfg.hydra.launcher  # type: ignore[attr-defined]
-    assert launcher._target_ == "hmarl.train.requeue.RequeueSlurmLauncher"
+    assert launcher._target_ == "hydra_plugins.hmarl_launchers.requeue.RequeueSlurmLauncher"
     assert (launcher.partition, launcher.cpus_per_task, launcher.timeout_min) == ("cpu", 4, 240)
     assert launcher.max_num_timeout > 0  # a job that hits its time limit is requeued
 
@@ -439,7 +439,7 @@ def test_ray_presets_compose(preset: str, address: str) -> None:
     """ray_local never joins a running head ("local"); ray_cluster joins one, 1 CPU a job."""
     cfg = compose_hydra([f"hydra/launcher={preset}"])
     launcher = cfg.hydra.launcher  # type: ignore[attr-defined]
-    assert launcher._target_ == "hmarl.train.ray_launcher.ClusterRayLauncher"
+    assert launcher._target_ == "hydra_plugins.hmarl_launchers.ray_cluster.ClusterRayLauncher"
     assert launcher.ray.init.address == address
     assert launcher.ray.remote.num_cpus == 1
 

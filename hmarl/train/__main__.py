@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from hmarl.cli import reported_errors, run_cli
 from hmarl.config import Config, conf_dir, register_configs, to_config
+from hmarl.train.sweep import register_launchers
 from hmarl.train.trainer import train
 
 register_configs()
+register_launchers()
 
 
 def _sigterm(signum: int, frame: Any) -> None:

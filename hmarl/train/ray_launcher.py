@@ -1,12 +1,14 @@
-"""Hydra's Ray launcher made to work against a running cluster (``hydra/launcher=ray_cluster``).
+"""Ray for sweeps on a running cluster: the checks behind ``hydra/launcher=ray_cluster``.
 
 Why a subclass: hydra-ray-launcher always adds ``object_store_memory`` to ``ray.init`` (a
 CI workaround of its own), and Ray refuses any start-up setting (``object_store_memory``,
 ``num_cpus``, ...) when it joins an existing cluster, so the plugin could not join one. And a
 job asking for more than any node has waits in Ray's queue forever ("No available node types
 can fulfill resource request"); here the sweep stops before launching with the numbers.
-This launcher starts or joins Ray itself, passing start-up settings only when it starts one,
-checks that one node can fit a job, then lets the plugin launch (it finds Ray initialised).
+:func:`start_or_join` starts or joins Ray, passing start-up settings only when it starts one,
+and checks that one node can fit a job; the launcher class
+(``hydra_plugins/hmarl_launchers/ray_cluster.py``, where Hydra requires plugins to live)
+calls it, then lets the plugin launch (it finds Ray initialised).
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hydra.core.utils import JobReturn
-from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
@@ -70,20 +70,14 @@ def _plain(node: Any) -> dict[str, Any]:
     return {str(k): v for k, v in out.items()}
 
 
-class ClusterRayLauncher(RayLauncher):
-    """``RayLauncher`` that joins a running cluster and refuses jobs no node can fit."""
+def start_or_join(init_cfg: Any, remote_cfg: Any) -> None:
+    """``ray.init`` as configured (start-up settings only when starting), then refuse a job
+    no alive node can fit (:class:`RayResourcesError`) instead of queueing it forever."""
+    import ray
 
-    def launch(
-        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-    ) -> Sequence[JobReturn]:
-        import ray
-
-        init = _plain(self.ray_cfg.init)
-        remote = _plain(self.ray_cfg.remote)
-        if not ray.is_initialized():
-            args = init_args(init)
-            log.info("ray.init(%s)", args)
-            ray.init(**args)
-        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        check_fits(job_request(remote), nodes)
-        return list(super().launch(job_overrides, initial_job_idx))
+    if not ray.is_initialized():
+        args = init_args(_plain(init_cfg))
+        log.info("ray.init(%s)", args)
+        ray.init(**args)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    check_fits(job_request(_plain(remote_cfg)), nodes)

@@ -53,7 +53,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from hmarl.config import Config, to_config
 from hmarl.io import write_json
 from hmarl.tracking import (
+    CHECKPOINT_DIR,
     JOB_DIR_ENV,
+    LAST_CHECKPOINT,
     PARENT_RUN_ENV,
     SWEEP_DIR_ENV,
     absolute_store_uri,
@@ -87,6 +89,40 @@ class SweepSetupError(ValueError):
 
 class SweepFailed(RuntimeError):
     """The sweep ran but its parent run ended FAILED (exit 1): names the jobs that failed."""
+
+
+# ----------------------------------------------------------------------------- launchers
+
+LAUNCHER_MODULES = (
+    "hydra_plugins.hmarl_launchers.ray_cluster",
+    "hydra_plugins.hmarl_launchers.requeue",
+)
+
+
+def register_launchers() -> None:
+    """Make hmarl's launcher classes known to Hydra, whatever the install.
+
+    Why: Hydra instantiates launchers only from classes its scan of the ``hydra_plugins``
+    folders found; an installed wheel has ``hydra_plugins/hmarl_launchers`` there, but an
+    editable install (``make setup``) maps it through an import hook the scan cannot list.
+    """
+    import importlib
+
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    plugins = Plugins.instance()
+    for name in LAUNCHER_MODULES:
+        module = importlib.import_module(name)
+        for obj in vars(module).values():
+            known = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__name__', '')}"
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, Launcher)
+                and obj.__module__ == name
+                and known not in plugins.class_name_to_class
+            ):
+                plugins._register(obj)  # Hydra's own registration of a scanned plugin
 
 
 # ----------------------------------------------------------------------------- sweep plan
@@ -199,6 +235,13 @@ def replace_override(overrides: Sequence[str], key: str, value: str) -> list[str
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     drop = {o.input_line for o in parsed if o.key_or_group.lstrip("+") == key}
     return [o for o in overrides if o not in drop] + [f"{key}={quote(value)}"]
+
+
+def resume_overrides(overrides: list[str], job_dir: str | Path) -> list[str]:
+    """A requeued job's overrides: resume from its folder's ``last.pt`` when it wrote one
+    (``hydra_plugins/hmarl_launchers/requeue.py``; a fresh start there would be refused)."""
+    last = Path(job_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+    return replace_override(overrides, RESUME_KEY, str(last)) if last.is_file() else overrides
 
 
 def check_visible(sweep_dir: str, uri: str | None, launch_host: str) -> None:

@@ -12,19 +12,8 @@ an uninterrupted one, continuing the same MLflow run) does the rest.
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib.util
 from typing import Any
-
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
-
-from hmarl.tracking import CHECKPOINT_DIR, LAST_CHECKPOINT
-from hmarl.train.sweep import RESUME_KEY, replace_override
-
-
-def resume_overrides(overrides: list[str], job_dir: str | Path) -> list[str]:
-    """A job's overrides, resuming from its folder's ``last.pt`` when it wrote one."""
-    last = Path(job_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
-    return replace_override(overrides, RESUME_KEY, str(last)) if last.is_file() else overrides
 
 
 class _ResumeOnRequeue:
@@ -34,16 +23,23 @@ class _ResumeOnRequeue:
         import submitit
         from hydra.core.hydra_config import HydraConfig
 
+        from hmarl.train.sweep import resume_overrides
+
         job_dir = HydraConfig.get().runtime.output_dir
         overrides = resume_overrides(list(sweep_overrides), job_dir)
         launcher: Any = self  # the launcher subclass below: a callable
         return submitit.helpers.DelayedSubmission(launcher, overrides, *args, **kwargs)
 
 
-class RequeueSlurmLauncher(_ResumeOnRequeue, SlurmLauncher):
-    """``hydra/launcher=slurm``: SLURM array jobs, requeued and resumed on timeout or preemption."""
+if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None:  # slurm extra
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+        LocalLauncher,
+        SlurmLauncher,
+    )
 
+    class RequeueSlurmLauncher(_ResumeOnRequeue, SlurmLauncher):
+        """``hydra/launcher=slurm``: array jobs, requeued and resumed on timeout or preemption."""
 
-class RequeueLocalLauncher(_ResumeOnRequeue, LocalLauncher):
-    """``hydra/launcher=slurm_rehearsal``: the same on this machine (submitit's local executor
-    restarts a requeued job itself)."""
+    class RequeueLocalLauncher(_ResumeOnRequeue, LocalLauncher):
+        """``hydra/launcher=slurm_rehearsal``: the same on this machine (submitit's local
+        executor restarts a requeued job itself)."""
