@@ -79,7 +79,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hmarl.train", *TINY, *args]  # args win over TINY
+    flags = [a for a in args if a.startswith("-")]  # -m before the overrides (Hydra's argparse)
+    overrides = [a for a in args if not a.startswith("-")]
+    return [sys.executable, "-m", "hmarl.train", *flags, *TINY, *overrides]  # args win over TINY
 
 
 def run(cmd: Sequence[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> str:
