@@ -284,7 +284,9 @@ def test_a_requeued_job_resumes_to_the_uninterrupted_result(tmp_path: Path) -> N
     try:
         last = sweep / "0" / "checkpoints" / "last.pt"
         wait_for(last.is_file, "the job's first last.pt", 240, proc)
-        controller = int(next((sweep / ".submitit").iterdir()).name)  # the job id: its pid
+        ids = [d.name for d in (sweep / ".submitit").iterdir() if d.name.isdigit()]
+        assert len(ids) == 1, ids
+        controller = int(ids[0])  # a local job's id is its controller's pid
         tasks = children_of(controller)
         assert len(tasks) == 1, tasks
         os.kill(tasks[0], signal.SIGUSR2)
