@@ -6,9 +6,14 @@ the top level of a checkout, ships as ``hmarl/conf`` (``hmarl.config.conf_dir`` 
 places). pyproject.toml's ``packages.find`` cannot map a folder outside ``hmarl/`` into it.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 setup(
-    packages=[*find_packages(include=["hmarl", "hmarl.*"]), "hmarl.conf"],
+    # hydra_plugins/hmarl_launchers: the launchers, where Hydra requires plugins to live.
+    packages=[
+        *find_packages(include=["hmarl", "hmarl.*"]),
+        *find_namespace_packages(include=["hydra_plugins.hmarl_launchers"]),
+        "hmarl.conf",
+    ],
     package_dir={"hmarl.conf": "conf"},
 )

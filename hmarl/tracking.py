@@ -12,6 +12,7 @@ are read one way here for every caller.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ CHECKPOINT_NAMES = (BEST_CHECKPOINT, LAST_CHECKPOINT)  # the order a backtest pr
 
 PARENT_RUN_ENV = "HMARL_MLFLOW_PARENT_RUN_ID"
 SWEEP_DIR_ENV = "HMARL_SWEEP_DIR"
+JOB_DIR_ENV = "HMARL_JOB_DIR"  # a sweep job's output folder (absolute), tagged with its host
 
 
 class Tracker:
@@ -198,6 +200,8 @@ class MlflowTracker(Tracker):
             all_tags["mlflow.parentRunId"] = parent
         if os.environ.get(SWEEP_DIR_ENV):
             all_tags["sweep_dir"] = os.environ[SWEEP_DIR_ENV]
+        if os.environ.get(JOB_DIR_ENV):  # where this job's outputs really are
+            all_tags.update(output_dir=os.environ[JOB_DIR_ENV], host=socket.gethostname())
         if run_id is not None:  # resuming: continue the same run
             self._check_resumable(uri, run_id)
             self.run_id = run_id

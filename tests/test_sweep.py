@@ -16,20 +16,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from hmarl.config import Config, conf_dir, register_configs
-from hmarl.tracking import PARENT_RUN_ENV, SWEEP_DIR_ENV, prepare_store
+from hmarl.tracking import JOB_DIR_ENV, PARENT_RUN_ENV, SWEEP_DIR_ENV, prepare_store
 from hmarl.train.sweep import (
+    SWEEP_MARKER,
     SweepCallback,
+    SweepFailed,
+    SweepSetupError,
     abort_sweep,
+    check_visible,
     child_names,
     export_env,
     finish_sweep,
     parse_sweep,
+    pin_paths,
     prebuild_markets,
+    quote,
     start_parent_run,
     sweep_status,
 )
@@ -198,18 +205,70 @@ def test_child_names_keep_only_the_varying_overrides() -> None:
     }
 
 
-def test_callback_carries_the_parent_into_a_job_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_callback_carries_the_parent_into_a_job_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """A worker spawned before the sweep (or elsewhere) gets the ids from the pickled callback."""
-    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
-    monkeypatch.delenv(SWEEP_DIR_ENV, raising=False)
+    for name in (PARENT_RUN_ENV, SWEEP_DIR_ENV, JOB_DIR_ENV):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / SWEEP_MARKER).write_text("{}")
     cb = SweepCallback()
-    cb.parent_run_id, cb.sweep_dir = "abc123", "/sweeps/1"
+    cb.parent_run_id, cb.sweep_dir = "abc123", str(tmp_path)
     in_worker = pickle.loads(pickle.dumps(cb))
-    in_worker.on_job_start(config=OmegaConf.create({}), task_function=print)
+    job = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path / "3")}}})
+    in_worker.on_job_start(config=job, task_function=print)
     assert os.environ[PARENT_RUN_ENV] == "abc123"
-    assert os.environ[SWEEP_DIR_ENV] == "/sweeps/1"
+    assert os.environ[SWEEP_DIR_ENV] == str(tmp_path)
+    assert os.environ[JOB_DIR_ENV] == str(tmp_path / "3")  # tagged as the child's output_dir
     export_env(None, None)
-    assert PARENT_RUN_ENV not in os.environ
+    assert PARENT_RUN_ENV not in os.environ and JOB_DIR_ENV not in os.environ
+
+
+def test_a_job_that_cannot_see_the_sweep_folder_stops_with_what_to_do(tmp_path: Path) -> None:
+    """A worker on another machine: the marker (and a sqlite store) are not there."""
+    cb = SweepCallback()
+    cb.parent_run_id, cb.sweep_dir, cb.launch_host = "abc", str(tmp_path / "gone"), "login1"
+    cb.uri = sqlite_uri(tmp_path / "gone" / "mlflow.db")
+    with pytest.raises(SweepSetupError) as err:
+        cb.on_job_start(config=OmegaConf.create({}), task_function=print)
+    message = str(err.value)
+    assert str(tmp_path / "gone") in message and "mlflow.db" in message and "login1" in message
+    assert "tracking.uri=http://" in message
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / SWEEP_MARKER).write_text("{}")
+    with pytest.raises(SweepSetupError, match="MLflow store"):  # the folder alone is not enough
+        check_visible(str(tmp_path / "gone"), cb.uri, "login1")
+    (tmp_path / "gone" / "mlflow.db").touch()
+    check_visible(str(tmp_path / "gone"), cb.uri, "login1")
+    check_visible(str(tmp_path / "gone"), "http://server:5000", "login1")  # a server: no file
+
+
+def test_pin_paths_makes_relative_paths_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tmp_path)
+    cfg.cache_dir, cfg.tracking.uri = "rel cache,x", "sqlite:///x.db"
+    cfg.data.path = "data/candles.csv"
+    given = ["seed=0,1", "cache_dir=rel cache,x", "tracking.uri=sqlite:///x.db"]
+    pinned = pin_paths(given, [cfg])
+    assert pinned[0] == "seed=0,1" and len(pinned) == 4
+    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(pinned)}
+    assert parsed["cache_dir"] == str(tmp_path / "rel cache,x")  # quoted: the comma is no sweep
+    assert parsed["tracking.uri"] == f"sqlite:///{tmp_path / 'x.db'}"
+    assert parsed["data.path"] == str(tmp_path / "data" / "candles.csv")
+    cfg.cache_dir, cfg.tracking.uri, cfg.data.path = "/abs/cache", "http://server:5000", None
+    assert pin_paths(["seed=0,1"], [cfg]) == ["seed=0,1"]  # nothing relative: unchanged
+    other = tiny_config(tmp_path)
+    other.cache_dir = "elsewhere"
+    with pytest.raises(SweepSetupError, match="different relative cache_dir"):
+        pin_paths(["cache_dir=a,elsewhere"], [tiny_config(tmp_path), other, cfg])
+
+
+def test_quote_survives_quotes_in_a_path() -> None:
+    value = "/tmp/it's here, really"
+    override = OverridesParser.create().parse_override(f"cache_dir={quote(value)}")
+    assert override.value() == value and not override.is_sweep_override()
 
 
 def test_callback_does_nothing_in_a_single_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,7 +326,9 @@ def test_finish_sweep_fails_the_parent_of_a_failed_job(store: str, tmp_path: Pat
     ok = child(client, parent, "seed=0 trainer.episodes=3", "asym_1_10", "FINISHED")
     bad = child(client, parent, "seed=1 trainer.episodes=3", "asym_1_10", "FAILED")
     (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
-    assert finish_sweep(store, parent, 2, sweep_dir=str(tmp_path)) == "FAILED"
+    result = finish_sweep(store, parent, 2, sweep_dir=str(tmp_path))
+    assert result.status == "FAILED"
+    assert result.problems == [f"child long name seed=1 trainer.episodes=3 ({bad}) is FAILED"]
     run = client.get_run(parent)
     assert run.info.status == "FAILED"
     assert run.data.tags["kind"] == "sweep"
@@ -282,9 +343,46 @@ def test_finish_sweep_counts_missing_jobs(store: str) -> None:
     exp = client.get_experiment_by_name("hmarl")
     assert exp is not None
     parent = start_parent_run(store, exp.experiment_id, "sweep", {})
-    child(client, parent, "seed=0", "sym_1_1", "FINISHED")
-    assert finish_sweep(store, parent, 3) == "FAILED"
-    assert client.get_run(parent).data.tags["jobs_expected"] == "3"
+    child(client, parent, "+experiment=sym_1_1 seed=0 x=1", "sym_1_1", "FINISHED")
+    jobs = [["+experiment=sym_1_1", f"seed={s}", "x=1"] for s in range(3)]
+    sweeping = ["+experiment=sym_1_1", "seed=0,1,2"]
+    result = finish_sweep(store, parent, 3, jobs=jobs, sweeping=sweeping)
+    assert result.status == "FAILED"
+    missing = "2 of 3 jobs left no run (+experiment=sym_1_1 seed=1; +experiment=sym_1_1 seed=2)"
+    assert result.problems == [missing]
+    tags = client.get_run(parent).data.tags
+    assert tags["jobs_expected"] == "3" and tags["sweep_error"] == missing
+
+
+def test_a_failed_sweep_makes_the_command_fail(store: str, tmp_path: Path) -> None:
+    """on_multirun_end closes the parent FAILED and raises, so the command exits non-zero."""
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name("hmarl")
+    assert exp is not None
+    cb = SweepCallback()
+    cb.uri, cb.sweep_dir, cb.expected_jobs = store, str(tmp_path), 2
+    cb.parent_run_id = start_parent_run(store, exp.experiment_id, "sweep seed=0,1", {})
+    cb.jobs, cb.sweeping = [["seed=0"], ["seed=1"]], ["seed=0,1"]
+    child(client, cb.parent_run_id, "seed=0", "asym_1_10", "FINISHED")
+    with pytest.raises(SweepFailed, match=r"ended FAILED: 1 of 2 jobs left no run \(seed=1\)"):
+        cb.on_multirun_end(config=OmegaConf.create({}))
+    assert client.get_run(cb.parent_run_id).info.status == "FAILED"
+
+
+def test_a_requeued_job_counts_as_its_planned_job(store: str) -> None:
+    """A requeue adds trainer.resume to the child's overrides: still the same job, same name."""
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name("hmarl")
+    assert exp is not None
+    parent = start_parent_run(store, exp.experiment_id, "sweep", {})
+    child(client, parent, "seed=0 trainer.resume=/s/0/checkpoints/last.pt", "a", "FINISHED")
+    child(client, parent, "seed=1", "a", "FINISHED")
+    result = finish_sweep(store, parent, 2, jobs=[["seed=0"], ["seed=1"]], sweeping=["seed=0,1"])
+    assert result == ("FINISHED", [])
+    names = {
+        r.info.run_name for r in all_runs(store) if r.data.tags.get("mlflow.parentRunId") == parent
+    }
+    assert names == {"a seed=0", "a seed=1"}
 
 
 def test_abort_closes_only_a_running_parent(store: str) -> None:
@@ -327,20 +425,23 @@ def test_config_registers_the_sweep_callback() -> None:
 def test_slurm_preset_composes() -> None:
     cfg = compose_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=cpu"])
     launcher = cfg.hydra.launcher  # type: ignore[attr-defined]
-    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher._target_ == "hydra_plugins.hmarl_launchers.requeue.RequeueSlurmLauncher"
     assert (launcher.partition, launcher.cpus_per_task, launcher.timeout_min) == ("cpu", 4, 240)
+    assert launcher.max_num_timeout > 0  # a job that hits its time limit is requeued
 
 
 @pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
     reason="hydra-ray-launcher not installed (pip install -e .[ray])",
 )
-@pytest.mark.parametrize(("preset", "address"), [("ray_local", None), ("ray_cluster", "auto")])
-def test_ray_presets_compose(preset: str, address: str | None) -> None:
+@pytest.mark.parametrize(("preset", "address"), [("ray_local", "local"), ("ray_cluster", "auto")])
+def test_ray_presets_compose(preset: str, address: str) -> None:
+    """ray_local never joins a running head ("local"); ray_cluster joins one, 1 CPU a job."""
     cfg = compose_hydra([f"hydra/launcher={preset}"])
     launcher = cfg.hydra.launcher  # type: ignore[attr-defined]
-    assert launcher._target_.endswith("RayLauncher")
+    assert launcher._target_ == "hydra_plugins.hmarl_launchers.ray_cluster.ClusterRayLauncher"
     assert launcher.ray.init.address == address
+    assert launcher.ray.remote.num_cpus == 1
 
 
 # ----------------------------------------------------------------------------- real sweeps

@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from hmarl.cli import reported_errors, run_cli
 from hmarl.config import Config, conf_dir, register_configs, to_config
+from hmarl.train.sweep import register_launchers
 from hmarl.train.trainer import train
 
 register_configs()
+register_launchers()
 
 
 def _sigterm(signum: int, frame: Any) -> None:
@@ -32,8 +34,11 @@ def hydra_main(dcfg: DictConfig) -> float | None:
     with reported_errors(Config):
         cfg = to_config(dcfg)
         hc = HydraConfig.get()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _sigterm)  # a cluster's preemption ends the run KILLED
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):  # SIGTERM ends the run KILLED, unless a launcher handles it (submitit: requeue)
+            signal.signal(signal.SIGTERM, _sigterm)
         result = train(
             cfg,
             hc.runtime.output_dir,
