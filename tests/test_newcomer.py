@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from helpers import compose_config, tiny_overrides
 from hydra import compose, initialize_config_dir
@@ -33,6 +35,7 @@ from hmarl.config import (
 )
 from hmarl.data.candles import DataError
 from hmarl.data.reading import load_candles
+from hmarl.report.style import figure_notes, log_odds, split_marks
 from hmarl.train.resume import resume_command, resumed_config
 from hmarl.train.selection import edge_failures, edge_found
 from hmarl.train.trainer import TrainState, kept_line, no_edge_warning, train
@@ -228,3 +231,94 @@ def test_the_summary_names_the_failed_condition_and_the_kept_episode() -> None:
     assert "the best validation sharpe was +0.2 at episode 89, not kept" in line
     state.best_edge = True
     assert kept_line(state, cfg, {}).startswith("kept episode 49 (best.pt): an edge")
+
+
+# ----------------------------------------------------------------------------- the figure style
+
+
+def figure_steps(n: int = 40, p_hold: float = 0.99) -> pd.DataFrame:
+    """A steps frame of n 5-minute bars, flat, HOLD at ``p_hold`` (test_metrics.make_steps)."""
+    from test_metrics import make_steps
+
+    steps = make_steps([0.001] * n, prices=[100.0 + i for i in range(n + 1)])
+    steps["p_hold"], steps["p_buy"], steps["p_sell"] = p_hold, (1 - p_hold) / 2, (1 - p_hold) / 2
+    return steps
+
+
+def figure_doc(steps: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "meta": {
+            "in_sample": True,
+            "split": "all",
+            "first_decision": steps.index[0].isoformat(),
+            "last_decision": steps.index[-1].isoformat(),
+            "split_starts": {
+                "val": steps.index[20].isoformat(),
+                "test": steps.index[30].isoformat(),
+            },
+        },
+        "flag_notes": ["the training run found no edge on validation: stay flat"],
+    }
+
+
+def test_png_and_html_share_one_palette() -> None:
+    """Momentum was red in the PNGs and green in report.html; flat green vs grey."""
+    from matplotlib.colors import to_hex
+
+    from hmarl.report import html
+    from hmarl.report.plots import equity_figure
+    from hmarl.report.style import PALETTE
+
+    assert html.COLORS is PALETTE
+    steps = figure_steps()
+    runs = {name: steps for name in ("strategy", "buy_and_hold", "flat", "momentum")}
+    (ax,) = equity_figure(runs, "t").axes
+    drawn = {str(line.get_label()): to_hex(line.get_color()) for line in ax.get_lines()}
+    assert {name: drawn[name] for name in runs} == {name: PALETTE[name] for name in runs}
+
+
+def test_figures_carry_the_flags_and_the_split_boundaries() -> None:
+    """The PNGs carried neither the no-edge flag nor the in-sample warning; split=all figures
+    did not mark where validation and test start."""
+    from hmarl.backtest.report import report_figures
+
+    steps = figure_steps()
+    doc = figure_doc(steps)
+    figures = report_figures({"strategy": steps, "buy_and_hold": steps}, "all", None, doc)
+    assert set(figures) == {"equity.png", "drawdown.png", "positions.png",
+                            "action_probabilities.png"}  # fmt: skip
+    for fig in figures.values():
+        title = fig.get_suptitle()
+        assert "found no edge" in title and "IN SAMPLE" in title
+        for ax in fig.axes:
+            labels = [t.get_text() for t in ax.texts]
+            assert labels.count("val starts") == 1 and labels.count("test starts") == 1
+    outside = dict(doc, meta={**doc["meta"], "split_starts": {"val": "2020-01-01T00:00:00+00:00"}})
+    assert split_marks(outside) == []  # a boundary outside the bars is not drawn
+
+
+def test_action_probabilities_are_readable_near_one() -> None:
+    """P(HOLD) = 0.99 was a flat line at the top of a linear 0-1 axis."""
+    from hmarl.report.plots import probabilities_figure
+
+    fig = probabilities_figure(figure_steps(p_hold=0.99), "t")
+    (ax,) = fig.axes
+    hold = next(line for line in ax.get_lines() if line.get_label() == "HOLD")
+    assert np.allclose(hold.get_ydata(), math.log(0.99 / 0.01))  # log-odds, not 0.99
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert {"0.5", "0.99", "0.999"} <= set(labels)
+    low, high = ax.get_ylim()
+    assert low < log_odds(0.001) and high > log_odds(0.999)
+
+
+def test_report_html_uses_the_same_notes_and_marks(tmp_path: Path) -> None:
+    from hmarl.report.html import _header, report_layout
+
+    steps = figure_steps()
+    doc = figure_doc(steps)
+    header = _header(doc)
+    for note in figure_notes(doc):
+        assert note in header
+    layout = report_layout({"strategy": steps}, pd.DataFrame({"strategy": [1.0]}, index=["x"]), doc)
+    spans = [m for m in layout.references() if type(m).__name__ == "Span"]
+    assert len(spans) == 2 * 5  # two boundaries on each of the five panels
