@@ -36,6 +36,12 @@ EXIT_INTERRUPTED = 130
 _user_full_error: bool | None = None  # the user's HYDRA_FULL_ERROR, before run_cli set it
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM caught by a run that knows how to continue; its message says how
+    (the checkpoint's path and the command), and :func:`run_cli` prints it instead of its
+    generic line."""
+
+
 def full_error_requested() -> bool:
     """True when the user asked for tracebacks (``HYDRA_FULL_ERROR=1``)."""
     if _user_full_error is not None:
@@ -74,6 +80,38 @@ def schema_keys(schema: type, prefix: str = "") -> list[str]:
     return keys
 
 
+def _mapping_key(key: str, schema: type) -> str | None:
+    """The mapping-valued schema key (``data.columns``) that ``key`` is or lies under, or None.
+
+    Why: Hydra cannot assign a whole mapping to a key of a schema (``data.columns={close: p}``
+    fails as "not in struct"), nor a new entry without ``+``; both used to be reported as an
+    unknown key with the key itself as the suggestion.
+    """
+    hints: Any = schema
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not (isinstance(hints, type) and is_dataclass(hints)):
+            return None
+        found = get_type_hints(hints).get(part)
+        if found is None:
+            return None
+        options = (found, *getattr(found, "__args__", ()))
+        if any(getattr(t, "__origin__", t) is dict for t in options):
+            return ".".join(parts[: i + 1])
+        nested = [t for t in options if isinstance(t, type) and is_dataclass(t)]
+        hints = nested[0] if nested else None
+    return None
+
+
+def mapping_hint(key: str) -> str:
+    """How to set entries of a mapping-valued key from the command line (one per entry)."""
+    example = "+data.columns.close=price" if key == "data.columns" else f"+{key}.<name>=<value>"
+    return (
+        f"{key} is a mapping: set each entry with +{key}.<name>=<value> (note the +), "
+        f"e.g. {example}"
+    )
+
+
 _NOT_IN_STRUCT = re.compile(r"Could not override '([^']+)'.*Key '[^']+' (is )?not in", re.S)
 
 
@@ -90,6 +128,9 @@ def describe(exc: BaseException, schema: type | None = None) -> str:
     typo = _NOT_IN_STRUCT.search(text)
     if typo and schema is not None:
         key = typo.group(1)
+        mapping = _mapping_key(key, schema)
+        if mapping is not None:
+            return mapping_hint(mapping)
         close = difflib.get_close_matches(key, schema_keys(schema), n=1)
         hint = f"did you mean {close[0]}?" if close else "see the YAML files in conf/"
         return f"unknown config key {key} ({hint})"
@@ -133,8 +174,8 @@ def run_cli(hydra_main: Callable[[], Any], schema: type, interrupted: str = "int
     os.environ[FULL_ERROR] = "1"  # let Hydra's exceptions reach us (see the module docstring)
     try:
         hydra_main()
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(str(exc) if isinstance(exc, Interrupted) else interrupted, file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
     except Exception as exc:
         exit_with(exc, schema)

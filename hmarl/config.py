@@ -454,8 +454,7 @@ def _cross_checks(cfg: Config) -> list[str]:
             f"data.train_frac + data.val_frac must be < 1 (the rest is the test split), got "
             f"{cfg.data.train_frac} + {cfg.data.val_frac}"
         )
-    if cfg.data.source != DataSource.synthetic and not cfg.data.path:
-        problems.append(f"data.path is required for data={cfg.data.source.value}")
+    problems += check_source(cfg.data, "data.")
     if cfg.env.action_mode == ActionMode.increment and cfg.env.increment > 0:
         steps = cfg.env.max_position / cfg.env.increment
         if abs(steps - round(steps)) > 1e-9 or round(steps) > 10:
@@ -466,6 +465,28 @@ def _cross_checks(cfg: Config) -> list[str]:
     problems += check_dates(cfg.data, "data.")
     problems += check_device(cfg.device)
     return problems
+
+
+FILE_SOURCES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".zip": "binance"}
+
+
+def check_source(data: DataConfig, prefix: str) -> list[str]:
+    """A file source needs ``data.path``; and a path given to the synthetic source is refused.
+
+    Why refuse rather than ignore: ``data.path=my.csv`` without ``data=csv`` used to train on
+    the synthetic market without a word, so a user believed their own candles were learned.
+    """
+    if data.source != DataSource.synthetic:
+        if data.path:
+            return []
+        return [f"{prefix}path is required for data={data.source.value}: add {prefix}path=<file>"]
+    if not data.path:
+        return []
+    guess = FILE_SOURCES.get(Path(data.path).suffix.lower(), "csv")
+    return [
+        f"{prefix}path={data.path} is set but data=synthetic ignores it: add data={guess} "
+        f"(csv | parquet | binance) to read that file"
+    ]
 
 
 def check_dates(data: DataConfig, prefix: str) -> list[str]:
@@ -658,7 +679,7 @@ def to_backtest_config(cfg: DictConfig | BacktestConfig) -> BacktestConfig:
     if not obj.fee_multipliers:
         problems.append("fee_multipliers must be a non-empty list of numbers >= 0")
     if obj.data is not None:
-        problems += check_dates(obj.data, "data.")
+        problems += check_dates(obj.data, "data.") + check_source(obj.data, "data.")
     if problems:
         raise BacktestError("invalid backtest configuration: " + "; ".join(problems))
     return obj

@@ -9,6 +9,7 @@ and shows bad inputs as an error line, never an exception.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -72,11 +73,44 @@ def test_runs_curves_checkpoints_and_comparison(store: Store) -> None:
 
 
 def test_launcher_arguments() -> None:
-    assert launcher.split_args(["--server.headless", "true"])[0] == ["--server.headless", "true"]
+    off = ["--browser.gatherUsageStats", "false"]  # usage statistics off unless asked for
+    assert launcher.split_args(["--server.headless", "true"])[0] == [
+        *off,
+        "--server.headless",
+        "true",
+    ]
     opts, uri = launcher.split_args(["--server.port", "8600", "--", "--store", "sqlite:///x.db"])
-    assert opts == ["--server.port", "8600"] and uri == "sqlite:///x.db"
+    assert opts == [*off, "--server.port", "8600"] and uri == "sqlite:///x.db"
+    on = ["--browser.gatherUsageStats", "true"]
+    assert launcher.split_args(on)[0] == on
+    assert launcher.split_args(["--browser.gatherUsageStats=true"])[0] == [
+        "--browser.gatherUsageStats=true"
+    ]
     with pytest.raises(SystemExit, match="only --store URI"):
         launcher.split_args(["--", "--stor", "x"])
+
+
+def test_launcher_help_names_the_real_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed Streamlit's ``Usage: python -m hmarl.streamlit run``."""
+    launcher.main(["--help"])
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m hmarl.app ") and "hmarl.streamlit" not in text
+    assert "--store" in text and "gatherUsageStats" in text
+
+
+def test_runs_show_the_verdict_buy_and_hold_and_a_readable_market(store: Store) -> None:
+    """The runs table read ``flags: none`` for a no-edge run, without buy & hold; labels were
+    cut to ``asym_1_10 @ data ...``."""
+    runs = app.training_runs(app.open_page_store(store.uri), "hmarl")
+    table = app.run_table(runs)
+    assert list(table.columns[:5]) == ["name", "data", "edge", "val_return_pct",
+                                       "val_buy_and_hold_pct"]  # fmt: skip
+    row = runs.loc[store.run_id]
+    assert row["edge"] == "edge found" or row["edge"].startswith("no edge")
+    assert ("no_edge_found_in_training" in row["flags"]) == (row["edge"] != "edge found")
+    assert row["val_buy_and_hold_pct"] == row["val_buy_and_hold_pct"]  # logged: not NaN
+    label = app.run_label(runs, store.run_id)
+    assert label.startswith(f"{row['name']} · synthetic seed 0 (") and "@" not in label
 
 
 def test_candle_file_overrides(tmp_path: Path) -> None:
@@ -117,6 +151,11 @@ def test_page_lists_runs_and_backtests_a_period(
     out = Path(at.session_state["report"])
     assert (out / "report.html").is_file() and (out / "stats.json").is_file()
     assert any("bars" in s.value for s in at.success)
+    # report.html embedded with st.iframe (components.v1.html is past its removal date)
+    assert len(at.get("iframe")) == 1
+    # the report's header names the checkpoint by its run, not a temporary folder
+    meta = json.loads((out / "stats.json").read_text())["meta"]
+    assert f"/checkpoints/{store.run_id}/" in meta["checkpoint"]
     # the backtest is logged to the page's store, linked to its training run
     client = app.open_page_store(store.uri)
     linked = app.backtests_of(client, [store.run_id])

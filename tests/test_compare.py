@@ -19,9 +19,12 @@ import pytest
 from hmarl.config import Config
 from hmarl.report.compare import (
     aggregate,
+    best_lines,
     best_run_dsr,
+    best_runs,
     ci95_halfwidth,
     compare,
+    difference_line,
     format_summary,
     paired_differences,
     report,
@@ -105,6 +108,32 @@ def test_dsr_leaves_out_and_names_runs_without_variance() -> None:
     assert d["left_out"] == ["r2"] and d["n_trials"] == 3 and d["run_id"] == "id3"
 
 
+def test_best_is_chosen_within_a_market_among_runs_with_an_edge() -> None:
+    """A 4-run sweep where no run found an edge printed "best run by val Sharpe ... 3.19"; and
+    a selection over three markets picked one "best" across them."""
+    runs = dsr_runs([3.0, 1.0, 2.0, 0.5, 4.0])
+    runs["market"] = ["a", "a", "a", "b", "b"]
+    runs["edge_found"] = [False, True, True, False, False]
+    best = best_runs(runs)
+    assert best["a"]["run_id"] == "id2"  # not id0 (higher Sharpe, no edge)
+    assert best["a"]["n_trials"] == 3  # every run of the market counts as a trial
+    assert best["b"] == {
+        "error": "no best run: none of its 2 runs found an edge on validation, and each one's "
+        "advice is to stay flat"
+    }
+    lines = best_lines("b", best["b"]) + best_lines("a", best["a"])
+    assert lines[0].startswith("b: no best run") and "r2" in lines[1]
+
+
+def test_a_difference_without_seed_pairs_says_so() -> None:
+    """It printed ``test_sharpe: +nan ± nan (95% CI, 0 seed pairs)``."""
+    row = {"a": "x", "b": "y", "metric": "test_sharpe", "n_pairs": 0,
+           "diff_mean": math.nan, "diff_ci95": math.nan}  # fmt: skip
+    assert difference_line(row) == (
+        "y - x test_sharpe: no paired difference (0 shared seeds with figures; 2 needed)"
+    )
+
+
 # ----------------------------------------------------------------------------- a real sweep
 
 
@@ -165,14 +194,25 @@ def test_compare_a_sweep(sweep: tuple[str, str, Path], tmp_path: Path) -> None:
     assert runs[runs["group"] == "sym_1_1"]["test_sharpe"].isna().all()
     assert summary.loc[["sym_1_1"], "test_sharpe_mean"].isna().all()
     flat = sorted(runs.loc[~(runs["val_volatility_ann_pct"] > 0), "name"])
-    assert result.dsr["left_out"] == flat  # flat runs: no skew, kurtosis, PSR; named
+    everyone = best_run_dsr(runs)  # the statistics over all runs, edge or not
+    assert everyone["left_out"] == flat  # flat runs: no skew, kurtosis, PSR; named
     assert (
         runs.loc[runs["name"].isin(flat), ["val_skew", "val_kurtosis", "val_psr"]]
         .isna()
         .all(axis=None)
     )
-    assert result.dsr["n_trials"] == 4 - len(flat) and 0.0 <= result.dsr["dsr"] <= 1.0
-    assert result.dsr["run_id"] == runs.loc[~runs["name"].isin(flat), "val_sharpe"].idxmax()
+    assert everyone["n_trials"] == 4 - len(flat) and 0.0 <= everyone["dsr"] <= 1.0
+    assert everyone["run_id"] == runs.loc[~runs["name"].isin(flat), "val_sharpe"].idxmax()
+    # the verdict per run, the market by name, and "best" only among runs with an edge
+    (market,) = runs["market"].unique()
+    assert market.startswith("synthetic seed 0 [" + runs["data_fingerprint"].iloc[0][:8] + "]")
+    assert runs["val_buy_and_hold_pct"].notna().all()
+    assert set(runs["edge"]) <= {"edge found"} | {e for e in runs["edge"] if "no edge" in e}
+    best = result.dsr[market]
+    if runs["edge_found"].any():
+        assert runs.loc[best["run_id"], "edge_found"]
+    else:
+        assert best["error"].startswith("no best run: none of its 4 runs found an edge")
     assert set(result.histories["key"]) == {"reward/mean", "val/sharpe"}
     assert len(result.histories) == 4 * 4 * 2  # 4 runs x 4 episodes x 2 keys
     for name in ("learning_curves", "bars"):
@@ -181,7 +221,11 @@ def test_compare_a_sweep(sweep: tuple[str, str, Path], tmp_path: Path) -> None:
     assert saved.loc["sym_1_1", "n"] == 2
     text = report(result)
     assert "asym_1_10" in text and "sym_1_1 - asym_1_10 val_sharpe" in text
-    assert "Deflated Sharpe Ratio" in text and "validation only" not in text
+    assert "validation only" not in text
+    assert ("Deflated Sharpe Ratio" in text) == bool(runs["edge_found"].any())
+    for r in runs.itertuples():
+        assert f"{r.name} ({r.group}): {r.edge}; val return" in text
+        assert f"vs buy & hold {r.val_buy_and_hold_pct:+.2f}%" in text
 
 
 def test_compare_without_backtests_says_validation_only(
@@ -230,7 +274,7 @@ def test_validation_figures_are_the_selected_ones(sweep: tuple[str, str, Path]) 
         )
         assert chosen is not None and row["best_episode"] == steps[chosen]
     assert list(result.runs["market"].unique()) == [result.runs["market"].iloc[0]]
-    assert "market: data " in report(result) and "mixes" not in report(result)
+    assert "market: synthetic seed 0 [" in report(result) and "mixes" not in report(result)
 
 
 def test_one_experiment_on_two_files_is_two_groups(tmp_path: Path) -> None:
@@ -243,7 +287,8 @@ def test_one_experiment_on_two_files_is_two_groups(tmp_path: Path) -> None:
         train(cfg, tmp_path / f"m{market_seed}", progress=False)
     result = compare(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "out")
     assert len(result.summary) == 2 and list(result.summary["n"]) == [1, 1]
-    assert all(g.startswith("asym_1_10 @ data ") for g in result.summary.index)
+    names = {g.split(" [")[0] for g in result.summary.index}  # a readable market, hash beside
+    assert names == {"asym_1_10 @ synthetic seed 0", "asym_1_10 @ synthetic seed 1"}
     assert result.differences.empty  # never paired across markets
     assert "2 markets (never pooled" in report(result)
 
@@ -255,7 +300,7 @@ def test_compare_runs_cli(sweep: tuple[str, str, Path], tmp_path: Path) -> None:
            "--latest-sweep", "--out", str(tmp_path / "cli")]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "asym_1_10" in proc.stdout and "Deflated Sharpe Ratio" in proc.stdout
+    assert "asym_1_10" in proc.stdout and "found an edge" in proc.stdout
     assert (tmp_path / "cli" / "learning_curves.png").read_bytes()[:8] == PNG
     bad = subprocess.run([*cmd[:2], "--tag", "novalue"], capture_output=True, text=True)
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
@@ -297,5 +342,5 @@ def test_notebook_executes_headless(
     printed = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
     )
-    assert "asym_1_10" in printed and "Deflated Sharpe Ratio" in printed
+    assert "asym_1_10" in printed and "found an edge" in printed
     assert (tmp_path / "nb" / "groups.png").read_bytes()[:8] == PNG

@@ -17,7 +17,7 @@ from hmarl.data.reading import load_candles
 from hmarl.io import write_json, write_text
 from hmarl.stats.metrics import outcome_flags
 from hmarl.tracking import absolute_store_uri
-from hmarl.train.trainer import Throughput, train
+from hmarl.train.trainer import Throughput, run_flags, train
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
@@ -86,7 +86,10 @@ def test_training_summary_flags_and_store(tmp_path: Path) -> None:
     if "few_trades" in result.flags:
         assert f"selection rests on {result.best_val['# Trades']} trade" in log
     tags = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(result.run_id).data.tags
-    assert tags["flags"] == (",".join(result.flags) or "none")
+    # a run without an edge says so among its flags (a no-edge run read "flags: none")
+    assert tags["flags"] == (",".join(run_flags(result.flags, result.state.best_edge)) or "none")
+    assert ("no_edge_found_in_training" in tags["flags"]) == (not result.state.best_edge)
+    assert tags["edge_misses"] != "none" or result.state.best_edge
     assert (result.best_checkpoint.stat().st_mode & 0o777) == 0o666 & ~_umask()
 
 

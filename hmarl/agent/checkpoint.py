@@ -25,6 +25,7 @@ from hmarl import __version__
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.config import ModelConfig
 from hmarl.io import atomic_write
+from hmarl.tracking import CHECKPOINT_DIR
 
 FORMAT = 1
 
@@ -147,6 +148,27 @@ def _check_kind(p: Path) -> None:
             f"{p} is not a checkpoint: neither a PyTorch archive (zip) nor a pickle (it starts "
             f"with {head!r}); pass a checkpoints/last.pt or best.pt written by hmarl.train"
         )
+
+
+def checkpoint_file(path: str | os.PathLike[str], prefer: Sequence[str]) -> Path:
+    """The checkpoint a path names: a file as it is; a run folder (or its ``checkpoints/``)
+    by the first of ``prefer`` (e.g. ``best.pt``, ``last.pt``) that it holds.
+
+    Why: the summary prints the run's output folder, and ``checkpoint=<that folder>`` used
+    to answer "checkpoint not found" for a folder that exists.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return p
+    for folder in (p / CHECKPOINT_DIR, p):
+        for name in prefer:
+            if (folder / name).is_file():
+                return folder / name
+    raise CheckpointError(
+        f"{p} is a folder without {' or '.join(prefer)} (looked in {p / CHECKPOINT_DIR} and "
+        f"{p}): pass a run's output folder or a checkpoint file, e.g. "
+        f"{p / CHECKPOINT_DIR / prefer[0]}"
+    )
 
 
 def load_checkpoint(

@@ -5,6 +5,10 @@ the page opens first (default ``sqlite:///mlflow.db`` in the working directory):
 
     python -m hmarl.app                                   # http://localhost:8501
     python -m hmarl.app --server.headless true --server.port 8600 -- --store sqlite:///x.db
+
+Streamlit's usage statistics are off unless asked for (``--browser.gatherUsageStats true``):
+the page is a local tool and must not make the browser reach an outside host.
+Every ``streamlit run`` option: ``streamlit run --help``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,20 @@ from hmarl.tracking import DEFAULT_URI
 PAGE = Path(__file__).with_name("page.py")
 
 
+USAGE_STATS = "--browser.gatherUsageStats"
+HELP = ("-h", "--help")
+
+
 def split_args(argv: Sequence[str]) -> tuple[list[str], str]:
-    """Streamlit's options (before ``--``) and the page's store (``--store URI`` after it)."""
+    """Streamlit's options (before ``--``) and the page's store (``--store URI`` after it).
+
+    Usage statistics are switched off unless the options set them (see the module docstring).
+    """
     args = list(argv)
     page_args = args[args.index("--") + 1 :] if "--" in args else []
     streamlit_args = args[: args.index("--")] if "--" in args else args
+    if not any(a.split("=")[0] == USAGE_STATS for a in streamlit_args):
+        streamlit_args = [USAGE_STATS, "false", *streamlit_args]
     store = os.environ.get(STORE_ENV, DEFAULT_URI)
     if page_args[:1] == ["--store"] and len(page_args) == 2:
         store = page_args[1]
@@ -37,10 +50,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run ``streamlit run hmarl/app/page.py`` with the given options, in this process."""
     from streamlit.web import cli as streamlit_cli
 
-    streamlit_args, store = split_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in HELP for a in argv[: argv.index("--") if "--" in argv else len(argv)]):
+        print(usage())  # streamlit's own help named "python -m hmarl.streamlit run"
+        return
+    streamlit_args, store = split_args(argv)
     os.environ[STORE_ENV] = store
     sys.argv = ["streamlit", "run", *streamlit_args, str(PAGE)]
     streamlit_cli.main()
+
+
+def usage() -> str:
+    """``python -m hmarl.app --help``: this module's docstring, with the real command."""
+    return "usage: python -m hmarl.app [STREAMLIT OPTIONS] [-- --store URI]\n" + (__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 
 STORE_ENV = "HMARL_APP_STORE"  # the store the page opens first (set by hmarl.app.__main__)
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")  # the page lists every training run
-RUN_COLUMNS = ("group", "name", "seed", "status", "flags", "val_sharpe", "val_return_pct",
-               "val_n_trades", "test_sharpe", "test_return_pct", "best_episode")  # fmt: skip
+# the verdict and buy & hold first: a no-edge run's figures are not advice to trade it
+RUN_COLUMNS = ("name", "data", "edge", "val_return_pct", "val_buy_and_hold_pct", "flags",
+               "val_sharpe", "val_n_trades", "test_sharpe", "test_return_pct", "seed", "status",
+               "best_episode", "group", "market")  # fmt: skip
 PAGE_BACKTEST = (  # a page backtest: the report's figures, fewer repetitions (seconds, not tens)
     "fee_multipliers=[1.0]",
     "n_bootstrap=200",
@@ -103,9 +105,13 @@ def training_runs(client: MlflowClient, experiment: str) -> pd.DataFrame:
 
 
 def run_label(runs: pd.DataFrame, run_id: str) -> str:
-    """``group / name (abcdef12)``: how a run is listed on the page."""
+    """``name · data (abcdef12)``: how a run is listed on the page.
+
+    Short on purpose: the group's name carries the whole market label, and a label that
+    started with it was cut to ``asym_1_10 @ data ...`` in the sidebar.
+    """
     row = runs.loc[run_id]
-    return f"{row['group']} / {row['name']} ({run_id[:8]})"
+    return f"{row['name']} · {row['data']} ({run_id[:8]})"
 
 
 def backtests_of(client: MlflowClient, run_ids: Sequence[str]) -> pd.DataFrame:
@@ -212,6 +218,7 @@ def fetch_checkpoint(client: MlflowClient, run_id: str, name: str, dst: Path) ->
             f"{', '.join(available) or 'none'}); was it trained with "
             "tracking.log_checkpoints=false?"
         )
+    dst.mkdir(parents=True, exist_ok=True)
     return Path(client.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{name}", str(dst)))
 
 
@@ -237,7 +244,8 @@ def run_period_backtest(
 
     step("fetching the checkpoint")
     out_root.mkdir(parents=True, exist_ok=True)
-    local = fetch_checkpoint(client, run_id, checkpoint, Path(tempfile.mkdtemp(dir=out_root)))
+    # a folder named by the run, not a temporary one: report.html's header shows this path
+    local = fetch_checkpoint(client, run_id, checkpoint, out_root / "checkpoints" / run_id)
     overrides = backtest_overrides(uri, local, experiment, period)
     register_backtest_configs()
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):

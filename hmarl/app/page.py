@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import streamlit as st
-import streamlit.components.v1 as components
 
 from hmarl.app import backend as app
 
@@ -115,5 +114,5 @@ with backtest_tab:
         )
         for note in result.meta.get("flags", []):
             st.warning(f"flag: {note}")
-        components.html(app.report_page(result), height=1100, scrolling=True)
+        st.iframe(app.report_page(result), height=1100)  # components.v1.html: removed 2026-06
         st.dataframe(app.frame_for_display(app.stats_for_display(result)))

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from hmarl.agent.checkpoint import Checkpoint, check_keys, load_checkpoint
+from hmarl.agent.checkpoint import Checkpoint, check_keys, checkpoint_file, load_checkpoint
 from hmarl.config import BacktestError, DataConfig, DataSource
 from hmarl.data.timestamps import as_utc
 from hmarl.market.env import EnvParams
@@ -31,7 +31,7 @@ from hmarl.market.market_data import (
     market_for_config,
     resolve_feature_names,
 )
-from hmarl.tracking import fetch_run_checkpoint
+from hmarl.tracking import BEST_CHECKPOINT, LAST_CHECKPOINT, fetch_run_checkpoint
 
 
 def load_backtest_checkpoint(
@@ -42,10 +42,8 @@ def load_backtest_checkpoint(
 ) -> tuple[Checkpoint, str]:
     """The checkpoint (loaded weights-only, never executing code) and where it came from."""
     if checkpoint is not None:
-        ckpt, source = (
-            load_checkpoint(checkpoint, map_location=device),
-            str(Path(checkpoint).resolve()),
-        )
+        path = checkpoint_file(checkpoint, (BEST_CHECKPOINT, LAST_CHECKPOINT))
+        ckpt, source = load_checkpoint(path, map_location=device), str(path.resolve())
     elif run_id is not None:
         with tempfile.TemporaryDirectory(prefix="hmarl-ckpt-") as tmp:
             path, source = fetch_run_checkpoint(run_id, tracking_uri, Path(tmp))

@@ -23,9 +23,11 @@ from hmarl.io import write_csv, write_json, write_png
 from hmarl.report.plots import (
     drawdown_figure,
     equity_figure,
+    mark_figure,
     positions_figure,
     probabilities_figure,
 )
+from hmarl.report.style import figure_notes, split_marks
 from hmarl.stats.metrics import metric_keys, trades
 from hmarl.steps import (
     ACTION,
@@ -123,12 +125,17 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def report_figures(
-    runs: Mapping[str, pd.DataFrame], label: str, band: pd.DataFrame | None = None
+    runs: Mapping[str, pd.DataFrame],
+    label: str,
+    band: pd.DataFrame | None = None,
+    doc: Mapping[str, Any] | None = None,
 ) -> dict[str, Figure]:
     """The four report figures: equity vs baselines and the random-timing band, drawdown,
-    positions, probabilities."""
+    positions, probabilities; each carries the report's notes (flags, in sample) and split
+    boundaries from ``doc`` (hmarl.report.style)."""
     steps = runs[STRATEGY]
-    return {
+    notes, marks = figure_notes(doc or {}), split_marks(doc or {})
+    figures = {
         "equity.png": equity_figure(runs, f"Equity against baselines, {label}", band),
         "drawdown.png": drawdown_figure(
             {k: runs[k] for k in (STRATEGY, "buy_and_hold") if k in runs}, f"Drawdown, {label}"
@@ -136,6 +143,7 @@ def report_figures(
         "positions.png": positions_figure(steps, f"Price, trades and position, {label}"),
         "action_probabilities.png": probabilities_figure(steps, f"Action probabilities, {label}"),
     }
+    return {name: mark_figure(fig, notes, marks) for name, fig in figures.items()}
 
 
 def write_report(
@@ -165,7 +173,7 @@ def write_report(
     if null is not None:
         files.append(write_csv(out / "random_timing.csv", null_frame(null), index=False))
     if plot_label is not None:
-        figures = report_figures(runs, plot_label, None if null is None else null.band)
+        figures = report_figures(runs, plot_label, None if null is None else null.band, doc)
         files += [write_png(out / name, fig) for name, fig in figures.items()]
     if html:
         from hmarl.report.html import write_report_html

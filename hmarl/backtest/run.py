@@ -149,6 +149,13 @@ def _meta(
         "same_data_as_training": market.fingerprint == ckpt["data_fingerprint"],
         "in_sample": sample,
         "split": cfg.split.value,
+        # where validation and test start, drawn on split=all figures (the training data only:
+        # another file's fractions are not the checkpoint's splits)
+        "split_starts": {
+            name: market.index[market.splits[name][0]].isoformat() for name in ("val", "test")
+        }
+        if market.fingerprint == ckpt["data_fingerprint"]
+        else {},
         "decision_rows": [lo, hi],
         "first_decision": market.index[lo].isoformat(),
         "last_decision": market.index[hi - 1].isoformat(),

@@ -7,6 +7,7 @@ high, low and volume are only known at ``index[t] + freq``.
 
 from __future__ import annotations
 
+import difflib
 import io
 import os
 import zipfile
@@ -175,6 +176,7 @@ def _select_columns(
         lookup[key] = col
     chosen: dict[str, str] = {}
     missing: list[str] = []
+    unmatched: list[str] = []  # canonical names of the missing columns
     for canon in wanted:
         if canon in columns:
             candidates: tuple[str, ...] = (columns[canon],)
@@ -186,6 +188,7 @@ def _select_columns(
             (lookup[c.strip().lower()] for c in candidates if c.strip().lower() in lookup), None
         )
         if hit is None:
+            unmatched.append(canon)
             missing.append(
                 canon if candidates == (canon,) else f"{canon} (looked for {list(candidates)})"
             )
@@ -194,9 +197,31 @@ def _select_columns(
     if missing:
         raise DataError(
             f"{label}: missing column(s) {missing}; found {[str(c) for c in raw.columns]}. "
-            "Map them with columns={'<canonical name>': '<column in file>'}."
+            f"Map each with +data.columns.<name>=<column in file> (note the +), e.g. "
+            f"{' '.join(_column_overrides(unmatched, list(raw.columns), chosen))}"
         )
     return pd.DataFrame({canon: raw[col].reset_index(drop=True) for canon, col in chosen.items()})
+
+
+def _column_overrides(
+    missing: Sequence[str], found: Sequence[object], chosen: Mapping[str, str]
+) -> list[str]:
+    """The overrides that would map each missing canonical column, guessing the file's column
+    by name (``o`` for open, ``price`` for close) where one is close enough, else ``<column>``."""
+    free = [str(c) for c in found if str(c) not in chosen.values()]
+    out = []
+    for canon in missing:
+        low = {c.strip().lower(): c for c in free}
+        guess = difflib.get_close_matches(canon, list(low), n=1, cutoff=0.6)
+        hit = low[guess[0]] if guess else next((c for k, c in low.items() if k == canon[0]), None)
+        if canon == "close" and hit is None:
+            hit = next((c for k, c in low.items() if k in ("price", "last", "adj close")), None)
+        column = hit if hit is not None else "<column>"
+        if hit is not None:
+            free.remove(hit)
+        item = f"+data.columns.{canon}={column}"
+        out.append(f"'+data.columns.{canon}=\"{column}\"'" if " " in column else item)
+    return out
 
 
 def _first_non_utf8(blob: bytes) -> str:

@@ -95,7 +95,7 @@ class Comparison(NamedTuple):
     summary: pd.DataFrame  # one row per experiment: n, <col>_mean/_std/_ci95
     histories: pd.DataFrame  # long format: run_id, key, step, value
     differences: pd.DataFrame  # paired_differences of val (and test) Sharpe
-    dsr: dict[str, Any]  # best run and its Deflated Sharpe Ratio
+    dsr: dict[str, dict[str, Any]]  # per market: best run with an edge and its DSR, or "error"
     has_test: bool  # False: no linked test backtests, validation only
     files: dict[str, Path]  # name -> written file
 
@@ -182,17 +182,55 @@ def run_row(run: Run) -> dict[str, Any]:
         "parent_run_id": tags.get("mlflow.parentRunId"),
         "best_episode": int(best) if best not in (None, "", "-1") else None,
         "flags": tags.get("flags", ""),
+        "data": data_name(params),
+        # the training run's verdict (tags set at its end): an edge, or which conditions failed
+        "edge_found": tags.get("edge_found") == "True",
+        "edge": verdict(tags),
+        "val_buy_and_hold_pct": _float(tags.get("val_buy_and_hold_pct")),
         "wall_s": _wall_s(run),
     }
     return row
 
 
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text is not None else math.nan
+    except ValueError:
+        return math.nan
+
+
+def data_name(params: Mapping[str, str]) -> str:
+    """A market by a name a person reads: the file's stem (and date bounds) or the synthetic
+    market's seed; the fingerprint goes beside it (:func:`market_label`)."""
+    source = params.get("data.source", "?")
+    if source == "synthetic":
+        return f"synthetic seed {params.get('data.market_seed', '?')}"
+    path = params.get("data.path") or "?"
+    start, end = (params.get(k, "None") for k in ("data.start", "data.end"))
+    if (start, end) == ("None", "None"):
+        return Path(path).stem
+    return f"{Path(path).stem} {start if start != 'None' else ''}..{end if end != 'None' else ''}"
+
+
+def verdict(tags: Mapping[str, str]) -> str:
+    """``edge found``, ``no edge (buy_and_hold 4/4, ...)`` or ``unknown`` (no tag: the run
+    did not finish): the training run's own answer, shown beside its figures."""
+    found = tags.get("edge_found")
+    if found is None:
+        return "unknown (run did not finish)"
+    if found == "True":
+        return "edge found"
+    misses = tags.get("edge_misses", "none")
+    return "no edge" + (f" (failed: {misses})" if misses not in ("", "none") else "")
+
+
 def market_label(frame: pd.DataFrame) -> pd.Series:
-    """Each run's market: ``data <fingerprint[:8]>``, plus the bar and cost settings."""
+    """Each run's market: its readable name, ``[fingerprint[:8]]``, bar and cost settings."""
     return (
-        "data "
+        frame["data"].astype(str)
+        + " ["
         + frame["data_fingerprint"].astype(str).str[:8]
-        + " bars="
+        + "] bars="
         + frame["bars"].astype(str)
         + " costs="
         + frame["commission"].astype(str)
@@ -408,8 +446,35 @@ def _cell(mean: float, ci: float, std: float) -> str:
     return f"{mean:.4g} ± {ci:.3g} (sd {std:.3g})"
 
 
-def best_run_dsr(runs: pd.DataFrame, n_trials: int | None = None) -> dict[str, Any]:
-    """The best run by final validation Sharpe and its Deflated Sharpe Ratio.
+def best_runs(runs: pd.DataFrame, n_trials: int | None = None) -> dict[str, dict[str, Any]]:
+    """Per market: the best run among those that found an edge, with its Deflated Sharpe
+    Ratio, or ``{"error": why there is none}``.
+
+    Why per market and among edges only: a "best run" across markets compares Sharpe ratios
+    of different data, and a best run that found no edge (its own advice: stay flat) read as
+    a recommendation. All of a market's runs still count as the trials behind the best.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for market, part in runs.groupby("market", sort=True):
+        edges = part["edge_found"].fillna(False).astype(bool)
+        if not edges.any():
+            out[str(market)] = {
+                "error": f"no best run: none of its {len(part)} runs found an edge on "
+                "validation, and each one's advice is to stay flat"
+            }
+            continue
+        try:
+            out[str(market)] = best_run_dsr(part, n_trials, candidates=edges)
+        except ValueError as exc:
+            out[str(market)] = {"error": str(exc)}
+    return out
+
+
+def best_run_dsr(
+    runs: pd.DataFrame, n_trials: int | None = None, candidates: pd.Series | None = None
+) -> dict[str, Any]:
+    """The best run by final validation Sharpe (among ``candidates`` when given: a boolean
+    mask, e.g. the runs that found an edge) and its Deflated Sharpe Ratio.
 
     DSR works in per-bar units: SR_bar = annual Sharpe / sqrt(periods per year). The trials
     are the sweep's runs (``n_trials`` overrides, e.g. to count runs tried elsewhere);
@@ -432,7 +497,12 @@ def best_run_dsr(runs: pd.DataFrame, n_trials: int | None = None) -> dict[str, A
     if trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {trials}")
     var = float(np.var(sr_bar.to_numpy(), ddof=1)) if len(ok) > 1 else 0.0
-    best_id = str(sr_bar.idxmax())
+    eligible = sr_bar if candidates is None else sr_bar[candidates.reindex(ok.index).fillna(False)]
+    if eligible.empty:
+        raise ValueError(
+            "no best run: the runs that found an edge lack the validation metrics DSR needs"
+        )
+    best_id = str(eligible.idxmax())
     best = ok.loc[best_id].to_dict()
     ppy = float(best["val_periods_per_year"])
     dsr = deflated_sharpe_ratio(
@@ -550,11 +620,36 @@ def compare(
         "learning_curves": plot_learning_curves(runs, histories, out / "learning_curves.png"),
         "bars": plot_group_bars(summary, out / "groups.png", has_test),
     }
-    try:
-        dsr = best_run_dsr(runs, n_trials)
-    except ValueError as exc:  # e.g. every run flat: no DSR, and the report says why
-        dsr = {"error": str(exc)}
+    dsr = best_runs(runs, n_trials)
     return Comparison(runs, summary, histories, differences, dsr, has_test, files)
+
+
+def difference_line(r: Mapping[Any, Any]) -> str:
+    """A paired difference, or why there is none (it printed ``+nan ± nan, 0 seed pairs``)."""
+    head = f"{r['b']} - {r['a']} {r['metric']}"
+    if int(r["n_pairs"]) < 2:
+        return f"{head}: no paired difference ({r['n_pairs']} shared seeds with figures; 2 needed)"
+    return (
+        f"{head}: {r['diff_mean']:+.3g} ± {r['diff_ci95']:.3g} (95% CI, {r['n_pairs']} seed pairs)"
+    )
+
+
+def best_lines(market: str, d: Mapping[str, Any]) -> list[str]:
+    """The report's lines on one market's best run (or why it has none)."""
+    if "error" in d:
+        return [f"{market}: {d['error']}"]
+    lines = [
+        f"{market}: best run among those that found an edge, by val Sharpe: {d['name']} "
+        f"({d['group']}, {d['run_id']}) val Sharpe {d['val_sharpe']:.3g}; expected max Sharpe "
+        f"of {d['n_trials']} luck-only trials {d['expected_max_sharpe']:.3g}; Deflated Sharpe "
+        f"Ratio {d['dsr']:.3f}"
+    ]
+    if d["left_out"]:
+        lines.append(
+            "  left out of the DSR (no variance in their selected validation returns: skew, "
+            "kurtosis and PSR undefined): " + ", ".join(d["left_out"])
+        )
+    return lines
 
 
 def report(result: Comparison) -> str:
@@ -571,30 +666,18 @@ def report(result: Comparison) -> str:
         + "; ".join(markets),
         *(f"WARNING: group {g} mixes {what}" for g, what in
           runs.groupby("group")["mixes"].first().items() if what),
-        *(f"flags: {r.name} ({r.group}): {r.flags}" for r in runs.itertuples()
-          if r.flags not in ("", "none")),
+        "per run: the training run's verdict; validation return vs buy & hold on the same bars",
+        *(f"  {r.name} ({r.group}): {r.edge}; val return {r.val_return_pct:+.2f}% vs buy & "
+          f"hold {r.val_buy_and_hold_pct:+.2f}%"
+          + (f"; flags: {r.flags}" if r.flags not in ("", "none") else "")
+          for r in runs.itertuples()),
         "test: from kind=backtest split=test runs linked by train_run_id"
         if result.has_test
         else "test: no linked test backtests found (run `python -m hmarl.backtest run_id=<id>`); "
         "validation only",
-        *(
-            f"{r.b} - {r.a} {r.metric}: {r.diff_mean:+.3g} ± {r.diff_ci95:.3g} "
-            f"(95% CI, {r.n_pairs} seed pairs)"
-            for r in result.differences.itertuples()
-        ),
+        *(difference_line(r) for r in result.differences.to_dict("records")),
     ]  # fmt: skip
-    if "error" in d:
-        lines.append(f"Deflated Sharpe Ratio: not computed: {d['error']}")
-    else:
-        lines.append(
-            f"best run by val Sharpe: {d['name']} ({d['group']}, {d['run_id']}) "
-            f"val Sharpe {d['val_sharpe']:.3g}; expected max Sharpe of {d['n_trials']} luck-only "
-            f"trials {d['expected_max_sharpe']:.3g}; Deflated Sharpe Ratio {d['dsr']:.3f}"
-        )
-        if d["left_out"]:
-            lines.append(
-                "left out of the DSR (no variance in their selected validation returns: skew, "
-                "kurtosis and PSR undefined): " + ", ".join(d["left_out"])
-            )
+    for market, best in d.items():
+        lines += best_lines(market, best)
     lines.append("files: " + ", ".join(str(p) for p in result.files.values()))
     return "\n".join(lines)

@@ -28,6 +28,19 @@ import numpy as np
 import pandas as pd
 
 from hmarl.io import write_text
+from hmarl.report.style import (
+    BAND_COLOR,
+    BAND_MEDIAN_COLOR,
+    PALETTE,
+    PROBABILITY_COLORS,
+    SPLIT_COLOR,
+    figure_notes,
+    log_odds,
+    probability_tick_labels,
+    probability_tick_positions,
+    run_color,
+    split_marks,
+)
 from hmarl.steps import ACTIONS, POSITION, PRICE, PROB_COLUMNS, Curves, curves
 
 if TYPE_CHECKING:
@@ -38,13 +51,7 @@ DISPLAY_BUCKETS = 4000  # buckets per line: at most 2 x this many points drawn p
 PANELS = ("price", "equity", "drawdown", "position", "probabilities")  # panel names, top down
 PANEL_HEIGHT = {"price": 260, "equity": 260, "drawdown": 160, "position": 140, "probabilities": 180}
 WIDTH = 900
-COLORS = {  # run name -> colour (strategy first, then the baselines of hmarl.stats.baselines)
-    "strategy": "#1f77b4",
-    "buy_and_hold": "#ff7f0e",
-    "flat": "#7f7f7f",
-    "momentum": "#2ca02c",
-}
-PROBABILITY_COLORS = ("#7f7f7f", "#2ca02c", "#d62728")  # HOLD, BUY, SELL (action-code order)
+COLORS = PALETTE  # one palette with the PNG figures (hmarl.report.style)
 
 
 def minmax_rows(values: np.ndarray, buckets: int = DISPLAY_BUCKETS) -> np.ndarray:
@@ -202,7 +209,7 @@ def _equity_panel(runs: Mapping[str, Curves], band: pd.DataFrame | None, x_range
             "lo",
             "hi",
             source=src,
-            fill_color="#bbbbbb",
+            fill_color=BAND_COLOR,
             fill_alpha=0.4,
             legend_label="random timing 5-95%",
         )
@@ -210,7 +217,7 @@ def _equity_panel(runs: Mapping[str, Curves], band: pd.DataFrame | None, x_range
             fig,
             band.index,
             band["median"].to_numpy(np.float64),
-            color="#888888",
+            color=BAND_MEDIAN_COLOR,
             line_dash="dashed",
             legend_label="random timing median",
         )
@@ -220,7 +227,7 @@ def _equity_panel(runs: Mapping[str, Curves], band: pd.DataFrame | None, x_range
             fig,
             run.equity.index,
             run.equity.to_numpy(),
-            color=COLORS.get(name, "#9467bd"),
+            color=run_color(name),
             line_width=2.2 if first else 1.2,
             legend_label=name,
         )
@@ -262,13 +269,22 @@ def _position_panel(steps: pd.DataFrame, x_range: Range) -> Figure:
 
 
 def _probabilities_panel(steps: pd.DataFrame, x_range: Range) -> Figure:
-    fig = _figure("probabilities", x_range, "P(action)", y_range=(0.0, 1.0))
+    """P(action) on a log-odds axis labelled in probabilities, as the PNG figure draws it."""
+    from bokeh.models import FixedTicker
+
+    ticks = probability_tick_positions()
+    fig = _figure(
+        "probabilities", x_range, "P(action), log-odds scale",
+        y_range=(ticks[0] - 0.5, ticks[-1] + 0.5),
+    )  # fmt: skip
+    fig.yaxis.ticker = FixedTicker(ticks=ticks)
+    fig.yaxis.major_label_overrides = dict(zip(ticks, probability_tick_labels(), strict=True))
     for column, label, color in zip(PROB_COLUMNS, ACTIONS, PROBABILITY_COLORS, strict=True):
         if column in steps.columns:
             _line(
                 fig,
                 steps.index,
-                steps[column].to_numpy(np.float64),
+                log_odds(steps[column].to_numpy(np.float64)),
                 color=color,
                 legend_label=label,
                 line_width=1,
@@ -315,9 +331,8 @@ def _header(doc: Mapping[str, Any]) -> str:
     momentum = m.get("momentum") or {}
     if momentum:
         lines.append(f"trend rule (momentum): lookback {momentum.get('lookback_bars')} bars")
-    if m.get("in_sample"):
-        lines.append("<b>IN-SAMPLE</b>: these bars were used for training or selection")
-    lines += [f"<b>flag</b>: {html.escape(str(n))}" for n in doc.get("flag_notes", [])]
+    # the same notes the PNG figures carry (hmarl.report.style.figure_notes)
+    lines += [f"<b>flag</b>: {html.escape(n)}" for n in figure_notes(doc)]
     return "<br>".join(lines)
 
 
@@ -332,7 +347,7 @@ def report_layout(
     ``runs`` maps run names to steps frames, the strategy first; ``table`` is the backtest's
     :func:`hmarl.stats.metrics.stats_table` (what stats.csv holds).
     """
-    from bokeh.layouts import column, row
+    from bokeh.layouts import column
     from bokeh.models.widgets.markups import Div
 
     steps = next(iter(runs.values()))
@@ -346,10 +361,26 @@ def report_layout(
         _position_panel(steps, x_range),
         _probabilities_panel(steps, x_range),
     ]
+    for panel in panels:
+        _mark_splits(panel, split_marks(doc))
+    # the table under the panels, not beside them: beside, its right-hand columns were cut off
+    # inside the page's frame
     return column(
-        Div(text=_header(doc), name="header", width=WIDTH + 600),
-        row(column(*panels), _stats_table(table)),
+        Div(text=_header(doc), name="header", width=WIDTH),
+        column(*panels),
+        _stats_table(table),
     )
+
+
+def _mark_splits(fig: Figure, marks: Sequence[tuple[str, str]]) -> None:
+    """Validation and test starts as vertical lines (``split=all``), as the PNGs draw them."""
+    from bokeh.models.annotations.geometry import Span
+
+    for at, _label in marks:
+        when = float(epoch_ms(pd.DatetimeIndex([pd.Timestamp(at)]))[0])
+        fig.add_layout(
+            Span(location=when, dimension="height", line_color=SPLIT_COLOR, line_dash="dashdot")
+        )
 
 
 def write_report_html(

@@ -10,7 +10,8 @@ Every function takes steps tables (:mod:`hmarl.steps`; equity and drawdown from
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,16 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from hmarl.report.style import (
+    BAND_COLOR,
+    BAND_MEDIAN_COLOR,
+    PROBABILITY_COLORS,
+    SPLIT_COLOR,
+    log_odds,
+    probability_tick_labels,
+    probability_tick_positions,
+    run_color,
+)
 from hmarl.steps import ACTION, ACTIONS, BUY, POSITION, PRICE, PROB_COLUMNS, SELL, curves
 
 MAX_POINTS = 4000  # line plots are thinned to about this many points (a year of 5-min bars is 105k)
@@ -67,8 +78,8 @@ def equity_figure(
             band.index,
             band["p05"].to_numpy(),
             band["p95"].to_numpy(),
-            color="tab:grey",
-            alpha=0.25,
+            color=BAND_COLOR,
+            alpha=0.5,
             lw=0,
             label="random timing, 5-95%",
             zorder=1,
@@ -76,7 +87,7 @@ def equity_figure(
         ax.plot(
             band.index,
             band["median"].to_numpy(),
-            color="tab:grey",
+            color=BAND_MEDIAN_COLOR,
             lw=0.9,
             ls="--",
             label="random timing, median",
@@ -88,7 +99,7 @@ def equity_figure(
             curve.index,
             curve.to_numpy(),
             label=name,
-            color=f"C{i}",
+            color=run_color(name),
             lw=1.8 if i == 0 else 0.9,
             alpha=1.0 if i == 0 else 0.8,
             zorder=4 if i == 0 else 3,
@@ -106,9 +117,11 @@ def drawdown_figure(runs: Mapping[str, pd.DataFrame], title: str) -> Figure:
     for i, (name, steps) in enumerate(runs.items()):
         dd = _thin(curves(steps).drawdown_pct)
         if i == 0:
-            ax.fill_between(dd.index, dd.to_numpy(), 0.0, color="C0", alpha=0.4, label=name)
+            ax.fill_between(
+                dd.index, dd.to_numpy(), 0.0, color=run_color(name), alpha=0.4, label=name
+            )
         else:
-            ax.plot(dd.index, dd.to_numpy(), color=f"C{i}", lw=0.9, label=name)
+            ax.plot(dd.index, dd.to_numpy(), color=run_color(name), lw=0.9, label=name)
     ax.set_ylabel("drawdown [%]")
     ax.set_title(title)
     ax.legend(loc="best", fontsize="small")
@@ -121,7 +134,8 @@ def positions_figure(steps: pd.DataFrame, title: str) -> Figure:
     price = _thin(steps[PRICE])
     ax_price.plot(price.index, price.to_numpy(), color="black", lw=0.8, label="close")
     change = np.diff(steps[POSITION].to_numpy(), prepend=0.0) != 0.0
-    for code, marker, color in ((BUY, "^", "tab:green"), (SELL, "v", "tab:red")):
+    for code, marker in ((BUY, "^"), (SELL, "v")):
+        color = PROBABILITY_COLORS[code]
         at = change & (steps[ACTION].to_numpy() == code)
         ax_price.scatter(
             steps.index[at],
@@ -135,24 +149,49 @@ def positions_figure(steps: pd.DataFrame, title: str) -> Figure:
     ax_price.set_ylabel("price")
     ax_price.set_title(title)
     ax_price.legend(loc="best", fontsize="small")
-    ax_pos.step(steps.index, steps[POSITION].to_numpy(), where="post", color="tab:blue", lw=0.8)
+    ax_pos.step(
+        steps.index, steps[POSITION].to_numpy(), where="post", color=run_color("strategy"), lw=0.8
+    )
     ax_pos.axhline(0.0, color="grey", lw=0.6, ls=":")
     ax_pos.set_ylabel("position (held over next bar)")
     return fig
 
 
 def probabilities_figure(steps: pd.DataFrame, title: str) -> Figure:
-    """Action probabilities over time, smoothed with a rolling mean when the run is long."""
+    """Action probabilities over time on a log-odds axis labelled in probabilities (0.99 and
+    0.999 were one flat line at the top of a linear 0-1 axis), smoothed with a rolling mean
+    when the run is long."""
     fig, (ax,) = _figure()
     window = max(1, len(steps) // 500)
-    for code, color in enumerate(("grey", "tab:green", "tab:red")):  # HOLD, BUY, SELL
+    for code, color in enumerate(PROBABILITY_COLORS):  # HOLD, BUY, SELL
         column = PROB_COLUMNS[code]
         if column not in steps.columns:
             continue
         smooth = _thin(steps[column].rolling(window, min_periods=1).mean())
-        ax.plot(smooth.index, smooth.to_numpy(), color=color, lw=0.9, label=ACTIONS[code])
-    ax.set_ylim(0.0, 1.0)
-    ax.set_ylabel("probability" + (f" (rolling mean of {window} bars)" if window > 1 else ""))
+        ax.plot(smooth.index, log_odds(smooth), color=color, lw=0.9, label=ACTIONS[code])
+    ticks = probability_tick_positions()
+    ax.set_yticks(ticks, probability_tick_labels())
+    ax.set_ylim(ticks[0] - 0.5, ticks[-1] + 0.5)
+    ax.set_ylabel(
+        "probability, log-odds scale" + (f" (rolling mean of {window} bars)" if window > 1 else "")
+    )
     ax.set_title(title)
     ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def mark_figure(fig: Figure, notes: Sequence[str], marks: Sequence[tuple[str, str]]) -> Figure:
+    """Draw a backtest's notes (flags, the in-sample warning) on the figure itself and its
+    split boundaries (validation and test starts) on every panel: a PNG shared alone must
+    carry what the report's header says."""
+    for ax in fig.axes:
+        for at, label in marks:
+            when: Any = pd.Timestamp(at)  # matplotlib's date axis takes timestamps
+            ax.axvline(when, color=SPLIT_COLOR, lw=0.9, ls="-.", zorder=5)
+            ax.annotate(
+                label, (when, 1.0), xycoords=("data", "axes fraction"), fontsize="x-small",
+                rotation=90, va="top", ha="right", color=SPLIT_COLOR,
+            )  # fmt: skip
+    if notes:
+        fig.suptitle("\n".join(notes), fontsize="small", color="#b00020", ha="center")
     return fig

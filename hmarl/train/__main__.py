@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hmarl.cli import reported_errors, run_cli
 from hmarl.config import Config, conf_dir, register_configs, to_config
+from hmarl.train.resume import resumed_config
 from hmarl.train.sweep import register_launchers
 from hmarl.train.trainer import train
 
@@ -32,8 +33,10 @@ def _sigterm(signum: int, frame: Any) -> None:
 def hydra_main(dcfg: DictConfig) -> float | None:
     """Compose, convert to typed config, train. Returns the best validation value (for sweepers)."""
     with reported_errors(Config):
-        cfg = to_config(dcfg)
         hc = HydraConfig.get()
+        if dcfg.trainer.resume:  # the checkpoint's own config, with the keys named laid over
+            dcfg = resumed_config(dcfg, list(hc.overrides.task))
+        cfg = to_config(dcfg)
         if (
             threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
@@ -50,7 +53,7 @@ def hydra_main(dcfg: DictConfig) -> float | None:
 
 def main() -> None:
     """``python -m hmarl.train``: one ``error:`` line, exit 2 (bad input) or 1 (hmarl/cli.py)."""
-    run_cli(hydra_main, Config, "interrupted: the run ended KILLED; resume it from its last.pt")
+    run_cli(hydra_main, Config, "interrupted before training began: nothing to resume")
 
 
 if __name__ == "__main__":

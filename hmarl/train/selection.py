@@ -27,15 +27,50 @@ def edge_found(
     chance; its random-timing twins, with the same long exposure, do as well, so its rank among
     them is middling. A policy with real timing beats nearly all of them.
     """
-    if null_percentile > 0:
-        rank = stats.get("Random-Timing Percentile [%]")
-        if rank is None or not float(rank) >= null_percentile:
-            return False
-    return (
-        int(stats.get("# Trades", 0)) >= min_trades
-        and float(stats.get("Return [%]", 0.0)) > max(0.0, buy_and_hold_pct)
-        and "same_as_buy_and_hold" not in outcome_flags(stats, min_trades)
-    )
+    return not edge_failures(stats, min_trades, buy_and_hold_pct, null_percentile)
+
+
+# The conditions of an edge, by the name logs, tags and summaries use (in the rule's order).
+EDGE_CONDITIONS = ("trades", "flat", "buy_and_hold", "long_only", "random_timing")
+
+
+def edge_failures(
+    stats: dict[str, Any], min_trades: int, buy_and_hold_pct: float, null_percentile: float = 0.0
+) -> list[str]:
+    """The :data:`EDGE_CONDITIONS` one evaluation failed (empty: an edge, :func:`edge_found`).
+
+    Why by name: a summary that lists every condition when one failed ("no evaluation had >= 5
+    trades" for a run with 1,252 trades) leaves the user guessing which one it was.
+    """
+    ret = float(stats.get("Return [%]", 0.0))
+    failed = {
+        "trades": int(stats.get("# Trades", 0)) < min_trades,
+        "flat": not ret > 0.0,
+        "buy_and_hold": not ret > buy_and_hold_pct,
+        "long_only": "same_as_buy_and_hold" in outcome_flags(stats, min_trades),
+        "random_timing": null_percentile > 0
+        and not float(stats.get("Random-Timing Percentile [%]", math.nan)) >= null_percentile,
+    }
+    return [c for c in EDGE_CONDITIONS if failed[c]]
+
+
+def condition_text(
+    condition: str, min_trades: int, buy_and_hold_pct: float, null_percentile: float
+) -> str:
+    """An edge condition in words, with its threshold (for summaries and tables)."""
+    return {
+        "trades": f">= {min_trades} trades",
+        "flat": "a return above flat (0%) after costs",
+        "buy_and_hold": f"a return above buy & hold ({buy_and_hold_pct:+.2f}%) after costs",
+        "long_only": "long on < 95% of bars",
+        "random_timing": f"at or above the {null_percentile:g}th percentile of random timing",
+    }[condition]
+
+
+def misses_text(misses: dict[str, int], evaluations: int) -> str:
+    """``buy_and_hold 4/4, random_timing 3/4``: how many evaluations failed each condition
+    (the ``edge_misses`` tag of a training run; compare and the page show it)."""
+    return ", ".join(f"{c} {misses[c]}/{evaluations}" for c in EDGE_CONDITIONS if misses.get(c))
 
 
 def selection_score(stats: dict[str, Any], value: float, edge: bool, mode: str) -> float:

@@ -10,7 +10,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from hmarl.agent.evaluation import policy_stats
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
 from hmarl.agent.rollout import LazyMacroCache, collect, market_tensors, sample_starts
+from hmarl.cli import Interrupted
 from hmarl.config import Config, flatten
 from hmarl.io import append_text, atomic_write, write_text
 from hmarl.market.env import EnvParams, position_grid
@@ -53,7 +55,15 @@ from hmarl.tracking import (
     tracked_run,
     ui_command,
 )
-from hmarl.train.selection import edge_found, improved, selection_score
+from hmarl.train.resume import describe_data, resume_command
+from hmarl.train.selection import (
+    EDGE_CONDITIONS,
+    condition_text,
+    edge_failures,
+    improved,
+    misses_text,
+    selection_score,
+)
 
 
 @dataclass
@@ -71,6 +81,13 @@ class TrainState:
     evals_without_improvement: int = 0
     collapses: int = 0  # validations that found the policy collapsed
     run_id: str | None = None
+    # what the summary, the tags, compare and the page report beside the kept episode
+    evaluations: int = 0  # validations run
+    peak_value: float | None = None  # the best best_metric of any validation, kept or not
+    peak_episode: int = -1
+    edge_misses: dict[str, int] = field(default_factory=dict)  # condition -> evaluations failing
+    edge_passes: int = 0  # evaluations that passed every condition (a streak may still be short)
+    last_saved_episode: int = -1  # the last episode whose state last.pt holds
 
 
 @dataclass
@@ -110,7 +127,7 @@ def config_dict(cfg: Config) -> dict[str, Any]:
     return {str(k): v for k, v in node.items()}
 
 
-def _check_resume(ckpt: Checkpoint, cfg: Config, market: MarketData) -> None:
+def _check_resume(ckpt: Checkpoint, cfg: Config, market: MarketData, path: str) -> None:
     """A resumed run must train the same model on the same inputs."""
     problems = []
     own: list[str] = []  # the checkpoint's own values, as overrides that make the resume work
@@ -130,15 +147,16 @@ def _check_resume(ckpt: Checkpoint, cfg: Config, market: MarketData) -> None:
             )
     if ckpt["data_fingerprint"] != market.fingerprint:
         problems.append(
-            "the data differs from the data the checkpoint was trained on (fingerprint)"
+            f"the data differs: the checkpoint was trained on {describe_data(ckpt.get('config'))} "
+            f"(fingerprint {ckpt['data_fingerprint'][:12]}), this config reads "
+            f"{describe_data(config_dict(cfg))} (fingerprint {market.fingerprint[:12]})"
         )
     if problems:
-        fix = f"; to resume with the checkpoint's own config add {' '.join(own)}" if own else ""
+        keep = f"; or keep this config's other keys and add {' '.join(own)}" if own else ""
         raise CheckpointError(
-            "cannot resume from this checkpoint: "
-            + "; ".join(problems)
-            + fix
-            + "; or start a new run without trainer.resume"
+            f"cannot resume from {path}: " + "; ".join(problems) + f"; resume with "
+            f"trainer.resume={path} alone (the run's config is taken from the checkpoint), "
+            f"naming only the keys to change{keep}; or start a new run without trainer.resume"
         )
 
 
@@ -233,7 +251,7 @@ class Trainer:
     def _resume(self, path: str, device: torch.device) -> None:
         ckpt = load_checkpoint(path, map_location=device)
         check_keys(ckpt, path, "resumed", RESUME_KEYS)
-        _check_resume(ckpt, self.cfg, self.market)
+        _check_resume(ckpt, self.cfg, self.market, path)
         load_weights(self.policy, ckpt["policy"], path)
         for name, opt in self.optimizers.items():
             load_weights(opt, ckpt["optimizers"][name], path)
@@ -278,6 +296,8 @@ class Trainer:
         """Write a checkpoint; one saved as `best.pt` also keeps its validation stats here."""
         if path == self.best_path:
             self.best_val = dict(self.val)
+        else:
+            self.state.last_saved_episode = self.state.episode - 1
         tracking = self.cfg.tracking
         tracked = bool(self.state.run_id)
         payload = Payload(
@@ -371,9 +391,11 @@ class Trainer:
                 f"choose one of {choices}"
             )
         trades = int(self.val.get("# Trades", 0))
-        passed = edge_found(
+        failures = edge_failures(
             self.val, tc.min_val_trades, self.val_buy_and_hold_pct, tc.edge_null_percentile
         )
+        passed = not failures
+        self._count(episode, value, failures)
         # an edge must hold on `edge_confirmations` evaluations in a row: one lucky evaluation
         # among ~30 against a small null is likely even without skill, several in a row are not
         self.state.edge_streak = self.state.edge_streak + 1 if passed else 0
@@ -396,6 +418,18 @@ class Trainer:
         vals["val/collapsed"] = float(self.collapse is not None)
         vals["val/edge"] = float(edge)  # what selection saw: the rule replays from the metrics
         return vals
+
+    def _count(self, episode: int, value: float, failures: list[str]) -> None:
+        """Record what the summary reports beside the kept episode: the best metric of any
+        validation, and how many validations failed each edge condition."""
+        st = self.state
+        st.evaluations += 1
+        st.edge_passes += not failures
+        for c in failures:
+            st.edge_misses[c] = st.edge_misses.get(c, 0) + 1
+        sign = 1.0 if self.cfg.trainer.best_mode.value == "max" else -1.0
+        if math.isfinite(value) and (st.peak_value is None or sign * value > sign * st.peak_value):
+            st.peak_value, st.peak_episode = value, episode
 
     def on_collapse(self, episode: int) -> bool:
         """Act on a collapse found by the last validation; returns True to stop the run."""
@@ -445,9 +479,10 @@ def train(
     name, tags = _run_identity(cfg, run.market, overrides)
     keep_last = _keep_last_checkpoint(run.last_path) if cfg.tracking.log_checkpoints else None
     stopped_early = False
-    with tracked_run(
-        cfg.tracking, name, tags, run_id=state.run_id, on_failure=keep_last
-    ) as tracker:
+    with (
+        tracked_run(cfg.tracking, name, tags, run_id=state.run_id, on_failure=keep_last) as tracker,
+        _explained_interrupt(run),
+    ):
         state.run_id = tracker.run_id
         pbar = tqdm(
             total=tc.episodes,
@@ -492,7 +527,10 @@ def train(
                     "best_episode": str(state.best_episode),
                     "edge_found": str(state.best_edge),
                     "stopped_early": str(stopped_early),
-                    "flags": ",".join(flags) or "none",
+                    "flags": ",".join(run_flags(flags, state.best_edge)) or "none",
+                    "edge_misses": misses_text(state.edge_misses, state.evaluations) or "none",
+                    "val_buy_and_hold_pct": f"{run.val_buy_and_hold_pct:.4f}",
+                    "kept_exposure_pct": f"{best_val.get('Exposure Time [%]', math.nan):.2f}",
                 }
             )
             if cfg.tracking.log_checkpoints:
@@ -507,8 +545,38 @@ def train(
     )
     result.best_val, result.flags = best_val, flags
     result.wall_s, result.steps_per_s = time.perf_counter() - t_start, speed.mean
-    append_text(run.out / "train.log", _print_summary(result, cfg))
+    append_text(run.out / "train.log", _print_summary(result, cfg, run.val_buy_and_hold_pct))
     return result
+
+
+@contextmanager
+def _explained_interrupt(run: Trainer) -> Iterator[None]:
+    """Turn Ctrl-C (or SIGTERM) into :class:`hmarl.cli.Interrupted` whose message says where
+    the run's last checkpoint is and the one command that continues it; ``train.log`` keeps
+    the same lines (it used to be left empty)."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            raise
+        text = interrupted_text(run.state, run.last_path, run.cfg.trainer.checkpoint_every)
+        append_text(run.out / "train.log", text)
+        raise Interrupted(text) from exc
+
+
+def interrupted_text(state: TrainState, last: Path, checkpoint_every: int) -> str:
+    """What an interrupted run tells the user: how far it got and how to continue it."""
+    head = f"interrupted at episode {state.episode}: the run ended KILLED"
+    if not last.exists():
+        return (
+            f"{head}; no checkpoint was written yet (the first comes after episode "
+            f"{checkpoint_every}, trainer.checkpoint_every): start the run again"
+        )
+    saved = state.last_saved_episode
+    holds = f" (episode {saved})" if saved >= 0 else ""
+    return f"{head}; its last checkpoint is {last.resolve()}{holds}; continue it with:\n  " + (
+        resume_command(last)
+    )
 
 
 class Throughput:
@@ -575,17 +643,67 @@ def _log_config_artifacts(
             tracker.log_artifact(out / name, "config")
 
 
-def _print_summary(result: TrainResult, cfg: Config) -> str:
+def run_flags(flags: Sequence[str], edge: bool) -> list[str]:
+    """The run's flags as tagged: its kept validation's, and ``no_edge_found_in_training``
+    when it found none (a no-edge run used to read ``flags: none`` in the runs table)."""
+    return [*flags, *([] if edge else ["no_edge_found_in_training"])]
+
+
+def kept_line(s: TrainState, cfg: Config, best_val: dict[str, Any]) -> str:
+    """Which episode ``best.pt`` holds and why, beside the best metric any validation reached.
+
+    Why: "best validation sharpe=-6.03 at episode 49" read as the best Sharpe although later
+    validations reached +0.20; without an edge the kept episode is the least exposed policy.
+    """
+    metric = cfg.trainer.best_metric
+    if s.best_value is None:
+        return "no validation kept (none was finite)"
+    value = f"validation {metric}={s.best_value:+.4g}"
+    if s.best_edge:
+        return f"kept episode {s.best_episode} (best.pt): an edge, the best {value}"
+    exposure = float(best_val.get("Exposure Time [%]", math.nan))
+    line = (
+        f"kept episode {s.best_episode} (best.pt): no edge, so the least exposed policy "
+        f"(in the market on {exposure:.0f}% of validation bars), {value}"
+    )
+    if s.peak_value is not None and s.peak_episode != s.best_episode:
+        line += (
+            f"; the best validation {metric} was {s.peak_value:+.4g} at episode "
+            f"{s.peak_episode}, not kept because it was no edge"
+        )
+    return line
+
+
+def no_edge_warning(s: TrainState, cfg: Config, buy_and_hold_pct: float) -> str:
+    """The one warning of a run without an edge, naming the conditions that failed and how
+    often, not every condition of the rule."""
+    tc = cfg.trainer
+    failed = [
+        f"{condition_text(c, tc.min_val_trades, buy_and_hold_pct, tc.edge_null_percentile)} "
+        f"({n} of {s.evaluations} evaluations failed it)"
+        for c, n in ((c, s.edge_misses.get(c, 0)) for c in EDGE_CONDITIONS)
+        if n
+    ]
+    k = tc.edge_confirmations
+    if s.edge_passes and k > 1:
+        failed.append(
+            f"{k} evaluations in a row passing every condition ({s.edge_passes} passed, never "
+            f"{k} in a row)"
+        )
+    why = "; ".join(failed) or "no evaluation ran"
+    return (
+        f"WARNING: no edge found on validation: {why}; best.pt is the least exposed policy "
+        "seen, and the advice is to stay flat rather than trade it"
+    )
+
+
+def _print_summary(result: TrainResult, cfg: Config, buy_and_hold_pct: float) -> str:
     """Print the end-of-training summary and return it (it is kept in ``train.log``)."""
     s = result.state
-    best = (
-        "none"
-        if s.best_value is None
-        else f"{cfg.trainer.best_metric}={s.best_value:.4g} at episode {s.best_episode}"
-    )
     steps = s.episode * cfg.trainer.n_envs * cfg.trainer.episode_len
     lines = [
-        f"episodes: {s.episode} (MacroNet steps: {s.macro_steps}); best validation {best}",
+        f"episodes: {s.episode} (MacroNet steps: {s.macro_steps}); "
+        + kept_line(s, cfg, result.best_val),
         f"wall time {result.wall_s:.1f} s; mean {result.steps_per_s:,.0f} env-steps/s over "
         "the episodes run (validation excluded)"
         + (f"; {steps:,} env-steps in all" if s.episode else ""),
@@ -604,17 +722,7 @@ def _print_summary(result: TrainResult, cfg: Config) -> str:
         )
         lines += [f"WARNING: {t}" for t in flag_sentences(v, result.flags, "validation")]
         if not s.best_edge:
-            tc = cfg.trainer
-            null = tc.edge_null_percentile
-            beat_null = f", and beat {null:g}% of random timing" if null > 0 else ""
-            k = tc.edge_confirmations
-            in_a_row = f" on {k} evaluations in a row" if k > 1 else ""
-            lines.append(
-                f"WARNING: no edge found on validation: no evaluation had >= "
-                f"{tc.min_val_trades} trades, beat flat and buy & hold after costs"
-                f"{beat_null}{in_a_row}; best.pt is the least exposed policy seen, and the "
-                "advice is to stay flat rather than trade it"
-            )
+            lines.append(no_edge_warning(s, cfg, buy_and_hold_pct))
     lines += [
         f"output: {result.out_dir.resolve()}",
         f"checkpoints: {result.last_checkpoint}"
