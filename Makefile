@@ -27,8 +27,8 @@ test: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check hmarl tests scripts
-	$(BIN)/ruff format --check hmarl tests scripts
+	$(BIN)/ruff check hmarl hydra_plugins tests scripts
+	$(BIN)/ruff format --check hmarl hydra_plugins tests scripts
 	$(BIN)/mypy
 
 # The docs site into site/ (git-ignored); --strict: a broken link or a page outside the nav fails.

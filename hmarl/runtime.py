@@ -1,8 +1,7 @@
 """The process set-up both entry points share: device, torch threads, matmul precision, seed.
 
-Why one module: ``hmarl.backtest`` used to import ``hmarl.train`` for ``resolve_device``, so
-an entry point depended on another. Both now call :func:`setup` here, with plain values from
-their typed configs.
+Why one module: no entry point imports another, so the training and backtest CLIs both call
+:func:`setup` here, with plain values from their typed configs.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from hmarl.backtest.inputs import (
     in_sample,
     load_backtest_checkpoint,
 )
-from hmarl.backtest.report import BacktestResult, daily_frame
+from hmarl.backtest.report import BacktestResult, advised_record, daily_frame
 from hmarl.backtest.run import backtest
 from hmarl.backtest.runs import STRATEGY
 from hmarl.config import (
@@ -261,6 +261,8 @@ def test_random_timing_flags_and_log_are_reported(report: BacktestResult, traine
     assert ("no_edge_found_in_training" in flags) == (not edge)
     if not edge:
         assert any("advice is to stay flat" in note for note in doc["flag_notes"])
+    assert ("advised" in doc) == (not edge)  # the advised (flat) record beside the network's
+    assert ("advised record: flat" in (out / "backtest.log").read_text()) == (not edge)
     run = MlflowClient(tracking_uri=trained.uri).get_run(str(report.run_id))
     assert run.data.tags["flags"] == (",".join(flags) or "none")
     assert run.data.metrics["random_timing_p_value"] == pytest.approx(
@@ -587,3 +589,18 @@ def test_schema_defaults_match_the_library_constants() -> None:
     assert cfg.momentum_lookbacks == list(MOMENTUM_LOOKBACKS)
     assert cfg.random_timing == RANDOM_TIMING_N
     assert Calendar(**asdict(CalendarConfig())) == CRYPTO
+
+
+def test_a_run_without_an_edge_shows_the_advised_flat_record_beside_the_networks() -> None:
+    """The kept network of a no-edge run traded on 94% of bars; its advice was to stay flat."""
+    figures = ("Return [%]", "Sharpe Ratio", "Max. Drawdown [%]", "# Trades")
+    stats = {
+        STRATEGY: dict(zip(figures, (-3.5, -0.8, -9.1, 41), strict=True)),
+        "flat": dict(zip(figures, (0.0, 0.0, 0.0, 0), strict=True)),
+    }
+    record = advised_record(stats, edge_found_in_training=False)
+    assert record is not None and record["run"] == "flat"
+    assert record["advised"] == stats["flat"] and record["network"] == stats[STRATEGY]
+    assert "found no edge" in record["why"]
+    assert advised_record(stats, edge_found_in_training=True) is None  # its advice is the network
+    assert advised_record(stats, edge_found_in_training=None) is None  # an older checkpoint

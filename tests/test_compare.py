@@ -175,7 +175,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
                         cache_dir=cfg.cache_dir,
                     )  # fmt: skip
                     backtest(bt, tmp / f"backtest-{seed}")
-    assert finish_sweep(uri, parent, 4) == "FINISHED"
+    assert finish_sweep(uri, parent, 4) == ("FINISHED", [])  # (status, problems)
     return uri, parent, tmp
 
 

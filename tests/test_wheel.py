@@ -69,8 +69,11 @@ def run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_wheel_ships_every_package_and_the_configs(installed: Path, tmp_path: Path) -> None:
     packages = sorted(
-        str(p.parent.relative_to(REPO)) for p in (REPO / "hmarl").rglob("__init__.py")
+        str(p.parent.relative_to(REPO))
+        for root in ("hmarl", "hydra_plugins")  # the launchers Hydra finds only under the latter
+        for p in (REPO / root).rglob("__init__.py")
     )
+    assert "hydra_plugins/hmarl_launchers" in packages
     missing = [p for p in packages if not (installed / p / "__init__.py").is_file()]
     assert missing == []
     yamls = sorted(p.relative_to(REPO / "conf") for p in (REPO / "conf").rglob("*.yaml"))

@@ -1,4 +1,4 @@
-"""The Streamlit page of ``python -m hmarl.app``: widgets only; the logic is in hmarl.app.
+"""The Streamlit page of ``python -m hmarl.app``: widgets only; the logic is in hmarl.app.backend.
 
 Every call that reads user input runs inside :func:`shown`, which puts a bad input (no
 store, a run without checkpoint, a period shorter than the windows) on the page as one

@@ -224,6 +224,29 @@ class BacktestResult:
     run_id: str | None = None  # the backtest's MLflow run
 
 
+ADVISED_FIGURES = ("Return [%]", "Sharpe Ratio", "Max. Drawdown [%]", "# Trades")
+
+
+def advised_record(
+    stats: Mapping[str, Mapping[str, Any]], edge_found_in_training: bool | None
+) -> dict[str, Any] | None:
+    """What the training run advised, beside what the network did: flat when it found no edge.
+
+    Why: a run that found no edge keeps its least exposed network and says "stay flat"; its
+    backtest still reports the network's trades, which a reader may take for the advice. This
+    record puts the advised figures (the ``flat`` baseline's, same bars) next to the network's.
+    None when the run found an edge (its advice is the network) or did not record it.
+    """
+    if edge_found_in_training is not False:
+        return None
+    return {
+        "run": "flat",
+        "why": "the training run found no edge on validation, so its summary advised staying flat",
+        "advised": {k: stats["flat"][k] for k in ADVISED_FIGURES},
+        "network": {k: stats[STRATEGY][k] for k in ADVISED_FIGURES},
+    }
+
+
 def print_summary(result: BacktestResult, doc: Mapping[str, Any], tracking: TrackingConfig) -> str:
     """Print the backtest's console summary and return it (it is kept in ``backtest.log``)."""
     m = result.meta
@@ -254,6 +277,15 @@ def print_summary(result: BacktestResult, doc: Mapping[str, Any], tracking: Trac
             f"the strategy's percentile {pct:.1f}%, p-value {p:.3f}"
         )
     lines += [f"WARNING: {note}" for note in doc["flag_notes"]]
+    advised = doc.get("advised")
+    if advised:
+        mine, theirs = advised["advised"], advised["network"]
+        lines.append(
+            f"advised record: {advised['run']} ({advised['why']}): return "
+            f"{mine['Return [%]']:+.2f}%, {mine['# Trades']} trades; the network's column "
+            f"({theirs['Return [%]']:+.2f}%, {theirs['# Trades']} trades) is what trading it "
+            "against that advice would have done"
+        )
     lines.append(f"report: {result.out_dir.resolve()}")
     if m["in_sample"]:
         lines.append("IN-SAMPLE: these bars were used for training or checkpoint selection")

@@ -59,6 +59,7 @@ from hmarl.backtest.inputs import (
 from hmarl.backtest.report import (
     FILL_RULE,
     BacktestResult,
+    advised_record,
     backtest_metrics,
     print_summary,
     write_report,
@@ -301,6 +302,9 @@ def _backtest(cfg: BacktestConfig, out: Path) -> BacktestResult:
             if stochastic is not None:
                 doc["stochastic"] = {"seeds": cfg.seeds, **stochastic}
             doc["flag_notes"] = flag_sentences(stats[STRATEGY], meta["flags"], cfg.split.value)
+            advised = advised_record(stats, meta["edge_found_in_training"])
+            if advised is not None:
+                doc["advised"] = advised
             doc["definitions"] = {
                 k: STAT_DEFINITIONS[k] for k in table.index if k in STAT_DEFINITIONS
             }

@@ -51,6 +51,7 @@ DISPLAY_BUCKETS = 4000  # buckets per line: at most 2 x this many points drawn p
 PANELS = ("price", "equity", "drawdown", "position", "probabilities")  # panel names, top down
 PANEL_HEIGHT = {"price": 260, "equity": 260, "drawdown": 160, "position": 140, "probabilities": 180}
 WIDTH = 900
+STATS_VALUE_WIDTH = 175  # px: "2024-01-21T19:50:00+00:00" whole
 COLORS = PALETTE  # one palette with the PNG figures (hmarl.report.style)
 
 
@@ -307,12 +308,16 @@ def _stats_table(table: pd.DataFrame) -> Any:
     from bokeh.models.widgets.tables import DataTable, TableColumn
 
     data: dict[str, Any] = dict(stats_rows(table))
-    columns = [TableColumn(field=k, title=k, width=240 if k == "statistic" else 110) for k in data]
+    # value columns wide enough for a full UTC timestamp (Start, End), the longest cell
+    columns = [
+        TableColumn(field=k, title=k, width=240 if k == "statistic" else STATS_VALUE_WIDTH)
+        for k in data
+    ]
     return DataTable(
         name="stats",
         source=ColumnDataSource(data),
         columns=columns,
-        width=240 + 110 * (len(columns) - 1),
+        width=240 + STATS_VALUE_WIDTH * (len(columns) - 1),
         height=sum(PANEL_HEIGHT.values()),
         index_position=None,
     )
