@@ -196,6 +196,18 @@ def atomic_write(
 # ----------------------------------------------------------------------------- folders
 
 
+@contextmanager
+def _named_errors(target: Path, key: str | None) -> Iterator[None]:
+    """An OS error while preparing ``target``, re-raised as :func:`_output_error`'s clear one."""
+    try:
+        yield
+    except OSError as exc:
+        clear = _output_error(target, exc, key)
+        if clear is not None:
+            raise clear from exc
+        raise
+
+
 class FolderInUseError(ValueError):
     """Another process is writing the same output folder (bad input: choose another folder)."""
 
@@ -213,14 +225,9 @@ def folder_lock(target: Path, key: str = "out") -> Iterator[None]:
     exits, however it exits, so a killed writer never leaves the folder locked.
     """
     lock = lock_path(target)
-    try:
+    with _named_errors(target, key):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, file_mode())
-    except OSError as exc:
-        clear = _output_error(target, exc, key)
-        if clear is not None:
-            raise clear from exc
-        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -286,7 +293,7 @@ def staged_folder(
     """
     target = Path(path)
     remove_stale_temporaries(target.parent, target.name)
-    try:
+    with _named_errors(target, key):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(
             tempfile.mkdtemp(
@@ -294,11 +301,6 @@ def staged_folder(
             )
         )
         os.chmod(tmp, dir_mode())
-    except OSError as exc:
-        clear = _output_error(target, exc, key)
-        if clear is not None:
-            raise clear from exc
-        raise
     try:
         yield tmp
         (_swap_into_place if replace else _publish)(tmp, target)
