@@ -101,6 +101,8 @@ class DataConfig:
 
     source: DataSource = DataSource.synthetic  # synthetic | csv | parquet | binance
     path: str | None = None  # file, zip or directory; required unless synthetic
+    # several markets (files or globs, each its own market): python -m hmarl.walkforward only
+    paths: list[str] = field(default_factory=list)
     n_candles: int = 105_120  # synthetic: number of bars (one year of 5-minute bars)
     market_seed: int = 0  # synthetic: market seed (separate from `seed` so sweeps share a market)
     # The synthetic market's planted trend is deliberately strong (~ +-20% over a 2.5-day
@@ -476,15 +478,19 @@ def check_source(data: DataConfig, prefix: str) -> list[str]:
     Why refuse rather than ignore: ``data.path=my.csv`` without ``data=csv`` used to train on
     the synthetic market without a word, so a user believed their own candles were learned.
     """
+    if data.path and data.paths:
+        return [f"{prefix}path and {prefix}paths are both set: give one market or a list"]
     if data.source != DataSource.synthetic:
-        if data.path:
+        if data.path or data.paths:
             return []
         return [f"{prefix}path is required for data={data.source.value}: add {prefix}path=<file>"]
-    if not data.path:
+    if not (data.path or data.paths):
         return []
-    guess = FILE_SOURCES.get(Path(data.path).suffix.lower(), "csv")
+    given = data.path or data.paths[0]
+    key = "path" if data.path else "paths"
+    guess = FILE_SOURCES.get(Path(given).suffix.lower(), "csv")
     return [
-        f"{prefix}path={data.path} is set but data=synthetic ignores it: add data={guess} "
+        f"{prefix}{key}={given} is set but data=synthetic ignores it: add data={guess} "
         f"(csv | parquet | binance) to read that file"
     ]
 

@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hmarl.report",),
     ("hmarl.train",),
     ("hmarl.backtest",),
+    ("hmarl.walkforward",),
     ("hmarl.app",),
 )  # fmt: skip
 

@@ -34,6 +34,7 @@ from hmarl.data.reading import load_candles
 from hmarl.data.resample import resample_candles
 from hmarl.data.splits import chronological_split
 from hmarl.data.synthetic import synthetic_candles
+from hmarl.data.timestamps import utc
 from hmarl.io import remove_stale_temporaries, staged_folder, temporary_prefix, write_json
 from hmarl.market.env import bar_returns
 from hmarl.market.features import (
@@ -112,7 +113,13 @@ def load_market_candles(
             bar_vol=data.bar_vol,
             mean_regime_bars=data.mean_regime_bars,
         )
+        candles = within_dates(candles, data.start, data.end)  # files apply them as they load
     else:
+        if not data.path and data.paths:
+            raise ValueError(
+                f"data.paths={list(data.paths)} names several markets: one run trains on one "
+                "data.path; run them as markets of python -m hmarl.walkforward"
+            )
         if not data.path:
             raise ValueError(f"data.path is required for data={data.source.value}")
         candles = load_candles(
@@ -143,6 +150,21 @@ def load_market_candles(
             f"({need_reason}); use more data or smaller windows"
         )
     return candles
+
+
+def within_dates(candles: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
+    """The candles in ``[start, end)`` (UTC): ``data.start`` / ``data.end`` for the synthetic
+    market, as :func:`hmarl.data.reading.load_candles` applies them to files (a walk-forward's
+    folds are such bounds)."""
+    if start is None and end is None:
+        return candles
+    index = pd.DatetimeIndex(candles.index)
+    keep = np.ones(len(index), dtype=bool)
+    if start is not None:
+        keep &= index >= utc(start)
+    if end is not None:
+        keep &= index < utc(end)
+    return candles[keep]
 
 
 def candles_needed(feature_names: Sequence[str], macro_window: int, micro_window: int = 0) -> int:
