@@ -198,7 +198,7 @@ def test_two_folds_end_to_end_then_resume_skips_them(tmp_path: Path) -> None:
     ("extra", "message"),
     [
         (("walkforward.step=100",), "test segments overlap"),
-        (("walkforward.folds=5",), "holds 2 fold(s)"),
+        (("walkforward.folds=5",), "1500 bars hold 4 fold(s)"),
         (("walkforward.train=200",), "shorter than the"),
         (("data=csv", "data.paths=[/nonexistent/*.csv]"), "matches no file"),
     ],

@@ -15,6 +15,7 @@ from typing import TypeVar
 import streamlit as st
 
 from hmarl.app import backend as app
+from hmarl.walkforward.listing import walkforward_table
 
 T = TypeVar("T")
 OUT_ROOT = Path("backtests") / "app"
@@ -64,6 +65,15 @@ with runs_tab:
     st.dataframe(app.frame_for_display(app.run_table(selected)))
     st.subheader("Their backtests")
     st.dataframe(app.frame_for_display(app.backtests_of(client, run_ids)))
+    st.subheader("Walk-forwards (python -m hmarl.walkforward; folders under walkforward/)")
+    walks = walkforward_table("walkforward")
+    if walks.empty:
+        st.caption("none yet under walkforward/")
+    else:
+        st.dataframe(app.frame_for_display(walks))
+        shown_report = st.selectbox("Stitched report", list(walks["report"]), key="wf_report")
+        if shown_report and Path(shown_report).is_file():
+            st.iframe(Path(shown_report).read_text(), height=1100)
 with curves_tab:
     for key, frame in shown("curves", lambda: app.learning_curves(client, runs, run_ids)).items():
         st.markdown(f"**{key}** per episode")

@@ -78,9 +78,7 @@ def default_out_dir() -> Path:
 
 def plan_markets(cfg: Config, wf: WalkForwardConfig) -> list[MarketPlan]:
     """Every market's folds, or a ``ValueError`` naming the market and the fix (no training)."""
-    paths: list[str | None] = list(market_paths(cfg.data.paths)) if cfg.data.paths else [None]
-    if not cfg.data.paths:
-        paths = [cfg.data.path]
+    paths: list[str | None] = [*market_paths(cfg.data.paths)] if cfg.data.paths else [cfg.data.path]
     names = resolve_feature_names(cfg.features.names)
     need = candles_needed(names, cfg.features.macro_window, cfg.features.micro_window)
     plans, seen = [], set()

@@ -29,17 +29,20 @@ STRATEGY = "strategy"  # a fold backtest's policy run (hmarl.backtest.runs.STRAT
 
 
 def chain(segments: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Steps frames one after the other, equity compounded across them.
+    """Steps frames one after the other, equity compounded across them (the columns all
+    segments share).
 
     Refuses segments that are empty or out of time order (the stitched index must increase).
     """
     if not segments:
         raise ValueError("nothing to stitch: no test segment")
     parts, carry = [], 1.0
+    # columns every segment has: a baseline's segment has no action probabilities
+    common = [c for c in segments[0].columns if all(c in s.columns for s in segments)]
     for k, seg in enumerate(segments):
         if seg.empty:
             raise ValueError(f"test segment {k} has no rows")
-        part = seg.copy()
+        part = seg[common].copy()
         part[EQUITY] = part[EQUITY].to_numpy(dtype=np.float64) * carry
         carry = float(part[EQUITY].iloc[-1])
         parts.append(part)
