@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from hmarl.walkforward.folds import (
 )
 from hmarl.walkforward.schema import Unit, WalkForwardConfig, WindowMode
 from hmarl.walkforward.stitch import ADVISED, NETWORK, chain, stitched_runs
-from tests.helpers import REPO, run_cli, tiny_overrides
+from tests.helpers import run_cli, tiny_overrides
 
 # ----------------------------------------------------------------------------- fold arithmetic
 
@@ -151,7 +152,7 @@ def _walkforward(tmp_path: Path, out: Path, *extra: str, tracking: bool = False)
 @pytest.mark.slow
 def test_two_folds_end_to_end_then_resume_skips_them(tmp_path: Path) -> None:
     out = tmp_path / "wf"
-    done = _walkforward(tmp_path, out, tracking=True)
+    done = _walkforward(tmp_path, out, "walkforward.jobs=2", tracking=True)
     assert done.returncode == 0, done.stderr[-3000:]
     folds = pd.read_csv(out / "folds.csv")
     assert list(folds["fold"]) == [0, 1]
@@ -172,7 +173,9 @@ def test_two_folds_end_to_end_then_resume_skips_them(tmp_path: Path) -> None:
     assert 0 <= stats[ADVISED]["Random-Timing Percentile [%]"] <= 100
     assert (stitched / "report.html").stat().st_size > 10_000
     steps = pd.read_csv(stitched / "steps.csv")
-    assert len(steps) == stats[ADVISED]["Bars"] if "Bars" in stats[ADVISED] else len(steps) > 0
+    assert len(steps) == 2 * (150 - 1)  # each test segment's last bar makes no decision
+    summary = json.loads((out / "walkforward.json").read_text())
+    assert summary["stitched"][0]["bars"] == len(steps)
     assert (out / "markets.csv").is_file() and (out / "buckets.csv").is_file()
 
     from mlflow.tracking import MlflowClient
@@ -194,24 +197,47 @@ def test_two_folds_end_to_end_then_resume_skips_them(tmp_path: Path) -> None:
     assert not pd.read_csv(out / "folds.csv")["trained_now"].any()
 
 
+def _plan(tmp_path: Path, *extra: str):  # -> list[MarketPlan]
+    from hydra import compose, initialize_config_dir
+
+    from hmarl.config import conf_dir, register_configs
+    from hmarl.walkforward.run import plan_markets
+    from hmarl.walkforward.schema import register_walkforward_configs, to_walkforward_config
+
+    register_configs()
+    register_walkforward_configs()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        dcfg = compose("walkforward", overrides=[*tiny_overrides(tmp_path), *WF, *extra])
+    return plan_markets(*to_walkforward_config(dcfg))
+
+
+def test_the_plan_cuts_folds_by_dates_as_a_run_would(tmp_path: Path) -> None:
+    from hmarl.config import DataConfig
+    from hmarl.walkforward.folds import fold_data
+
+    (plan,) = _plan(tmp_path)
+    assert plan.name == "synthetic" and len(plan.folds) == 2
+    data = fold_data(DataConfig(), plan.index, plan.folds[1], None)
+    assert data.start == plan.index[150].isoformat()
+    assert data.val_start == plan.index[850].isoformat()
+    assert data.test_start == plan.index[1050].isoformat()
+    assert data.end == plan.index[1200].isoformat()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (("walkforward.step=100",), "test segments overlap"),
         (("walkforward.folds=5",), "1500 bars hold 4 fold(s)"),
-        (("walkforward.train=200",), "shorter than the"),
+        (("walkforward.train=200",), "shorter than the 202 candles"),
         (("data=csv", "data.paths=[/nonexistent/*.csv]"), "matches no file"),
     ],
 )
-def test_bad_walkforwards_exit_2_before_training(
+def test_bad_walkforwards_are_refused_before_training(
     tmp_path: Path, extra: tuple[str, ...], message: str
 ) -> None:
-    out = tmp_path / "wf"
-    done = _walkforward(tmp_path, out, *extra)
-    assert done.returncode == 2, done.stderr[-2000:]
-    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and message in lines[0], done.stderr[-2000:]
-    assert not list(out.glob("*/fold_*"))  # nothing trained
+    with pytest.raises(WalkForwardError, match=re.escape(message)):
+        _plan(tmp_path, *extra)
 
 
 def test_a_market_too_short_for_the_windows_is_refused_by_name(tmp_path: Path) -> None:
@@ -220,7 +246,14 @@ def test_a_market_too_short_for_the_windows_is_refused_by_name(tmp_path: Path) -
     short = synthetic_candles(100, 0)
     short.index.name = "timestamp"
     short.to_csv(tmp_path / "tiny_market.csv")
-    done = _walkforward(tmp_path, tmp_path / "wf", "data=csv", f"data.paths=[{tmp_path}/*.csv]")
-    assert done.returncode == 2
-    assert "error: market tiny_market" in done.stderr, done.stderr[-2000:]
-    assert REPO.is_dir()
+    with pytest.raises(WalkForwardError, match="market tiny_market .*100 candles"):
+        _plan(tmp_path, "data=csv", f"data.paths=[{tmp_path}/*.csv]")
+
+
+def test_the_command_line_refuses_with_one_error_line_and_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "wf"
+    done = _walkforward(tmp_path, out, "walkforward.step=100")
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "test segments overlap" in lines[0], done.stderr[-2000:]
+    assert not list(out.glob("*/fold_*"))  # nothing trained
