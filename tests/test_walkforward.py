@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_rolling_folds_slide_by_step_and_tests_are_back_to_back() -> None:
             500 + 100 * k,
             600 + 100 * k,
         )
-    assert all(a.end == b.test_start for a, b in zip(folds, folds[1:]))
+    assert all(a.end == b.test_start for a, b in pairwise(folds))
 
 
 def test_expanding_folds_train_from_the_start() -> None:
@@ -114,7 +115,9 @@ def test_stitching_chains_the_fold_segments_and_goes_flat_without_an_edge() -> N
     runs = stitched_runs(folds, [True, False])
     assert list(runs) == [NETWORK, ADVISED, "flat", "buy_and_hold"]  # baselines as the folds carry
     first = 1.1 * 0.95
-    np.testing.assert_allclose(runs[NETWORK]["equity"], [1.1, 1.1, first, first * 0.8, first * 0.88])
+    np.testing.assert_allclose(
+        runs[NETWORK]["equity"], [1.1, 1.1, first, first * 0.8, first * 0.88]
+    )
     np.testing.assert_allclose(runs[ADVISED]["equity"], [1.1, 1.1, first, first, first])
     assert list(runs[ADVISED]["position"]) == [1.0, 1.0, 1.0, 0.0, 0.0]  # flat on fold 1
     assert runs[NETWORK].index.equals(folds[0]["strategy"].index.append(folds[1]["strategy"].index))
@@ -246,7 +249,7 @@ def test_a_market_too_short_for_the_windows_is_refused_by_name(tmp_path: Path) -
     short = synthetic_candles(100, 0)
     short.index.name = "timestamp"
     short.to_csv(tmp_path / "tiny_market.csv")
-    with pytest.raises(WalkForwardError, match="market tiny_market .*100 candles"):
+    with pytest.raises(WalkForwardError, match=r"market tiny_market .*100 candles"):
         _plan(tmp_path, "data=csv", f"data.paths=[{tmp_path}/*.csv]")
 
 

@@ -30,13 +30,19 @@ def hydra_main(dcfg: DictConfig) -> None:
     """Compose, convert, run the walk-forward into ``walkforward.out`` (or a dated folder)."""
     with reported_errors(WalkForwardRun):
         cfg, wf = to_walkforward_config(dcfg)
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("walkforward.")]
+        overrides = [
+            o for o in HydraConfig.get().overrides.task if not o.startswith("walkforward.")
+        ]
         walk_forward(cfg, wf, overrides=overrides)
 
 
 def main() -> None:
     """One ``error:`` line, exit 2 (bad input) or 1 (hmarl/cli.py)."""
-    run_cli(hydra_main, WalkForwardRun, "interrupted: re-run with walkforward.out=<its folder> to resume")
+    run_cli(
+        hydra_main,
+        WalkForwardRun,
+        "interrupted: re-run with walkforward.out=<its folder> to resume",
+    )
 
 
 if __name__ == "__main__":

@@ -123,7 +123,9 @@ def plan_folds(
     return folds
 
 
-def fold_data(data: DataConfig, index: pd.DatetimeIndex, fold: Fold, path: str | None) -> DataConfig:
+def fold_data(
+    data: DataConfig, index: pd.DatetimeIndex, fold: Fold, path: str | None
+) -> DataConfig:
     """The fold as a training run's data config: the market's file and the fold's dates.
 
     ``data.end`` is exclusive, so it is the first bar after the fold (one bar spacing after
@@ -164,4 +166,3 @@ def market_paths(patterns: list[str]) -> list[str]:
 def market_name(path: str | None) -> str:
     """A market's label in tables: its file name without the extension (``synthetic``)."""
     return Path(path).stem if path else "synthetic"
-

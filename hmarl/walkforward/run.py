@@ -195,7 +195,7 @@ def train_folds(
             abort_sweep(uri, parent)
         raise
     export_env(None, None)
-    for (key, *_), doc in zip(todo, docs):
+    for (key, *_), doc in zip(todo, docs, strict=True):
         done[key] = {**doc, "trained": True}
     if uri is not None and parent is not None:
         status, problems = finish_sweep(uri, parent, len(todo))
@@ -221,7 +221,9 @@ def return_pct(steps: pd.DataFrame) -> float:
     return (float(steps[EQUITY].iloc[-1]) - 1.0) * 100.0
 
 
-def fold_row(plan: MarketPlan, fold: Fold, record: dict[str, Any], test: FoldTest) -> dict[str, Any]:
+def fold_row(
+    plan: MarketPlan, fold: Fold, record: dict[str, Any], test: FoldTest
+) -> dict[str, Any]:
     """One line of ``folds.csv``: dates, the verdict, and every run's test return."""
     runs = test.runs
     edge = bool(record["edge_found"])
@@ -287,7 +289,9 @@ def stitched_report(
             "last_decision": last.isoformat(),
             "bars": len(runs[ADVISED]),
             "env": asdict(env),
-            "split_starts": {f"fold {k}": t.runs[STRATEGY].index[0].isoformat() for k, t in enumerate(tests)},
+            "split_starts": {
+                f"fold {k}": t.runs[STRATEGY].index[0].isoformat() for k, t in enumerate(tests)
+            },
             "edges": edges,
             "records": {
                 NETWORK: "each fold's best.pt on its test segment, edge or not",
@@ -306,7 +310,10 @@ def stitched_report(
         "market": plan.name,
         "bars": len(runs[ADVISED]),
         **{f"{n} Return [%]": float(s["Return [%]"]) for n, s in stats.items()},
-        **{f"{n} Random-Timing Percentile [%]": float(v["Random-Timing Percentile [%]"]) for n, v in nulls.items()},
+        **{
+            f"{n} Random-Timing Percentile [%]": float(v["Random-Timing Percentile [%]"])
+            for n, v in nulls.items()
+        },
     }
 
 
@@ -361,8 +368,9 @@ def walk_forward(
     write_json(out / "walkforward.json", {**plan_doc, **summary})
     print(folds.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     for s in summaries:
-        line = ", ".join(f"{k} {v:.2f}" for k, v in s.items() if isinstance(v, float) and math.isfinite(v))
+        line = ", ".join(
+            f"{k} {v:.2f}" for k, v in s.items() if isinstance(v, float) and math.isfinite(v)
+        )
         print(f"stitched {s['market']} ({s['bars']} bars): {line}")
     print(f"walkforward: tables and reports in {out}")
     return summary
-

@@ -107,4 +107,5 @@ def to_walkforward_config(cfg: DictConfig) -> tuple[Config, WalkForwardConfig]:
         train.pop("walkforward")
         train.pop("hydra", None)
     plain = OmegaConf.merge(OmegaConf.structured(Config), train)
+    assert isinstance(plain, DictConfig)
     return to_config(plain), node

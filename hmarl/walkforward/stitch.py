@@ -68,7 +68,9 @@ def stitched_runs(
         raise ValueError(f"the folds' runs lack the {FLAT!r} baseline an advised record needs")
     runs = {
         NETWORK: chain([r[STRATEGY] for r in fold_runs]),
-        ADVISED: chain([r[STRATEGY] if e else r[FLAT] for r, e in zip(fold_runs, edges)]),
+        ADVISED: chain(
+            [r[STRATEGY] if e else r[FLAT] for r, e in zip(fold_runs, edges, strict=True)]
+        ),
     }
     runs.update({name: chain([r[name] for r in fold_runs]) for name in baselines})
     return runs
