@@ -137,11 +137,11 @@ def fold_config(cfg: Config, plan: MarketPlan, fold: Fold, uri: str | None) -> C
 
 
 def fold_overrides(cfg: Config, plan: MarketPlan, fold: Fold, base: list[str]) -> list[str]:
+    """The fold's run as ``python -m hmarl.train`` overrides (its tags, name and resume line)."""
     data = plan.data(cfg.data, fold)
     return [
-        *base,
-        f"walkforward.market={plan.name}",
-        f"walkforward.fold={fold.number}",
+        *(o for o in base if not o.startswith(("data.paths=", "walkforward."))),
+        *([f"data.path={plan.path}"] if plan.path else []),
         f"data.start={data.start}",
         f"data.val_start={data.val_start}",
         f"data.test_start={data.test_start}",
