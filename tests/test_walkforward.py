@@ -180,6 +180,11 @@ def test_two_folds_end_to_end_then_resume_skips_them(tmp_path: Path) -> None:
     summary = json.loads((out / "walkforward.json").read_text())
     assert summary["stitched"][0]["bars"] == len(steps)
     assert (out / "markets.csv").is_file() and (out / "buckets.csv").is_file()
+    from hmarl.walkforward.listing import walkforward_table
+
+    listed = walkforward_table(tmp_path)  # what the page lists
+    assert list(listed["market"]) == ["synthetic"] and list(listed["folds"]) == [2]
+    assert Path(listed["report"].iloc[0]) == stitched / "report.html"
 
     from mlflow.tracking import MlflowClient
 
