@@ -265,3 +265,28 @@ def test_the_command_line_refuses_with_one_error_line_and_exit_2(tmp_path: Path)
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "test segments overlap" in lines[0], done.stderr[-2000:]
     assert not list(out.glob("*/fold_*"))  # nothing trained
+
+
+# ----------------------------------------------------------------------------- data keys
+
+
+def test_data_start_and_end_bound_the_synthetic_market_too() -> None:
+    from hmarl.config import DataConfig
+    from hmarl.market.market_data import load_market_candles
+
+    full = load_market_candles(DataConfig(n_candles=1000), log=None)
+    start, end = full.index[100], full.index[300]
+    cut = load_market_candles(
+        DataConfig(n_candles=1000, start=start.isoformat(), end=end.isoformat()), log=None
+    )
+    assert cut.index[0] == start and cut.index[-1] == full.index[299] and len(cut) == 200
+    pd.testing.assert_frame_equal(cut, full.iloc[100:300])
+
+
+def test_a_training_run_refuses_several_markets_and_names_the_walkforward() -> None:
+    from hmarl.config import DataConfig, DataSource
+    from hmarl.market.market_data import load_market_candles
+
+    data = DataConfig(source=DataSource.csv, paths=["a.csv", "b.csv"])
+    with pytest.raises(ValueError, match=r"one run trains on one data\.path.*hmarl\.walkforward"):
+        load_market_candles(data, log=None)
