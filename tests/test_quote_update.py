@@ -149,7 +149,7 @@ def test_all_actions_is_exact_in_expectation_over_the_visited_states() -> None:
         policy, quote_policy_loss(policy, traj, batch, PARAMS, unit, "expected", gamma).loss
     )
     probs = traj.grid_probs.permute(1, 2, 0, 3)[0].double()  # [L, S, A]
-    _, outcomes = expected_rewards(
+    model = expected_rewards(
         PARAMS,
         batch.p_bid[0],
         batch.p_ask[0],
@@ -158,7 +158,7 @@ def test_all_actions_is_exact_in_expectation_over_the_visited_states() -> None:
         batch.dmid[0],
         torch.zeros(length, dtype=torch.float64),
     )  # [L, S, A, 3]
-    step = torch.einsum("ksa,ksao->kso", probs, outcomes)  # P(move o | s) at step k
+    step = torch.einsum("ksa,ksao->kso", probs, model.outcomes())  # P(move o | s) at step k
     inv = torch.as_tensor(PARAMS.inventory(), dtype=torch.float64) / PARAMS.max_inventory
     total, grads = torch.zeros_like(exact), []
     for moves in itertools.product(range(3), repeat=length - 1):

@@ -111,9 +111,7 @@ def test_expected_rewards_are_the_mean_of_settlement_over_the_fills() -> None:
     rng = np.random.default_rng(0)
     p_bid, p_ask, e_bid, e_ask = av.action_tables(MARKET, PARAMS)
     dmid, n = 0.3, 200_000
-    want, outcomes = expected_rewards(
-        PARAMS, p_bid, p_ask, e_bid, e_ask, np.array(dmid), np.array(1.0)
-    )
+    model = expected_rewards(PARAMS, p_bid, p_ask, e_bid, e_ask, np.array(dmid), np.array(1.0))
     for s in (0, PARAMS.start, PARAMS.n_states - 1):
         for a in (
             0,
@@ -133,10 +131,10 @@ def test_expected_rewards_are_the_mean_of_settlement_over_the_fills() -> None:
                 np.full((n, 1), dmid),
             )
             r = out.reward[:, 0]
-            assert abs(r.mean() - want[s, a]) < 5 * r.std() / math.sqrt(n) + 1e-12, (s, a)
+            assert abs(r.mean() - model.reward[s, a]) < 5 * r.std() / math.sqrt(n) + 1e-12, (s, a)
             moves = out.inventory[:, 0] - (s - PARAMS.start)
             freq = [(moves == m).mean() for m in (-1, 0, 1)]
-            np.testing.assert_allclose(freq, outcomes[s, a], atol=5e-3)
+            np.testing.assert_allclose(freq, model.outcomes()[s, a], atol=5e-3)
 
 
 def test_the_optimum_beats_every_fixed_quote_and_is_its_own_value() -> None:

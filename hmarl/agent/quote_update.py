@@ -42,7 +42,7 @@ from hmarl.agent.reinforce import (
     step_modules,
 )
 from hmarl.agent.rollout import entropy_of
-from hmarl.market.quoting import MOVES, QuoteParams, expected_rewards
+from hmarl.market.quoting import QuoteParams, continuation, expected_rewards
 
 
 def last_step(batch: QuoteBatch) -> Tensor:
@@ -69,20 +69,19 @@ def quote_grid_values(
     """
     p = probs.to(torch.float64)
     dmid = batch.dmid if with_mtm else torch.zeros_like(batch.dmid)
-    reward, outcomes = expected_rewards(
+    model = expected_rewards(
         params, batch.p_bid, batch.p_ask, batch.bid_edge, batch.ask_edge, dmid, last_step(batch)
-    )  # [B, L, S, A], [B, L, S, A, 3]
-    n = params.n_states
-    target = torch.arange(n, device=p.device).view(-1, 1) + torch.tensor(MOVES, device=p.device)
-    target = target.clamp(0, n - 1)  # [S, 3]; the posting rule keeps moves on the grid
-    w = torch.einsum("bksa,bksao->bkso", p, outcomes)  # [B, L, S, 3]
-    trans = torch.zeros(*w.shape[:2], n, n, dtype=torch.float64, device=p.device)
-    trans.scatter_add_(-1, target.expand(*w.shape[:2], n, 3), w)  # [B, L, S, S]
+    )  # [B, L, S, A] each
+    w_up, w_down = (p * model.up).sum(-1), (p * model.down).sum(-1)  # [B, L, S]
+    trans = torch.zeros(*w_up.shape, params.n_states, dtype=torch.float64, device=p.device)
+    trans.diagonal(0, -2, -1).copy_(1.0 - w_up - w_down)
+    trans.diagonal(1, -2, -1).copy_(w_up[..., :-1])  # s -> s + 1
+    trans.diagonal(-1, -2, -1).copy_(w_down[..., 1:])  # s -> s - 1
+    reward = model.reward
     c = (p * reward).sum(-1)
     occ, v = state_recursions(trans, c, params.start, gamma, occupancy)
     v_next = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], dim=1)  # V_{k+1}, V_L = 0
-    follow = v_next[:, :, target]  # [B, L, S, 3]
-    q = reward + gamma * (outcomes * follow.unsqueeze(3)).sum(-1)
+    q = reward + gamma * continuation(model, v_next)
     return GridValues(occ, q, v, reward)
 
 

@@ -41,10 +41,11 @@ from typing import NamedTuple
 import numpy as np
 
 from hmarl.market.quoting import (
-    MOVES,
     NO_QUOTE,
     QuoteParams,
+    StepModel,
     action_levels,
+    continuation,
     expected_rewards,
     joint_action,
     liquidation_penalty,
@@ -149,17 +150,11 @@ class Solution(NamedTuple):
         return float(self.h[0, params.start])
 
 
-def _step_model(market: ASParams, params: QuoteParams) -> tuple[np.ndarray, np.ndarray]:
-    """Expected reward ``[S, A]`` (mid moves out: they add 0 in expectation) and outcome
-    probabilities ``[S, A, 3]`` of one step; time-invariant in this market."""
+def _step_model(market: ASParams, params: QuoteParams) -> StepModel[np.ndarray]:
+    """One step's expected reward and moves ``[S, A]`` (the mid's moves left out: they add 0 in
+    expectation); time-invariant in this market."""
     p_bid, p_ask, e_bid, e_ask = action_tables(market, params)
     return expected_rewards(params, p_bid, p_ask, e_bid, e_ask, np.zeros(()), np.zeros(()))
-
-
-def _next_values(params: QuoteParams, outcomes: np.ndarray, h_next: np.ndarray) -> np.ndarray:
-    """``E[h(q')]`` ``[S, A]`` for the step outcomes (moves -1, 0, +1 stay on the grid)."""
-    s = np.arange(params.n_states)[:, None] + np.asarray(MOVES)  # [S, 3]
-    return (outcomes * h_next[np.clip(s, 0, params.n_states - 1)][:, None, :]).sum(-1)
 
 
 def _terminal(params: QuoteParams) -> np.ndarray:
@@ -168,13 +163,13 @@ def _terminal(params: QuoteParams) -> np.ndarray:
 
 def optimum(market: ASParams, params: QuoteParams) -> Solution:
     """The exact optimal (time, inventory) policy and its values by backward induction."""
-    reward, outcomes = _step_model(market, params)
+    model = _step_model(market, params)
     n, s, a = market.steps, params.n_states, params.n_actions
     h = np.empty((n + 1, s))
     h[n] = _terminal(params)
     policy = np.zeros((n, s, a))
     for k in range(n - 1, -1, -1):
-        q = reward + _next_values(params, outcomes, h[k + 1])
+        q = model.reward + continuation(model, h[k + 1])
         best = q.argmax(-1)
         policy[k, np.arange(s), best] = 1.0
         h[k] = q.max(-1)
@@ -183,13 +178,13 @@ def optimum(market: ASParams, params: QuoteParams) -> Solution:
 
 def policy_value(market: ASParams, params: QuoteParams, policy: np.ndarray) -> Solution:
     """The exact value of a (time, inventory) policy ``[L, S, A]`` (or ``[S, A]``, stationary)."""
-    reward, outcomes = _step_model(market, params)
+    model = _step_model(market, params)
     n = market.steps
     pi = np.broadcast_to(policy, (n, params.n_states, params.n_actions))
     h = np.empty((n + 1, params.n_states))
     h[n] = _terminal(params)
     for k in range(n - 1, -1, -1):
-        h[k] = (pi[k] * (reward + _next_values(params, outcomes, h[k + 1]))).sum(-1)
+        h[k] = (pi[k] * (model.reward + continuation(model, h[k + 1]))).sum(-1)
     return Solution(h, np.array(pi))
 
 

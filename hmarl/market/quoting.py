@@ -224,16 +224,20 @@ def posted_fill_probs(params: QuoteParams, p_bid: Array, p_ask: Array) -> tuple[
 
 
 MOVES = (-1, 0, 1)
-"""The inventory moves of one step, in the order of :func:`step_outcomes`' last axis."""
+"""The inventory moves of one step, in the order of :meth:`StepModel.outcomes`' last axis."""
 
 
-def step_outcomes(pb: Array, pa: Array) -> Array:
-    """Probabilities of the inventory moving down / staying / moving up, ``[..., S, A, 3]``,
-    from the posted fill probabilities of :func:`posted_fill_probs` (independent sides)."""
-    xp = array_module(pb)
-    up = pb * (1.0 - pa)
-    down = pa * (1.0 - pb)
-    return xp.stack([down, 1.0 - up - down, up], -1)
+class StepModel(NamedTuple, Generic[Array]):
+    """One step's expected reward and inventory moves given state and action, ``[..., S, A]``."""
+
+    reward: Array  # expected reward over the fills
+    down: Array  # probability that the inventory falls one lot (the ask alone fills)
+    up: Array  # probability that it rises one lot (the bid alone fills)
+
+    def outcomes(self) -> Array:
+        """Probabilities of the moves in :data:`MOVES`, ``[..., S, A, 3]``."""
+        xp = array_module(self.up)
+        return xp.stack([self.down, 1.0 - self.up - self.down, self.up], -1)
 
 
 def expected_rewards(
@@ -244,32 +248,49 @@ def expected_rewards(
     ask_edge: Array,
     dmid: Array,
     last: Array,
-) -> tuple[Array, Array]:
-    """Expected reward over the fills ``[..., S, A]`` and the step outcomes ``[..., S, A, 3]``.
+) -> StepModel[Array]:
+    """Expected reward over the fills and the move probabilities, ``[..., S, A]`` each.
 
     ``p_*``, ``*_edge``: ``[..., A]`` (an edge is 0 where the side is not quoted); ``dmid`` and
     ``last`` (1.0 at the episode's last step, where the liquidation is charged): ``[...]``.
     The exact expectation of :func:`settle_quotes`' reward given the step's market (tested
     against Monte Carlo): this is what makes the optimum and the ``expected`` estimator exact.
+    With independent one-lot fills ``b``, ``a`` and ``q' = q + b - a``: ``E[q'] = q + pb - pa``,
+    ``E[q'^2] = q^2 + 2q (pb - pa) + P(q' != q)``, and ``E|q'| = |E[q']|`` unless ``q = 0``,
+    where it is ``P(q' != 0)``.
     """
-    pb, pa = posted_fill_probs(params, p_bid, p_ask)
-    outcomes = step_outcomes(pb, pa)  # [..., S, A, 3]
-    after = params.inventory()[:, None, None] + np.asarray(MOVES)  # [S, 1, 3]
-    moves = _like(after.astype(np.float64), p_bid)  # inventory after each outcome
-    mean_q = (outcomes * moves).sum(-1)  # [..., S, A]
-    end = (outcomes * (params.phi * moves**2)).sum(-1)
-    liq = (outcomes * liquidation_penalty(params, moves)).sum(-1)
+    pb, pa = posted_fill_probs(params, p_bid, p_ask)  # [..., S, A]
+    xp = array_module(pb)
+    q = _like(params.inventory().astype(np.float64)[:, None], pb)  # [S, 1]
+    moved = pb - pa
+    mean_q = q + moved
+    change = pb + pa - 2.0 * pb * pa  # P(q' != q)
+    mean_q2 = q**2 + 2.0 * q * moved + change
+    mean_abs = xp.where(q > 0, mean_q, xp.where(q < 0, -mean_q, change))
+    liq = params.alpha * mean_q2 + params.liquidation_cost * mean_abs
     spread = pb * (bid_edge[..., None, :] - params.maker_fee) + pa * (
         ask_edge[..., None, :] - params.maker_fee
     )
     bid_lv, ask_lv = action_levels(params)
     empty = (bid_lv == NO_QUOTE) * 1.0 + (ask_lv == NO_QUOTE) * 1.0
-    no_quote = params.no_quote_penalty * _like(empty, p_bid)
     reward = (
         params.w_spread * spread
         + params.w_mtm * mean_q * dmid[..., None, None]
-        - end
-        - no_quote
+        - params.phi * mean_q2
+        - params.no_quote_penalty * _like(empty, pb)
         - liq * last[..., None, None]
     )
-    return reward, outcomes
+    return StepModel(reward, pa * (1.0 - pb), pb * (1.0 - pa))
+
+
+def continuation(model: StepModel[Array], v_next: Array) -> Array:
+    """``E[v(q')]`` ``[..., S, A]`` for next-step values ``v_next [..., S]`` (the posting rule
+    keeps every move on the grid, so the edge states' missing neighbours get weight 0)."""
+    xp = array_module(v_next)
+    v_up = xp.concatenate([v_next[..., 1:], v_next[..., -1:]], -1)
+    v_down = xp.concatenate([v_next[..., :1], v_next[..., :-1]], -1)
+    return (
+        v_next[..., None]
+        + model.down * (v_down - v_next)[..., None]
+        + model.up * (v_up - v_next)[..., None]
+    )
