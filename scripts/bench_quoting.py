@@ -6,7 +6,7 @@ fixed symmetric quote and the optimum it closed, beside the optimum, the best fi
 closed-form (Avellaneda-Stoikov / Gueant) quotes and no quoting. Figures are expected wealth
 change per episode (price units x lots); the market does not react to the quotes (no impact).
 
-    OMP_NUM_THREADS=1 python scripts/bench_quoting.py --seeds 3 --episodes 300
+    OMP_NUM_THREADS=1 python scripts/bench_quoting.py --seeds 5 --episodes 150
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ PARAMS = QuoteParams(offsets=(1, 2, 3, 4, 6), tick=0.2, max_inventory=5, phi=0.0
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--episodes", type=int, default=300)
+    ap.add_argument("--episodes", type=int, default=150)
     ap.add_argument("--n-envs", type=int, default=32)
     ap.add_argument("--estimator", default="expected")
     args = ap.parse_args()

@@ -69,9 +69,8 @@ def quote_grid_values(
     """
     p = probs.to(torch.float64)
     dmid = batch.dmid if with_mtm else torch.zeros_like(batch.dmid)
-    model = expected_rewards(
-        params, batch.p_bid, batch.p_ask, batch.bid_edge, batch.ask_edge, dmid, last_step(batch)
-    )  # [B, L, S, A] each
+    tables = (_compact(x) for x in (batch.p_bid, batch.p_ask, batch.bid_edge, batch.ask_edge))
+    model = expected_rewards(params, *tables, dmid, last_step(batch))  # [B, L, S, A] or [S, A]
     w_up, w_down = (p * model.up).sum(-1), (p * model.down).sum(-1)  # [B, L, S]
     trans = torch.zeros(*w_up.shape, params.n_states, dtype=torch.float64, device=p.device)
     trans.diagonal(0, -2, -1).copy_(1.0 - w_up - w_down)
@@ -83,6 +82,12 @@ def quote_grid_values(
     v_next = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], dim=1)  # V_{k+1}, V_L = 0
     q = reward + gamma * continuation(model, v_next)
     return GridValues(occ, q, v, reward)
+
+
+def _compact(x: Tensor) -> Tensor:
+    """``[A]`` for a ``[B, L, A]`` table that is the same at every step (the Avellaneda-Stoikov
+    market's, an expanded view): the fills' model is then computed once, not ``B x L`` times."""
+    return x[0, 0] if x.stride(0) == 0 and x.stride(1) == 0 else x
 
 
 def _entropy_and_bonus(logp: Tensor, exploration: str) -> tuple[Tensor, Tensor]:
