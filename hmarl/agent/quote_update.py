@@ -84,6 +84,15 @@ def quote_grid_values(
     return GridValues(occ, q, v, reward)
 
 
+def exact_objective(params: QuoteParams, batch: QuoteBatch, probs: Tensor) -> float:
+    """The mean over the batch's paths of the expected objective (over the fills) of a policy
+    given as every state's action probabilities ``[B, L, S, A]``: how the agent and every
+    baseline are scored on the Avellaneda-Stoikov market (the mark-to-market term is out: it
+    is zero in expectation over the mid, and only adds noise)."""
+    values = quote_grid_values(params, batch, probs, 1.0, occupancy=False, with_mtm=False)
+    return float(values.v[:, 0, params.start].mean())
+
+
 def _compact(x: Tensor) -> Tensor:
     """``[A]`` for a ``[B, L, A]`` table that is the same at every step (the Avellaneda-Stoikov
     market's, an expanded view): the fills' model is then computed once, not ``B x L`` times."""

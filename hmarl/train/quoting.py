@@ -25,7 +25,7 @@ import torch
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
 from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes
-from hmarl.agent.quote_update import quote_grid_values, quote_update
+from hmarl.agent.quote_update import exact_objective, quote_update
 from hmarl.agent.reinforce import macro_steps_at, make_optimizers
 from hmarl.market import avellaneda as av
 from hmarl.market.quoting import QuoteParams
@@ -115,9 +115,7 @@ def objective(policy: HierarchicalPolicy, batch: QuoteBatch, params: QuoteParams
     finally:
         policy.train(was)
     greedy = torch.nn.functional.one_hot(traj.grid_probs.argmax(-1), params.n_actions)
-    probs = greedy.permute(1, 2, 0, 3).double()  # [B, L, S, A]
-    values = quote_grid_values(params, batch, probs, 1.0, occupancy=False, with_mtm=False)
-    return float(values.v[:, 0, params.start].mean())
+    return exact_objective(params, batch, greedy.permute(1, 2, 0, 3).double())  # [B, L, S, A]
 
 
 def train_quotes(
