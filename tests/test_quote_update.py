@@ -14,7 +14,7 @@ from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes
 from hmarl.agent.quote_update import quote_grid_values, quote_policy_loss, quote_update
 from hmarl.agent.reinforce import discounted_returns, make_optimizers
 from hmarl.market import avellaneda as av
-from hmarl.market.quoting import MOVES, QuoteParams, expected_rewards, settle_quotes
+from hmarl.market.quoting import MOVES, QuoteParams, expected_rewards, outcomes, settle_quotes
 
 MARKET = av.ASParams(steps=5, A=60.0, dt=0.02)
 PARAMS = QuoteParams(offsets=(1, 3), tick=0.3, max_inventory=2, phi=0.05, alpha=0.2)
@@ -158,7 +158,7 @@ def test_all_actions_is_exact_in_expectation_over_the_visited_states() -> None:
         batch.dmid[0],
         torch.zeros(length, dtype=torch.float64),
     )  # [L, S, A, 3]
-    step = torch.einsum("ksa,ksao->kso", probs, model.outcomes())  # P(move o | s) at step k
+    step = torch.einsum("ksa,ksao->kso", probs, outcomes(model))  # P(move o | s) at step k
     inv = torch.as_tensor(PARAMS.inventory(), dtype=torch.float64) / PARAMS.max_inventory
     total, grads = torch.zeros_like(exact), []
     for moves in itertools.product(range(3), repeat=length - 1):

@@ -14,6 +14,7 @@ from hmarl.market.quoting import (
     action_levels,
     expected_rewards,
     joint_action,
+    outcomes,
     posted,
     settle_quotes,
 )
@@ -134,7 +135,7 @@ def test_expected_rewards_are_the_mean_of_settlement_over_the_fills() -> None:
             assert abs(r.mean() - model.reward[s, a]) < 5 * r.std() / math.sqrt(n) + 1e-12, (s, a)
             moves = out.inventory[:, 0] - (s - PARAMS.start)
             freq = [(moves == m).mean() for m in (-1, 0, 1)]
-            np.testing.assert_allclose(freq, model.outcomes()[s, a], atol=5e-3)
+            np.testing.assert_allclose(freq, outcomes(model)[s, a], atol=5e-3)
 
 
 def test_the_optimum_beats_every_fixed_quote_and_is_its_own_value() -> None:

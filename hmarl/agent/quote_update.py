@@ -69,8 +69,10 @@ def quote_grid_values(
     """
     p = probs.to(torch.float64)
     dmid = batch.dmid if with_mtm else torch.zeros_like(batch.dmid)
-    tables = (_compact(x) for x in (batch.p_bid, batch.p_ask, batch.bid_edge, batch.ask_edge))
-    model = expected_rewards(params, *tables, dmid, last_step(batch))  # [B, L, S, A] or [S, A]
+    p_bid, p_ask, bid_edge, ask_edge = (
+        _compact(x) for x in (batch.p_bid, batch.p_ask, batch.bid_edge, batch.ask_edge)
+    )
+    model = expected_rewards(params, p_bid, p_ask, bid_edge, ask_edge, dmid, last_step(batch))
     w_up, w_down = (p * model.up).sum(-1), (p * model.down).sum(-1)  # [B, L, S]
     trans = torch.zeros(*w_up.shape, params.n_states, dtype=torch.float64, device=p.device)
     trans.diagonal(0, -2, -1).copy_(1.0 - w_up - w_down)

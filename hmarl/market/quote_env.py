@@ -12,7 +12,7 @@ window's, then ``q / Q`` and ``1 - |q / Q|``: exactly the hierarchical policy's 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -92,10 +92,9 @@ def as_gymnasium(env: QuoteEnv) -> Any:
     from gymnasium import spaces
 
     class GymQuoteEnv(gymnasium.Env):
-        metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
-
         def __init__(self) -> None:
             super().__init__()
+            self.metadata = {"render_modes": []}
             self.inner = env
             self.observation_space = spaces.Box(-np.inf, np.inf, (env.n_obs,), np.float32)
             self.action_space = spaces.Discrete(env.params.n_actions)

@@ -224,7 +224,7 @@ def posted_fill_probs(params: QuoteParams, p_bid: Array, p_ask: Array) -> tuple[
 
 
 MOVES = (-1, 0, 1)
-"""The inventory moves of one step, in the order of :meth:`StepModel.outcomes`' last axis."""
+"""The inventory moves of one step, in the order of :func:`outcomes`' last axis."""
 
 
 class StepModel(NamedTuple, Generic[Array]):
@@ -234,10 +234,11 @@ class StepModel(NamedTuple, Generic[Array]):
     down: Array  # probability that the inventory falls one lot (the ask alone fills)
     up: Array  # probability that it rises one lot (the bid alone fills)
 
-    def outcomes(self) -> Array:
-        """Probabilities of the moves in :data:`MOVES`, ``[..., S, A, 3]``."""
-        xp = array_module(self.up)
-        return xp.stack([self.down, 1.0 - self.up - self.down, self.up], -1)
+
+def outcomes(model: StepModel[Array]) -> Array:
+    """Probabilities of the moves in :data:`MOVES`, ``[..., S, A, 3]``."""
+    xp = array_module(model.up)
+    return xp.stack([model.down, 1.0 - model.up - model.down, model.up], -1)
 
 
 def expected_rewards(
