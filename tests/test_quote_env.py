@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_quote_update import tiny_quote_policy
 
-from hmarl.agent.quote_policy import quote_policy
 from hmarl.agent.quote_rollout import as_batch, collect_quotes
 from hmarl.market import avellaneda as av
 from hmarl.market.quote_env import QuoteEnv
@@ -24,17 +24,7 @@ def test_stepping_one_env_gives_the_rollouts_rewards_for_the_same_actions() -> N
     env = QuoteEnv(MARKET, PARAMS, **WINDOWS, seed=0)
     obs, _ = env.reset(seed=5)
     assert env.paths is not None
-    torch.manual_seed(0)
-    policy = quote_policy(
-        2,
-        PARAMS,
-        macro_hidden=8,
-        macro_dim=4,
-        micro_hidden=8,
-        micro_dim=4,
-        head_hidden=(8,),
-        dropout=0.0,
-    ).eval()
+    policy = tiny_quote_policy(PARAMS, 0, dropout=0.0).eval()
     batch = as_batch(MARKET, PARAMS, env.paths, **WINDOWS)
     traj = collect_quotes(policy, batch, PARAMS, generator=torch.Generator(), greedy=True)
     rewards, inventory = [], []

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
 from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes
 from hmarl.agent.quote_update import quote_grid_values, quote_policy_loss, quote_update
@@ -21,19 +22,16 @@ PARAMS = QuoteParams(offsets=(1, 3), tick=0.3, max_inventory=2, phi=0.05, alpha=
 WINDOWS = {"macro_window": 4, "micro_window": 2}
 
 
+def tiny_quote_policy(params: QuoteParams, seed: int, dropout: float = 0.2) -> HierarchicalPolicy:
+    """A small quoting policy (the network's shape, few units) for fast exact checks."""
+    torch.manual_seed(seed)
+    sizes = {"macro_hidden": 8, "macro_dim": 4, "micro_hidden": 8, "micro_dim": 4}
+    return quote_policy(2, params, head_hidden=(8,), dropout=dropout, **sizes)
+
+
 def _setup(n_paths: int, seed: int = 0, steps: int = 5) -> tuple:
     market = av.ASParams(steps=steps, A=MARKET.A, dt=MARKET.dt)
-    torch.manual_seed(seed)
-    policy = quote_policy(
-        2,
-        PARAMS,
-        macro_hidden=8,
-        macro_dim=4,
-        micro_hidden=8,
-        micro_dim=4,
-        head_hidden=(8,),
-        dropout=0.2,
-    ).double()
+    policy = tiny_quote_policy(PARAMS, seed).double()
     batch = as_batch(market, PARAMS, av.generate(market, n_paths, seed, history=4), **WINDOWS)
     batch = batch._replace(macro=batch.macro.double(), micro=batch.micro.double())
     return market, policy, batch

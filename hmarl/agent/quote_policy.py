@@ -10,37 +10,20 @@ masks and the all-states pass (:meth:`DecisionHead.all_states`) then carry over 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from hmarl.agent.policy import SPEC_MODEL, HierarchicalPolicy
+from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.market.quoting import QuoteParams
 
 
-def quote_policy(
-    n_features: int,
-    params: QuoteParams,
-    *,
-    macro_hidden: int = SPEC_MODEL.macro_hidden,
-    macro_dim: int = SPEC_MODEL.macro_dim,
-    micro_hidden: int = SPEC_MODEL.micro_hidden,
-    micro_dim: int = SPEC_MODEL.micro_dim,
-    head_hidden: Sequence[int] = tuple(SPEC_MODEL.head_hidden),
-    dropout: float = SPEC_MODEL.dropout,
-) -> HierarchicalPolicy:
-    """A HierarchicalPolicy with ``params.n_actions`` outputs (the joint quotes)."""
-    return HierarchicalPolicy(
-        n_features,
-        macro_hidden=macro_hidden,
-        macro_dim=macro_dim,
-        micro_hidden=micro_hidden,
-        micro_dim=micro_dim,
-        head_hidden=head_hidden,
-        dropout=dropout,
-        n_actions=params.n_actions,
-    )
+def quote_policy(n_features: int, params: QuoteParams, **sizes: Any) -> HierarchicalPolicy:
+    """A HierarchicalPolicy with ``params.n_actions`` outputs (the joint quotes); ``sizes`` are
+    its keyword arguments (``macro_hidden``, ``head_hidden``, ``dropout``, ...: SPEC.md's
+    network when none is given)."""
+    return HierarchicalPolicy(n_features, n_actions=params.n_actions, **sizes)
 
 
 def inventory_inputs(params: QuoteParams, device: torch.device | str = "cpu") -> Tensor:
