@@ -180,3 +180,32 @@ def test_closed_form_quotes_skew_against_the_inventory() -> None:
     assert np.all(np.diff(bid) > 0) and np.all(np.diff(ask) < 0)  # long: bid deeper, ask tighter
     slope = math.sqrt(PARAMS.phi / MARKET.dt * math.e / (MARKET.k * MARKET.A))
     assert bid[q0] == pytest.approx(PARAMS.maker_fee + 1 / MARKET.k + slope / 2)
+
+
+def test_quote_stats_of_a_hand_worked_run() -> None:
+    """Three steps: bid fills (+0.2 spread), mid +1 on 1 lot, ask fills (+0.4); liquidation 0."""
+    from hmarl.stats.quoting import quote_stats
+
+    stats = quote_stats(
+        inventory=np.array([1.0, 1.0, 0.0]),
+        bid_fill=np.array([1.0, 0.0, 0.0]),
+        ask_fill=np.array([0.0, 0.0, 1.0]),
+        bid_posted=np.array([True, True, False]),
+        ask_posted=np.array([False, True, True]),
+        spread=np.array([0.2, 0.0, 0.4]),
+        fee=np.array([0.01, 0.0, 0.01]),
+        mtm=np.array([-0.5, 1.0, 0.0]),
+        terminal=np.zeros(3),
+        max_inventory=1,
+        periods=1.0,
+    )
+    assert stats["PnL [price x lots]"] == pytest.approx(0.19 - 0.5 + 1.0 + 0.39)
+    assert stats["Realised spread net of fees [price x lots]"] == pytest.approx(0.58)
+    assert stats["Mark-to-market PnL [price x lots]"] == pytest.approx(0.5)
+    assert (stats["Fills bid [#]"], stats["Fills ask [#]"]) == (1.0, 1.0)
+    assert stats["Fill ratio [%]"] == pytest.approx(50.0)  # 2 fills of 4 posted quotes
+    assert stats["Inventory |mean| [lots]"] == pytest.approx(2 / 3)
+    assert stats["Time at limits [%]"] == pytest.approx(200 / 3)
+    assert stats["Max. Drawdown [price x lots]"] == pytest.approx(0.31)  # from 0 to -0.31
+    step = np.array([-0.31, 1.0, 0.39])
+    assert stats["Sharpe Ratio (step PnL)"] == pytest.approx(step.mean() / step.std(ddof=1))
