@@ -209,3 +209,67 @@ def test_quote_stats_of_a_hand_worked_run() -> None:
     assert stats["Max. Drawdown [price x lots]"] == pytest.approx(0.31)  # from 0 to -0.31
     step = np.array([-0.31, 1.0, 0.39])
     assert stats["Sharpe Ratio (step PnL)"] == pytest.approx(step.mean() / step.std(ddof=1))
+
+
+def test_the_tape_fill_rule_on_a_hand_worked_step() -> None:
+    """Bid book 2, 3, 1 lots at levels 0, 1, 2; sells print 2 at level 0 and 3 at level 1 (an
+    order that emptied two levels). A bid at level 0 or 1 is traded through only if something
+    printed deeper: level 0 yes (level 1 printed), level 1 no (its queue absorbed the rest)."""
+    from hmarl.market.quoting import tape_fills
+
+    p = QuoteParams(offsets=(0, 1, 2), tick=0.01, max_inventory=2)
+    bid_q, sells = np.array([[2, 3, 1]]), np.array([[2, 3, 0]])
+    ask_q, buys = np.array([[1, 1, 1]]), np.array([[3, 0, 0]])  # 2 lots beyond the queue at 0
+    bid_fill, ask_fill = tape_fills(p, bid_q, sells, ask_q, buys)
+    assert bid_fill.tolist() == [[False, True, False, False]]
+    assert ask_fill.tolist() == [[False, True, False, False]]
+    with pytest.raises(ValueError, match="whole ticks"):
+        tape_fills(QuoteParams(offsets=(0, 5)), bid_q, sells, ask_q, buys)
+
+
+def test_the_synthetic_tape_is_seeded_never_crossed_and_walks_the_book() -> None:
+    from hmarl.data.ticks_synthetic import TickParams, generate_tape
+
+    params = TickParams(steps=500, rate=1.5)
+    a, b = generate_tape(params, 1), generate_tape(params, 1)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert np.all(a.ask > a.bid) and np.all(a.bid_queue >= 1)
+    assert np.all(a.sell_volume <= a.bid_queue)  # an order takes at most what is displayed
+    # a level prints only when every level in front of it was emptied
+    printed_deeper = a.sell_volume[:, 1:] > 0
+    assert np.all(a.sell_volume[:, :-1][printed_deeper] == a.bid_queue[:, :-1][printed_deeper])
+    assert a.sell_volume.sum() > 0 and a.buy_volume.sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "row", "message"),
+    [
+        ("bid", 100.5, 2, "crossed quotes"),
+        ("bid_size", -1.0, 3, "negative size"),
+        ("ts", 0, 4, "time goes backwards"),
+        ("ts", 10**12, 1, "a gap of"),
+    ],
+)
+def test_bad_top_of_book_rows_are_named(column: str, value: float, row: int, message: str) -> None:
+    from hmarl.data.candles import DataError
+    from hmarl.data.ticks_synthetic import check_top_of_book
+
+    n = 6
+    cols = {
+        "ts": np.arange(n, dtype=np.int64) * 10**9,
+        "bid": np.full(n, 100.0),
+        "ask": np.full(n, 100.1),
+        "bid_size": np.ones(n),
+        "ask_size": np.ones(n),
+    }
+    check_top_of_book(**cols, max_gap_ns=5 * 10**9, where="quotes.csv")  # clean: passes
+    target = {"crossed quotes": 2, "negative size": 3, "time goes backwards": 4, "a gap of": 1}
+    if column == "ts" and value == 10**12:
+        cols["ts"] = cols["ts"].copy()
+        cols["ts"][1:] += value
+    else:
+        cols[column] = cols[column].copy()
+        cols[column][target[message]] = value
+    with pytest.raises(DataError, match=rf"quotes\.csv: row {row}: {message}"):
+        check_top_of_book(**cols, max_gap_ns=5 * 10**9, where="quotes.csv")

@@ -295,3 +295,37 @@ def continuation(model: StepModel[Array], v_next: Array) -> Array:
         + model.down * (v_down - v_next)[..., None]
         + model.up * (v_up - v_next)[..., None]
     )
+
+
+def tape_fills(
+    params: QuoteParams,
+    bid_queue: np.ndarray,
+    sell_volume: np.ndarray,
+    ask_queue: np.ndarray,
+    buy_volume: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether a one-lot quote at each level would fill, ``[L, n_levels]`` per side (the tape
+    rule of this module's docstring; level 0, no quote, never fills).
+
+    ``*_queue[k, j]``: displayed lots ``j`` ticks behind the side's best quote when step k
+    starts; ``sell_volume`` / ``buy_volume[k, j]``: lots market orders printed there in the
+    step. A bid ``o`` ticks behind fills iff sells print deeper than ``o`` (through it), or at
+    ``o`` beyond the queue ahead by at least the quote's lot. Offsets must be whole ticks
+    within the tape's depth.
+    """
+    offsets = np.asarray(params.offsets)
+    depth = bid_queue.shape[1]
+    if np.any(offsets != np.round(offsets)) or offsets.max() >= depth:
+        raise ValueError(
+            f"offsets={params.offsets} must be whole ticks below the tape's depth ({depth})"
+        )
+
+    def side(queue: np.ndarray, volume: np.ndarray) -> np.ndarray:
+        deeper = np.cumsum(volume[:, ::-1], axis=1)[:, ::-1]  # lots printed at level >= j
+        through = np.concatenate([deeper[:, 1:], np.zeros_like(deeper[:, :1])], axis=1) > 0
+        at = volume - queue >= 1
+        fills = through | at  # [L, depth]
+        levels = offsets.astype(np.int64)
+        return np.concatenate([np.zeros((len(fills), 1), bool), fills[:, levels]], axis=1)
+
+    return side(bid_queue, sell_volume), side(ask_queue, buy_volume)
