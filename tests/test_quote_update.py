@@ -22,11 +22,13 @@ PARAMS = QuoteParams(offsets=(1, 3), tick=0.3, max_inventory=2, phi=0.05, alpha=
 WINDOWS = {"macro_window": 4, "micro_window": 2}
 
 
-def tiny_quote_policy(params: QuoteParams, seed: int, dropout: float = 0.2) -> HierarchicalPolicy:
+def tiny_quote_policy(
+    params: QuoteParams, seed: int, dropout: float = 0.2, n_features: int = 2
+) -> HierarchicalPolicy:
     """A small quoting policy (the network's shape, few units) for fast exact checks."""
     torch.manual_seed(seed)
     sizes = {"macro_hidden": 8, "macro_dim": 4, "micro_hidden": 8, "micro_dim": 4}
-    return quote_policy(2, params, head_hidden=(8,), dropout=dropout, **sizes)
+    return quote_policy(n_features, params, head_hidden=(8,), dropout=dropout, **sizes)
 
 
 def _setup(n_paths: int, seed: int = 0, steps: int = 5) -> tuple:
@@ -237,3 +239,25 @@ def test_greedy_dp_policy_values_agree_with_the_exact_optimum() -> None:
     want = torch.full((3,), sol.value(PARAMS), dtype=torch.float64)
     torch.testing.assert_close(values.v[:, 0, PARAMS.start], want, rtol=1e-10, atol=1e-12)
     assert isinstance(batch, QuoteBatch)
+
+
+def test_on_a_tape_the_exact_values_of_a_greedy_policy_are_its_realised_rewards() -> None:
+    """On a tape fills are deterministic given the quotes: the grid's values of the greedy
+    policy (actions one-hot, fills 0 or 1) equal the settled total reward of its one path."""
+    from hmarl.agent.quote_rollout import tape_batch
+    from hmarl.data.ticks_synthetic import TickParams, generate_tape
+
+    tape = generate_tape(TickParams(steps=400, rate=1.5), seed=2)
+    params = QuoteParams(offsets=(0, 1, 2), tick=0.01, max_inventory=2, phi=1e-4, alpha=1e-3)
+    batch = tape_batch(
+        tape, params, 0.01, np.array([10, 100, 250]), 60, macro_window=8, micro_window=3
+    )
+    policy = tiny_quote_policy(params, 0, dropout=0.0, n_features=4).double().eval()
+    batch = batch._replace(macro=batch.macro.double(), micro=batch.micro.double())
+    traj = collect_quotes(policy, batch, params, generator=torch.Generator(), greedy=True)
+    assert float(traj.settlement.bid_fill.sum() + traj.settlement.ask_fill.sum()) > 0
+    greedy = torch.nn.functional.one_hot(traj.grid_probs.argmax(-1), params.n_actions)
+    values = quote_grid_values(params, batch, greedy.permute(1, 2, 0, 3).double(), 1.0)
+    torch.testing.assert_close(
+        values.v[:, 0, params.start], traj.settlement.reward.sum(1), rtol=1e-10, atol=1e-12
+    )

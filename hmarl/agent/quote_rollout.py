@@ -21,9 +21,18 @@ from torch import Tensor
 
 from hmarl.agent.policy import HierarchicalPolicy, draw_mask
 from hmarl.agent.quote_policy import inventory_inputs
+from hmarl.data.ticks_synthetic import Tape
 from hmarl.market.avellaneda import ASParams, ASPaths, action_tables, features
 from hmarl.market.env import cash_ratio
-from hmarl.market.quoting import QuoteParams, QuoteSettlement, posted, settle_quotes
+from hmarl.market.quoting import (
+    QuoteParams,
+    QuoteSettlement,
+    action_levels,
+    posted,
+    settle_quotes,
+    tape_fills,
+)
+from hmarl.market.windows import window_stats
 
 
 class QuoteBatch(NamedTuple):
@@ -183,4 +192,69 @@ def as_batch(
         bid_edge=e_bid.expand(shape),
         ask_edge=e_ask.expand(shape),
         dmid=dmid,
+    )
+
+
+TAPE_FEATURES = ("mid_change", "spread", "imbalance", "flow")
+"""Per-step features of a tick tape, known when the step starts: the mid's last change and the
+spread (ticks), the top-of-book imbalance, and the previous step's signed market-order flow."""
+
+
+def tape_features(tape: Tape) -> np.ndarray:
+    """:data:`TAPE_FEATURES` per step ``[L, 4]`` (causal: row k uses the book at k's start and
+    trades before k)."""
+    mid = (tape.bid + tape.ask) / 2.0
+    change = np.concatenate([[0.0], np.diff(mid)])
+    top_b, top_a = tape.bid_queue[:, 0], tape.ask_queue[:, 0]
+    flow = tape.buy_volume.sum(1) - tape.sell_volume.sum(1)
+    prev_flow = np.concatenate([[0.0], flow[:-1]])
+    return np.stack([change, tape.ask - tape.bid, (top_b - top_a) / (top_b + top_a), prev_flow], 1)
+
+
+def tape_batch(
+    tape: Tape,
+    params: QuoteParams,
+    tick: float,
+    starts: np.ndarray,
+    length: int,
+    *,
+    macro_window: int,
+    micro_window: int,
+    device: torch.device | str = "cpu",
+) -> QuoteBatch:
+    """Episodes of ``length`` steps from ``starts`` on a tape: fills are deterministic given
+    the tape (:func:`hmarl.market.quoting.tape_fills`), so the fill "probabilities" are 0 or 1
+    and the ``expected`` estimator is exact over the agent's own actions only."""
+    if starts.min() < macro_window - 1 or starts.max() + length > len(tape.bid):
+        raise ValueError(
+            f"episodes must start at >= {macro_window - 1} (the window's warm-up) and end "
+            f"within the tape's {len(tape.bid)} steps"
+        )
+    x = tape_features(tape)
+    rows = starts[:, None] + np.arange(length)  # [B, L]
+    bid_lv, ask_lv = action_levels(params)
+    fill_b, fill_a = tape_fills(
+        params, tape.bid_queue, tape.sell_volume, tape.ask_queue, tape.buy_volume
+    )
+    depth = np.concatenate([[0.0], np.asarray(params.offsets, dtype=np.float64)])  # ticks
+    half = (tape.ask - tape.bid) / 2.0
+    edge_b = (half[:, None] + depth[None, :]) * tick * (np.arange(len(depth)) > 0)  # [T, levels]
+    mid = (tape.bid + tape.ask) / 2.0 * tick
+    dmid = np.concatenate([np.diff(mid), [0.0]])
+
+    def t64(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(a, dtype=torch.float64, device=device)
+
+    bid_fill = torch.as_tensor(fill_b[rows][..., bid_lv], device=device)
+    ask_fill = torch.as_tensor(fill_a[rows][..., ask_lv], device=device)
+    return QuoteBatch(
+        macro=torch.as_tensor(window_stats(x, macro_window)[rows], device=device),
+        micro=torch.as_tensor(window_stats(x, micro_window)[rows], device=device),
+        p_bid=bid_fill.double(),
+        p_ask=ask_fill.double(),
+        bid_fill=bid_fill,
+        ask_fill=ask_fill,
+        bid_edge=t64(edge_b[rows][..., bid_lv]),
+        ask_edge=t64(edge_b[rows][..., ask_lv]),
+        dmid=t64(dmid[rows]),
     )
