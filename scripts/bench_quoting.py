@@ -29,13 +29,14 @@ PARAMS = QuoteParams(offsets=(1, 2, 3, 4, 6), tick=0.2, max_inventory=5, phi=0.0
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--episodes", type=int, default=150)
     ap.add_argument("--n-envs", type=int, default=32)
     ap.add_argument("--estimator", default="expected")
     args = ap.parse_args()
     settings = QuoteTraining(episodes=args.episodes, n_envs=args.n_envs, estimator=args.estimator)
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         _, r = train_quotes(MARKET, PARAMS, dataclasses.replace(settings, seed=seed))
         rows.append(r)
         print(
