@@ -20,7 +20,8 @@ def test_the_agent_closes_most_of_the_gap_to_the_optimum() -> None:
     )
     _, r = train_quotes(MARKET, PARAMS, settings)
     print(
-        f"{r.fraction:.3f} of the optimum, gap closed {r.gap_closed:.3f}, fixed {r.best_fixed / r.optimum:.3f}"
+        f"{r.fraction:.3f} of the optimum, gap closed {r.gap_closed:.3f}, "
+        f"fixed {r.best_fixed / r.optimum:.3f}"
     )
     assert r.best_fixed < 0.8 * r.optimum  # the market needs inventory control
     assert r.test <= r.optimum + 1e-9  # nothing beats the exact optimum on any path
