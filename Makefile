@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# Exact pin first: an unpinned torch would pull the newest CUDA build (gigabytes).
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[dev,slurm,optuna,ray,docs]"
+	$(BIN)/python -m pip install -q -e ".[dev,slurm,optuna,ray,docs,mm]"
 	touch $(STAMP)
 
 setup: $(STAMP)

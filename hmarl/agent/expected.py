@@ -107,13 +107,23 @@ def grid_values(
     trans = torch.einsum("bksa,sat->bkst", p, onehot)  # [B, L, S, S] row-stochastic
 
     c = (p * rewards).sum(-1)  # [B, L, S] expected one-step reward
-    if p.device.type == "cpu":
-        occ, v = _recursions_loop(trans, c, grid.start, gamma, occupancy)
-    else:
-        occ, v = _recursions_scan(trans, c, grid.start, gamma, occupancy)
+    occ, v = state_recursions(trans, c, grid.start, gamma, occupancy)
     v_next = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], dim=1)  # V_{k+1}, V_L = 0
     q = rewards + gamma * v_next[:, :, nxt]  # [B, L, S, 3]
     return GridValues(occ, q, v, rewards)
+
+
+def state_recursions(
+    trans: Tensor, c: Tensor, start: int, gamma: float, occupancy: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Occupancy ``[B, L, S]`` from ``start`` and values ``[B, L, S]`` of a Markov chain with
+    transitions ``trans [B, L, S, S]`` and expected rewards ``c [B, L, S]`` (``V_L = 0``): the
+    numpy loop on the CPU, the prefix scans elsewhere. Both tasks' exact estimators use it
+    (the quoting task's transitions are random given the action: hmarl/agent/quote_update.py).
+    """
+    if trans.device.type == "cpu":
+        return _recursions_loop(trans, c, start, gamma, occupancy)
+    return _recursions_scan(trans, c, start, gamma, occupancy)
 
 
 def _recursions_scan(

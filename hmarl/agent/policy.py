@@ -177,7 +177,11 @@ class DecisionHead(nn.Module):
 
 
 class HierarchicalPolicy(nn.Module):
-    """MacroNet + MicroNet + DecisionHead; ``forward`` returns P(HOLD), P(BUY), P(SELL)."""
+    """MacroNet + MicroNet + DecisionHead; ``forward`` returns P(HOLD), P(BUY), P(SELL).
+
+    ``n_actions`` other than 3 serves the quoting task (hmarl/agent/quote_policy.py): the same
+    towers and head, with the joint quote actions as outputs and the inventory as the state.
+    """
 
     def __init__(
         self,
@@ -189,13 +193,14 @@ class HierarchicalPolicy(nn.Module):
         micro_dim: int = SPEC_MODEL.micro_dim,
         head_hidden: Sequence[int] = tuple(SPEC_MODEL.head_hidden),
         dropout: float = SPEC_MODEL.dropout,
+        n_actions: int = N_ACTIONS,
     ) -> None:
         super().__init__()
         in_dim = 3 * n_features  # mean, std and last of each feature over a window
         self.n_features = n_features
         self.macro = MacroNet(in_dim, macro_hidden, macro_dim, dropout)
         self.micro = MicroNet(in_dim, micro_hidden, micro_dim, dropout)
-        self.head = DecisionHead(macro_dim, micro_dim, head_hidden, N_ACTIONS, dropout)
+        self.head = DecisionHead(macro_dim, micro_dim, head_hidden, n_actions, dropout)
 
     def logits(self, macro_x: Tensor, micro_x: Tensor, position: Tensor, cash: Tensor) -> Tensor:
         return self.head(self.macro(macro_x), self.micro(micro_x), position, cash)

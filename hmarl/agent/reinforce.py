@@ -52,7 +52,7 @@ EXPLORATIONS: tuple[str, ...] = ("entropy", "log_barrier")
 
 
 def make_optimizers(
-    policy: HierarchicalPolicy, *, lr_macro: float, lr_micro: float, lr_head: float
+    policy: nn.Module, *, lr_macro: float, lr_micro: float, lr_head: float
 ) -> dict[str, torch.optim.Adam]:
     """One Adam per module, so each can have its own learning rate and its own clock."""
     lrs = {"macro": lr_macro, "micro": lr_micro, "head": lr_head}
@@ -62,7 +62,7 @@ def make_optimizers(
     }
 
 
-def module_of(policy: HierarchicalPolicy, name: str) -> nn.Module:
+def module_of(policy: nn.Module, name: str) -> nn.Module:
     module = getattr(policy, name)
     assert isinstance(module, nn.Module)
     return module
@@ -239,6 +239,32 @@ def reinforce_update(
     entropy = b_entropy.mean()  # per step, for logging
 
     # ---- update: every module computes its gradient; the schedule picks who steps ----
+    metrics = step_modules(policy, optimizers, loss, grad_clip=grad_clip, update_macro=update_macro)
+    metrics.update(
+        {
+            "reward/mean": b_rewards.sum(dim=1).mean().item(),
+            "loss/policy": loss_policy.item(),
+            "loss/total": loss.item(),
+            "entropy": entropy.item(),
+        }
+    )
+    return metrics
+
+
+def step_modules(
+    policy: nn.Module,
+    optimizers: dict[str, torch.optim.Adam],
+    loss: Tensor,
+    *,
+    grad_clip: float,
+    update_macro: bool,
+) -> dict[str, float]:
+    """Back-propagate ``loss``; step MicroNet and the head, and MacroNet iff ``update_macro``.
+
+    Shared by both tasks (trading here, quoting in hmarl/agent/quote_update.py): every module
+    computes its gradient, the schedule picks who steps. Returns the gradient norms (before
+    clipping), the parameter moves and ``update/macro``.
+    """
     stepping = [name for name in MODULES if name != "macro" or update_macro]
     before = {name: _flat(module_of(policy, name)) for name in MODULES}
     for opt in optimizers.values():
@@ -250,16 +276,7 @@ def reinforce_update(
         metrics[f"grad_norm/{name}"] = _clip(params, grad_clip) if name in stepping else 0.0
     for name in stepping:
         optimizers[name].step()
-
-    metrics.update(
-        {
-            "reward/mean": b_rewards.sum(dim=1).mean().item(),
-            "loss/policy": loss_policy.item(),
-            "loss/total": loss.item(),
-            "entropy": entropy.item(),
-            "update/macro": float(update_macro),
-        }
-    )
+    metrics["update/macro"] = float(update_macro)
     for name in MODULES:
         delta = _flat(module_of(policy, name)) - before[name]
         metrics[f"param_delta/{name}"] = float(delta.norm())

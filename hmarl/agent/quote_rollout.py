@@ -1,0 +1,260 @@
+"""The factored rollout of the quoting task.
+
+As in trading (hmarl/agent/rollout.py), the market does not react to the agent: the towers'
+inputs are fixed per episode batch and only the inventory depends on actions. One batch costs
+
+1. one batched pass of MacroNet and MicroNet over every ``B x L`` step, dropout masks kept;
+2. the head for every inventory-grid state ``[S, B, L, A]`` with the same masks;
+3. a look-up loop: the action of the current state, then the next state from the step's fills
+   (the market's verdict for each action, drawn before the loop: in the Avellaneda-Stoikov
+   market from the step's uniforms, on a tape from the tape), with the posting rule;
+4. vectorised settlement (:func:`hmarl.market.quoting.settle_quotes`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hmarl.agent.policy import HierarchicalPolicy, draw_mask
+from hmarl.agent.quote_policy import inventory_inputs
+from hmarl.data.ticks_synthetic import Tape
+from hmarl.market.avellaneda import ASParams, ASPaths, action_tables, features
+from hmarl.market.env import cash_ratio
+from hmarl.market.quoting import (
+    QuoteParams,
+    QuoteSettlement,
+    action_levels,
+    posted,
+    settle_quotes,
+    tape_fills,
+)
+from hmarl.market.windows import window_stats
+
+
+class QuoteBatch(NamedTuple):
+    """The market side of ``B`` episodes of ``L`` steps, on one device."""
+
+    macro: Tensor  # [B, L, 3N] float32, the long window's summaries
+    micro: Tensor  # [B, L, 3N] float32, the short window's
+    p_bid: Tensor  # [B, L, A] float64, probability that each action's bid would fill
+    p_ask: Tensor  # [B, L, A] float64
+    bid_fill: Tensor  # [B, L, A] bool, whether it does on this path
+    ask_fill: Tensor  # [B, L, A] bool
+    bid_edge: Tensor  # [B, L, A] float64, mid - bid price (0 where not quoted)
+    ask_edge: Tensor  # [B, L, A] float64, ask price - mid
+    dmid: Tensor  # [B, L] float64, the mid's move over each step
+
+
+class QuoteTrajectory(NamedTuple):
+    states: Tensor  # [B, L] inventory-grid state before each step
+    actions: Tensor  # [B, L] joint quote actions
+    positions: Tensor  # [B, L] float32, the head's inventory input q / Q before the step
+    cash: Tensor  # [B, L] float32, 1 - |q / Q|
+    probs: Tensor  # [B, L, A] probabilities used to act (no graph)
+    ctx: Tensor  # [B, L, H1] head context, with the graph of the modules being trained
+    head_masks: list[Tensor | None]
+    settlement: QuoteSettlement
+    grid_probs: Tensor  # [S, B, L, A] every state's probabilities, no graph
+    grid_logits: Tensor | None = None  # [S, B, L, A] with graph (keep_grid_logits)
+
+
+def next_states(params: QuoteParams, batch: QuoteBatch, choice: Tensor) -> Tensor:
+    """``f[s, b, k]``: the state after step k from state s taking ``choice[s, b, k]``."""
+    s = torch.arange(params.n_states, device=choice.device).view(-1, 1, 1)
+    post_bid, post_ask = posted(params, s, choice)  # the posting rule, [S, B, L]
+    idx = choice.permute(1, 2, 0)  # [B, L, S]
+    fb = batch.bid_fill.gather(-1, idx).permute(2, 0, 1) & post_bid
+    fa = batch.ask_fill.gather(-1, idx).permute(2, 0, 1) & post_ask
+    return s + fb.long() - fa.long()
+
+
+def walk_states(params: QuoteParams, f: Tensor) -> Tensor:
+    """States ``[B, L]`` before each step, following ``f [S, B, L]`` from flat (host loop)."""
+    n_states, n_env, length = f.shape
+    table = np.ascontiguousarray(f.cpu().numpy().transpose(2, 1, 0)).reshape(length, -1)
+    base = np.arange(n_env) * n_states
+    out = np.empty((length, n_env), dtype=np.int64)
+    s = np.full(n_env, params.start, dtype=np.int64)
+    for k in range(length):
+        out[k] = s
+        s = table[k].take(base + s)
+    return torch.from_numpy(np.ascontiguousarray(out.T)).to(f.device)
+
+
+def collect_quotes(
+    policy: HierarchicalPolicy,
+    batch: QuoteBatch,
+    params: QuoteParams,
+    *,
+    generator: torch.Generator,
+    greedy: bool = False,
+    train_macro: bool = True,
+    keep_grid_logits: bool = False,
+) -> QuoteTrajectory:
+    """Run the batch's ``B`` episodes; dropout iff ``policy.training``, argmax iff ``greedy``."""
+    n_env, length = batch.dmid.shape
+    lead = (n_env, length)
+    device = batch.macro.device
+
+    # ---- context: MacroNet and MicroNet over every step, masks kept ----
+    def mask(shape: tuple[int, ...], p: float) -> Tensor | None:
+        return draw_mask(shape, p, generator) if policy.training else None
+
+    macro_mask = mask(policy.macro.mask_shape(lead), policy.macro.p)
+    with torch.set_grad_enabled(train_macro and torch.is_grad_enabled()):
+        macro_emb = policy.macro(batch.macro, macro_mask)
+    micro_emb = policy.micro(batch.micro, mask(policy.micro.mask_shape(lead), policy.micro.p))
+    ctx = policy.head.context(macro_emb, micro_emb)  # [B, L, H1]
+    head_masks = [mask(shape, policy.head.p) for shape in policy.head.mask_shapes(lead)]
+
+    # ---- every inventory state's quote probabilities, then the look-up loop ----
+    inv = inventory_inputs(params, device)
+    grid_logits = None
+    if keep_grid_logits and torch.is_grad_enabled():
+        grid_logits = policy.head.all_states(ctx, inv, head_masks)  # [S, B, L, A]
+    with torch.no_grad():
+        logits = grid_logits.detach() if grid_logits is not None else None
+        if logits is None:
+            logits = policy.head.all_states(ctx.detach(), inv, head_masks)
+        probs_all = torch.softmax(logits, dim=-1)
+        if greedy:
+            choice = probs_all.argmax(-1)  # [S, B, L]
+        else:
+            u = torch.rand(lead, generator=generator, device=generator.device).to(device)
+            cum = probs_all.cumsum(-1)[..., :-1]
+            choice = (u.unsqueeze(0).unsqueeze(-1) > cum).sum(-1)  # same uniforms, every state
+    states = walk_states(params, next_states(params, batch, choice))
+    b_idx = torch.arange(n_env, device=device).unsqueeze(1)
+    k_idx = torch.arange(length, device=device).unsqueeze(0)
+    actions = choice[states, b_idx, k_idx]
+    a = actions.unsqueeze(-1)
+    settlement = settle_quotes(
+        params,
+        states,
+        actions,
+        batch.bid_fill.gather(-1, a).squeeze(-1),
+        batch.ask_fill.gather(-1, a).squeeze(-1),
+        batch.bid_edge.gather(-1, a).squeeze(-1),
+        batch.ask_edge.gather(-1, a).squeeze(-1),
+        batch.dmid,
+    )
+    positions = inv[states]
+    return QuoteTrajectory(
+        states=states,
+        actions=actions,
+        positions=positions,
+        cash=cash_ratio(positions),
+        probs=probs_all[states, b_idx, k_idx],
+        ctx=ctx,
+        head_masks=head_masks,
+        settlement=settlement,
+        grid_probs=probs_all,
+        grid_logits=grid_logits,
+    )
+
+
+def as_batch(
+    market: ASParams,
+    params: QuoteParams,
+    paths: ASPaths,
+    *,
+    macro_window: int,
+    micro_window: int,
+    device: torch.device | str = "cpu",
+) -> QuoteBatch:
+    """An Avellaneda-Stoikov batch on ``device``: window features, every action's fill
+    probability and, from the paths' uniforms, whether it fills (the same uniform for every
+    action of a side: a deeper quote fills only when a shallower one would)."""
+    p_bid, p_ask, e_bid, e_ask = (
+        torch.as_tensor(x, dtype=torch.float64, device=device)
+        for x in action_tables(market, params)
+    )
+    u_bid, u_ask, dmid = (
+        torch.as_tensor(x, dtype=torch.float64, device=device)
+        for x in (paths.u_bid, paths.u_ask, paths.dmid)
+    )
+    shape = (*dmid.shape, params.n_actions)
+
+    def tensor(x: np.ndarray) -> Tensor:
+        return torch.as_tensor(x, dtype=torch.float32, device=device)
+
+    return QuoteBatch(
+        macro=tensor(features(paths, market, macro_window)),
+        micro=tensor(features(paths, market, micro_window)),
+        p_bid=p_bid.expand(shape),
+        p_ask=p_ask.expand(shape),
+        bid_fill=u_bid.unsqueeze(-1) < p_bid,
+        ask_fill=u_ask.unsqueeze(-1) < p_ask,
+        bid_edge=e_bid.expand(shape),
+        ask_edge=e_ask.expand(shape),
+        dmid=dmid,
+    )
+
+
+TAPE_FEATURES = ("mid_change", "spread", "imbalance", "flow")
+"""Per-step features of a tick tape, known when the step starts: the mid's last change and the
+spread (ticks), the top-of-book imbalance, and the previous step's signed market-order flow."""
+
+
+def tape_features(tape: Tape) -> np.ndarray:
+    """:data:`TAPE_FEATURES` per step ``[L, 4]`` (causal: row k uses the book at k's start and
+    trades before k)."""
+    mid = (tape.bid + tape.ask) / 2.0
+    change = np.concatenate([[0.0], np.diff(mid)])
+    top_b, top_a = tape.bid_queue[:, 0], tape.ask_queue[:, 0]
+    flow = tape.buy_volume.sum(1) - tape.sell_volume.sum(1)
+    prev_flow = np.concatenate([[0.0], flow[:-1]])
+    return np.stack([change, tape.ask - tape.bid, (top_b - top_a) / (top_b + top_a), prev_flow], 1)
+
+
+def tape_batch(
+    tape: Tape,
+    params: QuoteParams,
+    tick: float,
+    starts: np.ndarray,
+    length: int,
+    *,
+    macro_window: int,
+    micro_window: int,
+    device: torch.device | str = "cpu",
+) -> QuoteBatch:
+    """Episodes of ``length`` steps from ``starts`` on a tape: fills are deterministic given
+    the tape (:func:`hmarl.market.quoting.tape_fills`), so the fill "probabilities" are 0 or 1
+    and the ``expected`` estimator is exact over the agent's own actions only."""
+    if starts.min() < macro_window - 1 or starts.max() + length > len(tape.bid):
+        raise ValueError(
+            f"episodes must start at >= {macro_window - 1} (the window's warm-up) and end "
+            f"within the tape's {len(tape.bid)} steps"
+        )
+    x = tape_features(tape)
+    rows = starts[:, None] + np.arange(length)  # [B, L]
+    bid_lv, ask_lv = action_levels(params)
+    fill_b, fill_a = tape_fills(
+        params, tape.bid_queue, tape.sell_volume, tape.ask_queue, tape.buy_volume
+    )
+    depth = np.concatenate([[0.0], np.asarray(params.offsets, dtype=np.float64)])  # ticks
+    half = (tape.ask - tape.bid) / 2.0
+    edge_b = (half[:, None] + depth[None, :]) * tick * (np.arange(len(depth)) > 0)  # [T, levels]
+    mid = (tape.bid + tape.ask) / 2.0 * tick
+    dmid = np.concatenate([np.diff(mid), [0.0]])
+
+    def t64(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(a, dtype=torch.float64, device=device)
+
+    bid_fill = torch.as_tensor(fill_b[rows][..., bid_lv], device=device)
+    ask_fill = torch.as_tensor(fill_a[rows][..., ask_lv], device=device)
+    return QuoteBatch(
+        macro=torch.as_tensor(window_stats(x, macro_window)[rows], device=device),
+        micro=torch.as_tensor(window_stats(x, micro_window)[rows], device=device),
+        p_bid=bid_fill.double(),
+        p_ask=ask_fill.double(),
+        bid_fill=bid_fill,
+        ask_fill=ask_fill,
+        bid_edge=t64(edge_b[rows][..., bid_lv]),
+        ask_edge=t64(edge_b[rows][..., ask_lv]),
+        dmid=t64(dmid[rows]),
+    )
