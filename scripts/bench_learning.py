@@ -485,8 +485,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--planted-drift", type=float, default=PLANTED_DRIFT, help="per-bar log drift")
     ap.add_argument(
         "--ablate",
-        action="store_true",
-        help="also run each specialists market with each specialist removed in turn",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="also run each specialists market with each specialist removed in turn (or only "
+        "the named ones, e.g. --ablate flow)",
     )
     ap.add_argument("--out", default="bench_learning.json", help="JSON of every run + summary")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
@@ -514,12 +517,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = args.first_seed
     # seed-major: a benchmark stopped early has the first seeds of every market, not some markets
     variants = [(name, None) for name in args.markets]
-    if args.ablate:
+    if args.ablate is not None:
         variants += [
             (name, s.name)
             for name in args.markets
             if name == "planted_flow"
             for s in FLOW_SPECIALISTS
+            if not args.ablate or s.name in args.ablate
         ]
     tasks = [(v, seed) for seed in range(first, first + seeds) for v in variants]
     records: list[dict[str, Any]] = []

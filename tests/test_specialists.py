@@ -385,3 +385,40 @@ def test_resumed_specialists_run_equals_uninterrupted(tmp_path: Path, combine: s
     full, resumed = full_and_resumed(tmp_path, ov, 13, 7)
     assert resumed.state.episode == 13 and resumed.state.macro_steps == 2
     assert_identical(full.last_checkpoint, resumed.last_checkpoint)
+
+
+def test_backtest_of_a_specialists_checkpoint_shows_who_decides(tmp_path: Path) -> None:
+    """python -m hmarl.backtest on a specialists checkpoint: the market is rebuilt with the
+    checkpoint's scalers, steps.csv carries g_<name>, stats.json each specialist's gate and own
+    action shares, and report.html the gate band under the price."""
+    import json
+
+    from helpers import run_cli
+
+    cfg = compose_config(
+        *specialists_overrides(tmp_path, "trainer.episodes=2", "trainer.eval_every=1")
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    out = tmp_path / "bt"
+    proc = run_cli(
+        "hmarl.backtest",
+        f"checkpoint={result.last_checkpoint}",
+        f"cache_dir={tmp_path}/cache",
+        f"out={out}",
+        "tracking=none",
+        "n_bootstrap=0",
+        "random_timing=0",
+        "fee_multipliers=[1.0]",
+        "progress=false",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = pd.read_csv(out / "steps.csv")
+    gates = steps[["g_price", "g_fast", "g_volume"]]
+    np.testing.assert_allclose(gates.sum(axis=1), 1.0, atol=1e-6)
+    doc = json.loads((out / "stats.json").read_text())
+    text = json.dumps(doc)
+    for name in ("price", "fast", "volume"):
+        assert f"Mean Gate {name}" in text and f"Mean P(BUY) of {name}" in text
+    page = (out / "report.html").read_text()
+    assert '"name":"gates"' in page.replace(" ", "") or "gate weight" in page
