@@ -422,3 +422,27 @@ def test_backtest_of_a_specialists_checkpoint_shows_who_decides(tmp_path: Path) 
         assert f"Mean Gate {name}" in text and f"Mean P(BUY) of {name}" in text
     page = (out / "report.html").read_text()
     assert '"name":"gates"' in page.replace(" ", "") or "gate weight" in page
+
+
+def test_tape_specialist_on_real_binance_klines(tmp_path: Path, shared_data: Path) -> None:
+    """model=specialists_tape reads the kline dump's trade count and taker-buy volume."""
+    from hmarl.market.features import build_features
+    from hmarl.market.market_data import load_market_candles
+
+    path = shared_data / "BTCUSDT-5m-klines.csv"
+    cfg = compose_config(
+        "data=binance",
+        f"data.path={path}",
+        "model=specialists_tape",
+        "features.macro_window=48",
+        "tracking=none",
+        f"cache_dir={tmp_path}/cache",
+    )
+    market = load_market(cfg, log=None)
+    tape = next(s for s in market.specialists if "taker_buy_share" in s["names"])
+    assert tape["names"] == list(FEATURE_GROUPS["tape"])
+    lo, hi = market.splits["train"][0], market.splits["test"][1]
+    assert np.isfinite(market.micro[lo:hi]).all()
+    candles = load_market_candles(cfg.data, extra_columns=["trades", "taker_buy_base"], log=None)
+    share = build_features(candles, ["taker_buy_share"])["taker_buy_share"]
+    assert share.between(0.0, 1.0).all() and 0.3 < share.mean() < 0.7

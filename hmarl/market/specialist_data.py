@@ -108,7 +108,7 @@ def market_for_model(
         need_reason="the longest window (MacroNet's or a specialist's) + feature warm-up + "
         "room for validation and test splits",
     )
-    for note in data_warnings(candles, macro_window, min(p.window for p in pairs)):
+    for note in data_warnings(candles, macro_window, micro_window):
         print(f"warning: {note}", file=sys.stderr)
     common = split_args(data)
     main = cached_market(
