@@ -106,7 +106,7 @@ THRESHOLDS = {
 # planted_flow's three specialists (the flow reader sees the planted edge)
 FLOW_SPECIALISTS = (
     SpecialistConfig(name="price", features=["group:price"], window=60),
-    SpecialistConfig(name="flow", features=[f"col:{FLOW_COLUMN}"], window=4),
+    SpecialistConfig(name="flow", features=[f"col:{FLOW_COLUMN}"], window=12),
     SpecialistConfig(name="volume", features=["group:volume"], window=60),
 )
 
