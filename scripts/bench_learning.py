@@ -82,7 +82,7 @@ from hmarl.agent.evaluation import run_split
 from hmarl.agent.rollout import market_tensors
 from hmarl.config import Config, SpecialistConfig, conf_dir, register_configs, to_config
 from hmarl.data.reading import load_candles
-from hmarl.io import write_text
+from hmarl.io import atomic_write, write_text
 from hmarl.market.planted import FLOW_COLUMN, oracle_positions, plant_edge, plant_flow
 from hmarl.stats.baselines import baseline_steps, settled_frame
 from hmarl.stats.metrics import compute_stats
@@ -139,17 +139,21 @@ def make_market(
     if name == "planted":
         candles = load_candles(_shared(data_dir, Q4), log=None)
         planted, regime = plant_edge(candles, seed, drift=planted_drift)
-        path = work / f"planted_{seed}.csv"
-        planted.reset_index().to_csv(path, index=False)
+        path = _write_csv(planted, work / f"planted_{seed}.csv")
         return Market(name, ["data=csv", f"data.path={path}"], regime)
     if name == "planted_flow":
         candles = load_candles(_shared(data_dir, Q4), log=None)
         flowed, regime = plant_flow(candles, seed, drift=planted_drift)
-        path = work / f"planted_flow_{seed}.csv"
-        flowed.reset_index().to_csv(path, index=False)
+        path = _write_csv(flowed, work / f"planted_flow_{seed}.csv")
         overrides = ["data=csv", f"data.path={path}", "model=specialists"]
         return Market(name, overrides, regime, FLOW_SPECIALISTS)
     raise SystemExit(f"unknown market {name!r}; choose from {MARKETS}")
+
+
+def _write_csv(candles: Any, path: Path) -> Path:
+    """Write a market's file atomically: two runs of one seed (an ablation and the full model)
+    write the same file at once, and one must never read the other's half-written copy."""
+    return atomic_write(path, lambda tmp: candles.reset_index().to_csv(tmp, index=False))
 
 
 def _shared(data_dir: Path, name: str) -> Path:
