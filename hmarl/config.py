@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,13 @@ class MetricMode(str, Enum):
     min = "min"
 
 
+class Combine(str, Enum):
+    """How the layer above the specialists decides (hmarl/agent/specialists.py)."""
+
+    mixture = "mixture"  # gate over the specialists' own policies: pi = sum_k g_k pi_k
+    concat = "concat"  # SPEC.md's form: embeddings concatenated into the DecisionHead
+
+
 @dataclass
 class DataConfig:
     """Candle source, validation policy and chronological splits.
@@ -119,6 +126,8 @@ class DataConfig:
     # canonical name -> column in file, e.g. {timestamp: "Open time", close: Close}
     columns: dict[str, str] = field(default_factory=dict)
     timestamp_unit: str = "auto"  # auto | iso | s | ms | us | ns (auto detects and reports)
+    # further raw columns to keep when reading (besides those `col:<name>` features name)
+    extra_columns: list[str] = field(default_factory=list)
     # error | ffill (carry the last close forward with zero volume)
     gap_policy: GapPolicy = GapPolicy.error
     train_frac: float = 0.7  # chronological split fractions (test gets the rest, 15%)
@@ -143,6 +152,25 @@ class FeaturesConfig:
 
 
 @dataclass
+class SpecialistConfig:
+    """One specialist agent: an encoder of its own features' window and its own action logits.
+
+    Why its own window, learning rate and period: a tape reader looks at the last minutes, a
+    trend reader at hours; the asymmetric schedule generalises to one clock per agent.
+    """
+
+    name: str = "price"
+    # registered features, `col:<column>` raw columns, or `group:<name>` (hmarl/market/groups.py)
+    features: list[str] = field(default_factory=lambda: ["group:price"])
+    window: int = 60  # mean/std/last over this many bars
+    hidden: int = 64  # encoder: Linear(3N_k, hidden) ReLU Dropout Linear(hidden, dim) ReLU
+    dim: int = 32
+    head_hidden: int = 32  # own logits: Linear(dim + 2, head_hidden) ReLU Dropout Linear(., 3)
+    lr: float = 5e-4
+    every: int = 1  # steps on episodes with episode % every == 0
+
+
+@dataclass
 class ModelConfig:
     """Layer sizes of SPEC.md's network; defaults give 83,811 parameters at N = 20.
 
@@ -156,6 +184,11 @@ class ModelConfig:
     # DecisionHead: Linear(162,128) ReLU Dropout Linear(128,64) ReLU Dropout Linear(64,3)
     head_hidden: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.2
+    # Specialists (model=specialists, hmarl/agent/specialists.py): empty = SPEC.md's network.
+    # Given, each replaces the MicroNet by one agent on its own features and window.
+    specialists: list[SpecialistConfig] = field(default_factory=list)
+    combine: Combine = Combine.mixture  # mixture (gate over their policies) | concat
+    gate_hidden: int = 32  # the gate: Linear(macro_dim + 2, gate_hidden) ReLU Dropout Linear(., K)
 
 
 @dataclass
@@ -363,6 +396,15 @@ RANGES: dict[type, dict[str, Range]] = {
         "micro_dim": POSITIVE_INT,
         "head_hidden": POSITIVE_INT,
         "dropout": fraction(lo_open=False),
+        "gate_hidden": POSITIVE_INT,
+    },
+    SpecialistConfig: {
+        "window": at_least(2),
+        "hidden": POSITIVE_INT,
+        "dim": POSITIVE_INT,
+        "head_hidden": POSITIVE_INT,
+        "lr": above(0),
+        "every": POSITIVE_INT,
     },
     EnvConfig: {
         "commission": fraction(lo_open=False),
@@ -466,6 +508,46 @@ def _cross_checks(cfg: Config) -> list[str]:
             )
     problems += check_dates(cfg.data, "data.")
     problems += check_device(cfg.device)
+    problems += check_specialists(cfg.model.specialists)
+    return problems
+
+
+SPECIALIST_KEYS = ("specialists", "combine", "gate_hidden")
+
+
+def model_record(model: ModelConfig) -> dict[str, Any]:
+    """The model's fields as plain values for a checkpoint (weights-only loadable); without
+    specialists, exactly SPEC's keys, as checkpoints recorded before specialists existed."""
+    record = asdict(model)
+    if not model.specialists:
+        return {k: v for k, v in record.items() if k not in SPECIALIST_KEYS}
+    record["combine"] = Combine(model.combine).value
+    return record
+
+
+def model_from_record(record: dict[str, Any]) -> ModelConfig:
+    """Inverse of :func:`model_record` (keys a record lacks take their defaults)."""
+    fields_ = dict(record)
+    fields_["specialists"] = [SpecialistConfig(**s) for s in fields_.get("specialists", [])]
+    fields_["combine"] = Combine(fields_.get("combine", Combine.mixture.value))
+    return ModelConfig(**fields_)
+
+
+def check_specialists(specialists: list[SpecialistConfig]) -> list[str]:
+    """Each specialist's values (lists of dataclasses are not walked by check_values), unique
+    names and a non-empty feature list."""
+    problems: list[str] = []
+    names = [s.name for s in specialists]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(f"model.specialists names repeat: {repeated}; give each a unique name")
+    for i, spec in enumerate(specialists):
+        key = f"model.specialists[{i}]"
+        problems += check_values(spec, RANGES, f"{key}.")
+        if not spec.name or not spec.name.replace("_", "").isalnum():
+            problems.append(f"{key}.name must be letters, digits or _, got {spec.name!r}")
+        if not spec.features:
+            problems.append(f"{key}.features ({spec.name}) is empty; name at least one feature")
     return problems
 
 

@@ -16,6 +16,10 @@ Schema (index ``time``: the decision bar t, a strictly increasing UTC DatetimeIn
 - ``turnover``, ``fee``: notional traded and cost paid at t, fractions of equity at t;
 - ``equity``: equity at the close of t+1 (1.0 before the first row), net of costs;
 - ``reward``: log equity growth over t -> t+1 (what the trainer maximises).
+
+Optional, specialists with a gate only (hmarl/agent/specialists.py): ``g_<name>``, the gate
+weight of each specialist (they sum to 1 per row), and ``<name>_p_hold`` / ``_p_buy`` /
+``_p_sell``, that specialist's own action probabilities.
 """
 
 from __future__ import annotations
@@ -58,6 +62,24 @@ def prob_column(code: int) -> str:
     return PROB_COLUMNS[code]
 
 
+GATE_PREFIX = "g_"
+
+
+def gate_column(name: str) -> str:
+    """The gate-weight column of a specialist (``g_tape``)."""
+    return GATE_PREFIX + name
+
+
+def own_prob_column(name: str, code: int) -> str:
+    """A specialist's own probability of an action (``tape_p_buy``)."""
+    return f"{name}_{PROB_COLUMNS[code]}"
+
+
+def gate_names(steps: pd.DataFrame) -> list[str]:
+    """The specialists whose gate weights the table carries, in column order."""
+    return [str(c)[len(GATE_PREFIX) :] for c in steps.columns if str(c).startswith(GATE_PREFIX)]
+
+
 # ----------------------------------------------------------------------------- construction
 
 
@@ -69,12 +91,14 @@ def steps_table(
     positions: npt.ArrayLike,
     settled: Mapping[str, npt.ArrayLike],
     probs: FloatArray | None = None,
+    extra: Mapping[str, npt.ArrayLike] | None = None,
 ) -> pd.DataFrame:
     """The table of decisions at candle rows ``rows`` of a market (``index``, ``close``).
 
     ``settled`` maps each of :data:`SETTLEMENT_COLUMNS` to its per-row values (what
     :func:`hmarl.market.env.settle` computed for these positions); ``probs`` is ``[rows, 3]`` in
-    action-code order, or None for rule-based runs (no probability columns then).
+    action-code order, or None for rule-based runs (no probability columns then);
+    ``extra`` holds the optional gate and specialist columns (appended last).
     """
     columns: dict[str, np.ndarray] = {
         PRICE: close[rows],
@@ -86,6 +110,8 @@ def steps_table(
     columns[POSITION] = np.asarray(positions, dtype=np.float64)
     for name in SETTLEMENT_COLUMNS:
         columns[name] = np.asarray(settled[name], dtype=np.float64)
+    for name, values in (extra or {}).items():
+        columns[name] = np.asarray(values, dtype=np.float64)
     frame = pd.DataFrame(columns, index=index[rows])
     frame.index.name = TIME
     return frame
@@ -106,6 +132,8 @@ class Steps(NamedTuple):
     price: FloatArray | None
     next_price: FloatArray | None
     probs: dict[str, FloatArray]
+    gates: dict[str, FloatArray]  # specialist name -> gate weight per row (gated policies only)
+    own: dict[str, FloatArray]  # own_prob_column(name, code) -> that specialist's probability
 
 
 def _column(steps: pd.DataFrame, name: str) -> FloatArray:
@@ -174,6 +202,8 @@ def check_steps(steps: pd.DataFrame, need_prices: bool) -> Steps:
         if (cols[name] <= 0.0).any():
             _fail(steps, name, cols[name], cols[name] <= 0.0, "is not positive")
     probs = {c: _column(steps, c) for c in PROB_COLUMNS if c in steps.columns}
+    names = gate_names(steps)
+    own_columns = [own_prob_column(n, code) for n in names for code in range(len(ACTIONS))]
     return Steps(
         times=index,
         action=cols[ACTION].astype(np.int64),
@@ -184,6 +214,8 @@ def check_steps(steps: pd.DataFrame, need_prices: bool) -> Steps:
         price=cols.get(PRICE),
         next_price=cols.get(NEXT_PRICE),
         probs=probs,
+        gates={n: _column(steps, gate_column(n)) for n in names},
+        own={c: _column(steps, c) for c in own_columns if c in steps.columns},
     )
 
 

@@ -16,6 +16,16 @@ Markets (one row each):
   per bar, 2.5-day regimes); the oracle that knows the regime is reported after fees;
 * ``real_q1``, ``real_q4``: the real 2024 Q1 / Q4 BTCUSDT 5-minute candles unchanged (no edge
   promised: the check is that the trainer does no harm and says when it found nothing).
+* ``planted_flow``: the Q4 candles with short seeded regimes (45 bars on average) planted in
+  their prices and a raw column ``flow`` revealing the next bar's regime with noise
+  (hmarl/market/planted.py ``plant_flow``); trained with three specialists (``price`` on
+  group:price, ``flow`` on col:flow, ``volume`` on group:volume) under one MacroNet. The edge
+  is visible to the flow specialist and only faintly to the others.
+
+``--ablate`` re-runs every specialists market with each specialist removed in turn (rows
+``planted_flow -flow`` ...). For specialists runs the table's gate column is the mean gate weight
+of each specialist on test (``Mean Gate <name>`` of compute_stats), over the runs that beat buy &
+hold and flat on test; ``test win`` counts those runs.
 
 Every run trains from scratch with ``tracking=none`` (plus any Hydra overrides given), keeps
 ``best.pt`` (selected on validation) and ``last.pt``, and is evaluated here:
@@ -70,10 +80,10 @@ from hydra import compose, initialize_config_dir
 from hmarl.agent.checkpoint import load_checkpoint, policy_from_checkpoint
 from hmarl.agent.evaluation import run_split
 from hmarl.agent.rollout import market_tensors
-from hmarl.config import Config, conf_dir, register_configs, to_config
+from hmarl.config import Config, SpecialistConfig, conf_dir, register_configs, to_config
 from hmarl.data.reading import load_candles
-from hmarl.io import write_text
-from hmarl.market.planted import oracle_positions, plant_edge
+from hmarl.io import atomic_write, write_text
+from hmarl.market.planted import FLOW_COLUMN, oracle_positions, plant_edge, plant_flow
 from hmarl.stats.baselines import baseline_steps, settled_frame
 from hmarl.stats.metrics import compute_stats
 from hmarl.stats.random_timing import random_timing, random_timing_stats
@@ -82,10 +92,23 @@ from hmarl.train.trainer import collapse_reason, env_params, load_market, train
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 Q1 = "binance_spot_BTCUSDT_5m_2024Q1.csv"
 Q4 = "binance_spot_BTCUSDT_5m_2024Q4.csv"
-MARKETS = ("default", "hard", "planted", "real_q1", "real_q4")
+MARKETS = ("default", "hard", "planted", "real_q1", "real_q4", "planted_flow")
 # Best validation Sharpe a run must exceed to count as a success (with beating buy & hold).
 PLANTED_DRIFT = 3e-4  # per-bar log drift of the planted regimes (as the default synthetic market)
-THRESHOLDS = {"default": 10.0, "hard": 3.0, "planted": 3.0, "real_q1": 1.0, "real_q4": 1.0}
+THRESHOLDS = {
+    "default": 10.0,
+    "hard": 3.0,
+    "planted": 3.0,
+    "real_q1": 1.0,
+    "real_q4": 1.0,
+    "planted_flow": 3.0,
+}
+# planted_flow's three specialists (the flow reader sees the planted edge)
+FLOW_SPECIALISTS = (
+    SpecialistConfig(name="price", features=["group:price"], window=60),
+    SpecialistConfig(name="flow", features=[f"col:{FLOW_COLUMN}"], window=12),
+    SpecialistConfig(name="volume", features=["group:volume"], window=60),
+)
 
 
 @dataclass
@@ -93,6 +116,13 @@ class Market:
     name: str
     overrides: list[str]
     regime: np.ndarray | None = None  # planted market: the regime of each candle row
+    specialists: tuple[SpecialistConfig, ...] = ()  # set on the config after composing
+    without: str | None = None  # --ablate: the specialist removed
+
+    @property
+    def label(self) -> str:
+        """The table's row: the market, and the specialist removed (ablation)."""
+        return self.name if self.without is None else f"{self.name} -{self.without}"
 
 
 def make_market(
@@ -109,10 +139,21 @@ def make_market(
     if name == "planted":
         candles = load_candles(_shared(data_dir, Q4), log=None)
         planted, regime = plant_edge(candles, seed, drift=planted_drift)
-        path = work / f"planted_{seed}.csv"
-        planted.reset_index().to_csv(path, index=False)
+        path = _write_csv(planted, work / f"planted_{seed}.csv")
         return Market(name, ["data=csv", f"data.path={path}"], regime)
+    if name == "planted_flow":
+        candles = load_candles(_shared(data_dir, Q4), log=None)
+        flowed, regime = plant_flow(candles, seed, drift=planted_drift)
+        path = _write_csv(flowed, work / f"planted_flow_{seed}.csv")
+        overrides = ["data=csv", f"data.path={path}", "model=specialists"]
+        return Market(name, overrides, regime, FLOW_SPECIALISTS)
     raise SystemExit(f"unknown market {name!r}; choose from {MARKETS}")
+
+
+def _write_csv(candles: Any, path: Path) -> Path:
+    """Write a market's file atomically: two runs of one seed (an ablation and the full model)
+    write the same file at once, and one must never read the other's half-written copy."""
+    return atomic_write(path, lambda tmp: candles.reset_index().to_csv(tmp, index=False))
 
 
 def _shared(data_dir: Path, name: str) -> Path:
@@ -239,7 +280,7 @@ def one_run(
     episodes: int,
     trace: bool = False,
 ) -> dict[str, Any]:
-    run_dir = work / f"{market.name}_seed{seed}"
+    run_dir = work / f"{market.label.replace(' ', '')}_seed{seed}"
     cfg = compose_config(
         [
             "+experiment=asym_1_10",
@@ -251,6 +292,10 @@ def one_run(
             *overrides,
         ]
     )
+    if market.specialists:
+        cfg.model.specialists = [
+            SpecialistConfig(**vars(s)) for s in market.specialists if s.name != market.without
+        ]
     entropies: list[float] = []
     tracer = Tracer(cfg) if trace else None
 
@@ -265,7 +310,7 @@ def one_run(
     wall = time.perf_counter() - t0
     tc = cfg.trainer
     rec: dict[str, Any] = {
-        "market": market.name,
+        "market": market.label,
         "seed": seed,
         "wall_s": wall,
         "episodes": result.state.episode,
@@ -308,6 +353,13 @@ def one_run(
             "collapse_reason": reason,
         }
     )
+    rec["gates"] = {
+        k.removeprefix("Mean Gate "): v for k, v in test.items() if k.startswith("Mean Gate ")
+    }
+    rec["test_win"] = bool(
+        rec["test_return_pct"] > rec["bh_test_return_pct"]
+        and rec["test_return_pct"] > rec["flat_test_return_pct"]
+    )
     if "oracle_test" in ev:
         rec["oracle_test_return_pct"] = ev["oracle_test"]["Return [%]"]
         rec["oracle_val_return_pct"] = ev["oracle_val"]["Return [%]"]
@@ -349,6 +401,13 @@ def _mean_sd(values: Sequence[float], sign: str = "+") -> str:
     return f"{statistics.mean(vals):{sign}.1f} ± {sd:.1f}"
 
 
+def _mean_gates(rs: Sequence[dict[str, Any]]) -> str:
+    """Each specialist's mean test gate weight over the runs that won on test ('-' if none)."""
+    won = [r["gates"] for r in rs if r.get("test_win") and r.get("gates")]
+    names = list(dict.fromkeys(n for g in won for n in g))
+    return ", ".join(f"{n} {statistics.mean(g[n] for g in won):.2f}" for n in names) or "-"
+
+
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name in dict.fromkeys(r["market"] for r in records):
@@ -358,7 +417,9 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "market": name,
             "runs": n,
             "failed_runs": sum(1 for r in records if r["market"] == name and "error" in r),
-            "threshold": THRESHOLDS[name],
+            "threshold": THRESHOLDS[name.split(" ")[0]],
+            "test_win": sum(r.get("test_win", False) for r in rs),
+            "gates": _mean_gates(rs),
             "success": sum(r["success"] for r in rs),
             "best_val_sharpe": _mean_sd([r["best_val_sharpe"] for r in rs]),
             "bh_val_sharpe": _mean_sd([r["bh_val_sharpe"] for r in rs]),
@@ -393,9 +454,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "| final near best | collapsed | no trade | test return % | B&H | flat "
         "| random timing (median; policy's percentile) "
         "| oracle (captured >= 50%) | no harm (>= flat - 1%) | edge found "
-        "| no harm as advised (flat without edge) | wall s | env-steps/s |"
+        "| no harm as advised (flat without edge) | wall s | env-steps/s "
+        "| test win (> B&H and flat) | mean gate (test winners) |"
     )
-    lines = [head, "|" + "---|" * 17]
+    lines = [head, "|" + "---|" * 19]
     for r in rows:
         n = r["runs"]
         oracle = (
@@ -410,7 +472,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['flat_test_return_pct']} | {r['random_timing_test_median_pct']} "
             f"({r['random_timing_test_percentile']}) | {oracle} "
             f"| {r['no_harm']}/{n} | {r['edge_found']}/{n} | {r['advised_no_harm']}/{n} "
-            f"| {r['wall_s']} | {r['env_steps_per_s']:,.0f} |"
+            f"| {r['wall_s']} | {r['env_steps_per_s']:,.0f} "
+            f"| {r.get('test_win', 0)}/{n} | {r.get('gates', '-')} |"
         )
     return "\n".join(lines)
 
@@ -424,6 +487,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--markets", nargs="+", default=list(MARKETS), choices=MARKETS)
     ap.add_argument("--episodes", type=int, default=300)
     ap.add_argument("--planted-drift", type=float, default=PLANTED_DRIFT, help="per-bar log drift")
+    ap.add_argument(
+        "--ablate",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="also run each specialists market with each specialist removed in turn (or only "
+        "the named ones, e.g. --ablate flow)",
+    )
     ap.add_argument("--out", default="bench_learning.json", help="JSON of every run + summary")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -449,7 +520,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = args.seeds or (3 if args.quick else 10)
     first = args.first_seed
     # seed-major: a benchmark stopped early has the first seeds of every market, not some markets
-    tasks = [(name, seed) for seed in range(first, first + seeds) for name in args.markets]
+    variants = [(name, None) for name in args.markets]
+    if args.ablate is not None:
+        variants += [
+            (name, s.name)
+            for name in args.markets
+            if name == "planted_flow"
+            for s in FLOW_SPECIALISTS
+            if not args.ablate or s.name in args.ablate
+        ]
+    tasks = [(v, seed) for seed in range(first, first + seeds) for v in variants]
     records: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     print(
@@ -460,15 +540,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         common += (args.data_dir, args.trace)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_job, name, seed, *common) for name, seed in tasks]
+            futures = [
+                pool.submit(_job, name, seed, *common, without) for (name, without), seed in tasks
+            ]
             for future in as_completed(futures):
                 rec = future.result()
                 records.append(rec)
                 print(f"[{len(records)}/{len(tasks)}] {_line(rec)}", flush=True)
                 # every finished run is on disk at once: a stopped benchmark keeps what it ran
                 _write(Path(args.out), args, seeds, records, complete=False)
-    order = {name: i for i, name in enumerate(args.markets)}
-    records.sort(key=lambda r: (order[r["market"]], r["seed"]))
+    records.sort(key=lambda r: (_order(r["market"]), r["seed"]))
     rows = summarise(records)
     table = markdown(rows)
     print(
@@ -510,8 +591,7 @@ def print_table(paths: Sequence[Path]) -> int:
             )
         records += runs
         states.append("complete" if data.get("complete") else "NOT complete (cut short)")
-    markets = list(MARKETS)
-    records = sorted(records, key=lambda r: (markets.index(r["market"]), r["seed"]))
+    records = sorted(records, key=lambda r: (_order(r["market"]), r["seed"]))
     names = ", ".join(f"{p} ({st})" for p, st in zip(paths, states, strict=True))
     state = states[0] if len(paths) == 1 else f"merged from {names}"
     head = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
@@ -520,6 +600,12 @@ def print_table(paths: Sequence[Path]) -> int:
     )
     print(markdown(summarise(records)))
     return 0
+
+
+def _order(label: str) -> tuple[int, str]:
+    """Table order: markets as listed in MARKETS, each market's ablation rows after it."""
+    name, _, without = label.partition(" ")
+    return MARKETS.index(name), without
 
 
 def _write(
@@ -555,10 +641,12 @@ def _job(
     threads: int,
     data_dir: Path,
     trace: bool,
+    without: str | None = None,
 ) -> dict[str, Any]:
     """One (market, seed) run in a worker process; the planted regimes use the run's seed."""
     torch.set_num_threads(threads)
     market = make_market(name, Path(work), planted_drift, seed, data_dir)
+    market.without = without
     return one_run(market, seed, overrides, Path(work), episodes, trace)
 
 

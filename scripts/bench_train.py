@@ -12,6 +12,10 @@ Prints env-steps per second (experience collected AND trained on) for
 their ratio, the wall-clock ratio of one 11-episode cycle (symmetric over asymmetric) and the
 peak memory (CUDA: ``max_memory_allocated``; CPU: the process's peak RSS so far).
 
+``--specialists`` also times ``model=specialists`` (three specialists under one MacroNet,
+conf/model/specialists.yaml) under both schedules, interleaved with the spec model's cycles, and
+prints its time per env-step as a multiple of the spec model's (the target: <= 1.5x).
+
 Why interleaved: the two schedules' cycles alternate (asym, sym, asym, sym, ...) and the
 reference runs half before and half after them, so load from other processes on a shared
 machine falls on both sides of each ratio instead of on one.
@@ -28,15 +32,14 @@ import platform
 import resource
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.reinforce import discounted_returns, make_optimizers, normalise
 from hmarl.agent.rollout import market_tensors
+from hmarl.agent.specialists import build_policy
 from hmarl.config import Config, conf_dir, register_configs, to_config
 from hmarl.train.trainer import Trainer, load_market
 
@@ -54,7 +57,7 @@ def plain_reference(cfg: Config, episodes: int, seed: int = 0) -> tuple[int, flo
     market = load_market(cfg, log=None)
     t = market_tensors(market)
     torch.manual_seed(seed)
-    policy = HierarchicalPolicy(market.n_features, **asdict(cfg.model)).train()
+    policy = build_policy(market.n_features, cfg.model).train()
     opts = make_optimizers(
         policy,
         lr_macro=cfg.trainer.lr_macro,
@@ -122,26 +125,25 @@ def peak_memory(device: torch.device) -> str:
 
 
 def bench_batch(
-    asym: Config, sym: Config, cycles: int, out: Path
-) -> tuple[list[float], list[float], float, str]:
-    """Per-episode wall times of ``cycles`` timed cycles per schedule (interleaved), the
-    sym/asym ratio of CPU time over those cycles, and the peak memory."""
-    runs = {name: Trainer(cfg, out / name) for name, cfg in (("asym", asym), ("sym", sym))}
-    device = next(runs["asym"].policy.parameters()).device
+    configs: dict[str, Config], cycles: int, out: Path
+) -> tuple[dict[str, list[float]], dict[str, float], str]:
+    """Per-episode wall times of ``cycles`` timed cycles per config (interleaved: one cycle of
+    each in turn), the CPU time of each over those cycles, and the peak memory."""
+    runs = {name: Trainer(cfg, out / name) for name, cfg in configs.items()}
+    device = next(next(iter(runs.values())).policy.parameters()).device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for run in runs.values():
         run.policy.train()
         run_cycle(run, device)  # warm-up cycle: allocator, kernels, caches
-    t_asym: list[float] = []
-    t_sym: list[float] = []
-    cpu = {"asym": 0.0, "sym": 0.0}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    cpu = dict.fromkeys(runs, 0.0)
     for _ in range(cycles):
-        for name, times in (("asym", t_asym), ("sym", t_sym)):
-            wall, cpu_s = run_cycle(runs[name], device)
-            times += wall
+        for name, run in runs.items():
+            wall, cpu_s = run_cycle(run, device)
+            times[name] += wall
             cpu[name] += cpu_s
-    return t_asym, t_sym, cpu["sym"] / cpu["asym"], peak_memory(device)
+    return times, cpu, peak_memory(device)
 
 
 def main() -> None:
@@ -166,6 +168,11 @@ def main() -> None:
         action="append",
         default=[],
         help="extra Hydra override for both schedules, e.g. trainer.macro_cache_chunk=0",
+    )
+    ap.add_argument(
+        "--specialists",
+        action="store_true",
+        help="also time model=specialists (three specialists) against the spec model",
     )
     args = ap.parse_args()
     if args.threads:
@@ -201,10 +208,15 @@ def main() -> None:
         results = []
         for n_envs in batches:
             batch = [*common, f"trainer.n_envs={n_envs}"]
-            asym = config("+experiment=asym_1_10", *batch)
-            sym = config("+experiment=sym_1_1", *batch)
+            configs = {
+                "asym": config("+experiment=asym_1_10", *batch),
+                "sym": config("+experiment=sym_1_1", *batch),
+            }
+            if args.specialists:
+                configs["spec_asym"] = config("+experiment=asym_1_10", "model=specialists", *batch)
+                configs["spec_sym"] = config("+experiment=sym_1_1", "model=specialists", *batch)
             out = Path(tmp) / f"b{n_envs}"
-            results.append((n_envs, *bench_batch(asym, sym, args.cycles, out)))
+            results.append((n_envs, *bench_batch(configs, args.cycles, out)))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         if ref_episodes // 2 > 0:
@@ -215,7 +227,8 @@ def main() -> None:
         print(
             f"(a) plain reference (1 env, per-step forward + autograd, CPU): {ref:,.0f} env-steps/s"
         )
-    for n_envs, t_asym, t_sym, cpu_ratio, memory in results:
+    for n_envs, times, cpu, memory in results:
+        t_asym, t_sym, cpu_ratio = times["asym"], times["sym"], cpu["sym"] / cpu["asym"]
         steps = n_envs * base.trainer.episode_len
         fast = steps * len(t_asym) / sum(t_asym)
         macro_eps = t_asym[::CYCLE]
@@ -235,6 +248,28 @@ def main() -> None:
             "(SPEC's note claims 2.30x from parameter counts)"
         )
         print(f"    the same ratio in process CPU time (robust to other load): {cpu_ratio:.2f}x")
+        if "spec_asym" in times:
+            print_specialists(steps, times, cpu, args.cycles)
+
+
+def print_specialists(
+    steps: int, times: dict[str, list[float]], cpu: dict[str, float], cycles: int
+) -> None:
+    """model=specialists against the spec model: time per env-step and the schedules' ratio."""
+    for schedule in ("asym", "sym"):
+        mine, ref = sum(times[f"spec_{schedule}"]), sum(times[schedule])
+        n = len(times[schedule])
+        print(
+            f"(c) model=specialists (3 specialists), {schedule}: "
+            f"{steps * n / mine:,.0f} env-steps/s; time per env-step {mine / ref:.2f}x the spec "
+            f"model's (CPU time {cpu[f'spec_{schedule}'] / cpu[schedule]:.2f}x)"
+        )
+    cyc_a, cyc_s = sum(times["spec_asym"]) / cycles, sum(times["spec_sym"]) / cycles
+    print(
+        f"    model=specialists, one 11-episode cycle: sym_1_1 {cyc_s:.3f} s, asym_1_10 "
+        f"{cyc_a:.3f} s, sym/asym wall-clock ratio {cyc_s / cyc_a:.2f}x "
+        f"(CPU time {cpu['spec_sym'] / cpu['spec_asym']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -52,11 +52,9 @@ def test_schedule_over_22_episodes(
 
     # episode 0 compares against the initial weights: snapshot them before training starts
     torch.manual_seed(cfg.seed)
-    from dataclasses import asdict
+    from hmarl.agent.specialists import build_policy
 
-    from hmarl.agent.policy import HierarchicalPolicy
-
-    init = HierarchicalPolicy(20, **asdict(cfg.model))
+    init = build_policy(20, cfg.model)
     for name in seen:
         state[name] = snapshot(getattr(init, name))
     train(cfg, tmp_path / "run", progress=False, on_episode=watch)

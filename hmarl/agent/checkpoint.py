@@ -14,7 +14,6 @@ import pickle
 import platform
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
@@ -23,7 +22,8 @@ import torch
 
 from hmarl import __version__
 from hmarl.agent.policy import HierarchicalPolicy
-from hmarl.config import ModelConfig
+from hmarl.agent.specialists import build_policy
+from hmarl.config import model_from_record
 from hmarl.io import atomic_write
 from hmarl.tracking import CHECKPOINT_DIR
 
@@ -230,8 +230,9 @@ def policy_from_checkpoint(
 ) -> HierarchicalPolicy:
     """Rebuild the policy with the checkpoint's architecture and weights (eval mode)."""
     try:
-        model = ModelConfig(**ckpt["model"])
-        policy = HierarchicalPolicy(len(ckpt["feature_spec"]["names"]), **asdict(model))
+        model = model_from_record(ckpt["model"])
+        sizes = [len(s["names"]) for s in ckpt["feature_spec"].get("specialists", [])]
+        policy = build_policy(len(ckpt["feature_spec"]["names"]), model, sizes)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
             f"{source} records a model that cannot be built ({ckpt['model']}): {exc}"

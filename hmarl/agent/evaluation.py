@@ -13,10 +13,11 @@ import pandas as pd
 import torch
 
 from hmarl.agent.rollout import MarketTensors, Trajectory, evaluate
+from hmarl.agent.specialists import decision_parts
 from hmarl.market.env import EnvParams, Settlement, position_grid
 from hmarl.stats.metrics import compute_stats
 from hmarl.stats.random_timing import random_timing, random_timing_stats
-from hmarl.steps import SETTLEMENT_COLUMNS
+from hmarl.steps import SETTLEMENT_COLUMNS, gate_column, own_prob_column
 from hmarl.steps import steps_table as _table
 
 if TYPE_CHECKING:
@@ -35,16 +36,22 @@ def steps_table(
     settlement: Settlement,
     probs: np.ndarray | None = None,
     env_index: int = 0,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """The steps table (:mod:`hmarl.steps`) of one environment of a settled batch."""
     settled = {
         name: to_float64(getattr(settlement, name)[env_index]) for name in SETTLEMENT_COLUMNS
     }
-    return _table(market.index, market.close, rows, actions, positions, settled, probs)
+    return _table(market.index, market.close, rows, actions, positions, settled, probs, extra)
 
 
-def steps_frame(traj: Trajectory, market: MarketData, env_index: int = 0) -> pd.DataFrame:
-    """The steps table of one trajectory of a rollout."""
+def steps_frame(
+    traj: Trajectory,
+    market: MarketData,
+    env_index: int = 0,
+    policy: HierarchicalPolicy | None = None,
+) -> pd.DataFrame:
+    """The steps table of one trajectory of a rollout (with ``policy``: its gate columns)."""
     return steps_table(
         market,
         traj.rows[env_index].cpu().numpy(),
@@ -53,7 +60,25 @@ def steps_frame(traj: Trajectory, market: MarketData, env_index: int = 0) -> pd.
         traj.settlement,
         probs=to_float64(traj.probs[env_index]),
         env_index=env_index,
+        extra=None if policy is None else gate_columns(policy, traj, env_index),
     )
+
+
+def gate_columns(
+    policy: HierarchicalPolicy, traj: Trajectory, env_index: int = 0
+) -> dict[str, np.ndarray] | None:
+    """Gate weights ``g_<name>`` and each specialist's own probabilities at the visited states
+    (steps.csv, report.html, the stats' ``Mean Gate``), or None for a policy without a gate."""
+    i = env_index
+    parts = decision_parts(policy, traj.ctx[i], traj.positions[i], traj.cash[i])
+    names = getattr(policy, "names", None)
+    if parts is None or names is None:
+        return None
+    gate, own = (to_float64(t) for t in parts)  # [L, K], [L, K, 3]
+    out = {gate_column(n): gate[:, k] for k, n in enumerate(names)}
+    for k, n in enumerate(names):
+        out.update({own_prob_column(n, code): own[:, k, code] for code in range(own.shape[-1])})
+    return out
 
 
 def to_float64(t: torch.Tensor) -> np.ndarray:
@@ -80,7 +105,7 @@ def run_split(
     lo, hi = market.splits[split] if isinstance(split, str) else split
     gen = torch.Generator().manual_seed(seed)
     traj = evaluate(policy, tensors, lo, hi, position_grid(env), env, generator=gen, greedy=greedy)
-    return steps_frame(traj, market)
+    return steps_frame(traj, market, policy=policy)
 
 
 def policy_stats(

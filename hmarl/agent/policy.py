@@ -27,7 +27,7 @@ N_ACTIONS = len(ACTIONS)
 N_STATE = 2  # position in [-1, 1] and cash ratio in [0, 1], appended to the head's input
 
 
-def _dropout(h: Tensor, mask: Tensor | None, p: float, training: bool) -> Tensor:
+def apply_dropout(h: Tensor, mask: Tensor | None, p: float, training: bool) -> Tensor:
     if mask is not None:
         return h * mask
     return F.dropout(h, p, training)
@@ -44,7 +44,19 @@ def draw_mask(shape: Sequence[int], p: float, generator: torch.Generator | None)
     return u.ge_(p).mul_(1.0 / (1.0 - p))
 
 
-class Encoder(nn.Module):
+class ContextTower(nn.Module):
+    """What the rollout needs of the fast context tower: dropout ``p``, ``out_dim`` and the
+    shape of its mask; ``forward(x, mask)``. SPEC's MicroNet, or the specialists' bank
+    (hmarl/agent/specialists.py)."""
+
+    p: float
+    out_dim: int
+
+    def mask_shape(self, lead: Sequence[int]) -> tuple[int, ...]:
+        raise NotImplementedError
+
+
+class Encoder(ContextTower):
     """Linear(in, hidden) ReLU Dropout Linear(hidden, out) ReLU: the shape of both towers."""
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float) -> None:
@@ -55,7 +67,7 @@ class Encoder(nn.Module):
         self.in_dim, self.hidden, self.out_dim = in_dim, hidden, out_dim
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        h = _dropout(F.relu(self.fc1(x)), mask, self.p, self.training)
+        h = apply_dropout(F.relu(self.fc1(x)), mask, self.p, self.training)
         return F.relu(self.fc2(h))
 
     def mask_shape(self, lead: Sequence[int]) -> tuple[int, ...]:
@@ -76,7 +88,55 @@ class MicroNet(Encoder):
         super().__init__(in_dim, hidden, out_dim, dropout)
 
 
-class DecisionHead(nn.Module):
+class ActionHead(nn.Module):
+    """What the rollout and the estimators need of the layer that decides: a context from the
+    two towers' embeddings (no action-dependent input), logits from that context plus the
+    state (position, cash ratio), and the same for every grid state at once. SPEC's
+    DecisionHead, or the specialists' gate (hmarl/agent/specialists.py)."""
+
+    p: float
+
+    def mask_shapes(self, lead: Sequence[int]) -> list[tuple[int, ...]]:
+        raise NotImplementedError
+
+    def context(self, macro: Tensor, micro: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def from_context(
+        self,
+        ctx: Tensor,
+        position: Tensor,
+        cash: Tensor,
+        masks: Sequence[Tensor | None] | None = None,
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def all_states(
+        self, ctx: Tensor, positions: Tensor, masks: Sequence[Tensor | None] | None = None
+    ) -> Tensor:
+        """Logits ``[S, *ctx.shape[:-1], n_actions]`` for every position in ``positions [S]``,
+        with the same context and dropout masks: the rollout's pass over the position grid
+        (without autograd) and the ``expected`` estimator's (with it)."""
+        pos = positions.to(ctx.dtype).view(-1, *([1] * (ctx.dim() - 1)))
+        return self.from_context(
+            ctx.unsqueeze(0),
+            pos,
+            cash_ratio(pos),
+            None if masks is None else [None if m is None else m.unsqueeze(0) for m in masks],
+        )
+
+    def forward(
+        self,
+        macro: Tensor,
+        micro: Tensor,
+        position: Tensor,
+        cash: Tensor,
+        masks: Sequence[Tensor | None] | None = None,
+    ) -> Tensor:
+        return self.from_context(self.context(macro, micro), position, cash, masks)
+
+
+class DecisionHead(ActionHead):
     """concat(macro, micro, position, cash) -> hidden layers -> logits over HOLD/BUY/SELL.
 
     The first layer is split into a context part (macro and micro, which do not depend on the
@@ -147,33 +207,9 @@ class DecisionHead(nn.Module):
             h = (
                 h.mul_(mask)
                 if inplace and mask is not None
-                else _dropout(h, mask, self.p, self.training)
+                else apply_dropout(h, mask, self.p, self.training)
             )
         return self.out(h)
-
-    def all_states(
-        self, ctx: Tensor, positions: Tensor, masks: Sequence[Tensor | None] | None = None
-    ) -> Tensor:
-        """Logits ``[S, *ctx.shape[:-1], n_actions]`` for every position in ``positions [S]``,
-        with the same context and dropout masks: the rollout's pass over the position grid
-        (without autograd) and the ``expected`` estimator's (with it)."""
-        pos = positions.to(ctx.dtype).view(-1, *([1] * (ctx.dim() - 1)))
-        return self.from_context(
-            ctx.unsqueeze(0),
-            pos,
-            cash_ratio(pos),
-            None if masks is None else [None if m is None else m.unsqueeze(0) for m in masks],
-        )
-
-    def forward(
-        self,
-        macro: Tensor,
-        micro: Tensor,
-        position: Tensor,
-        cash: Tensor,
-        masks: Sequence[Tensor | None] | None = None,
-    ) -> Tensor:
-        return self.from_context(self.context(macro, micro), position, cash, masks)
 
 
 class HierarchicalPolicy(nn.Module):
@@ -199,8 +235,12 @@ class HierarchicalPolicy(nn.Module):
         in_dim = 3 * n_features  # mean, std and last of each feature over a window
         self.n_features = n_features
         self.macro = MacroNet(in_dim, macro_hidden, macro_dim, dropout)
-        self.micro = MicroNet(in_dim, micro_hidden, micro_dim, dropout)
-        self.head = DecisionHead(macro_dim, micro_dim, head_hidden, n_actions, dropout)
+        self.micro: ContextTower = MicroNet(in_dim, micro_hidden, micro_dim, dropout)
+        self.head: ActionHead = DecisionHead(macro_dim, micro_dim, head_hidden, n_actions, dropout)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by optimizer (one per module, each on its own clock), in this order."""
+        return {name: list(getattr(self, name).parameters()) for name in ("macro", "micro", "head")}
 
     def logits(self, macro_x: Tensor, micro_x: Tensor, position: Tensor, cash: Tensor) -> Tensor:
         return self.head(self.macro(macro_x), self.micro(micro_x), position, cash)

@@ -26,7 +26,7 @@ stepped, so its Adam state (step count, moments) does not advance either.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -46,26 +46,25 @@ if TYPE_CHECKING:
     from hmarl.agent.policy import HierarchicalPolicy
     from hmarl.market.env import EnvParams, Grid
 
-MODULES: tuple[str, ...] = ("macro", "micro", "head")
 ESTIMATORS: tuple[str, ...] = ("reinforce", "baseline", "expected", "all_actions")
 EXPLORATIONS: tuple[str, ...] = ("entropy", "log_barrier")
 
 
 def make_optimizers(
-    policy: nn.Module, *, lr_macro: float, lr_micro: float, lr_head: float
+    policy: HierarchicalPolicy,
+    *,
+    lr_macro: float,
+    lr_micro: float,
+    lr_head: float,
+    lrs: Mapping[str, float] | None = None,
 ) -> dict[str, torch.optim.Adam]:
-    """One Adam per module, so each can have its own learning rate and its own clock."""
-    lrs = {"macro": lr_macro, "micro": lr_micro, "head": lr_head}
+    """One Adam per parameter group (module, or specialist), so each can have its own learning
+    rate and its own clock; ``lrs`` gives the rates of groups other than macro/micro/head."""
+    rates = {"macro": lr_macro, "micro": lr_micro, "head": lr_head, **(lrs or {})}
     return {
-        name: torch.optim.Adam(module_of(policy, name).parameters(), lr=lrs[name])
-        for name in MODULES
+        name: torch.optim.Adam(params, lr=rates[name])
+        for name, params in policy.parameter_groups().items()
     }
-
-
-def module_of(policy: nn.Module, name: str) -> nn.Module:
-    module = getattr(policy, name)
-    assert isinstance(module, nn.Module)
-    return module
 
 
 def macro_steps_at(episode: int, macro_every: int) -> bool:
@@ -223,8 +222,13 @@ def reinforce_update(
     estimator: str = "reinforce",
     model: GridModel | None = None,
     exploration: str = "entropy",
+    frozen: Collection[str] = (),
 ) -> dict[str, float]:
-    """One REINFORCE update from a collected batch of trajectories; returns episode metrics."""
+    """One REINFORCE update from a collected batch of trajectories; returns episode metrics.
+
+    ``frozen``: further parameter groups that do not step this episode (specialists off their
+    period); like a frozen MacroNet, their optimizers are not stepped, so their Adam state does
+    not advance."""
     # ---- returns: G_t = sum_i gamma^i r_{t+i} of each sampled trajectory ----
     b_rewards = traj.settlement.reward  # [B, L]
     b_returns = discounted_returns(b_rewards, gamma)  # [B, L] float64
@@ -239,7 +243,9 @@ def reinforce_update(
     entropy = b_entropy.mean()  # per step, for logging
 
     # ---- update: every module computes its gradient; the schedule picks who steps ----
-    metrics = step_modules(policy, optimizers, loss, grad_clip=grad_clip, update_macro=update_macro)
+    metrics = step_modules(
+        policy, optimizers, loss, grad_clip=grad_clip, update_macro=update_macro, frozen=frozen
+    )
     metrics.update(
         {
             "reward/mean": b_rewards.sum(dim=1).mean().item(),
@@ -252,39 +258,44 @@ def reinforce_update(
 
 
 def step_modules(
-    policy: nn.Module,
+    policy: HierarchicalPolicy,
     optimizers: dict[str, torch.optim.Adam],
     loss: Tensor,
     *,
     grad_clip: float,
     update_macro: bool,
+    frozen: Collection[str] = (),
 ) -> dict[str, float]:
-    """Back-propagate ``loss``; step MicroNet and the head, and MacroNet iff ``update_macro``.
+    """Back-propagate ``loss``; step every parameter group except MacroNet off its schedule
+    (``update_macro``) and the groups in ``frozen`` (specialists off their period).
 
-    Shared by both tasks (trading here, quoting in hmarl/agent/quote_update.py): every module
-    computes its gradient, the schedule picks who steps. Returns the gradient norms (before
-    clipping), the parameter moves and ``update/macro``.
+    Shared by both tasks (trading here, quoting in hmarl/agent/quote_update.py): every group
+    computes its gradient, the schedule picks who steps; a group that does not step keeps its
+    Adam state. Returns the gradient norms (before clipping), the parameter moves and
+    ``update/macro`` (and ``update/<specialist>``).
     """
-    stepping = [name for name in MODULES if name != "macro" or update_macro]
-    before = {name: _flat(module_of(policy, name)) for name in MODULES}
+    groups = policy.parameter_groups()
+    stepping = [name for name in groups if name not in frozen and (name != "macro" or update_macro)]
+    before = {name: _flat(params) for name, params in groups.items()}
     for opt in optimizers.values():
         opt.zero_grad(set_to_none=True)
     loss.backward()
     metrics: dict[str, float] = {}
-    for name in MODULES:
-        params = [p for p in module_of(policy, name).parameters() if p.grad is not None]
+    for name, group in groups.items():
+        params = [p for p in group if p.grad is not None]
         metrics[f"grad_norm/{name}"] = _clip(params, grad_clip) if name in stepping else 0.0
     for name in stepping:
         optimizers[name].step()
     metrics["update/macro"] = float(update_macro)
-    for name in MODULES:
-        delta = _flat(module_of(policy, name)) - before[name]
-        metrics[f"param_delta/{name}"] = float(delta.norm())
+    for name, params in groups.items():
+        if name not in ("macro", "micro", "head"):  # a specialist: did it step?
+            metrics[f"update/{name}"] = float(name in stepping)
+        metrics[f"param_delta/{name}"] = float((_flat(params) - before[name]).norm())
     return metrics
 
 
-def _flat(module: nn.Module) -> Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in module.parameters()]).clone()
+def _flat(params: list[nn.Parameter]) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params]).clone()
 
 
 def _clip(params: list[nn.Parameter], max_norm: float) -> float:

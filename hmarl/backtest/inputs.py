@@ -28,9 +28,9 @@ from hmarl.market.market_data import (
     MarketData,
     candles_needed,
     longer_window,
-    market_for_config,
     resolve_feature_names,
 )
+from hmarl.market.specialist_data import inputs_from_spec, market_for_model
 from hmarl.tracking import BEST_CHECKPOINT, LAST_CHECKPOINT, fetch_run_checkpoint
 
 
@@ -125,11 +125,12 @@ def backtest_market(
     """
     names = list(spec["names"])
     try:
-        market = market_for_config(
+        market = market_for_model(
             data,
             feature_names=names,
             macro_window=int(spec["macro_window"]),
             micro_window=int(spec["micro_window"]),
+            specialists=inputs_from_spec(spec),
             cache_dir=cache_dir,
             scalers=spec["scalers"],
             log=log,

@@ -500,6 +500,54 @@ def _passthrough(candles: pd.DataFrame, column: str) -> np.ndarray:
     return _col(candles, column)
 
 
+# ---------------------------------------------------------------- tape (Binance kline columns)
+# Public kline dumps carry, per bar, the trade count and the taker-buy base volume (the volume
+# of trades whose aggressor bought); hmarl.data.reading keeps them as `trades` and
+# `taker_buy_base`. A file without them is refused by the loader, naming the missing columns.
+
+
+@register_feature(
+    "taker_buy_share",
+    "taker-buy base volume / volume, 0..1 (0.5 without volume): who crossed the spread",
+    columns=("volume", "taker_buy_base"),
+)
+def _taker_buy_share(candles: pd.DataFrame) -> np.ndarray:
+    volume = _col(candles, "volume")
+    return _safe_div(_col(candles, "taker_buy_base"), volume, 0.5, np.zeros_like(volume))
+
+
+@register_feature(
+    "log_trades",
+    "log1p(number of trades in the bar): the tape's pace",
+    columns=("trades",),
+)
+def _log_trades(candles: pd.DataFrame) -> np.ndarray:
+    return np.log1p(np.maximum(_col(candles, "trades"), 0.0))
+
+
+@register_feature(
+    "signed_vol_{n}",
+    "(taker buys - taker sells) over the mean volume of the last n bars (0 without volume)",
+    columns=("volume", "taker_buy_base"),
+    lookback=_window_warmup,
+)
+def _signed_vol(candles: pd.DataFrame, n: int) -> np.ndarray:
+    volume = _col(candles, "volume")
+    signed = 2.0 * _col(candles, "taker_buy_base") - volume
+    mean = _rolling(volume, n).mean().to_numpy()
+    return _safe_div(signed, mean, 0.0, np.zeros_like(volume))
+
+
+@register_feature(
+    "col_chg:{column:str}",
+    "a raw column's change since the previous bar (e.g. an imbalance's change: order flow)",
+    columns=lambda column: (column,),
+    lookback=1,
+)
+def _column_change(candles: pd.DataFrame, column: str) -> np.ndarray:
+    return _diff(_col(candles, column))
+
+
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1",
     "ret_12",

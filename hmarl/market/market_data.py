@@ -71,6 +71,9 @@ class MarketData:
     scalers: dict[str, dict[str, list[float]]]  # {"macro": Scaler.to_dict(), "micro": ...}
     fingerprint: str
     meta: dict[str, Any] = field(default_factory=dict)
+    # model=specialists: each specialist's features and window, in order; `micro` then holds
+    # their scaled windows side by side (hmarl/market/specialist_data.py). Empty: SPEC's model
+    specialists: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def n_features(self) -> int:
@@ -89,6 +92,7 @@ class MarketData:
             "macro_window": self.macro_window,
             "micro_window": self.micro_window,
             "scalers": self.scalers,
+            **({"specialists": self.specialists} if self.specialists else {}),
         }
 
 
@@ -530,6 +534,14 @@ def _plain(scalers: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, An
     return {k: {s: [float(v) for v in vals] for s, vals in d.items()} for k, d in scalers.items()}
 
 
+def extra_columns(data: DataConfig, feature_lists: Sequence[Sequence[str]]) -> list[str]:
+    """Columns besides OHLCV a loader keeps: those the features read, then
+    ``data.extra_columns`` (a missing one is the loader's error, naming it)."""
+    wanted = [c for names in feature_lists for c in required_columns(names)]
+    wanted += list(data.extra_columns)
+    return list(dict.fromkeys(c for c in wanted if c not in CANDLE_COLUMNS))
+
+
 def market_for_config(
     data: DataConfig,
     *,
@@ -542,7 +554,7 @@ def market_for_config(
 ) -> MarketData:
     """The entry points' one call: load candles for ``data`` and build (or load) tensors."""
     names = resolve_feature_names(feature_names)
-    extra = [c for c in required_columns(names) if c not in CANDLE_COLUMNS]
+    extra = extra_columns(data, [names])
     min_candles = candles_needed(names, macro_window, micro_window)
     reason = (
         f"{longer_window(macro_window, micro_window)} + feature warm-up "
@@ -560,9 +572,16 @@ def market_for_config(
         feature_names=names,
         macro_window=macro_window,
         micro_window=micro_window,
-        train_frac=data.train_frac,
-        val_frac=data.val_frac,
-        val_start=data.val_start,
-        test_start=data.test_start,
         scalers=scalers,
+        **split_args(data),
     )
+
+
+def split_args(data: DataConfig) -> dict[str, Any]:
+    """The split keys of a data config, as :func:`build_market` takes them."""
+    return {
+        "train_frac": data.train_frac,
+        "val_frac": data.val_frac,
+        "val_start": data.val_start,
+        "test_start": data.test_start,
+    }

@@ -52,11 +52,7 @@ def plant_edge(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Real candles with a seeded regime drift added to their log prices, and the regimes."""
     regime = regime_path(len(candles), seed, drift=drift, mean_regime_bars=mean_regime_bars)
-    shift = np.exp(drift * np.cumsum(regime, dtype=np.float64))
-    out = candles.copy()
-    for column in PRICE_COLUMNS:
-        out[column] = candles[column].to_numpy(dtype=np.float64) * shift
-    return out, regime
+    return _shifted(candles, regime, drift)
 
 
 def oracle_positions(regime: np.ndarray, rows: np.ndarray, allow_short: bool = True) -> np.ndarray:
@@ -68,3 +64,49 @@ def oracle_positions(regime: np.ndarray, rows: np.ndarray, allow_short: bool = T
     """
     target = regime[np.asarray(rows) + 1].astype(np.float64)
     return target if allow_short else np.maximum(target, 0.0)
+
+
+FLOW_COLUMN = "flow"  # planted_flow: the raw column that leads the next bars' return
+
+
+def plant_flow(
+    candles: pd.DataFrame,
+    seed: int,
+    *,
+    drift: float,
+    mean_regime_bars: float = 45.0,
+    min_regime_bars: int = 10,
+    noise: float = 1.0,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Real candles with short seeded regimes planted in their prices, plus a raw column
+    ``flow`` that reveals the regime of the next bar with noise, and the regimes.
+
+    ``flow[t] = regime[t + 1] + noise * N(0, 1)`` is known at the close of t (like an order-flow
+    reading that leads price); the last row repeats its own regime. Why short regimes
+    (30-60 bars on average): a reader of prices sees a regime only after it has moved the
+    price for a while, by when it is half over, so the edge is visible mostly to whoever reads
+    the column; a specialist on ``col:flow`` should win the gate.
+    """
+    regime = regime_path(
+        len(candles),
+        seed,
+        drift=drift,
+        mean_regime_bars=mean_regime_bars,
+        min_regime_bars=min_regime_bars,
+    )
+    out, _ = _shifted(candles, regime, drift)
+    lead = np.concatenate([regime[1:], regime[-1:]]).astype(np.float64)
+    rng = np.random.default_rng([seed, 1])  # its own stream: the regimes do not depend on it
+    out[FLOW_COLUMN] = lead + noise * rng.standard_normal(len(candles))
+    return out, regime
+
+
+def _shifted(
+    candles: pd.DataFrame, regime: np.ndarray, drift: float
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Candles whose log prices carry ``drift * cumsum(regime)`` (the bar shapes kept)."""
+    shift = np.exp(drift * np.cumsum(regime, dtype=np.float64))
+    out = candles.copy()
+    for column in PRICE_COLUMNS:
+        out[column] = candles[column].to_numpy(dtype=np.float64) * shift
+    return out, regime

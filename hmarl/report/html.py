@@ -41,7 +41,16 @@ from hmarl.report.style import (
     run_color,
     split_marks,
 )
-from hmarl.steps import ACTIONS, POSITION, PRICE, PROB_COLUMNS, Curves, curves
+from hmarl.steps import (
+    ACTIONS,
+    POSITION,
+    PRICE,
+    PROB_COLUMNS,
+    Curves,
+    curves,
+    gate_column,
+    gate_names,
+)
 
 if TYPE_CHECKING:
     from bokeh.models import Range
@@ -50,6 +59,7 @@ if TYPE_CHECKING:
 DISPLAY_BUCKETS = 4000  # buckets per line: at most 2 x this many points drawn per line
 PANELS = ("price", "equity", "drawdown", "position", "probabilities")  # panel names, top down
 PANEL_HEIGHT = {"price": 260, "equity": 260, "drawdown": 160, "position": 140, "probabilities": 180}
+GATES_PANEL, GATES_HEIGHT = "gates", 150  # specialists only: under the price
 WIDTH = 900
 STATS_VALUE_WIDTH = 175  # px: "2024-01-21T19:50:00+00:00" whole
 COLORS = PALETTE  # one palette with the PNG figures (hmarl.report.style)
@@ -132,9 +142,10 @@ def _figure(name: str, x_range: Range | None, ylabel: str, **extra: Any) -> Figu
     kw: dict[str, Any] = (
         {"x_range": x_range} if x_range is not None else {"x_axis_type": "datetime"}
     )
+    kw.setdefault("height", PANEL_HEIGHT.get(name))
+    kw.update(extra)
     fig = figure(
         name=name,
-        height=PANEL_HEIGHT[name],
         width=WIDTH,
         tools="xpan,xwheel_zoom,box_zoom,reset,save,crosshair",
         active_scroll="xwheel_zoom",
@@ -142,7 +153,6 @@ def _figure(name: str, x_range: Range | None, ylabel: str, **extra: Any) -> Figu
         y_axis_label=ylabel,
         title=name,
         **kw,
-        **extra,
     )
     fig.xaxis.formatter = DatetimeTickFormatter(days="%Y-%m-%d", hours="%m-%d %H:%M")
     return fig
@@ -295,6 +305,32 @@ def _probabilities_panel(steps: pd.DataFrame, x_range: Range) -> Figure:
     return fig
 
 
+def _gates_panel(steps: pd.DataFrame, x_range: Range) -> Figure | None:
+    """Who decides: the specialists' gate weights as a stacked band (they sum to 1), or None
+    for a policy without a gate. Rows are thinned evenly to at most ``2 * DISPLAY_BUCKETS``."""
+    from bokeh.models import ColumnDataSource
+    from bokeh.palettes import Category10_10
+
+    names = gate_names(steps)
+    if not names:
+        return None
+    n = len(steps)
+    rows = np.unique(np.linspace(0, n - 1, min(n, 2 * DISPLAY_BUCKETS)).astype(np.int64))
+    data: dict[str, Any] = {"time": epoch_ms(steps.index)[rows]}
+    data.update({n_: steps[gate_column(n_)].to_numpy(np.float64)[rows] for n_ in names})
+    fig = _figure(GATES_PANEL, x_range, "gate weight", height=GATES_HEIGHT, y_range=(0, 1))
+    fig.varea_stack(
+        stackers=names,
+        x="time",
+        source=ColumnDataSource(data),
+        color=[Category10_10[i % 10] for i in range(len(names))],
+        legend_label=names,
+        fill_alpha=0.7,
+    )
+    fig.legend.location = "top_left"
+    return fig
+
+
 def stats_rows(table: pd.DataFrame) -> dict[str, list[str]]:
     """The stats table (rows = statistics, columns = runs) as the page's table columns."""
     out = {"statistic": [str(k) for k in table.index]}
@@ -359,8 +395,10 @@ def report_layout(
     price = _price_panel(steps)
     x_range = price.x_range
     run_curves = {name: curves(s) for name, s in runs.items()}  # equity and drawdown, once
+    gates = _gates_panel(steps, x_range)
     panels: Sequence[Figure] = [
         price,
+        *([gates] if gates is not None else []),
         _equity_panel(run_curves, band, x_range),
         _drawdown_panel(run_curves, x_range),
         _position_panel(steps, x_range),

@@ -34,7 +34,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from hmarl.steps import ACTIONS, PROB_COLUMNS, Steps, check_steps, drawdown, equity_points
+from hmarl.steps import (
+    ACTIONS,
+    PROB_COLUMNS,
+    Steps,
+    check_steps,
+    drawdown,
+    equity_points,
+    own_prob_column,
+)
 
 __all__ = [
     "CRYPTO",
@@ -511,6 +519,12 @@ def _activity_stats(s: Steps, periods: float) -> Stats:
     for code, column in enumerate(PROB_COLUMNS):
         if column in s.probs:
             out[f"Mean P({ACTIONS[code]})"] = float(s.probs[column].mean())
+    for name, weights in s.gates.items():  # specialists: who decides, and what each wants
+        out[f"Mean Gate {name}"] = float(weights.mean())
+        for code, action in enumerate(ACTIONS):
+            own = s.own.get(own_prob_column(name, code))
+            if own is not None:
+                out[f"Mean P({action}) of {name}"] = float(own.mean())
     return out
 
 

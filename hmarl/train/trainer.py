@@ -36,11 +36,13 @@ from hmarl.agent.evaluation import policy_stats
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
 from hmarl.agent.rollout import LazyMacroCache, collect, market_tensors, sample_starts
+from hmarl.agent.specialists import build_policy, frozen_groups, specialist_rates
 from hmarl.cli import Interrupted
-from hmarl.config import Config, flatten
+from hmarl.config import Config, flatten, model_from_record, model_record
 from hmarl.io import append_text, atomic_write, write_text
 from hmarl.market.env import EnvParams, position_grid
-from hmarl.market.market_data import MarketData, market_for_config
+from hmarl.market.market_data import MarketData
+from hmarl.market.specialist_data import market_for_model, specialist_inputs
 from hmarl.runtime import setup
 from hmarl.stats.baselines import buy_and_hold_return
 from hmarl.stats.metrics import flag_sentences, metric_keys, outcome_flags
@@ -111,14 +113,21 @@ def env_params(cfg: Config) -> EnvParams:
 
 def load_market(cfg: Config, log: Callable[[str], None] | None = print) -> MarketData:
     """The market a training config describes (features and windows from the cache if built)."""
-    return market_for_config(
+    return market_for_model(
         cfg.data,
         feature_names=cfg.features.names,
         macro_window=cfg.features.macro_window,
         micro_window=cfg.features.micro_window,
+        specialists=specialist_inputs(cfg.model.specialists),
         cache_dir=cfg.cache_dir,
         log=log,
     )
+
+
+def policy_for(cfg: Config, market: MarketData) -> HierarchicalPolicy:
+    """The configured network for this market's inputs (SPEC's, or the specialists')."""
+    sizes = [len(s["names"]) for s in market.specialists]
+    return build_policy(market.n_features, cfg.model, sizes)
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:
@@ -131,8 +140,8 @@ def _check_resume(ckpt: Checkpoint, cfg: Config, market: MarketData, path: str) 
     """A resumed run must train the same model on the same inputs."""
     problems = []
     own: list[str] = []  # the checkpoint's own values, as overrides that make the resume work
-    model = asdict(cfg.model)
-    if ckpt["model"] != model:
+    model = model_record(cfg.model)
+    if model_record(model_from_record(ckpt["model"])) != model:
         problems.append(f"model differs: checkpoint {ckpt['model']} vs config {model}")
         own += [f"model.{k}={v}" for k, v in ckpt["model"].items() if model.get(k) != v]
     spec = market.feature_spec()
@@ -205,6 +214,18 @@ def collapse_reason(stats: dict[str, Any], entropy: float, tc: Any) -> str | Non
     return None
 
 
+GATE_STAT = "Mean Gate "  # hmarl.stats.metrics: a specialist's mean gate weight
+
+
+def gate_metrics(stats: dict[str, Any]) -> dict[str, float]:
+    """``val/gate/<name>``: each specialist's mean gate weight on the validation run."""
+    return {
+        f"val/gate/{k[len(GATE_STAT) :]}": float(v)
+        for k, v in stats.items()
+        if k.startswith(GATE_STAT)
+    }
+
+
 EpisodeHook = Callable[
     [int, dict[str, float], HierarchicalPolicy, dict[str, torch.optim.Adam]], None
 ]
@@ -228,9 +249,13 @@ class Trainer:
         self.tensors = market_tensors(self.market, device)
 
         # ---- model, optimizers, RNG, state (fresh or resumed) ----
-        self.policy = HierarchicalPolicy(self.market.n_features, **asdict(cfg.model)).to(device)
+        self.policy = policy_for(cfg, self.market).to(device)
         self.optimizers = make_optimizers(
-            self.policy, lr_macro=tc.lr_macro, lr_micro=tc.lr_micro, lr_head=tc.lr_head
+            self.policy,
+            lr_macro=tc.lr_macro,
+            lr_micro=tc.lr_micro,
+            lr_head=tc.lr_head,
+            lrs=specialist_rates(cfg.model),
         )
         self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
         self.state = TrainState()
@@ -312,7 +337,7 @@ class Trainer:
             train_state=asdict(self.state),
             rng={"generator": self.gen.get_state(), "torch": torch.get_rng_state()},
             config=config_dict(self.cfg),
-            model=asdict(self.cfg.model),
+            model=model_record(self.cfg.model),
             env=asdict(self.env),
             feature_spec=self.market.feature_spec(),
             data_fingerprint=self.market.fingerprint,
@@ -354,6 +379,7 @@ class Trainer:
             estimator=tc.estimator.value,
             model=self.grid_model,
             exploration=tc.exploration.value,
+            frozen=frozen_groups(self.cfg.model, episode),
         )
         self.entropies.append(metrics["entropy"])
         if update_macro:
@@ -383,6 +409,7 @@ class Trainer:
         self.entropies = []
         self.collapse = collapse_reason(self.val, entropy, tc)
         vals = metric_keys(self.val, prefix="val/")
+        vals.update(gate_metrics(self.val))
         value = vals.get(f"val/{tc.best_metric}")
         if value is None:
             choices = sorted(k[4:] for k in vals)

@@ -1,0 +1,467 @@
+"""Specialists under one MacroNet: the model, its schedule, gradient, gate, data and runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import assert_identical, compose_config, full_and_resumed, tiny_overrides
+
+from hmarl.agent.checkpoint import load_checkpoint, policy_from_checkpoint
+from hmarl.agent.policy import HierarchicalPolicy, count_parameters
+from hmarl.agent.rollout import market_tensors
+from hmarl.agent.specialists import (
+    MixtureHead,
+    SpecialistPolicy,
+    build_policy,
+    decision_parts,
+    frozen_groups,
+)
+from hmarl.config import (
+    Combine,
+    ConfigError,
+    ModelConfig,
+    SpecialistConfig,
+    model_from_record,
+    model_record,
+)
+from hmarl.market.groups import FEATURE_GROUPS, expand_groups
+from hmarl.market.market_data import build_market
+from hmarl.market.specialist_data import SpecialistInputs, market_for_model
+from hmarl.steps import gate_column
+from hmarl.train.trainer import load_market, train
+
+SPECS = [
+    SpecialistConfig(name="a", features=["ret_1"], window=4, hidden=6, dim=3, head_hidden=5),
+    SpecialistConfig(name="b", features=["rv_12"], window=6, hidden=4, dim=2, head_hidden=3),
+    SpecialistConfig(name="c", features=["ret_1", "rsi_14"], window=4, hidden=5, dim=2),
+]
+
+
+def small_model(combine: str = "mixture", dropout: float = 0.0) -> ModelConfig:
+    return ModelConfig(
+        macro_hidden=8,
+        macro_dim=4,
+        head_hidden=[6],
+        dropout=dropout,
+        specialists=[SpecialistConfig(**vars(s)) for s in SPECS],
+        combine=Combine(combine),
+        gate_hidden=5,
+    )
+
+
+def specialists_overrides(tmp_path: Path, *extra: str) -> list[str]:
+    return tiny_overrides(tmp_path, "model=specialists", "+experiment=asym_1_10", *extra)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def test_default_model_is_spec_bit_for_bit() -> None:
+    """No specialists: SPEC's network (83,811 parameters at N=20), its three optimizer groups
+    in order, and a checkpoint record with exactly SPEC's keys."""
+    model = ModelConfig()
+    policy = build_policy(20, model)
+    assert type(policy) is HierarchicalPolicy and count_parameters(policy) == 83_811
+    groups = policy.parameter_groups()
+    assert list(groups) == ["macro", "micro", "head"]
+    assert [p.data_ptr() for g in groups.values() for p in g] == [
+        p.data_ptr() for p in policy.parameters()
+    ]
+    record = model_record(model)
+    assert set(record) == {
+        "macro_hidden",
+        "macro_dim",
+        "micro_hidden",
+        "micro_dim",
+        "head_hidden",
+        "dropout",
+    }
+    assert model_from_record(record) == model
+    torch.manual_seed(0)
+    a = build_policy(20, model)
+    torch.manual_seed(0)
+    b = HierarchicalPolicy(20)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("combine", ["mixture", "concat"])
+def test_parameter_groups_partition_the_policy(combine: str) -> None:
+    policy = build_policy(3, small_model(combine), [1, 1, 2])
+    groups = policy.parameter_groups()
+    assert list(groups) == ["macro", "spec/a", "spec/b", "spec/c", "head"]
+    ids = [id(p) for g in groups.values() for p in g]
+    assert sorted(ids) == sorted(id(p) for p in policy.parameters())  # each exactly once
+    record = model_record(small_model(combine))
+    assert record["combine"] == combine and model_from_record(record) == small_model(combine)
+
+
+def _plain_mixture(
+    policy: SpecialistPolicy, macro_x: torch.Tensor, micro_x: torch.Tensor, state: torch.Tensor
+) -> torch.Tensor:
+    """pi(a|s) = sum_k g_k(s) pi_k(a|s_k), written out from the modules (no context split)."""
+    head = policy.head
+    assert isinstance(head, MixtureHead)
+    macro = policy.macro(macro_x)
+    gate = torch.softmax(head.gate_out(torch.relu(head.gate_in(torch.cat([macro, state], -1)))), -1)
+    xs = micro_x.split(policy.micro.in_dims, -1)  # type: ignore[union-attr]
+    mix = torch.zeros(*macro_x.shape[:-1], 3, dtype=macro_x.dtype)
+    for k, (enc, own_in, own_out) in enumerate(
+        zip(policy.micro.encoders, head.own_in, head.own_out, strict=True)  # type: ignore[union-attr]
+    ):
+        emb = enc(xs[k])
+        pi_k = torch.softmax(own_out(torch.relu(own_in(torch.cat([emb, state], -1)))), -1)
+        mix = mix + gate[..., k : k + 1] * pi_k
+    return mix
+
+
+def _inputs(n: int = 7, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    macro_x = torch.randn(n, 9, generator=g, dtype=torch.float64)
+    micro_x = torch.randn(n, 12, generator=g, dtype=torch.float64)  # 3 * (1 + 1 + 2)
+    pos = torch.tensor([-1.0, 0.0, 1.0, 0.5, -0.5, 0.0, 1.0], dtype=torch.float64)[:n]
+    state = torch.stack([pos, 1.0 - pos.abs()], -1)
+    return macro_x, micro_x, state
+
+
+def test_mixture_equals_the_written_out_formula_and_gates_sum_to_one() -> None:
+    torch.manual_seed(1)
+    policy = build_policy(3, small_model(), [1, 1, 2]).double().eval()
+    assert isinstance(policy, SpecialistPolicy)
+    macro_x, micro_x, state = _inputs()
+    ctx = policy.head.context(policy.macro(macro_x), policy.micro(micro_x))
+    logits = policy.head.from_context(ctx, state[:, 0], state[:, 1])
+    want = _plain_mixture(policy, macro_x, micro_x, state)
+    torch.testing.assert_close(logits.exp(), want, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(logits.exp().sum(-1), torch.ones(len(state), dtype=torch.float64))
+    parts = decision_parts(policy, ctx, state[:, 0], state[:, 1])
+    assert parts is not None
+    gate, own = parts
+    assert gate.shape == (7, 3) and own.shape == (7, 3, 3)
+    torch.testing.assert_close(gate.sum(-1), torch.ones(7, dtype=torch.float64))
+    torch.testing.assert_close((gate.unsqueeze(-1) * own).sum(1), want)
+    # every grid state at once gives what each state gives alone
+    grid = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    every = policy.head.all_states(ctx, grid)
+    for s, p in enumerate(grid):
+        alone = policy.head.from_context(ctx, p.expand(7), (1.0 - p.abs()).expand(7))
+        torch.testing.assert_close(every[s], alone)
+
+
+def test_mixture_gradient_matches_finite_differences() -> None:
+    """d/dtheta of sum_t w_t . log pi(.|s_t) by autograd equals central differences (float64),
+    for parameters of the MacroNet, the gate, a specialist's encoder and its own head."""
+    torch.manual_seed(2)
+    policy = build_policy(3, small_model(), [1, 1, 2]).double().eval()
+    macro_x, micro_x, state = _inputs(seed=3)
+    weights = torch.randn(7, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+
+    def objective() -> torch.Tensor:
+        ctx = policy.head.context(policy.macro(macro_x), policy.micro(micro_x))
+        return (weights * policy.head.from_context(ctx, state[:, 0], state[:, 1])).sum()
+
+    policy.zero_grad()
+    objective().backward()
+    named = dict(policy.named_parameters())
+    checked = 0
+    for name in (
+        "macro.fc1.weight",
+        "head.gate_in.weight",
+        "head.gate_out.bias",
+        "micro.encoders.1.fc1.weight",
+        "head.own_out.2.weight",
+        "head.own_in.0.bias",
+    ):
+        param = named[name]
+        assert param.grad is not None
+        flat, grad = param.data.view(-1), param.grad.view(-1)
+        for i in range(0, flat.numel(), max(1, flat.numel() // 4)):
+            eps, old = 1e-6, float(flat[i])
+            with torch.no_grad():
+                flat[i] = old + eps
+                up = float(objective())
+                flat[i] = old - eps
+                down = float(objective())
+                flat[i] = old
+            assert abs((up - down) / (2 * eps) - float(grad[i])) < 1e-7, (name, i)
+            checked += 1
+    assert checked >= 20
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_feature_groups_expand_and_unknown_group_is_named() -> None:
+    assert expand_groups(["group:price", "ret_1"]) == list(FEATURE_GROUPS["price"])
+    assert expand_groups(["group:volume", "col:x"])[-1] == "col:x"
+    with pytest.raises(ValueError, match=r"unknown feature group 'group:nope'; known: group:price"):
+        expand_groups(["group:nope"])
+
+
+def test_specialist_windows_equal_each_pair_built_alone(tmp_path: Path) -> None:
+    """Each specialist's slice of the context tensor is its own (features, window) market's
+    scaled window, and decision rows start where every window is complete."""
+    cfg = compose_config(*specialists_overrides(tmp_path))
+    market = load_market(cfg, log=None)
+    assert [s["window"] for s in market.specialists] == [60, 12, 60]
+    from hmarl.market.market_data import load_market_candles
+
+    candles = load_market_candles(cfg.data, log=None)
+    col = 0
+    for spec in market.specialists:
+        alone = build_market(
+            candles,
+            feature_names=spec["names"],
+            macro_window=spec["window"],
+            micro_window=2,
+            train_frac=cfg.data.train_frac,
+            val_frac=cfg.data.val_frac,
+        )
+        width = 3 * len(spec["names"])
+        lo, hi = market.splits["train"][0], market.splits["test"][1]
+        np.testing.assert_array_equal(market.micro[lo:hi, col : col + width], alone.macro[lo:hi])
+        assert np.isfinite(alone.macro[lo]).all()
+        col += width
+    assert col == market.micro.shape[1]
+    # the checkpoint's scalers rebuild the same tensors (a backtest's path)
+    again = market_for_model(
+        cfg.data,
+        feature_names=cfg.features.names,
+        macro_window=cfg.features.macro_window,
+        micro_window=cfg.features.micro_window,
+        specialists=[SpecialistInputs(tuple(s["names"]), s["window"]) for s in market.specialists],
+        cache_dir=None,
+        scalers=market.scalers,
+        log=None,
+    )
+    np.testing.assert_array_equal(again.micro, market.micro)
+    assert again.splits == market.splits
+
+
+def test_col_features_and_extra_columns(tmp_path: Path) -> None:
+    """A specialist may read a raw column (`col:<name>`); data.extra_columns keeps columns and
+    a missing one is named; tape features name the kline columns a file lacks."""
+    n = 3000
+    idx = pd.date_range("2024-01-01", periods=n, freq="5min", tz="UTC")
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
+    frame = pd.DataFrame(
+        {
+            "timestamp": idx,
+            "open": close,
+            "high": close * 1.001,
+            "low": close * 0.999,
+            "close": close,
+            "volume": rng.uniform(1, 2, n),
+            "flow": rng.normal(size=n),
+        }
+    )
+    path = tmp_path / "c.csv"
+    frame.to_csv(path, index=False)
+    base = ["data=csv", f"data.path={path}", "features.macro_window=48", "tracking=none"]
+    cfg = compose_config(*base, "model=specialists", f"cache_dir={tmp_path}/cache")
+    cfg.model.specialists[2].features = ["col:flow"]
+    market = load_market(cfg, log=None)
+    assert market.specialists[2]["names"] == ["col:flow"]
+    lo, hi = market.splits["train"]
+    last = market.micro[lo:hi, -1]  # the last column: flow's last value, train-scaled
+    assert abs(float(np.mean(last))) < 0.05 and abs(float(np.std(last)) - 1) < 0.05
+    cfg.model.specialists[2].features = ["group:tape"]
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['taker_buy_base', 'trades'\]"):
+        load_market(cfg, log=None)
+    cfg2 = compose_config(*base, f"cache_dir={tmp_path}/cache", "data.extra_columns=[nope]")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['nope'\]"):
+        load_market(cfg2, log=None)
+
+
+def test_bad_specialist_config_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"model.specialists\[1\].every must be"):
+        compose_config("model=specialists", "model.specialists.1.every=0")
+    with pytest.raises(ConfigError, match=r"names repeat: \['price'\]"):
+        compose_config("model=specialists", "model.specialists.1.name=price")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _flat(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params]).clone()
+
+
+def test_schedule_each_module_on_its_own_clock(tmp_path: Path) -> None:
+    """Over 12 episodes under asym_1_10: MacroNet steps at 0 and 11, specialist `price` every
+    episode, `fast` every 3rd, `volume` every 2nd, the gate every episode; a frozen group's
+    weights and Adam step count do not move."""
+    cfg = compose_config(*specialists_overrides(tmp_path, "trainer.episodes=12"))
+    cfg.model.specialists[1].every = 3
+    every = {"macro": 11, "spec/price": 1, "spec/fast": 3, "spec/volume": 2, "head": 1}
+    moved: dict[str, set[int]] = {k: set() for k in every}
+    clocks: dict[str, list[int]] = {k: [] for k in every}
+    before: dict[str, torch.Tensor] = {}
+
+    def watch(ep: int, metrics: dict[str, float], policy: Any, optimizers: Any) -> None:
+        for name, params in policy.parameter_groups().items():
+            now = _flat(params)
+            if name in before and not torch.equal(before[name], now):
+                moved[name].add(ep)
+            before[name] = now
+            state = optimizers[name].state_dict()["state"]
+            clocks[name].append(int(state[0]["step"]) if state else 0)
+        assert sorted(frozen_groups(cfg.model, ep)) == sorted(
+            k for k, e in every.items() if k.startswith("spec/") and ep % e
+        )
+
+    torch.manual_seed(cfg.seed)
+    market = load_market(cfg, log=None)
+    init = build_policy(market.n_features, cfg.model, [len(s["names"]) for s in market.specialists])
+    before = {k: _flat(v) for k, v in init.parameter_groups().items()}
+    train(cfg, tmp_path / "run", progress=False, on_episode=watch)
+    for name, period in every.items():
+        steps = {e for e in range(12) if e % period == 0}
+        assert moved[name] == steps, name
+        assert clocks[name] == [sum(1 for s in steps if s <= e) for e in range(12)], name
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "baseline", "expected", "all_actions"])
+@pytest.mark.parametrize("combine", ["mixture", "concat"])
+def test_both_combines_train_with_every_estimator(
+    tmp_path: Path, estimator: str, combine: str
+) -> None:
+    cfg = compose_config(
+        *specialists_overrides(
+            tmp_path,
+            "trainer.episodes=2",
+            "trainer.eval_every=2",
+            f"trainer.estimator={estimator}",
+            f"model.combine={combine}",
+        )
+    )
+    seen: list[dict[str, float]] = []
+    result = train(
+        cfg, tmp_path / "run", progress=False, on_episode=lambda e, m, p, o: seen.append(m)
+    )
+    assert len(seen) == 2 and all(np.isfinite(m["loss/policy"]) for m in seen)
+    assert all(seen[0][f"param_delta/spec/{s}"] > 0 for s in ("price", "fast", "volume"))
+    gates = {k: v for k, v in seen[-1].items() if k.startswith("val/gate/")}
+    if combine == "mixture":
+        assert sorted(gates) == ["val/gate/fast", "val/gate/price", "val/gate/volume"]
+        assert abs(sum(gates.values()) - 1.0) < 1e-6
+    else:
+        assert not gates
+    ckpt = load_checkpoint(result.last_checkpoint)
+    policy = policy_from_checkpoint(ckpt)
+    assert isinstance(policy, SpecialistPolicy) and policy.names == ["price", "fast", "volume"]
+
+
+def test_validation_steps_carry_gate_columns_and_stats(tmp_path: Path) -> None:
+    from hmarl.agent.evaluation import run_split
+    from hmarl.stats.metrics import compute_stats
+    from hmarl.train.trainer import env_params
+
+    cfg = compose_config(*specialists_overrides(tmp_path))
+    market = load_market(cfg, log=None)
+    policy = build_policy(
+        market.n_features, cfg.model, [len(s["names"]) for s in market.specialists]
+    )
+    steps = run_split(policy, market, market_tensors(market), "val", env_params(cfg))
+    cols = [gate_column(n) for n in ("price", "fast", "volume")]
+    np.testing.assert_allclose(steps[cols].sum(axis=1), 1.0, atol=1e-6)
+    own = steps[["price_p_hold", "price_p_buy", "price_p_sell"]].sum(axis=1)
+    np.testing.assert_allclose(own, 1.0, atol=1e-6)
+    stats = compute_stats(steps, n_bootstrap=0)
+    assert stats["Mean Gate price"] == pytest.approx(float(steps["g_price"].mean()))
+    assert stats["Mean P(BUY) of fast"] == pytest.approx(float(steps["fast_p_buy"].mean()))
+
+
+@pytest.mark.parametrize("combine", ["mixture", "concat"])
+def test_resumed_specialists_run_equals_uninterrupted(tmp_path: Path, combine: str) -> None:
+    """Stopped after episode 7 (mid-cycle: MacroNet frozen, `volume` off its period) and
+    resumed: bit-identical weights, optimizer states and generator to a run in one go."""
+    ov = specialists_overrides(tmp_path, f"model.combine={combine}")
+    full, resumed = full_and_resumed(tmp_path, ov, 13, 7)
+    assert resumed.state.episode == 13 and resumed.state.macro_steps == 2
+    assert_identical(full.last_checkpoint, resumed.last_checkpoint)
+
+
+def test_backtest_of_a_specialists_checkpoint_shows_who_decides(tmp_path: Path) -> None:
+    """python -m hmarl.backtest on a specialists checkpoint: the market is rebuilt with the
+    checkpoint's scalers, steps.csv carries g_<name>, stats.json each specialist's gate and own
+    action shares, and report.html the gate band under the price."""
+    import json
+
+    from helpers import run_cli
+
+    cfg = compose_config(
+        *specialists_overrides(tmp_path, "trainer.episodes=2", "trainer.eval_every=1")
+    )
+    result = train(cfg, tmp_path / "run", progress=False)
+    out = tmp_path / "bt"
+    proc = run_cli(
+        "hmarl.backtest",
+        f"checkpoint={result.last_checkpoint}",
+        f"cache_dir={tmp_path}/cache",
+        f"out={out}",
+        "tracking=none",
+        "n_bootstrap=0",
+        "random_timing=0",
+        "fee_multipliers=[1.0]",
+        "progress=false",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = pd.read_csv(out / "steps.csv")
+    gates = steps[["g_price", "g_fast", "g_volume"]]
+    np.testing.assert_allclose(gates.sum(axis=1), 1.0, atol=1e-6)
+    doc = json.loads((out / "stats.json").read_text())
+    text = json.dumps(doc)
+    for name in ("price", "fast", "volume"):
+        assert f"Mean Gate {name}" in text and f"Mean P(BUY) of {name}" in text
+    page = (out / "report.html").read_text()
+    assert '"name":"gates"' in page.replace(" ", "") or "gate weight" in page
+
+
+def test_tape_specialist_on_real_binance_klines(tmp_path: Path, shared_data: Path) -> None:
+    """model=specialists_tape reads the kline dump's trade count and taker-buy volume."""
+    from hmarl.market.features import build_features
+    from hmarl.market.market_data import load_market_candles
+
+    path = shared_data / "BTCUSDT-5m-klines.csv"
+    cfg = compose_config(
+        "data=binance",
+        f"data.path={path}",
+        "model=specialists_tape",
+        "features.macro_window=48",
+        "tracking=none",
+        f"cache_dir={tmp_path}/cache",
+    )
+    market = load_market(cfg, log=None)
+    tape = next(s for s in market.specialists if "taker_buy_share" in s["names"])
+    assert tape["names"] == list(FEATURE_GROUPS["tape"])
+    lo, hi = market.splits["train"][0], market.splits["test"][1]
+    assert np.isfinite(market.micro[lo:hi]).all()
+    candles = load_market_candles(cfg.data, extra_columns=["trades", "taker_buy_base"], log=None)
+    share = build_features(candles, ["taker_buy_share"])["taker_buy_share"]
+    assert share.between(0.0, 1.0).all() and 0.3 < share.mean() < 0.7
+
+
+def test_planted_flow_leads_the_next_bars_return() -> None:
+    """plant_flow: short regimes (30-60 bars on average) in the prices, and a column that
+    reveals the next bar's regime with noise (the same seed gives the same market)."""
+    from hmarl.data.synthetic import synthetic_candles
+    from hmarl.market.planted import FLOW_COLUMN, plant_flow
+
+    candles = synthetic_candles(20_000, 0, trend_drift=0.0)
+    out, regime = plant_flow(candles, 3, drift=3e-4)
+    again, _ = plant_flow(candles, 3, drift=3e-4)
+    pd.testing.assert_frame_equal(out, again)
+    lengths = np.diff(np.flatnonzero(np.diff(regime) != 0))
+    assert 30 <= lengths.mean() <= 60
+    flow = out[FLOW_COLUMN].to_numpy()
+    lead = np.corrcoef(flow[:-1], regime[1:])[0, 1]
+    assert lead > 0.5  # revealed with noise: about 1 / sqrt(1 + 1.5) for unit noise
+    moved = np.log(out["close"].to_numpy() / candles["close"].to_numpy())
+    np.testing.assert_allclose(np.diff(moved), 3e-4 * regime[1:], atol=1e-12)
