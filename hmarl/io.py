@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -349,8 +350,48 @@ def write_json(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> Path:
     return write_text(path, text + "\n")
 
 
+def _utc_text(values: pd.DatetimeIndex) -> pd.Index | None:
+    """UTC timestamps as the text pandas writes them (``2024-01-01 00:05:00+00:00``), or None.
+
+    Why: pandas formats a tz-aware timestamp for CSV in per-element code, about 20 s per
+    million rows (measured: most of the time a 1 M-row backtest spent writing steps.csv);
+    numpy's vectorised formatter gives the same text in a fraction of that. Only whole-second
+    UTC times without NaT take this path (others, e.g. sub-second bars, are left to pandas).
+    """
+    if str(values.tz) != "UTC" or values.hasnans:
+        return None
+    ns = values.as_unit("ns").asi8
+    if (ns % 1_000_000_000).any():
+        return None
+    text = np.datetime_as_string(ns.astype("datetime64[ns]").astype("datetime64[s]"), unit="s")
+    return pd.Index(np.char.add(np.char.replace(text, "T", " "), "+00:00"), dtype=object)
+
+
+def csv_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its UTC timestamps (index and columns) as text: the same CSV, faster.
+
+    A shallow copy when anything changes (the caller's frame is left as it was).
+    """
+    out = frame
+    if isinstance(frame.index, pd.DatetimeIndex):
+        text = _utc_text(frame.index)
+        if text is not None:
+            out = frame.copy(deep=False)
+            out.index = text.rename(frame.index.name)
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.DatetimeTZDtype):
+            text = _utc_text(pd.DatetimeIndex(column))
+            if text is not None:
+                out = out.copy(deep=False) if out is frame else out
+                out[name] = text.to_numpy()
+    return out
+
+
 def write_csv(path: str | os.PathLike[str], frame: pd.DataFrame, index: bool = True) -> Path:
-    return atomic_write(path, lambda p: frame.to_csv(p, index=index))
+    """``frame.to_csv`` written atomically; UTC timestamps formatted fast (:func:`csv_ready`)."""
+    ready = csv_ready(frame)
+    return atomic_write(path, lambda p: ready.to_csv(p, index=index))
 
 
 def write_parquet(path: str | os.PathLike[str], frame: pd.DataFrame) -> Path:

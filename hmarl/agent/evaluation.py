@@ -148,7 +148,8 @@ def _blockwise(
     probs = np.empty((hi - lo, 3), dtype=np.float32)
     state = grid.start
     size = max(BLOCK_ALIGN, block - block % BLOCK_ALIGN)
-    edges = [*range(lo, hi - size, size)][: max(1, (hi - lo) // size)] + [hi]  # last: the rest
+    starts = range(lo, hi - size, size)[: max(1, (hi - lo) // size)]  # the last takes the rest
+    edges = [*starts, hi]
     for a, b in pairwise(edges):
         traj = evaluate(
             policy, tensors, a, b, grid._replace(start=state), env, generator=gen, greedy=greedy

@@ -1,13 +1,17 @@
-"""Long evaluations run blockwise and re-settle under other costs, bit for bit as one pass.
+"""Markets larger than memory: blockwise evaluation, re-settling, fast CSV, same results.
 
 Why it matters: a backtest over millions of rows cannot hold one forward pass's activations
 (~4 KB a row), so :func:`hmarl.agent.evaluation.run_split` runs ``block`` rows at a time and the
-cost sensitivity re-settles the strategy's decisions instead of running the policy again. Both
-must leave every figure as the single full pass gives it (the issue: "no change of results").
+cost sensitivity re-settles the strategy's decisions instead of running the policy again; and
+its steps.csv is written with UTC timestamps formatted by numpy. Each must leave every figure
+and every byte as before (issue 26: "no change of results").
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -90,3 +94,33 @@ def test_resettled_strategy_equals_a_rerun_at_those_costs(market: MarketData) ->
         runs, market, tensors, rows, env, [1.0, 3.0], calendar=CRYPTO, momentum_bars=12, seed=0
     )
     assert costs.loc[(3.0, STRATEGY), "Fees Paid [%]"] > costs.loc[(1.0, STRATEGY), "Fees Paid [%]"]
+
+
+@pytest.mark.parametrize(
+    ("index", "fast"),
+    [
+        (pd.date_range("2023-01-01", periods=500, freq="5min", tz="UTC", name="time"), True),
+        (pd.date_range("2023-01-01", periods=5, freq="D", tz="UTC", name="time"), True),
+        (pd.date_range("2023-01-01", periods=5, freq="min", tz="UTC", unit="s"), True),
+        (pd.date_range("2023-01-01", periods=5, freq="500ms", tz="UTC"), False),  # sub-second
+        (pd.date_range("2023-01-01", periods=5, freq="h", tz="Europe/Paris"), False),
+        (pd.DatetimeIndex(["2023-01-01 00:05", None], tz="UTC"), False),  # NaT
+    ],
+)
+def test_fast_timestamps_write_the_csv_pandas_writes(
+    tmp_path: Path, index: pd.DatetimeIndex, fast: bool
+) -> None:
+    from hmarl.io import csv_ready, write_csv
+
+    frame = pd.DataFrame(
+        {"x": np.linspace(0.1, 7.3, len(index)), "entry": index, "n": range(len(index))},
+        index=index,
+    )
+    write_csv(tmp_path / "a.csv", frame)
+    write_csv(tmp_path / "b.csv", frame, index=False)
+    assert (tmp_path / "a.csv").read_text() == frame.to_csv()
+    assert (tmp_path / "b.csv").read_text() == frame.to_csv(index=False)
+    ready = csv_ready(frame)
+    assert isinstance(ready.index, pd.DatetimeIndex) != fast  # the fast path was taken
+    assert isinstance(frame.index, pd.DatetimeIndex)  # the caller's frame is unchanged
+    assert isinstance(frame["entry"].dtype, pd.DatetimeTZDtype)
