@@ -114,7 +114,10 @@ def settled_steps(
     """
     lo, hi = rows
     device = tensors.returns.device
-    settlement = settle(torch.from_numpy(held)[None].to(device), tensors.returns[None, lo:hi], env)
+    positions = torch.tensor(held, dtype=torch.float64, device=device)[
+        None
+    ]  # a copy: held may be read-only
+    settlement = settle(positions, tensors.returns[None, lo:hi], env)
     index = np.arange(lo, hi, dtype=np.int64)
     p64 = None if probs is None else np.asarray(probs, dtype=np.float64)
     return steps_table(market, index, actions, held, settlement, p64)
