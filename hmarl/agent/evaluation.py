@@ -114,9 +114,8 @@ def settled_steps(
     """
     lo, hi = rows
     device = tensors.returns.device
-    positions = torch.tensor(held, dtype=torch.float64, device=device)[
-        None
-    ]  # a copy: held may be read-only
+    # a copy: `held` may be a steps frame's read-only column
+    positions = torch.tensor(held, dtype=torch.float64, device=device)[None]
     settlement = settle(positions, tensors.returns[None, lo:hi], env)
     index = np.arange(lo, hi, dtype=np.int64)
     p64 = None if probs is None else np.asarray(probs, dtype=np.float64)
