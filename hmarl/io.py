@@ -42,6 +42,7 @@ def file_mode() -> int:
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _LOW_SPACE = 1 << 20  # bytes: below this after a failed write, the disk is the likely cause
 
 
@@ -73,7 +74,7 @@ def _output_error(target: Path, exc: BaseException, key: str | None = None) -> O
         free: int | None = shutil.disk_usage(target.parent).free
     except OSError:
         free = None
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if code in _UNWRITABLE:
         where = f"{key}={target}" if key else str(target)
         fix = f"choose a writable {key}=" if key else "choose a writable output folder"
         return UnwritableOutputError(
@@ -90,6 +91,26 @@ def _output_error(target: Path, exc: BaseException, key: str | None = None) -> O
             "if any, is unchanged",
         )
     return None
+
+
+def unwritable_output(exc: BaseException, key: str | None = None) -> BaseException:
+    """``exc`` as :class:`UnwritableOutputError` (bad input, naming ``key``) when it is an OS
+    error of writing a read-only or foreign path that no writer here caught, else ``exc``.
+
+    Why: Hydra creates a run's output folder (``out=`` of a backtest) before any of our code
+    runs, so a read-only one surfaced as ``[Errno 30] Read-only file system: '<dir>'``, exit 1.
+    """
+    if (
+        isinstance(exc, OSError)
+        and not isinstance(exc, OutputError)
+        and exc.errno in _UNWRITABLE
+        and exc.filename
+    ):
+        clear = _output_error(Path(exc.filename), exc, key)
+        if clear is not None:
+            clear.__cause__ = exc
+            return clear
+    return exc
 
 
 # ----------------------------------------------------------------------------- temporaries
