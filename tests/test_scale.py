@@ -124,3 +124,31 @@ def test_fast_timestamps_write_the_csv_pandas_writes(
     assert isinstance(ready.index, pd.DatetimeIndex) != fast  # the fast path was taken
     assert isinstance(frame.index, pd.DatetimeIndex)  # the caller's frame is unchanged
     assert isinstance(frame["entry"].dtype, pd.DatetimeTZDtype)
+
+
+def rss_file_kb() -> int | None:
+    """This process's resident file-backed pages (kB), where /proc tells."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    line = next((ln for ln in status.splitlines() if ln.startswith("RssFile:")), None)
+    return None if line is None else int(line.split()[1])
+
+
+def test_released_rows_of_a_mapped_cache_read_the_same(tmp_path: Path) -> None:
+    from hmarl.market.market_data import release_rows
+
+    data = np.arange(200_000 * 6, dtype=np.float32).reshape(200_000, 6)
+    np.save(tmp_path / "w.npy", data)
+    mapped = np.load(tmp_path / "w.npy", mmap_mode="r")
+    assert float(mapped[1000:150_000].sum()) == float(data[1000:150_000].sum())  # touch them
+    touched = rss_file_kb()
+    release_rows(mapped, 1000, 150_000)
+    if touched is not None:  # Linux: the ~3.6 MB of pages touched left the resident set
+        assert touched - rss_file_kb() > 0.5 * 149_000 * 24 / 1024
+    release_rows(mapped[10:], 0, 5)  # a view: offsets from its own first row
+    np.testing.assert_array_equal(mapped, data)  # read back from the file, unchanged
+    in_memory = data.copy()
+    release_rows(in_memory, 0, 200_000)  # not a mapping: left alone (DONTNEED would zero it)
+    np.testing.assert_array_equal(in_memory, data)

@@ -15,6 +15,7 @@ import torch
 
 from hmarl.agent.rollout import MarketTensors, Trajectory, evaluate
 from hmarl.market.env import EnvParams, Grid, Settlement, position_grid, settle
+from hmarl.market.market_data import release_rows
 from hmarl.stats.metrics import compute_stats
 from hmarl.stats.random_timing import random_timing, random_timing_stats
 from hmarl.steps import SETTLEMENT_COLUMNS
@@ -93,7 +94,9 @@ def run_split(
     if hi - lo <= block:
         traj = evaluate(policy, tensors, lo, hi, grid, env, generator=gen, greedy=greedy)
         return steps_frame(traj, market)
-    actions, held, probs = _blockwise(policy, tensors, (lo, hi), grid, env, gen, greedy, block)
+    actions, held, probs = _blockwise(
+        policy, market, tensors, (lo, hi), grid, env, gen, greedy, block
+    )
     return settled_steps(market, tensors, (lo, hi), actions, held, probs, env)
 
 
@@ -124,6 +127,7 @@ def settled_steps(
 
 def _blockwise(
     policy: HierarchicalPolicy,
+    market: MarketData,
     tensors: MarketTensors,
     rows: tuple[int, int],
     grid: Grid,
@@ -142,7 +146,9 @@ def _blockwise(
     another path, so a row must sit at the same place modulo the panel size as in the single
     pass, and no block may be small (measured with a 6 -> 8 layer: blocks starting 591 rows
     apart, or of 97 rows, round some sums differently in the last bit; 64-row aligned blocks of
-    64 rows and more do not).
+    64 rows and more do not). Only the compact per-row results of a block outlive it, and its
+    rows of a memory-mapped cache leave the process's memory once it is done
+    (:func:`hmarl.market.market_data.release_rows`).
     """
     lo, hi = rows
     actions = np.empty(hi - lo, dtype=np.int64)
@@ -161,6 +167,8 @@ def _blockwise(
         probs[a - lo : b - lo] = traj.probs[0].cpu().numpy()
         assert traj.states is not None  # collect records them
         state = int(grid.next_state[int(traj.states[0, -1]), int(actions[b - lo - 1])])
+        for windows in (market.macro, market.micro):  # this block's pages of the cache's map
+            release_rows(windows, a, b)
     return actions, held, probs
 
 
