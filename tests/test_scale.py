@@ -117,9 +117,11 @@ def test_fast_timestamps_write_the_csv_pandas_writes(
         index=index,
     )
     write_csv(tmp_path / "a.csv", frame)
-    write_csv(tmp_path / "b.csv", frame, index=False)
+    write_csv(tmp_path / "b.csv", frame, index=False, chunk_rows=3)  # in chunks: the same
+    write_csv(tmp_path / "c.csv", frame.iloc[:0])
     assert (tmp_path / "a.csv").read_text() == frame.to_csv()
     assert (tmp_path / "b.csv").read_text() == frame.to_csv(index=False)
+    assert (tmp_path / "c.csv").read_text() == frame.iloc[:0].to_csv()  # the header alone
     ready = csv_ready(frame)
     assert isinstance(ready.index, pd.DatetimeIndex) != fast  # the fast path was taken
     assert isinstance(frame.index, pd.DatetimeIndex)  # the caller's frame is unchanged
