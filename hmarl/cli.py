@@ -162,11 +162,17 @@ def reported_errors(schema: type | None = None) -> Iterator[None]:
         exit_with(exc, schema)
 
 
-def run_cli(hydra_main: Callable[[], Any], schema: type, interrupted: str = "interrupted") -> None:
+def run_cli(
+    hydra_main: Callable[[], Any],
+    schema: type,
+    interrupted: str = "interrupted",
+    output_key: str | None = None,
+) -> None:
     """Call a ``@hydra.main`` function with the error convention of this module.
 
     ``schema`` (the config dataclass) turns a mistyped key into a suggestion; ``interrupted``
-    is the line printed on Ctrl-C or SIGTERM.
+    is the line printed on Ctrl-C or SIGTERM; ``output_key``: the key naming Hydra's run dir,
+    for the message when that folder cannot be written (:func:`hmarl.io.unwritable_output`).
     """
     global _user_full_error
     previous = os.environ.get(FULL_ERROR)
@@ -178,7 +184,9 @@ def run_cli(hydra_main: Callable[[], Any], schema: type, interrupted: str = "int
         print(str(exc) if isinstance(exc, Interrupted) else interrupted, file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
     except Exception as exc:
-        exit_with(exc, schema)
+        from hmarl.io import unwritable_output  # here: io loads matplotlib
+
+        exit_with(unwritable_output(exc, output_key), schema)
     finally:
         if previous is None:
             os.environ.pop(FULL_ERROR, None)

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -41,6 +42,7 @@ def file_mode() -> int:
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _LOW_SPACE = 1 << 20  # bytes: below this after a failed write, the disk is the likely cause
 
 
@@ -72,7 +74,7 @@ def _output_error(target: Path, exc: BaseException, key: str | None = None) -> O
         free: int | None = shutil.disk_usage(target.parent).free
     except OSError:
         free = None
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if code in _UNWRITABLE:
         where = f"{key}={target}" if key else str(target)
         fix = f"choose a writable {key}=" if key else "choose a writable output folder"
         return UnwritableOutputError(
@@ -89,6 +91,26 @@ def _output_error(target: Path, exc: BaseException, key: str | None = None) -> O
             "if any, is unchanged",
         )
     return None
+
+
+def unwritable_output(exc: BaseException, key: str | None = None) -> BaseException:
+    """``exc`` as :class:`UnwritableOutputError` (bad input, naming ``key``) when it is an OS
+    error of writing a read-only or foreign path that no writer here caught, else ``exc``.
+
+    Why: Hydra creates a run's output folder (``out=`` of a backtest) before any of our code
+    runs, so a read-only one surfaced as ``[Errno 30] Read-only file system: '<dir>'``, exit 1.
+    """
+    if (
+        isinstance(exc, OSError)
+        and not isinstance(exc, OutputError)
+        and exc.errno in _UNWRITABLE
+        and exc.filename
+    ):
+        clear = _output_error(Path(exc.filename), exc, key)
+        if clear is not None:
+            clear.__cause__ = exc
+            return clear
+    return exc
 
 
 # ----------------------------------------------------------------------------- temporaries
@@ -349,8 +371,67 @@ def write_json(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> Path:
     return write_text(path, text + "\n")
 
 
-def write_csv(path: str | os.PathLike[str], frame: pd.DataFrame, index: bool = True) -> Path:
-    return atomic_write(path, lambda p: frame.to_csv(p, index=index))
+def _utc_text(values: pd.DatetimeIndex) -> pd.Index | None:
+    """UTC timestamps as the text pandas writes them (``2024-01-01 00:05:00+00:00``), or None.
+
+    Why: pandas formats a tz-aware timestamp for CSV in per-element code, about 20 s per
+    million rows (measured: most of the time a 1 M-row backtest spent writing steps.csv);
+    numpy's vectorised formatter gives the same text in a fraction of that. Only whole-second
+    UTC times without NaT take this path (others, e.g. sub-second bars, are left to pandas).
+    """
+    if len(values) == 0 or str(values.tz) != "UTC" or values.hasnans:
+        return None
+    ns = values.as_unit("ns").asi8
+    if (ns % 1_000_000_000).any():
+        return None
+    text = np.datetime_as_string(ns.astype("datetime64[ns]").astype("datetime64[s]"), unit="s")
+    return pd.Index(np.char.add(np.char.replace(text, "T", " "), "+00:00"), dtype=object)
+
+
+def csv_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its UTC timestamps (index and columns) as text: the same CSV, faster.
+
+    A shallow copy when anything changes (the caller's frame is left as it was).
+    """
+    out = frame
+    if isinstance(frame.index, pd.DatetimeIndex):
+        text = _utc_text(frame.index)
+        if text is not None:
+            out = frame.copy(deep=False)
+            out.index = text.rename(frame.index.name)
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.DatetimeTZDtype):
+            text = _utc_text(pd.DatetimeIndex(column))
+            if text is not None:
+                out = out.copy(deep=False) if out is frame else out
+                out[name] = text.to_numpy()
+    return out
+
+
+CSV_CHUNK_ROWS = 65_536  # rows formatted at a time by write_csv
+
+
+def write_csv(
+    path: str | os.PathLike[str],
+    frame: pd.DataFrame,
+    index: bool = True,
+    chunk_rows: int = CSV_CHUNK_ROWS,
+) -> Path:
+    """``frame.to_csv`` written atomically, the same bytes, ``chunk_rows`` rows at a time.
+
+    UTC timestamps are formatted fast (:func:`csv_ready`); chunks keep that text (and pandas'
+    own per-chunk strings) to one chunk's worth: a million-row steps.csv otherwise held its
+    whole index as text at once, the peak of a long backtest's memory.
+    """
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8", newline="") as f:
+            for start in range(0, max(len(frame), 1), chunk_rows):
+                part = csv_ready(frame.iloc[start : start + chunk_rows])
+                part.to_csv(f, index=index, header=start == 0)
+
+    return atomic_write(path, write)
 
 
 def write_parquet(path: str | os.PathLike[str], frame: pd.DataFrame) -> Path:

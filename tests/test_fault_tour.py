@@ -23,7 +23,9 @@ from helpers import REPO, run_cli, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 from hmarl.agent.checkpoint import CheckpointError, load_checkpoint
+from hmarl.app.backend import backtests_of
 from hmarl.io import atomic_write, folder_lock
+from hmarl.report.compare import backtest_metrics_by_run, experiment_ids
 
 
 def wait_for_checkpoints(folder: Path, episodes: int, proc: subprocess.Popen[str]) -> int:
@@ -119,19 +121,28 @@ BT_ARGS = ("n_bootstrap=0", "fee_multipliers=[1.0]", "progress=false", "tracking
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tracked tiny run (store ``<root>/mlflow.db``): its backtests can be read as the page
+    and compare read them, by the training run's id."""
     root = tmp_path_factory.mktemp("tour")
     done = run_cli(
-        "hmarl.train", *tiny_overrides(root), "trainer.episodes=6", f"hydra.run.dir={root}/run",
-        cwd=root,
+        "hmarl.train", *tiny_overrides(root, tracking=True), "trainer.episodes=6",
+        f"hydra.run.dir={root}/run", cwd=root,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "run" / "checkpoints" / "last.pt"
 
 
-def backtest_cmd(ckpt: Path, out: Path, *extra: str) -> list[str]:
+def store_of(ckpt: Path) -> str:
+    return f"sqlite:///{ckpt.parents[2] / 'mlflow.db'}"
+
+
+def backtest_cmd(ckpt: Path, out: Path, *extra: str, tracked: bool = False) -> list[str]:
+    """``python -m hmarl.backtest`` of ``ckpt`` into ``out``; ``tracked``: in the run's store."""
     cache = ckpt.parents[2] / "cache"
+    args = [a for a in BT_ARGS if not tracked or a != "tracking=none"]
+    store = [f"tracking.uri={store_of(ckpt)}"] if tracked else []
     return [sys.executable, "-m", "hmarl.backtest", f"checkpoint={ckpt}", f"out={out}",
-            f"cache_dir={cache}", *BT_ARGS, *extra]  # fmt: skip
+            f"cache_dir={cache}", *args, *store, *extra]  # fmt: skip
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
@@ -144,16 +155,18 @@ def test_a_killed_backtest_leaves_the_previous_report_whole(
 ) -> None:
     out = tmp_path / "report"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.run(backtest_cmd(tiny_checkpoint, out, "plots=false", "report_html=false"),
-                           cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    first = subprocess.run(
+        backtest_cmd(tiny_checkpoint, out, "plots=false", "report_html=false", tracked=True),
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
     before = folder_bytes(out)
     assert {"stats.json", "trades.csv", "backtest.log", "config.json"} <= set(before)
     assert not (out / ".hydra").exists()  # Hydra writes nothing into the report folder
 
     # ---- a second backtest into the same folder, SIGKILLed once its stats.json is written ----
-    proc = subprocess.Popen(backtest_cmd(tiny_checkpoint, out, "plots=true", "seed=1"),
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+    second = backtest_cmd(tiny_checkpoint, out, "plots=true", "seed=1", tracked=True)
+    proc = subprocess.Popen(second, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 240
     try:
@@ -166,6 +179,19 @@ def test_a_killed_backtest_leaves_the_previous_report_whole(
         proc.wait(timeout=60)
     assert folder_bytes(out) == before  # the earlier report, whole and unchanged
     (debris,) = tmp_path.glob(".report.*.tmp")  # the killed writer's staging folder
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["report"]
+
+    # ---- the page and compare read backtests from the store: the killed one is not whole ----
+    client = MlflowClient(store_of(tiny_checkpoint))
+    train_id = load_checkpoint(tiny_checkpoint)["train_state"]["run_id"]
+    runs = client.search_runs(experiment_ids(client), "tags.kind = 'backtest'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "RUNNING"]  # killed: RUNNING
+    listed = backtests_of(client, [train_id])  # the page's table of this run's backtests
+    assert listed["status"].tolist() == ["FINISHED"]  # the killed one is not linked (its
+    assert listed["complete"].tolist() == [True]  # train_run_id tag comes with the report)
+    test_metrics = backtest_metrics_by_run(client, experiment_ids(client), [train_id])
+    whole = json.loads(before["stats.json"])["stats"]["strategy"]
+    assert test_metrics.loc[train_id, "test_sharpe"] == pytest.approx(whole["Sharpe Ratio"])
 
     # ---- the next backtest into the folder removes the debris and replaces the report ----
     again = subprocess.run(backtest_cmd(tiny_checkpoint, out, "plots=false", "seed=2"),
@@ -227,3 +253,88 @@ except UnwritableOutputError as exc:
     assert bad_input == "True"  # ValueError: the entry points exit 2
     assert message.startswith(f"cannot write {key}={tmp_path / 'mnt'}/sub/report: ")
     assert f"choose a writable {key}=" in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["out", "cache_dir"])
+@pytest.mark.parametrize("how", ["chmod", "read-only mount"])
+def test_a_backtest_into_a_read_only_folder_is_bad_input_naming_the_key(
+    tiny_checkpoint: Path, tmp_path: Path, key: str, how: str
+) -> None:
+    """``out=`` or ``cache_dir=`` in a folder nobody may write: one ``error:`` line naming the key
+    and the path, exit 2 (it was ``[Errno 30] Read-only file system``, exit 1)."""
+    from test_faults import in_small_mount
+
+    place = {"out": "{root}/sub/report", "cache_dir": "{root}/sub/cache"}[key]
+    report = tmp_path / "report"  # where the report goes when `out` is not the read-only one
+
+    def command(target: Path) -> list[str]:
+        cmd = backtest_cmd(tiny_checkpoint, report, "plots=false")
+        return [f"{key}={target}" if a.startswith(f"{key}=") else a for a in cmd]
+
+    if how == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("running as root: chmod 0555 does not stop root from writing")
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        target = Path(place.format(root=ro))
+        try:
+            proc = subprocess.run(command(target), cwd=tmp_path, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+        finally:
+            ro.chmod(0o755)
+        code, err = proc.returncode, proc.stderr
+    else:  # a read-only tmpfs binds root too (in a user and mount namespace of its own)
+        target = Path(place.format(root=tmp_path / "mnt"))
+        code_text = (
+            "import subprocess, sys\n"
+            f"p = subprocess.run({command(target)!r}, cwd={str(tmp_path)!r}, capture_output=True,"
+            " text=True)\n"
+            "sys.stdout.write(f'{p.returncode}\\n' + p.stderr)\n"
+        )
+        proc = in_small_mount(tmp_path, code_text, ro=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rc, err = proc.stdout.split("\n", 1)
+        code = int(rc)
+    assert code == 2, err[-2000:]
+    (line,) = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: cannot write {key}={target.parents[1]}"), line  # or below
+    assert f"choose a writable {key}=" in line
+    assert not report.exists()  # nothing half-written where the report would go
+
+
+@pytest.mark.slow
+def test_a_cache_build_killed_mid_write_leaves_debris_the_next_build_removes(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL while a cache entry is being built: its staging folder stays (nothing else can
+    remove it) but no entry is visible; the next build of the same data removes the debris
+    and writes the entry whole."""
+    cache = tmp_path / "cache"
+    build = (
+        "import sys; from hmarl.config import DataConfig; "
+        "from hmarl.market.market_data import market_for_config; "
+        "market_for_config(DataConfig(n_candles=int(sys.argv[1])), feature_names=[], "
+        "macro_window=492, micro_window=60, cache_dir=sys.argv[2], log=None)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", build, "300000", str(cache)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 240
+    try:
+        while not list(cache.glob(".market-*.tmp/*")):  # building: files in its staging folder
+            assert proc.poll() is None, f"finished before it could be killed: {proc.stderr}"
+            assert time.monotonic() < deadline, "no staging folder within 240 s"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    (debris,) = cache.glob(".market-*.tmp")
+    assert not list(cache.glob("market-*"))  # no entry visible: readers build their own
+    again = subprocess.run([sys.executable, "-c", build, "300000", str(cache)], env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not debris.exists() and not list(cache.glob(".market-*"))
+    (entry,) = cache.glob("market-*")
+    assert (entry / "meta.json").is_file()

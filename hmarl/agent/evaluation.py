@@ -6,6 +6,7 @@ table and the same :func:`hmarl.stats.metrics.compute_stats`.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,7 +15,8 @@ import torch
 
 from hmarl.agent.rollout import MarketTensors, Trajectory, evaluate
 from hmarl.agent.specialists import decision_parts
-from hmarl.market.env import EnvParams, Settlement, position_grid
+from hmarl.market.env import EnvParams, Grid, Settlement, position_grid, settle
+from hmarl.market.market_data import release_rows
 from hmarl.stats.metrics import compute_stats
 from hmarl.stats.random_timing import random_timing, random_timing_stats
 from hmarl.steps import SETTLEMENT_COLUMNS, gate_column, own_prob_column
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from hmarl.agent.policy import HierarchicalPolicy
     from hmarl.market.market_data import MarketData
 
+EVAL_BLOCK_ROWS = 32_768  # decision rows per forward pass of run_split (~130 MB of activations)
+BLOCK_ALIGN = 64  # block starts are this many rows apart (see _blockwise)
 VALIDATION_NULL_N = 30  # random-timing policies per validation (a backtest uses 1,000):
 # on a 15,800-bar validation split (1 thread) 100 policies added ~0.7 s per validation, 30 ~0.1 s
 
@@ -95,8 +99,15 @@ def run_split(
     *,
     greedy: bool = True,
     seed: int = 0,
+    block: int = EVAL_BLOCK_ROWS,
 ) -> pd.DataFrame:
     """The policy's steps over a split (deterministic argmax unless ``greedy=False``).
+
+    A split longer than ``block`` decision rows runs ``block`` rows at a time
+    (:func:`_blockwise`): the activations of one pass (~4 KB a row: the window rows gathered,
+    MacroNet's and MicroNet's hidden layers, the head's context and every grid state's
+    probabilities) then stay bounded however long the split, and only the steps table is
+    full length.
 
     Sampled actions draw their uniforms from a CPU generator seeded with ``seed`` whatever the
     device: a checkpoint's sampled validation on a GPU is then the same trajectory as its
@@ -104,8 +115,93 @@ def run_split(
     """
     lo, hi = market.splits[split] if isinstance(split, str) else split
     gen = torch.Generator().manual_seed(seed)
-    traj = evaluate(policy, tensors, lo, hi, position_grid(env), env, generator=gen, greedy=greedy)
-    return steps_frame(traj, market, policy=policy)
+    grid = position_grid(env)
+    if hi - lo <= block:
+        traj = evaluate(policy, tensors, lo, hi, grid, env, generator=gen, greedy=greedy)
+        return steps_frame(traj, market, policy=policy)
+    actions, held, probs, extra = _blockwise(
+        policy, market, tensors, (lo, hi), grid, env, gen, greedy, block
+    )
+    return settled_steps(market, tensors, (lo, hi), actions, held, probs, env, extra)
+
+
+def settled_steps(
+    market: MarketData,
+    tensors: MarketTensors,
+    rows: tuple[int, int],
+    actions: np.ndarray,
+    held: np.ndarray,
+    probs: np.ndarray | None,
+    env: EnvParams,
+    extra: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """The steps table of positions ``held`` chosen at decision rows [lo, hi), settled anew.
+
+    Settled as a rollout settles (:func:`hmarl.market.env.settle` on the market's tensors, on
+    their device), so the figures are the bits a single pass gives; a backtest re-settles the
+    strategy's positions under other costs with it (the policy never sees costs).
+    """
+    lo, hi = rows
+    device = tensors.returns.device
+    # a copy: `held` may be a steps frame's read-only column
+    positions = torch.tensor(held, dtype=torch.float64, device=device)[None]
+    settlement = settle(positions, tensors.returns[None, lo:hi], env)
+    index = np.arange(lo, hi, dtype=np.int64)
+    p64 = None if probs is None else np.asarray(probs, dtype=np.float64)
+    return steps_table(market, index, actions, held, settlement, p64, extra=extra)
+
+
+def _blockwise(
+    policy: HierarchicalPolicy,
+    market: MarketData,
+    tensors: MarketTensors,
+    rows: tuple[int, int],
+    grid: Grid,
+    env: EnvParams,
+    gen: torch.Generator,
+    greedy: bool,
+    block: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray] | None]:
+    """Actions, held positions, action probabilities (and a specialists policy's gate columns,
+    :func:`gate_columns`) of rows [lo, hi), ``block`` at a time.
+
+    Each block starts in the grid state the previous one ended in and draws its uniforms from
+    the same generator, so the trajectory is the one a single pass gives, bit for bit. Why the
+    blocks start every ``block`` rows (a multiple of :data:`BLOCK_ALIGN`) and the last one takes
+    the rest (``block`` to ``2 * block - 1`` rows): torch's CPU matrix products sum a row in an
+    order that depends on the row's place in the kernel's panels and on small products taking
+    another path, so a row must sit at the same place modulo the panel size as in the single
+    pass, and no block may be small (measured with a 6 -> 8 layer: blocks starting 591 rows
+    apart, or of 97 rows, round some sums differently in the last bit; 64-row aligned blocks of
+    64 rows and more do not). Only the compact per-row results of a block outlive it, and its
+    rows of a memory-mapped cache leave the process's memory once it is done
+    (:func:`hmarl.market.market_data.release_rows`).
+    """
+    lo, hi = rows
+    actions = np.empty(hi - lo, dtype=np.int64)
+    held = np.empty(hi - lo, dtype=np.float64)
+    probs = np.empty((hi - lo, 3), dtype=np.float32)
+    parts: list[dict[str, np.ndarray]] = []
+    state = grid.start
+    size = max(BLOCK_ALIGN, block - block % BLOCK_ALIGN)
+    starts = range(lo, hi - size, size)[: max(1, (hi - lo) // size)]  # the last takes the rest
+    edges = [*starts, hi]
+    for a, b in pairwise(edges):
+        traj = evaluate(
+            policy, tensors, a, b, grid._replace(start=state), env, generator=gen, greedy=greedy
+        )
+        actions[a - lo : b - lo] = traj.actions[0].cpu().numpy()
+        held[a - lo : b - lo] = traj.held[0].cpu().numpy()
+        probs[a - lo : b - lo] = traj.probs[0].cpu().numpy()
+        gates = gate_columns(policy, traj)
+        if gates is not None:
+            parts.append(gates)
+        assert traj.states is not None  # collect records them
+        state = int(grid.next_state[int(traj.states[0, -1]), int(actions[b - lo - 1])])
+        for windows in (market.macro, market.micro):  # this block's pages of the cache's map
+            release_rows(windows, a, b)
+    extra = {k: np.concatenate([g[k] for g in parts]) for k in parts[0]} if parts else None
+    return actions, held, probs, extra
 
 
 def policy_stats(

@@ -28,7 +28,7 @@ def hydra_main(dcfg: DictConfig) -> None:
 
 def main() -> None:
     """``python -m hmarl.backtest``: one ``error:`` line, exit 2 (bad input) or 1 (hmarl/cli.py)."""
-    run_cli(hydra_main, BacktestConfig)
+    run_cli(hydra_main, BacktestConfig, output_key="out")  # out= is Hydra's run dir
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from hmarl.agent.checkpoint import Checkpoint, check_keys, checkpoint_file, load_checkpoint
 from hmarl.config import BacktestError, DataConfig, DataSource
 from hmarl.data.timestamps import as_utc
+from hmarl.io import UnwritableOutputError
 from hmarl.market.env import EnvParams
 from hmarl.market.features import required_columns
 from hmarl.market.market_data import (
@@ -135,6 +136,8 @@ def backtest_market(
             scalers=spec["scalers"],
             log=log,
         )
+    except UnwritableOutputError:
+        raise  # the cache folder, not the data: its own message names cache_dir=
     except ValueError as exc:
         macro, micro = int(spec["macro_window"]), int(spec["micro_window"])
         need = candles_needed(names, macro, micro)

@@ -279,7 +279,7 @@ def _backtest(cfg: BacktestConfig, out: Path) -> BacktestResult:
             )
             stochastic = summarise_seeds(seeds_frame) if seeds_frame is not None else None
             costs = cost_sensitivity(
-                policy,
+                runs,
                 market,
                 tensors,
                 rows,
@@ -288,7 +288,6 @@ def _backtest(cfg: BacktestConfig, out: Path) -> BacktestResult:
                 calendar=calendar,
                 momentum_bars=momentum_bars,
                 seed=cfg.seed,
-                acting=acting,
                 tick=lambda: pbar.update(1),
             )
 

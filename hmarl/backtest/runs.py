@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
-from hmarl.agent.evaluation import run_split
+from hmarl.agent.evaluation import run_split, settled_steps
 from hmarl.config import BacktestError
 from hmarl.stats.baselines import (
     BASELINE_DEFINITIONS,
@@ -23,6 +24,7 @@ from hmarl.stats.baselines import (
     momentum_band,
 )
 from hmarl.stats.metrics import Calendar, compute_stats
+from hmarl.steps import ACTION, POSITION, PROB_COLUMNS
 
 if TYPE_CHECKING:
     from hmarl.agent.policy import HierarchicalPolicy
@@ -152,8 +154,36 @@ def summarise_seeds(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
     }
 
 
+def resettled(
+    runs: Mapping[str, pd.DataFrame],
+    market: MarketData,
+    tensors: MarketTensors,
+    rows: tuple[int, int],
+    env: EnvParams,
+    momentum_bars: int,
+) -> dict[str, pd.DataFrame]:
+    """``runs`` under ``env``'s costs: the strategy's decisions settled anew, the baselines rerun.
+
+    The policy never sees costs, so its actions, positions and probabilities stand; running it
+    again would only repeat the pass (the slowest part of a backtest) for the same decisions.
+    When ``env`` is the costs ``runs`` were settled with, they are returned as they are.
+    """
+    strategy = runs[STRATEGY]
+    probs = [c for c in PROB_COLUMNS if c in strategy.columns]
+    again = settled_steps(
+        market,
+        tensors,
+        rows,
+        strategy[ACTION].to_numpy(),
+        strategy[POSITION].to_numpy(dtype=np.float64),
+        strategy[probs].to_numpy(dtype=np.float64) if probs else None,
+        env,
+    )
+    return {STRATEGY: again, **baseline_steps(market, *rows, env, momentum_bars=momentum_bars)}
+
+
 def cost_sensitivity(
-    policy: HierarchicalPolicy,
+    runs: Mapping[str, pd.DataFrame],
     market: MarketData,
     tensors: MarketTensors,
     rows: tuple[int, int],
@@ -163,19 +193,22 @@ def cost_sensitivity(
     calendar: Calendar,
     momentum_bars: int,
     seed: int,
-    acting: Acting = ARGMAX,
     tick: Callable[[], object] = lambda: None,
 ) -> pd.DataFrame:
     """Stats of the strategy and baselines at each cost multiplier, one row per (x, run).
 
-    Only settlement changes: the policy never sees costs, and the momentum rule keeps the
+    ``runs``: the strategy's and baselines' steps at ``env``'s costs (1x). Only settlement
+    changes (:func:`resettled`): the policy never sees costs, and the momentum rule keeps the
     lookback chosen at 1x (its band follows the costs, as a cost-aware rule's would).
     """
     records = []
     for m in multipliers:
         env_m = scaled_costs(env, m)
-        runs = strategy_and_baselines(policy, market, tensors, rows, env_m, momentum_bars, acting)
-        for name, stats in stats_of(runs, calendar, 0, seed).items():
+        runs_m = (
+            runs if env_m == env else resettled(runs, market, tensors, rows, env_m, momentum_bars)
+        )
+        for name, stats in stats_of(runs_m, calendar, 0, seed).items():
             records.append({"fee_multiplier": float(m), "run": name, **stats})
+        del runs_m  # one multiplier's frames at a time
         tick()
     return pd.DataFrame.from_records(records).set_index(["fee_multiplier", "run"])
