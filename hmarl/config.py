@@ -601,10 +601,13 @@ class SupervisedConfig:
     enabled: bool | None = None  # None: on when lightgbm is importable; true: required
     horizons: list[int] = field(default_factory=lambda: [1, 3, 12])  # bars ahead
     thresholds: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6])  # probability
-    n_estimators: int = 200  # boosting rounds
-    learning_rate: float = 0.05
+    n_estimators: int = 100  # boosting rounds
+    learning_rate: float = 0.1
     num_leaves: int = 15
-    min_child_samples: int = 50
+    min_child_samples: int = 50  # rows per leaf at least
+    max_bin: int = 63  # histogram bins per feature
+    subsample: float = 0.5  # share of rows per tree
+    colsample: float = 0.5  # share of features per tree
 
 
 @dataclass
@@ -681,6 +684,9 @@ BACKTEST_RANGES: dict[type, dict[str, Range]] = {
         "learning_rate": Range(0.0, 1.0, lo_open=True),
         "num_leaves": at_least(2),
         "min_child_samples": at_least(1),
+        "max_bin": at_least(2),
+        "subsample": Range(0.0, 1.0, lo_open=True),
+        "colsample": Range(0.0, 1.0, lo_open=True),
     },
     CalendarConfig: {
         "trading_days_per_year": Range(0.0, 366.0, lo_open=True),

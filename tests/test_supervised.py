@@ -21,6 +21,15 @@ SPLITS = {"train": (0, 1500), "val": (1500, 2000), "test": (2000, 2499)}
 SMALL = supervised.SupervisedParams(n_estimators=30, min_child_samples=20)
 
 
+def test_one_binned_dataset_fits_each_horizon_as_alone() -> None:
+    m = planted_market()
+    band = momentum_band(EnvParams())
+    together = supervised.fit(m, (1, 12), band, SMALL)
+    alone = supervised.fit(m, (12,), band, SMALL)[12]
+    assert together[12].model_to_string() == alone.model_to_string()
+    assert together[1].model_to_string() != alone.model_to_string()
+
+
 def planted_market(seed: int = 0, n: int = 2500, flip_val: bool = False) -> MarketData:
     """Random-walk closes whose next-bar move is partly visible in feature 0.
 
@@ -70,12 +79,12 @@ def test_fit_uses_no_validation_or_test_rows() -> None:
     changed.close[hi:] *= np.exp(np.cumsum(rng.normal(0, 0.01, changed.close.size - hi)))
     changed.macro[hi:] = rng.normal(size=changed.macro[hi:].shape)
     changed.micro[hi:] = rng.normal(size=changed.micro[hi:].shape)
-    a = supervised.fit(base, 3, band, SMALL)
-    b = supervised.fit(changed, 3, band, SMALL)
+    a = supervised.fit(base, (3,), band, SMALL)[3]
+    b = supervised.fit(changed, (3,), band, SMALL)[3]
     assert a.model_to_string() == b.model_to_string()
     # and the test can fail: a change inside the train split changes the model
     changed.macro[hi - 100 : hi - 4, 0] *= -1.0
-    c = supervised.fit(changed, 3, band, SMALL)
+    c = supervised.fit(changed, (3,), band, SMALL)[3]
     assert a.model_to_string() != c.model_to_string()
 
 
@@ -151,3 +160,13 @@ def test_balanced_accuracy_sees_through_a_majority_class() -> None:
     assert (always_neutral == y).mean() == 0.98
     assert supervised.balanced_accuracy(y, always_neutral) == pytest.approx(1 / 3)
     assert supervised.shares(y) == {"down": 0.01, "neutral": 0.98, "up": 0.01}
+
+
+def test_config_defaults_are_the_librarys() -> None:
+    from hmarl.config import SupervisedConfig
+
+    cfg, params = SupervisedConfig(), supervised.SupervisedParams()
+    assert tuple(cfg.horizons) == params.horizons and tuple(cfg.thresholds) == params.thresholds
+    for name in ("n_estimators", "learning_rate", "num_leaves", "min_child_samples", "max_bin"):
+        assert getattr(cfg, name) == getattr(params, name), name
+    assert (cfg.subsample, cfg.colsample) == (params.subsample, params.colsample)

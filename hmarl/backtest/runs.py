@@ -212,6 +212,9 @@ def supervised_baseline(
         learning_rate=cfg.learning_rate,
         num_leaves=cfg.num_leaves,
         min_child_samples=cfg.min_child_samples,
+        max_bin=cfg.max_bin,
+        subsample=cfg.subsample,
+        colsample=cfg.colsample,
         seed=seed,
     )
     choice = supervised.choose(market, env, params, calendar)
