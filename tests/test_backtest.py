@@ -46,6 +46,7 @@ from hmarl.config import (
 from hmarl.data.synthetic import synthetic_candles
 from hmarl.market.env import EnvParams
 from hmarl.market.market_data import MarketData
+from hmarl.stats import supervised
 from hmarl.stats.baselines import (
     BASELINES,
     actions_from_positions,
@@ -53,7 +54,6 @@ from hmarl.stats.baselines import (
     choose_momentum_lookback,
     momentum_positions,
 )
-from hmarl.stats import supervised
 from hmarl.stats.metrics import STAT_DEFINITIONS, Calendar, compute_stats
 from hmarl.steps import BUY, HOLD, SELL
 from hmarl.tracking import fetch_run_checkpoint
@@ -193,7 +193,7 @@ def test_supervised_baseline_can_be_turned_off(trained: Trained, tmp_path: Path)
     assert list(result.stats) == [STRATEGY, *BASELINES]
     doc = json.loads((tmp_path / "off" / "stats.json").read_text())
     assert doc[supervised.NAME] == {"skipped": "baselines.supervised.enabled=false"}
-    with pytest.raises(BacktestError, match="baselines.supervised.horizons"):
+    with pytest.raises(BacktestError, match=r"baselines\.supervised\.horizons"):
         compose_backtest(f"checkpoint={trained.checkpoint}", "baselines.supervised.horizons=[]")
 
 
