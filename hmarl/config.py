@@ -682,6 +682,30 @@ class CalendarConfig:
 
 
 @dataclass
+class SupervisedConfig:
+    """The supervised baseline (:mod:`hmarl.stats.supervised`): a LightGBM classifier on the
+    policy's features, its horizon and threshold chosen on validation from these grids."""
+
+    enabled: bool | None = None  # None: on when lightgbm is importable; true: required
+    horizons: list[int] = field(default_factory=lambda: [1, 3, 12])  # bars ahead
+    thresholds: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6])  # probability
+    n_estimators: int = 100  # boosting rounds
+    learning_rate: float = 0.1
+    num_leaves: int = 15
+    min_child_samples: int = 50  # rows per leaf at least
+    max_bin: int = 63  # histogram bins per feature
+    subsample: float = 0.5  # share of rows per tree
+    colsample: float = 0.5  # share of features per tree
+
+
+@dataclass
+class BaselinesConfig:
+    """Optional baselines of a backtest (buy & hold, flat, momentum are always run)."""
+
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+
+
+@dataclass
 class BacktestConfig:
     """The whole backtest configuration (``conf/backtest.yaml``)."""
 
@@ -703,6 +727,7 @@ class BacktestConfig:
     momentum_bars: int | None = None  # fixed momentum lookback; None: chosen on validation
     # tried on validation (= hmarl.stats.baselines.MOMENTUM_LOOKBACKS, a test checks)
     momentum_lookbacks: list[int] = field(default_factory=lambda: [12, 48, 144, 288, 576])
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     random_timing: int = 1000  # policies in the null (= random_timing.RANDOM_TIMING_N); 0: none
     min_trades: int | None = None  # fewer trades: flagged few_trades; None: trainer.min_val_trades
     seed: int = 0  # random-timing null and Sharpe bootstrap
@@ -740,6 +765,17 @@ BACKTEST_RANGES: dict[type, dict[str, Range]] = {
         "threads": at_least(0),
     },
     FeatureCheckConfig: {"macro_window": at_least(2), "micro_window": at_least(2)},
+    SupervisedConfig: {
+        "horizons": at_least(1),
+        "thresholds": Range(0.0, 1.0),
+        "n_estimators": at_least(1),
+        "learning_rate": Range(0.0, 1.0, lo_open=True),
+        "num_leaves": at_least(2),
+        "min_child_samples": at_least(1),
+        "max_bin": at_least(2),
+        "subsample": Range(0.0, 1.0, lo_open=True),
+        "colsample": Range(0.0, 1.0, lo_open=True),
+    },
     CalendarConfig: {
         "trading_days_per_year": Range(0.0, 366.0, lo_open=True),
         "session_hours": Range(0.0, 24.0, lo_open=True),
@@ -766,6 +802,12 @@ def to_backtest_config(cfg: DictConfig | BacktestConfig) -> BacktestConfig:
         problems.append(f"policy must be auto, greedy or sample, got {obj.policy!r}")
     if not obj.fee_multipliers:
         problems.append("fee_multipliers must be a non-empty list of numbers >= 0")
+    sup = obj.baselines.supervised
+    if not sup.horizons or not sup.thresholds:
+        problems.append(
+            "baselines.supervised.horizons and .thresholds must be non-empty lists, got "
+            f"{sup.horizons} and {sup.thresholds}"
+        )
     if obj.data is not None:
         problems += check_dates(obj.data, "data.") + check_source(obj.data, "data.")
     if problems:

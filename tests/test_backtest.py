@@ -46,6 +46,7 @@ from hmarl.config import (
 from hmarl.data.synthetic import synthetic_candles
 from hmarl.market.env import EnvParams
 from hmarl.market.market_data import MarketData
+from hmarl.stats import supervised
 from hmarl.stats.baselines import (
     BASELINES,
     actions_from_positions,
@@ -58,7 +59,8 @@ from hmarl.steps import BUY, HOLD, SELL
 from hmarl.tracking import fetch_run_checkpoint
 from hmarl.train.trainer import train
 
-RUNS = [STRATEGY, *BASELINES]
+RUNS = [STRATEGY, *BASELINES, supervised.NAME]  # stats.json's columns
+COST_RUNS = [STRATEGY, *BASELINES]  # costs.csv re-settles the policy and the fixed-rule baselines
 FIGURES = ("equity.png", "drawdown.png", "positions.png", "action_probabilities.png")
 
 
@@ -142,7 +144,7 @@ def test_report_files_exist_parse_and_match_steps(report: BacktestResult) -> Non
     shown = {k for run in doc["stats"].values() for k in run} | set(doc["random_timing"])
     assert shown - {"definition"} <= set(doc["definitions"])
     assert doc["definitions"] == {k: STAT_DEFINITIONS[k] for k in doc["definitions"]}
-    assert set(meta["baselines"]) == set(BASELINES)
+    assert set(meta["baselines"]) == {*BASELINES, supervised.NAME}
     assert "after the strategy's costs" in meta["baselines"]["buy_and_hold"]
 
     table = pd.read_csv(out / "stats.csv", index_col=0)
@@ -160,6 +162,41 @@ def test_report_files_exist_parse_and_match_steps(report: BacktestResult) -> Non
     assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
 
 
+def test_supervised_baseline_is_reported_beside_the_others(report: BacktestResult) -> None:
+    out = report.out_dir
+    doc = json.loads((out / "stats.json").read_text())
+    info = doc[supervised.NAME]
+    assert info["horizon_bars"] in (1, 3, 12) and info["threshold"] in (0.4, 0.5, 0.6)
+    grid = {k: v for k, v in info["val_sharpe_by_choice"].items() if v is not None}
+    assert grid[f"h={info['horizon_bars']} threshold={info['threshold']:g}"] == max(grid.values())
+    assert set(info["scores"]) == {"train", "val", "test"} and not info["in_sample"]
+    for split in info["scores"].values():
+        assert set(split) >= {"accuracy", "balanced_accuracy", "label_shares", "predicted_shares"}
+    steps = report.steps
+    sup = doc["stats"][supervised.NAME]
+    assert sup["Bars"] == len(steps) and sup["Start"] == doc["stats"][STRATEGY]["Start"]
+    log = (out / "backtest.log").read_text()
+    assert "supervised baseline (LightGBM): horizon" in log and "balanced accuracy" in log
+    page = (out / "report.html").read_text()
+    assert "supervised baseline (LightGBM)" in page and '"supervised"' in page
+
+
+def test_supervised_baseline_can_be_turned_off(trained: Trained, tmp_path: Path) -> None:
+    cfg = compose_backtest(
+        *backtest_overrides(
+            trained, f"checkpoint={trained.checkpoint}", "n_bootstrap=0", "random_timing=0",
+            "plots=false", "report_html=false", "fee_multipliers=[1]",
+            "baselines.supervised.enabled=false",
+        )
+    )  # fmt: skip
+    result = backtest(cfg, tmp_path / "off")
+    assert list(result.stats) == [STRATEGY, *BASELINES]
+    doc = json.loads((tmp_path / "off" / "stats.json").read_text())
+    assert doc[supervised.NAME] == {"skipped": "baselines.supervised.enabled=false"}
+    with pytest.raises(BacktestError, match=r"baselines\.supervised\.horizons"):
+        compose_backtest(f"checkpoint={trained.checkpoint}", "baselines.supervised.horizons=[]")
+
+
 def test_daily_table_adds_up_to_the_run(report: BacktestResult) -> None:
     daily = pd.read_csv(report.out_dir / "daily.csv", index_col="date")
     stats = report.stats[STRATEGY]
@@ -175,8 +212,9 @@ def test_daily_table_adds_up_to_the_run(report: BacktestResult) -> None:
 def test_baselines_are_settled_on_the_same_bars_and_costs(report: BacktestResult) -> None:
     steps, stats, env = report.steps, report.stats, report.meta["env"]
     growth = steps["next_price"].iloc[-1] / steps["price"].iloc[0]
+    # the entry fee is on the notional bought, 1 - fee of the equity: fee = c / (1 + c)
     assert stats["buy_and_hold"]["Equity Final [x]"] == pytest.approx(
-        (1 - env["commission"]) * growth
+        growth / (1 + env["commission"]), rel=1e-12
     )
     assert stats["flat"]["Equity Final [x]"] == 1.0 and stats["flat"]["# Trades"] == 0
     n = len(steps)
@@ -192,13 +230,18 @@ def test_baselines_are_settled_on_the_same_bars_and_costs(report: BacktestResult
 def test_cost_sensitivity_and_stochastic_runs(report: BacktestResult) -> None:
     costs = pd.read_csv(report.out_dir / "costs.csv", index_col=["fee_multiplier", "run"])
     assert sorted(set(costs.index.get_level_values(0))) == [1.0, 2.0, 3.0]
-    assert set(costs.index.get_level_values(1)) == set(RUNS)
+    assert set(costs.index.get_level_values(1)) == set(COST_RUNS)
     strat = costs.xs(STRATEGY, level="run")
     assert strat.loc[1.0, "Return [%]"] == pytest.approx(
         report.stats[STRATEGY]["Return [%]"], rel=1e-12
     )
-    # the policy never sees costs: same trades, only the bill changes
-    assert strat["Turnover [x]"].nunique() == 1
+    # the policy never sees costs: same trades, only the bill changes (and, slightly, the
+    # notional traded: a target is a fraction of the equity left after the fee)
+    assert strat["# Trades"].nunique() == 1 and strat["Action BUY [%]"].nunique() == 1
+    c = report.meta["env"]["commission"]
+    assert strat["Turnover [x]"].to_numpy() == pytest.approx(
+        strat.loc[1.0, "Turnover [x]"], rel=4 * c
+    )
     if strat.loc[1.0, "Turnover [x]"] > 0:
         assert (
             strat.loc[1.0, "Equity Final [x]"]
@@ -500,8 +543,10 @@ def test_baseline_frames_settle_with_the_given_costs() -> None:
     runs = baseline_steps(market, 0, 5, env, momentum_bars=1)
     assert list(runs) == list(BASELINES)
     bh = runs["buy_and_hold"]
-    assert bh["equity"].iloc[-1] == pytest.approx((1 - 0.011) * 90.0 / 100.0)
-    assert bh["fee"].iloc[0] == pytest.approx(0.011) and (bh["fee"].iloc[1:] == 0).all()
+    # the entry fee f = c (1 - f) on the notional bought: f = c / (1 + c)
+    assert bh["equity"].iloc[-1] == pytest.approx(90.0 / 100.0 / 1.011, rel=1e-12)
+    assert bh["fee"].iloc[0] == pytest.approx(0.011 / 1.011, rel=1e-12)
+    assert (bh["fee"].iloc[1:] == 0).all()
     assert (runs["flat"]["equity"] == 1.0).all()
     # row 0 has no past bar: flat; then +10%, -10%, +1% (inside the band of 2 * 1.1%: keep), up
     mom = runs["momentum"]
@@ -574,7 +619,7 @@ def test_train_on_q1_backtest_on_q4(shared_data: Path, tmp_path: Path) -> None:
     steps = read_steps(tmp_path / "q4" / "steps.csv")
     assert_same_stats(rep.stats[STRATEGY], compute_stats(steps, n_bootstrap=100, seed=meta["seed"]))
     growth = steps["next_price"].iloc[-1] / steps["price"].iloc[0]
-    assert rep.stats["buy_and_hold"]["Equity Final [x]"] == pytest.approx(0.999 * growth)
+    assert rep.stats["buy_and_hold"]["Equity Final [x]"] == pytest.approx(growth / 1.001, rel=1e-12)
 
 
 def test_schema_defaults_match_the_library_constants() -> None:

@@ -191,6 +191,13 @@ def test_compare_a_sweep(sweep: tuple[str, str, Path], tmp_path: Path) -> None:
     # test figures exist for the backtested group only
     assert result.has_test
     assert runs.loc[asym.index, "test_sharpe"].notna().all()
+    # the supervised baseline and buy & hold on the same test bars, beside the policy
+    for column in ("test_supervised_sharpe", "test_supervised_return_pct"):
+        assert runs.loc[asym.index, column].notna().all(), column
+        assert summary.loc["asym_1_10", f"{column}_mean"] == pytest.approx(
+            runs.loc[asym.index, column].mean()
+        )
+    assert runs.loc[asym.index, "test_buy_and_hold_return_pct"].notna().all()
     assert runs[runs["group"] == "sym_1_1"]["test_sharpe"].isna().all()
     assert summary.loc[["sym_1_1"], "test_sharpe_mean"].isna().all()
     flat = sorted(runs.loc[~(runs["val_volatility_ann_pct"] > 0), "name"])

@@ -22,24 +22,27 @@ def test_equity_matches_a_hand_computation() -> None:
     s = settle(pos, r, env)
 
     c = 0.002
-    # bar 0: buy 1.0 (fee 0.2%), earn +10%
-    e1 = (1 - c * 1) * 1.10
+    # The fee f (a fraction of equity before it) is charged on the notional actually traded,
+    # the target being a fraction of the equity after it: f = c |p (1 - f) - q|.
+    # bar 0: buy 1.0 from flat: f = c (1 - f) -> f = c / (1 + c); earn +10%
+    f1 = c / (1 + c)
+    e1 = (1 - f1) * 1.10
     # bar 1: hold a full long: no drift, no fee; earn -10%
     e2 = e1 * 0.90
-    # bar 2: long -> short is 2.0 of equity traded; price flat
-    e3 = e2 * (1 - c * 2) * 1.0
+    # bar 2: long -> short sells 1 + (1 - f): f = c (2 - f) -> f = 2c / (1 + c); price flat
+    f3 = 2 * c / (1 + c)
+    e3 = e2 * (1 - f3) * 1.0
     # bar 3: hold the short; earn -(+10%) => equity * 0.9; the short drifts to -1.1/0.9
     e4 = e3 * (1 - 0.10)
     drift = -1.0 * 1.10 / 0.90
-    # bar 4: buy back to +1 from the drifted -1.2222: turnover 2.2222; price -8.17%
-    turn4 = 1.0 - drift
-    e5 = e4 * (1 - c * turn4) * (100.0 / 108.9)
+    # bar 4: buy back to +1 from the drifted -1.2222: f = c ((1 - f) - drift); price -8.17%
+    f5 = c * (1.0 - drift) / (1 + c)
+    e5 = e4 * (1 - f5) * (100.0 / 108.9)
     expected = [e1, e2, e3, e4, e5]
+    fees = np.array([f1, 0.0, f3, 0.0, f5])
     np.testing.assert_allclose(s.equity[0].numpy(), expected, rtol=1e-12)
-    np.testing.assert_allclose(s.turnover[0].numpy(), [1.0, 0.0, 2.0, 0.0, turn4], rtol=1e-12)
-    np.testing.assert_allclose(
-        s.fee[0].numpy(), c * np.array([1.0, 0.0, 2.0, 0.0, turn4]), rtol=1e-12
-    )
+    np.testing.assert_allclose(s.turnover[0].numpy(), fees / c, rtol=1e-12)
+    np.testing.assert_allclose(s.fee[0].numpy(), fees, rtol=1e-12)
     np.testing.assert_allclose(s.reward[0].sum().item(), math.log(e5), rtol=1e-12)
 
 
@@ -49,7 +52,10 @@ def test_hold_on_a_short_pays_the_rebalance_back_to_its_target() -> None:
     r = torch.tensor([[0.05, 0.0]], dtype=torch.float64)
     s = settle(pos, r, env)
     drifted = -1.05 / 0.95
-    assert s.turnover[0, 1].item() == pytest.approx(abs(-1.0 - drifted))
+    # covering to -1 of the equity left after the fee: f = c (|drifted| - (1 - f))
+    fee = 0.001 * (abs(drifted) - 1.0) / (1 - 0.001)
+    assert s.fee[0, 1].item() == pytest.approx(fee, rel=1e-12)
+    assert s.turnover[0, 1].item() == pytest.approx(fee / 0.001, rel=1e-12)
 
 
 @pytest.mark.parametrize(

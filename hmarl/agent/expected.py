@@ -7,7 +7,7 @@ For a sampled batch of market paths (rows), and the dropout masks drawn in the r
 rollout already computes ``pi_k(a | s)`` for every grid state ``s`` at every step ``k``. Each
 step's reward is a known function of the state before and after the decision,
 
-    R_k(s, a) = log(1 - c |pos[s'] - drift(pos[s], r_{k-1})|) + log(1 + pos[s'] r_k), s'=next(s,a)
+    R_k(s, a) = log(1 - fee(pos[s'], drift(pos[s], r_{k-1}))) + log(1 + pos[s'] r_k), s'=next(s,a)
 
 exactly as :func:`hmarl.market.env.settle` charges it. So the finite-horizon problem over the
 grid can be solved exactly:
@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from hmarl.agent.rollout import grid_tensors
+from hmarl.market.env import traded
 
 if TYPE_CHECKING:
     from hmarl.market.env import EnvParams, Grid
@@ -69,7 +70,7 @@ def grid_rewards(grid: Grid, env: EnvParams, ret_prev: Tensor, ret: Tensor) -> T
     rp = ret_prev.to(torch.float64).unsqueeze(-1)  # [B, L, 1]
     p = pos.view(1, 1, -1)
     before = p * (1.0 + rp) / torch.clamp(1.0 + p * rp, min=1e-12)  # [B, L, S]
-    fee = env.cost_rate * (target - before.unsqueeze(-1)).abs()  # [B, L, S, 3]
+    fee = traded(target, before.unsqueeze(-1), env.cost_rate)[1]  # [B, L, S, 3]
     r = ret.to(torch.float64).view(*ret.shape, 1, 1)
     growth_asset = torch.clamp(1.0 + target * r, min=1e-12)
     return torch.log((1.0 - fee) * growth_asset)

@@ -28,6 +28,7 @@ from hmarl.report.plots import (
     probabilities_figure,
 )
 from hmarl.report.style import figure_notes, split_marks
+from hmarl.stats import supervised
 from hmarl.stats.metrics import metric_keys, trades
 from hmarl.steps import (
     ACTION,
@@ -259,6 +260,8 @@ def print_summary(result: BacktestResult, doc: Mapping[str, Any], tracking: Trac
         f"momentum: lookback {m['momentum']['lookback_bars']} bars "
         f"({m['momentum']['chosen_on']}), {result.stats['momentum']['# Trades']} trades",
     ]
+    if supervised.NAME in doc:
+        lines += supervised.summary_lines(doc[supervised.NAME])
     null = doc.get("random_timing")
     if null:
         median, p05, p95, pct, p = (

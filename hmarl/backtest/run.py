@@ -73,6 +73,7 @@ from hmarl.backtest.runs import (
     stochastic_stats,
     strategy_and_baselines,
     summarise_seeds,
+    supervised_baseline,
 )
 from hmarl.config import (
     AUTO_URI,
@@ -82,6 +83,7 @@ from hmarl.config import (
 )
 from hmarl.io import append_text, folder_lock, staged_folder, write_json
 from hmarl.runtime import setup
+from hmarl.stats import supervised
 from hmarl.stats.baselines import BASELINE_DEFINITIONS
 from hmarl.stats.metrics import (
     STAT_DEFINITIONS,
@@ -247,6 +249,12 @@ def _backtest(cfg: BacktestConfig, out: Path) -> BacktestResult:
             # ---- the policy (acting as validated) and baselines, same rows and costs ----
             runs = strategy_and_baselines(policy, market, tensors, rows, env, momentum_bars, acting)
             steps = runs[STRATEGY]
+            classifier, supervised_info = supervised_baseline(
+                market, env, rows, cfg.baselines.supervised, calendar, cfg.seed
+            )
+            if classifier is not None:
+                runs[supervised.NAME] = classifier
+                meta["baselines"][supervised.NAME] = supervised.DEFINITION
             pbar.update(1)
             stats = stats_of(runs, calendar, cfg.n_bootstrap, cfg.seed)
             meta["flags"] = outcome_flags(stats[STRATEGY], min_trades)
@@ -296,6 +304,7 @@ def _backtest(cfg: BacktestConfig, out: Path) -> BacktestResult:
                 "meta": {**meta, "mlflow_run_id": tracker.run_id},
                 "stats": stats,
             }
+            doc[supervised.NAME] = supervised_info
             if null is not None:
                 doc["random_timing"] = {"definition": RANDOM_TIMING_DEFINITION, **null_stats}
             if stochastic is not None:

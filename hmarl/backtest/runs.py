@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from hmarl.agent.evaluation import run_split, settled_steps
-from hmarl.config import BacktestError
+from hmarl.config import BacktestError, SupervisedConfig
+from hmarl.stats import supervised
 from hmarl.stats.baselines import (
     BASELINE_DEFINITIONS,
     baseline_steps,
@@ -212,3 +213,44 @@ def cost_sensitivity(
         del runs_m  # one multiplier's frames at a time
         tick()
     return pd.DataFrame.from_records(records).set_index(["fee_multiplier", "run"])
+
+
+def supervised_baseline(
+    market: MarketData,
+    env: EnvParams,
+    rows: tuple[int, int],
+    cfg: SupervisedConfig,
+    calendar: Calendar,
+    seed: int,
+) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    """The supervised baseline's steps frame over ``rows`` and its stats.json entry.
+
+    Fit on this data's train split and chosen on its validation split
+    (:mod:`hmarl.stats.supervised`); None with the reason when it is off or LightGBM is
+    missing (``enabled: null``), an error when it was required (``enabled: true``).
+    """
+    if cfg.enabled is False:
+        return None, {"skipped": "baselines.supervised.enabled=false"}
+    if not supervised.available():
+        if cfg.enabled:
+            raise BacktestError(
+                "baselines.supervised.enabled=true but lightgbm is not installed: "
+                "pip install lightgbm, or set baselines.supervised.enabled=false"
+            )
+        return None, {"skipped": "lightgbm is not installed (pip install lightgbm)"}
+    params = supervised.SupervisedParams(
+        horizons=tuple(cfg.horizons),
+        thresholds=tuple(cfg.thresholds),
+        n_estimators=cfg.n_estimators,
+        learning_rate=cfg.learning_rate,
+        num_leaves=cfg.num_leaves,
+        min_child_samples=cfg.min_child_samples,
+        max_bin=cfg.max_bin,
+        subsample=cfg.subsample,
+        colsample=cfg.colsample,
+        seed=seed,
+    )
+    choice = supervised.choose(market, env, params, calendar)
+    return supervised.supervised_steps(choice, market, *rows, env), supervised.describe(
+        choice, market, rows
+    )

@@ -4,9 +4,8 @@ Timing rule (the one place it is defined):
 
 * The agent decides at the close of bar t, seeing features of bars <= t only.
 * The order fills at bar t's close (the price the agent just observed) plus
-  ``slippage_bps`` of adverse cost; say so in every report. Commission is charged on the
-  traded notional: ``fee_t = (commission + slippage_bps / 1e4) * |target_t - q_t|`` as a
-  fraction of equity, where ``q_t`` is the exposure held just before the trade.
+  ``slippage_bps`` of adverse cost; say so in every report. Commission and slippage are
+  charged on the notional actually traded (see "The fee" below).
 * The position chosen at t is held over bar t+1 and earns ``r_{t+1} = close_{t+1}/close_t - 1``.
   Equity: ``E_{t+1} = E_t * (1 - fee_t) * (1 + p_t * r_{t+1})``; reward = log of that growth.
 
@@ -15,6 +14,33 @@ share of equity not held in the position, ``1 - |p|``. A position drifts with th
 (``q_{t+1} = p_t (1 + r) / (1 + p_t r)``: a full long stays at 1, a short or a partial
 position does not); HOLD restores the held target and pays the fee on that small rebalance,
 so the costs are exactly those of holding a constant exposure.
+
+The fee, exactly as charged. With equity ``E`` before the trade, exposure ``q`` held just before
+it and cost rate ``c = commission + slippage_bps / 1e4``, the target ``p`` is a fraction of the
+equity *after* the fee, ``E (1 - f)``: the position's value goes from ``q E`` to ``p E (1 - f)``,
+so the notional traded is ``E |p (1 - f) - q|`` and the fee (a fraction ``f`` of ``E``) solves
+
+    f = c |p (1 - f) - q|.
+
+Buying (``p (1 - f) >= q``): ``f = c (p - q) - c p f``, so ``f = c (p - q) / (1 + c p)``.
+Selling (``p (1 - f) < q``): ``f = c (q - p) + c p f``, so ``f = c (q - p) / (1 - c p)``.
+Which case applies is the sign of ``p - q`` itself: substituting back,
+``p (1 - f) - q = (p - q) / (1 + s c p)`` with ``s = sign(p - q)``, and ``1 + s c p > 0``
+whenever ``c |p| < 1`` (always: ``|p| <= 1`` and a cost rate below 100%). Hence, in one line,
+
+    turnover = |p - q| / (1 + s c p),   fee = c * turnover,
+
+``turnover`` being the notional actually traded as a fraction of ``E``. Edge cases: closing
+(``p = 0``) trades ``|q|`` and pays ``c |q|``; a long-to-short flip (``q > 0 > p``) sells
+``q + |p| (1 - f)``, i.e. ``(q - p) / (1 - c p)`` with ``1 - c p > 1``; no trade (``p = q``)
+pays nothing. Charging ``c |p - q|`` instead (on the target measured before the fee) overcharges
+by about ``c^2 |p|`` per unit traded. :func:`traded` holds this formula once, for
+:func:`settle` and the exact estimator's grid rewards (:mod:`hmarl.agent.expected`).
+
+Short convention: a short, like any position, is a constant *fraction of equity*, rebalanced
+every bar (HOLD restores the target). Engines that hold a fixed number of units between trades
+(e.g. backtesting.py) let a short's exposure grow as the price rises and shrink as it falls;
+the difference is measured in ``docs/backtests.md``.
 
 The settlement is written once for numpy arrays and torch tensors alike (:func:`settle`): the
 rollout settles on the device of its tensors, while the baselines and the random-timing null
@@ -140,6 +166,21 @@ class Settlement(NamedTuple, Generic[Array]):
     equity: Array  # [B, L] equity at the close of t+1 (1.0 before the first decision)
 
 
+def traded(target: Array, before: Array, cost_rate: float) -> tuple[Array, Array]:
+    """Notional traded and fee, as fractions of equity before the trade, moving exposure
+    ``before`` to ``target`` of the equity left after the fee (module docstring: "The fee").
+
+    Why not ``cost_rate * |target - before|``: that fee is measured on the equity before it is
+    paid, while the position held is a fraction of the equity after it; this solves
+    ``fee = cost_rate * |target (1 - fee) - before|`` exactly. Elementwise, broadcasting, for
+    numpy arrays and torch tensors alike (no gradient flows: positions come from actions).
+    """
+    xp = array_module(target)
+    step = target - before
+    turnover = xp.abs(step) / (1.0 + cost_rate * xp.sign(step) * target)
+    return turnover, cost_rate * turnover
+
+
 def settle(positions: Array, returns: Array, params: EnvParams) -> Settlement[Array]:
     """Costs, rewards and equity of held positions, vectorised over a whole episode.
 
@@ -154,8 +195,7 @@ def settle(positions: Array, returns: Array, params: EnvParams) -> Settlement[Ar
     growth_asset = xp.clip(1.0 + p * r, 1e-12, None)
     drifted = p * (1.0 + r) / growth_asset  # exposure after the bar, before the next trade
     before = xp.concatenate([xp.zeros_like(p[:, :1]), drifted[:, :-1]], axis=1)
-    turnover = xp.abs(p - before)
-    fee = params.cost_rate * turnover
+    turnover, fee = traded(p, before, params.cost_rate)
     growth = (1.0 - fee) * growth_asset
     reward = xp.log(growth)
     equity = xp.exp(xp.cumsum(reward, axis=1))

@@ -73,14 +73,24 @@ TRAIN_METRICS = {
     "val_kurtosis": "val/kurtosis",
 }
 UNDEFINED_WITHOUT_VARIANCE = ("val_skew", "val_kurtosis", "val_psr")
-# column -> metric key of a backtest run (hmarl.backtest logs the strategy's keys bare)
-TEST_METRICS = {"test_sharpe": "sharpe", "test_return_pct": "return_pct"}
+# column -> metric key of a backtest run (hmarl.backtest logs the strategy's keys bare, a
+# baseline's as "<baseline>/<key>": the supervised classifier beside buy & hold on the same bars)
+TEST_METRICS = {
+    "test_sharpe": "sharpe",
+    "test_return_pct": "return_pct",
+    "test_buy_and_hold_return_pct": "buy_and_hold/return_pct",
+    "test_supervised_sharpe": "supervised/sharpe",
+    "test_supervised_return_pct": "supervised/return_pct",
+}
 SUMMARY_COLUMNS = (
     "val_sharpe",
     "val_return_pct",
     "val_n_trades",
     "test_sharpe",
     "test_return_pct",
+    "test_buy_and_hold_return_pct",
+    "test_supervised_sharpe",
+    "test_supervised_return_pct",
     "wall_s",
     "steps_per_s",
 )

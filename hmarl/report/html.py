@@ -41,6 +41,7 @@ from hmarl.report.style import (
     run_color,
     split_marks,
 )
+from hmarl.stats import supervised
 from hmarl.steps import (
     ACTIONS,
     POSITION,
@@ -372,6 +373,8 @@ def _header(doc: Mapping[str, Any]) -> str:
     momentum = m.get("momentum") or {}
     if momentum:
         lines.append(f"trend rule (momentum): lookback {momentum.get('lookback_bars')} bars")
+    if supervised.NAME in doc:
+        lines += [html.escape(line) for line in supervised.summary_lines(doc[supervised.NAME])]
     # the same notes the PNG figures carry (hmarl.report.style.figure_notes)
     lines += [f"<b>flag</b>: {html.escape(n)}" for n in figure_notes(doc)]
     return "<br>".join(lines)
