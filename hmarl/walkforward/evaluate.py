@@ -16,8 +16,15 @@ import pandas as pd
 from hmarl.agent.checkpoint import load_checkpoint, policy_from_checkpoint
 from hmarl.agent.rollout import market_tensors
 from hmarl.backtest.inputs import backtest_market, checkpoint_env
-from hmarl.backtest.runs import STRATEGY, acting_for, choose_momentum, strategy_and_baselines
-from hmarl.config import Config
+from hmarl.backtest.runs import (
+    STRATEGY,
+    acting_for,
+    choose_momentum,
+    strategy_and_baselines,
+    supervised_baseline,
+)
+from hmarl.config import Config, SupervisedConfig
+from hmarl.stats import supervised
 from hmarl.stats.metrics import Calendar
 from hmarl.stats.random_timing import random_timing, random_timing_stats
 
@@ -38,8 +45,11 @@ def evaluate_fold(
     momentum_lookbacks: list[int],
     random_timing_n: int,
     calendar: Calendar,
+    supervised_cfg: SupervisedConfig | None = None,
 ) -> FoldTest:
-    """Run ``checkpoint`` (the fold's ``best.pt``) and the baselines on its test split."""
+    """Run ``checkpoint`` (the fold's ``best.pt``) and the baselines on its test split; the
+    supervised baseline too (fit on the fold's train split, chosen on its validation split)
+    unless ``supervised_cfg`` turns it off or LightGBM is missing."""
     ckpt = load_checkpoint(checkpoint)
     spec = ckpt["feature_spec"]
     data = replace(cfg.data)
@@ -52,6 +62,11 @@ def evaluate_fold(
     runs = strategy_and_baselines(
         policy, market, market_tensors(market, "cpu"), rows, env, momentum_bars, acting
     )
+    classifier, _ = supervised_baseline(
+        market, env, rows, supervised_cfg or SupervisedConfig(), calendar, cfg.seed
+    )
+    if classifier is not None:
+        runs[supervised.NAME] = classifier
     percentile = float("nan")
     if random_timing_n > 0:
         null = random_timing(

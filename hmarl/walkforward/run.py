@@ -355,6 +355,7 @@ def walk_forward(
                 momentum_lookbacks=list(wf.momentum_lookbacks),
                 random_timing_n=wf.random_timing,
                 calendar=Calendar(),
+                supervised_cfg=wf.supervised,
             )
             rows.append(fold_row(plan, fold, record, test))
             tests.append(test)

@@ -17,10 +17,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hmarl.config import (
+    BACKTEST_RANGES,
     POSITIVE_INT,
     Config,
     ConfigError,
     Range,
+    SupervisedConfig,
     at_least,
     check_values,
     describe_problems,
@@ -63,6 +65,9 @@ class WalkForwardConfig:
     out: str | None = None  # the walk-forward folder; None = walkforward/<date>/<time>
     random_timing: int = 1000  # random-timing policies per fold and for the stitched record
     momentum_lookbacks: list[int] = field(default_factory=lambda: [12, 48, 144, 288, 576])
+    # the backtest's supervised baseline, fit on each fold's own train split and chosen on its
+    # validation split (baselines.supervised of a backtest; the same keys)
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
 
 
 WF_RANGES: dict[type, dict[str, Range]] = {
@@ -75,7 +80,8 @@ WF_RANGES: dict[type, dict[str, Range]] = {
         "jobs": POSITIVE_INT,
         "random_timing": at_least(0),
         "momentum_lookbacks": POSITIVE_INT,
-    }
+    },
+    SupervisedConfig: BACKTEST_RANGES[SupervisedConfig],
 }
 
 
