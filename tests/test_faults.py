@@ -20,7 +20,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -55,6 +55,7 @@ from hmarl.config import (
     ConfigError,
     ModelConfig,
     conf_dir,
+    model_record,
     register_backtest_configs,
     register_configs,
     to_backtest_config,
@@ -316,7 +317,7 @@ def test_non_checkpoints_are_named_as_such(tmp_path: Path) -> None:
 
 
 def test_tampered_model_dims_are_a_checkpoint_error() -> None:
-    model = asdict(ModelConfig())
+    model = model_record(ModelConfig())  # the record a checkpoint holds
     policy = HierarchicalPolicy(3, **model)
     ckpt = {
         "model": {**model, "micro_dim": 16},  # the weights say 32

@@ -60,8 +60,9 @@ def test_settled_with_the_strategys_costs() -> None:
     position = np.r_[np.zeros(10), np.ones(20), np.zeros(10)]
     env = EnvParams(commission=0.01)
     null = random_timing(strategy(position, r, env), r, env, n=20, seed=3)
-    # any placement of the 20-bar long trade: 20 bars of +0.1%, entry and exit fees of 1%
-    assert null.final_equity == pytest.approx(np.full(20, 0.99 * 1.001**20 * 0.99))
+    # any placement of the 20-bar long trade: 20 bars of +0.1%, a 1% fee on the notional
+    # actually traded: entering buys 1/(1+c) of the equity (fee c/(1+c)), exiting sells it all
+    assert null.final_equity == pytest.approx(np.full(20, 1.001**20 / 1.01 * 0.99), rel=1e-12)
     assert null.band["p05"].iloc[-1] == pytest.approx(null.final_equity.min())
 
 

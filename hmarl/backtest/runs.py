@@ -203,10 +203,12 @@ def cost_sensitivity(
     lookback chosen at 1x (its band follows the costs, as a cost-aware rule's would).
     """
     records = []
+    # the runs re-settled at every multiplier (the supervised baseline, refit per cost, is not)
+    at_1x = {n: f for n, f in runs.items() if n == STRATEGY or n in BASELINE_DEFINITIONS}
     for m in multipliers:
         env_m = scaled_costs(env, m)
         runs_m = (
-            runs if env_m == env else resettled(runs, market, tensors, rows, env_m, momentum_bars)
+            at_1x if env_m == env else resettled(runs, market, tensors, rows, env_m, momentum_bars)
         )
         for name, stats in stats_of(runs_m, calendar, 0, seed).items():
             records.append({"fee_multiplier": float(m), "run": name, **stats})
