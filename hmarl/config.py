@@ -696,6 +696,7 @@ class SupervisedConfig:
     max_bin: int = 63  # histogram bins per feature
     subsample: float = 0.5  # share of rows per tree
     colsample: float = 0.5  # share of features per tree
+    max_train_rows: int = 1_000_000  # fit rows at most, evenly spaced over the train split; 0: all
 
 
 @dataclass
@@ -775,6 +776,7 @@ BACKTEST_RANGES: dict[type, dict[str, Range]] = {
         "max_bin": at_least(2),
         "subsample": Range(0.0, 1.0, lo_open=True),
         "colsample": Range(0.0, 1.0, lo_open=True),
+        "max_train_rows": at_least(0),
     },
     CalendarConfig: {
         "trading_days_per_year": Range(0.0, 366.0, lo_open=True),
