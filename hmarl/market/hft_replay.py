@@ -1,0 +1,176 @@
+"""Replay a quote stream through hftbacktest on the same ticks (the ``[hft]`` extra).
+
+Why: our fill rule (:mod:`hmarl.market.tape_replay`) is ours; hftbacktest is the field's
+open-source engine for exactly this question (queue position, latency, full tick replay).
+Replaying the same quotes on the same ticks through both and comparing fills, PnL and final
+inventory says how optimistic or pessimistic our rule is (``scripts/hft_check.py``,
+docs/market_making.md).
+
+**The ticks as hftbacktest events** (:func:`hft_events`). The top-of-book quotes become depth
+events: each quote sets its bid and ask level to the displayed size; when the best bid moves
+down (the ask up), the levels above the new best bid (below the new best ask) are set to 0,
+since they are gone; a level the best moved away from the other way keeps the size last
+displayed there (the level still exists; its size is no longer shown). Trades become trade
+events with the aggressor's side (``BUY_EVENT`` when the buyer took). Exchange and local time
+are both the tick's ``ts`` (the one clock of the source); at equal stamps quotes come before
+trades.
+
+**The engine's settings**: ``constant_latency(0, 0)`` (our convention: a decision at ``t_k``
+acts at ``t_k``), ``no_partial_fill_exchange`` (our quotes fill in full or not), a queue model
+(``risk_adverse``: the queue ahead shrinks only by trades at the price and by the displayed
+size falling below it; ``power_prob``: hftbacktest's probabilistic model,
+``power_prob_queue_model(3)``),
+zero fees on both sides (the cross-check is about fills). Each step the stream's bid and ask
+are submitted as post-only (GTX) limit orders of one lot at ``t_k``; at ``t_{k+1}`` an order
+still open is cancelled and the step's fill read from its status.
+
+hftbacktest is imported inside the functions: the rest of hmarl never needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hmarl.market.tape_replay import Grid, Replay
+from hmarl.sources.ticks import Ticks
+
+QUEUE_MODELS = ("risk_adverse", "power_prob")
+
+
+def hft_events(ticks: Ticks, tick: float) -> np.ndarray:
+    """The ticks as an hftbacktest event array (see the module docstring), time-sorted."""
+    import hftbacktest as hbt
+
+    flags = hbt.EXCH_EVENT | hbt.LOCAL_EVENT
+    q = ticks.quotes
+    ts_q = q["ts"].to_numpy(np.int64)
+    rows: list[tuple[int, int, float, float]] = []  # (ts, ev, px, qty)
+    sides = (
+        (hbt.BUY_EVENT, q["bid_price"].to_numpy(), q["bid_qty"].to_numpy(), 1),
+        (hbt.SELL_EVENT, q["ask_price"].to_numpy(), q["ask_qty"].to_numpy(), -1),
+    )
+    for flag, price, qty, sign in sides:  # sign: +1 bids (best is the highest), -1 asks
+        ev = flags | hbt.DEPTH_EVENT | flag
+        live: set[int] = set()
+        best: int | None = None
+        for i, (p, size) in enumerate(
+            zip(np.round(price / tick).astype(np.int64), qty, strict=True)
+        ):
+            if best is not None and sign * p < sign * best:  # the best retreated: levels gone
+                for level in [lv for lv in live if sign * lv > sign * p]:
+                    rows.append((int(ts_q[i]), ev, level * tick, 0.0))
+                    live.discard(level)
+            rows.append((int(ts_q[i]), ev, p * tick, float(size)))
+            live.add(int(p))
+            best = int(p)
+    n_depth = len(rows)
+    t = ticks.trades
+    events = np.zeros(n_depth + len(t), dtype=hbt.binding.event_dtype)
+    depth = np.array(rows, dtype=[("ts", "i8"), ("ev", "u8"), ("px", "f8"), ("qty", "f8")])
+    events["ev"][:n_depth], events["px"][:n_depth], events["qty"][:n_depth] = (
+        depth["ev"],
+        depth["px"],
+        depth["qty"],
+    )
+    events["exch_ts"][:n_depth] = depth["ts"]
+    is_buy = t["is_buy"].to_numpy(bool)
+    events["ev"][n_depth:] = (
+        flags | hbt.TRADE_EVENT | np.where(is_buy, hbt.BUY_EVENT, hbt.SELL_EVENT)
+    )
+    events["exch_ts"][n_depth:] = t["ts"].to_numpy(np.int64)
+    events["px"][n_depth:] = t["price"].to_numpy(np.float64)
+    events["qty"][n_depth:] = t["qty"].to_numpy(np.float64)
+    kind = np.concatenate([np.zeros(n_depth, np.int8), np.ones(len(t), np.int8)])
+    order = np.lexsort((kind, events["exch_ts"]))  # by time; quotes before trades at a tie
+    events = events[order]
+    events["local_ts"] = events["exch_ts"]
+    return events
+
+
+def _driver() -> Any:
+    """The numba-compiled stepping loop (compiled on first use)."""
+    from hftbacktest import FILLED, GTX, LIMIT, NEW
+    from numba import njit
+
+    @njit
+    def drive(
+        hbt: Any, edges: Any, bid_px: Any, ask_px: Any, lot: float, bid_fill: Any, ask_fill: Any
+    ) -> int:
+        if edges[0] > hbt.current_timestamp:
+            hbt.elapse(edges[0] - hbt.current_timestamp)
+        for k in range(len(edges) - 1):
+            bid_id, ask_id = 2 * k + 1, 2 * k + 2
+            if not np.isnan(bid_px[k]):
+                hbt.submit_buy_order(0, bid_id, bid_px[k], lot, GTX, LIMIT, False)
+            if not np.isnan(ask_px[k]):
+                hbt.submit_sell_order(0, ask_id, ask_px[k], lot, GTX, LIMIT, False)
+            if hbt.elapse(edges[k + 1] - edges[k]) != 0:
+                return k  # the data ended
+            orders = hbt.orders(0)
+            for oid, fills in ((bid_id, bid_fill), (ask_id, ask_fill)):
+                order = orders.get(oid)
+                if order is not None:
+                    fills[k] = order.status == FILLED
+                    if order.status == NEW:
+                        hbt.cancel(0, oid, False)
+            hbt.clear_inactive_orders(0)
+        return len(edges) - 1
+
+    return drive
+
+
+def hft_replay(
+    ticks: Ticks,
+    grid: Grid,
+    bid_px: np.ndarray,
+    ask_px: np.ndarray,
+    *,
+    tick: float,
+    lot: float,
+    queue: str = "risk_adverse",
+    events: np.ndarray | None = None,
+) -> tuple[Replay, dict[str, float]]:
+    """The quote stream ``[L]`` replayed by hftbacktest: its fills, and the engine's own final
+    position and balance (a check of the accounting: ``hft_position``, ``hft_balance``)."""
+    from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest
+
+    if queue not in QUEUE_MODELS:
+        raise ValueError(f"queue={queue!r} is not one of {QUEUE_MODELS}")
+    asset = (
+        BacktestAsset()
+        .data(hft_events(ticks, tick) if events is None else events)
+        .linear_asset(1.0)
+        .constant_latency(0, 0)
+        .no_partial_fill_exchange()
+        .trading_value_fee_model(0.0, 0.0)
+        .tick_size(tick)
+        .lot_size(lot)
+        .last_trades_capacity(0)
+    )
+    asset = (
+        asset.risk_adverse_queue_model()
+        if queue == "risk_adverse"
+        else asset.power_prob_queue_model(3.0)
+    )
+    backtest = HashMapMarketDepthBacktest([asset])
+    bid_fill = np.zeros(grid.steps, dtype=np.bool_)
+    ask_fill = np.zeros(grid.steps, dtype=np.bool_)
+    done = _driver()(
+        backtest,
+        grid.edges,
+        np.ascontiguousarray(bid_px, np.float64),
+        np.ascontiguousarray(ask_px, np.float64),
+        lot,
+        bid_fill,
+        ask_fill,
+    )
+    state = backtest.state_values(0)
+    info = {
+        "hft_position": float(state.position),
+        "hft_balance": float(state.balance),
+        "hft_steps": float(done),
+    }
+    backtest.close()
+    return Replay(bid_px, ask_px, bid_fill, ask_fill), info

@@ -1,0 +1,454 @@
+"""Real top-of-book ticks: Binance's daily dumps, the websocket capture and a generic CSV.
+
+Why one module: a quoting run on real data needs the best bid and ask with their sizes and
+the trades, on one clock, sorted, checked row by row, cut to a trading session and split by
+day. Three sources feed the same :class:`hmarl.sources.ticks.Ticks` frames:
+
+* **Binance public daily dumps** (data.binance.vision, USD-M futures by default)::
+
+      {base}/data/futures/um/daily/bookTicker/{SYMBOL}/{SYMBOL}-bookTicker-{YYYY-MM-DD}.zip
+      {base}/data/futures/um/daily/trades/{SYMBOL}/{SYMBOL}-trades-{YYYY-MM-DD}.zip
+      {base}/data/futures/um/daily/aggTrades/{SYMBOL}/{SYMBOL}-aggTrades-{YYYY-MM-DD}.zip
+
+  each beside its ``.CHECKSUM``, fetched and verified by the klines downloader's machinery
+  (:func:`hmarl.sources.binance.fetch_files`: SHA-256 before the final name, resumable), then
+  parsed once and cached as Parquet (``<cache>/<SYMBOL>/<day>/quotes.parquet``,
+  ``trades.parquet``). The CSV layouts (a header row in recent files; older files have none,
+  and the columns are read by position either way):
+
+  ========== ==================================================================================
+  bookTicker ``update_id, best_bid_price, best_bid_qty, best_ask_price, best_ask_qty,
+             transaction_time, event_time``
+  trades     ``id, price, qty, quote_qty, time, is_buyer_maker``
+  aggTrades  ``agg_trade_id, price, quantity, first_trade_id, last_trade_id, transact_time,
+             is_buyer_maker``
+  ========== ==================================================================================
+
+  **Clock**: the matching engine's time for both (``transaction_time`` of a book update, the
+  trade's ``time``), so trades and the book are placed by one clock; epoch units (ms, or us in
+  the 2025+ spot dumps) are read from the magnitude. ``is_buyer_maker`` true means the seller
+  was the aggressor (``is_buy`` False).
+* **The websocket capture** the project already reads (:func:`hmarl.sources.ticks.
+  read_ws_capture`: ``<local ns> <json>`` lines, receive-time clock).
+* **A generic CSV** (or Parquet): quotes with ``ts, bid, bid_qty, ask, ask_qty`` and trades
+  with ``ts, price, qty, side`` (``side``: the aggressor, ``buy``/``sell``).
+
+**Row checks** (:func:`check_quotes`, :func:`check_trades`), in file order, before anything is
+sorted: one error naming the file and the data row (1-based, the header not counted) for a
+crossed book (bid above ask), a negative size, a non-positive price, a trade of size <= 0,
+or time going back. Two standard repairs, each off by default and counted in the log line:
+``drop_crossed`` drops crossed quotes (transient artefacts of a feed that publishes the two
+sides separately; a locked book, bid = ask, is kept) and ``sort`` sorts rows by time (a
+stable sort: dumps written by several writers interleave a little).
+
+**Sessions** (:func:`session_filter`): ``"13:00-20:50"`` keeps ticks whose UTC time of day is
+in [13:00, 20:50); a window that wraps midnight (``"22:00-02:00"``) is allowed.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from hmarl.data.candles import DataError, first_bad
+from hmarl.data.parsing import timestamps_to_ns
+from hmarl.io import write_parquet
+from hmarl.sources.binance import (
+    BASE_URL,
+    MARKET_PATHS,
+    FetchReport,
+    RemoteFile,
+    fetch_files,
+)
+from hmarl.sources.ticks import Ticks
+
+Kind = Literal["bookTicker", "trades", "aggTrades"]
+KINDS: dict[str, tuple[str, ...]] = {
+    "bookTicker": (
+        "update_id",
+        "best_bid_price",
+        "best_bid_qty",
+        "best_ask_price",
+        "best_ask_qty",
+        "transaction_time",
+        "event_time",
+    ),
+    "trades": ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker"),
+    "aggTrades": (
+        "agg_trade_id",
+        "price",
+        "quantity",
+        "first_trade_id",
+        "last_trade_id",
+        "transact_time",
+        "is_buyer_maker",
+    ),
+}
+# Column positions of (ts, price, qty, is_buyer_maker) in the two trade layouts.
+_TRADE_FIELDS = {"trades": (4, 1, 2, 5), "aggTrades": (5, 1, 2, 6)}
+_SESSION = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
+_DAY_NS = 86_400 * 1_000_000_000
+QUOTE_COLUMNS = ("ts", "bid_price", "bid_qty", "ask_price", "ask_qty")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Repairs:
+    """The documented repairs, off by default (a bad row is then an error)."""
+
+    drop_crossed: bool = False  # drop quotes with bid above ask
+    sort: bool = False  # stable-sort rows by time instead of failing on time going back
+
+
+# --- row checks ---------------------------------------------------------------------------
+
+
+def _fail(where: str, row: int, what: str) -> DataError:
+    return DataError(f"{where}: data row {row + 1}: {what}")
+
+
+def _check_time(ts: np.ndarray, where: str, repairs: Repairs) -> np.ndarray | None:
+    """The stable time order when ``repairs.sort`` (None when already sorted), else fail."""
+    back = first_bad(np.diff(ts) < 0)
+    if back is None:
+        return None
+    if not repairs.sort:
+        raise _fail(
+            where,
+            back + 1,
+            f"time goes back ({pd.Timestamp(int(ts[back + 1]), tz='UTC')} after "
+            f"{pd.Timestamp(int(ts[back]), tz='UTC')}); sort the rows by time (repair: sort)",
+        )
+    return np.argsort(ts, kind="stable")
+
+
+def check_quotes(
+    quotes: pd.DataFrame, where: str, repairs: Repairs = Repairs(), log: Log | None = None
+) -> pd.DataFrame:
+    """``quotes`` (columns :data:`QUOTE_COLUMNS`, in file order) checked row by row, repaired
+    where asked, and sorted by time; the error names ``where`` and the data row."""
+    bid, ask = quotes["bid_price"].to_numpy(), quotes["ask_price"].to_numpy()
+    sizes = (quotes["bid_qty"].to_numpy(), quotes["ask_qty"].to_numpy())
+    checks = (
+        ((bid <= 0) | (ask <= 0), "price <= 0: prices must be positive"),
+        ((sizes[0] < 0) | (sizes[1] < 0), "negative size: sizes on the book are >= 0"),
+    )
+    for bad, what in checks:
+        row = first_bad(bad)
+        if row is not None:
+            raise _fail(where, row, what)
+    crossed = bid > ask
+    row = first_bad(crossed)
+    if row is not None and not repairs.drop_crossed:
+        raise _fail(
+            where,
+            row,
+            f"crossed book (bid {bid[row]:g} above ask {ask[row]:g}); check the bid and ask "
+            "columns, or drop crossed quotes (repair: drop_crossed)",
+        )
+    kept = quotes.loc[~crossed]
+    if crossed.any() and log is not None:
+        log(f"{where}: dropped {int(crossed.sum())} crossed quotes of {len(quotes)}")
+    order = _check_time(kept["ts"].to_numpy(np.int64), where, repairs)
+    if order is not None:
+        kept = kept.iloc[order]
+        if log is not None:
+            log(f"{where}: sorted {len(kept)} quotes by time")
+    return kept.reset_index(drop=True)
+
+
+def check_trades(
+    trades: pd.DataFrame, where: str, repairs: Repairs = Repairs(), log: Log | None = None
+) -> pd.DataFrame:
+    """``trades`` (ts, price, qty, is_buy; file order) checked row by row and sorted by time."""
+    bad = (trades["price"].to_numpy() <= 0) | (trades["qty"].to_numpy() <= 0)
+    row = first_bad(bad)
+    if row is not None:
+        raise _fail(where, row, "trade price or size <= 0: a trade has both positive")
+    order = _check_time(trades["ts"].to_numpy(np.int64), where, repairs)
+    if order is None:
+        return trades.reset_index(drop=True)
+    if log is not None:
+        log(f"{where}: sorted {len(trades)} trades by time")
+    return trades.iloc[order].reset_index(drop=True)
+
+
+# --- Binance dumps ------------------------------------------------------------------------
+
+
+def tick_file(
+    symbol: str, kind: str, day: date, *, market: str = "um", base_url: str = BASE_URL
+) -> RemoteFile:
+    """The daily zip of ``kind`` (``bookTicker``, ``trades``, ``aggTrades``) for one UTC day."""
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {list(KINDS)}")
+    if market not in MARKET_PATHS:
+        raise ValueError(f"market {market!r} is not one of {sorted(MARKET_PATHS)}")
+    name = f"{symbol}-{kind}-{day:%Y-%m-%d}.zip"
+    url = f"{base_url.rstrip('/')}/data/{MARKET_PATHS[market]}/daily/{kind}/{symbol}/{name}"
+    return RemoteFile(url=url, name=name, period="daily")
+
+
+def _dump_table(path: Path, kind: str) -> pd.DataFrame:
+    """The CSV inside a dump zip, columns named by :data:`KINDS` (header row or not)."""
+    with zipfile.ZipFile(path) as archive:
+        member = next(m for m in archive.namelist() if m.lower().endswith(".csv"))
+        text = archive.read(member).decode("utf-8")
+    first = text.split("\n", 1)[0].strip()
+    header = bool(first) and not first[0].isdigit()
+    names = KINDS[kind]
+    frame = pd.read_csv(
+        io.StringIO(text), header=0 if header else None, names=list(names), dtype=str
+    )
+    if frame.shape[1] != len(names) or frame.iloc[:, -1].isna().any():
+        raise DataError(f"{path}: expected the {len(names)} {kind} columns {list(names)}")
+    return frame
+
+
+def _float(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+    row = first_bad(~np.isfinite(values))
+    if row is not None:
+        raise _fail(
+            where, row, f"column {column}: not a finite number ({frame[column].iloc[row]!r})"
+        )
+    return values
+
+
+def _maker_flag(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    """``is_buyer_maker`` text (true/false) as booleans; the error names the row."""
+    text = frame[column].astype(str).str.strip().str.lower()
+    maker = text.isin(["true", "1"])
+    row = first_bad(~(maker | text.isin(["false", "0"])).to_numpy())
+    if row is not None:
+        raise _fail(where, row, f"column {column}: not true/false ({frame[column].iloc[row]!r})")
+    return maker.to_numpy(bool)
+
+
+def read_book_ticker(
+    path: Path, repairs: Repairs = Repairs(), log: Log | None = None
+) -> pd.DataFrame:
+    """Quotes of a ``bookTicker`` dump zip, checked and sorted (clock: ``transaction_time``)."""
+    table = _dump_table(path, "bookTicker")
+    where = str(path)
+    quotes = pd.DataFrame(
+        {
+            "ts": timestamps_to_ns(
+                pd.to_numeric(table["transaction_time"], errors="coerce"), where
+            ),
+            "bid_price": _float(table, "best_bid_price", where),
+            "bid_qty": _float(table, "best_bid_qty", where),
+            "ask_price": _float(table, "best_ask_price", where),
+            "ask_qty": _float(table, "best_ask_qty", where),
+        }
+    )
+    return check_quotes(quotes, where, repairs, log)
+
+
+def read_trade_dump(
+    path: Path, kind: str, repairs: Repairs = Repairs(), log: Log | None = None
+) -> pd.DataFrame:
+    """Trades of a ``trades`` or ``aggTrades`` dump zip, checked and sorted."""
+    table = _dump_table(path, kind)
+    where = str(path)
+    names = KINDS[kind]
+    ts_col, price_col, qty_col, maker_col = (names[i] for i in _TRADE_FIELDS[kind])
+    trades = pd.DataFrame(
+        {
+            "ts": timestamps_to_ns(pd.to_numeric(table[ts_col], errors="coerce"), where),
+            "price": _float(table, price_col, where),
+            "qty": _float(table, qty_col, where),
+            "is_buy": ~_maker_flag(table, maker_col, where),
+        }
+    )
+    return check_trades(trades, where, repairs, log)
+
+
+def day_dir(cache: Path, symbol: str, day: date) -> Path:
+    """``<cache>/<SYMBOL>/<YYYY-MM-DD>``: a day's Parquet files."""
+    return cache / symbol / f"{day:%Y-%m-%d}"
+
+
+@dataclass(frozen=True)
+class DayFiles:
+    """What :func:`download_ticks` left for one (symbol, day)."""
+
+    symbol: str
+    day: date
+    quotes: Path
+    trades: Path
+    n_quotes: int
+    n_trades: int
+
+
+def download_ticks(
+    symbols: Sequence[str],
+    start: date,
+    end: date,
+    cache: Path,
+    *,
+    trades: Literal["trades", "aggTrades"] = "aggTrades",
+    market: str = "um",
+    base_url: str = BASE_URL,
+    repairs: Repairs = Repairs(),
+    timeout: float = 30.0,
+    progress: bool = True,
+    log: Log | None = print,
+) -> tuple[list[DayFiles], FetchReport]:
+    """Fetch, verify and cache as Parquet the quotes and trades of every (symbol, UTC day).
+
+    The zips stay under ``<cache>/zips`` (the resume state); a day whose Parquet files exist
+    is not parsed again (delete them to re-parse, e.g. with other repairs).
+    """
+    if end < start:
+        raise ValueError(f"end date {end} is before start date {start}")
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    plan = [
+        tick_file(symbol.upper(), kind, day, market=market, base_url=base_url)
+        for symbol in symbols
+        for day in days
+        for kind in ("bookTicker", trades)
+    ]
+    report = fetch_files(plan, cache / "zips", timeout=timeout, progress=progress)
+    out: list[DayFiles] = []
+    for i, (symbol, day) in enumerate((s.upper(), d) for s in symbols for d in days):
+        book_zip, trade_zip = report.paths[2 * i], report.paths[2 * i + 1]
+        folder = day_dir(cache, symbol, day)
+        quotes_path, trades_path = folder / "quotes.parquet", folder / "trades.parquet"
+        if not (quotes_path.is_file() and trades_path.is_file()):
+            write_parquet(quotes_path, read_book_ticker(book_zip, repairs, log))
+            write_parquet(trades_path, read_trade_dump(trade_zip, trades, repairs, log))
+        out.append(
+            DayFiles(
+                symbol,
+                day,
+                quotes_path,
+                trades_path,
+                len(pd.read_parquet(quotes_path, columns=["ts"])),
+                len(pd.read_parquet(trades_path, columns=["ts"])),
+            )
+        )
+    if log is not None:
+        log(
+            f"ticks: {report.downloaded} zips downloaded, {report.present} already present; "
+            f"{len(out)} symbol-days cached under {cache}"
+        )
+    return out, report
+
+
+def load_day(cache: Path, symbol: str, day: date) -> Ticks:
+    """A cached day (written by :func:`download_ticks`) as :class:`Ticks`."""
+    folder = day_dir(cache, symbol.upper(), day)
+    paths = folder / "quotes.parquet", folder / "trades.parquet"
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{missing[0]} is absent: download the day first "
+            f"(python scripts/download_ticks.py {symbol.upper()} {day} {day} --cache {cache})"
+        )
+    return Ticks(quotes=pd.read_parquet(paths[0]), trades=pd.read_parquet(paths[1]))
+
+
+# --- generic CSV --------------------------------------------------------------------------
+
+
+def _read_any(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def _columns(frame: pd.DataFrame, wanted: Sequence[str], where: str) -> None:
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise DataError(f"{where}: missing columns {missing}; found {list(frame.columns)}")
+
+
+def read_generic(
+    quotes_path: Path, trades_path: Path, repairs: Repairs = Repairs(), log: Log | None = None
+) -> Ticks:
+    """Quotes (``ts, bid, bid_qty, ask, ask_qty``) and trades (``ts, price, qty, side``) from
+    CSV or Parquet files; ``ts`` is a date or an epoch number (unit from its magnitude)."""
+    q_where, t_where = str(quotes_path), str(trades_path)
+    q = _read_any(Path(quotes_path))
+    _columns(q, ("ts", "bid", "bid_qty", "ask", "ask_qty"), q_where)
+    quotes = pd.DataFrame(
+        {
+            "ts": timestamps_to_ns(q["ts"], q_where),
+            "bid_price": _float(q, "bid", q_where),
+            "bid_qty": _float(q, "bid_qty", q_where),
+            "ask_price": _float(q, "ask", q_where),
+            "ask_qty": _float(q, "ask_qty", q_where),
+        }
+    )
+    t = _read_any(Path(trades_path))
+    _columns(t, ("ts", "price", "qty", "side"), t_where)
+    side = t["side"].astype(str).str.strip().str.lower()
+    row = first_bad(~side.isin(["buy", "sell"]).to_numpy())
+    if row is not None:
+        raise _fail(t_where, row, f"column side: {t['side'].iloc[row]!r} is not buy or sell")
+    trades = pd.DataFrame(
+        {
+            "ts": timestamps_to_ns(t["ts"], t_where),
+            "price": _float(t, "price", t_where),
+            "qty": _float(t, "qty", t_where),
+            "is_buy": (side == "buy").to_numpy(bool),
+        }
+    )
+    return Ticks(
+        quotes=check_quotes(quotes, q_where, repairs, log),
+        trades=check_trades(trades, t_where, repairs, log),
+    )
+
+
+# --- sessions and days --------------------------------------------------------------------
+
+
+def parse_session(text: str) -> tuple[int, int]:
+    """``"HH:MM-HH:MM"`` (UTC) as (start, end) nanoseconds after midnight."""
+    match = _SESSION.match(text.strip())
+    if not match:
+        raise ValueError(f"session {text!r} must look like 13:00-20:50 (UTC, HH:MM-HH:MM)")
+    h0, m0, h1, m1 = (int(g) for g in match.groups())
+    if h0 > 24 or h1 > 24 or m0 > 59 or m1 > 59 or (h0, m0) == (h1, m1):
+        raise ValueError(f"session {text!r}: hours 0-24, minutes 0-59, start != end")
+    return (h0 * 60 + m0) * 60_000_000_000, (h1 * 60 + m1) * 60_000_000_000
+
+
+def in_session(ts: np.ndarray, session: str) -> np.ndarray:
+    """Whether each time (int64 ns, UTC) falls in the session's [start, end) time of day."""
+    start, end = parse_session(session)
+    tod = np.asarray(ts, dtype=np.int64) % _DAY_NS
+    if start < end:
+        return (tod >= start) & (tod < end)
+    return (tod >= start) | (tod < end)  # the window wraps midnight
+
+
+def session_filter(ticks: Ticks, session: str) -> Ticks:
+    """The quotes and trades inside ``session`` (e.g. ``"13:00-20:50"``, UTC)."""
+    quotes = ticks.quotes.loc[in_session(ticks.quotes["ts"].to_numpy(), session)]
+    trades = ticks.trades.loc[in_session(ticks.trades["ts"].to_numpy(), session)]
+    return Ticks(quotes=quotes.reset_index(drop=True), trades=trades.reset_index(drop=True))
+
+
+def split_days(ticks: Ticks) -> dict[date, Ticks]:
+    """The ticks of each UTC day that has quotes, oldest first."""
+    q_day = ticks.quotes["ts"].to_numpy(np.int64) // _DAY_NS
+    t_day = ticks.trades["ts"].to_numpy(np.int64) // _DAY_NS
+    out: dict[date, Ticks] = {}
+    for day in np.unique(q_day):
+        stamp = pd.Timestamp(int(day) * _DAY_NS, tz="UTC").date()
+        out[stamp] = Ticks(
+            quotes=ticks.quotes.loc[q_day == day].reset_index(drop=True),
+            trades=ticks.trades.loc[t_day == day].reset_index(drop=True),
+        )
+    return out
