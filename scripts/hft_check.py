@@ -34,6 +34,7 @@ from hmarl.market.tape_replay import (
     closed_loop,
     decision_grid,
     estimate_market,
+    explain_differences,
     step_trades,
 )
 from hmarl.sources.book import Repairs, load_day, read_generic, session_filter, split_days
@@ -60,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lot", type=float, default=0.001, help="quote size (base units)")
     parser.add_argument("--max-inventory", type=int, default=5, help="Q, lots")
     parser.add_argument("--skew-ticks", type=float, default=1.0, help="quote skew per lot held")
+    parser.add_argument(
+        "--offset",
+        type=int,
+        default=None,
+        help="instead of the closed-form quotes: both sides this many ticks behind the best",
+    )
+    parser.add_argument("--fit-ticks", type=int, default=200, help="deepest offset fitted")
     parser.add_argument("--A", type=float, default=None, help="arrival rate at the mid, 1/s")
     parser.add_argument("--k", type=float, default=None, help="decay per price unit")
     parser.add_argument("--queue", nargs="+", default=["risk_adverse", "power_prob"])
@@ -122,7 +130,7 @@ def check_day(day: date, ticks: Ticks, args: argparse.Namespace) -> list[dict[st
     dt_ns = round(args.dt * 1e9)
     grid = decision_grid(ticks, dt_ns)
     trades = step_trades(ticks, grid, args.tick, args.lot)
-    market = estimate_market(grid, trades, args.tick, args.lot, args.dt)
+    market = estimate_market(grid, trades, args.tick, args.lot, args.dt, args.fit_ticks)
     if args.A is not None or args.k is not None:
         market = ASParams(
             sigma=market.sigma,
@@ -136,6 +144,9 @@ def check_day(day: date, ticks: Ticks, args: argparse.Namespace) -> list[dict[st
     phi = slope**2 * market.k * market.A / np.e * args.dt
     params = QuoteParams(offsets=(0.0,), tick=args.tick, max_inventory=args.max_inventory, phi=phi)
     bid_all, ask_all = as_quote_prices(grid, market, params)
+    if args.offset is not None:  # the fixed symmetric quote, the same at every inventory
+        bid_all = np.repeat((grid.bid - args.offset * args.tick)[:, None], params.n_states, 1)
+        ask_all = np.repeat((grid.ask + args.offset * args.tick)[:, None], params.n_states, 1)
     ours = closed_loop(grid, trades, bid_all, ask_all, params, args.lot)
     ties = int(np.isin(ticks.trades["ts"].to_numpy(np.int64), grid.edges).sum())
     print(
@@ -169,6 +180,8 @@ def check_day(day: date, ticks: Ticks, args: argparse.Namespace) -> list[dict[st
             f"{lots:+.3f} lots (ours from its fills {rows[-1]['final_inventory_lots']:+d}), "
             f"{int(info['hft_steps'])} of {grid.steps} steps replayed"
         )
+        why = explain_differences(ticks, grid, ours, replay, args.tick, args.lot)
+        print(f"  side-steps filled by one engine only, by reason: {why or 'none'}")
     return rows
 
 

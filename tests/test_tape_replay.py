@@ -13,10 +13,12 @@ import pytest
 from hmarl.data.candles import DataError
 from hmarl.market.quoting import QuoteParams
 from hmarl.market.tape_replay import (
+    Replay,
     as_quote_prices,
     closed_loop,
     decision_grid,
     estimate_market,
+    explain_differences,
     replay_stream,
     step_trades,
 )
@@ -69,6 +71,24 @@ def test_fill_rule_on_top_of_book() -> None:
     assert behind.ask_fill.tolist() == [False, False, False, False, True]  # 1 lot at 100.03
 
 
+# The same tape, but in step 0 the ask drops to 100.00 (our bid) for 0.2 s without a trade there.
+CROSSING = sorted([*BOOK, (0.5, 99.99, 0.002, 100.00, 0.001), (0.7, 100.00, 0.002, 100.01, 0.003)])
+BID = np.array([100.00, 100.00, 100.00, 99.99, NAN])
+ASK = np.array([100.01, 100.01, NAN, 100.01, 100.02])
+
+
+def test_differences_are_explained_by_convention() -> None:
+    tape = ticks(CROSSING, TRADES)
+    grid = decision_grid(tape, S)
+    ours = replay_stream(tape, grid, BID, ASK, TICK, LOT)
+    assert not ours.bid_fill[0]  # no trade beyond the queue: the book touching us is no fill
+    bid_fill, ask_fill = ours.bid_fill.copy(), ours.ask_fill.copy()
+    bid_fill[0], ask_fill[3] = True, False
+    other = Replay(BID, ASK, bid_fill, ask_fill)
+    why = explain_differences(tape, grid, ours, other, TICK, LOT)
+    assert why == {"other_only_book_crossed": 1, "ours_only_edge_trade": 1}
+
+
 def test_closed_loop_posting_rule_and_estimates() -> None:
     tape = ticks(BOOK, TRADES)
     grid = decision_grid(tape, S)
@@ -118,14 +138,21 @@ def test_hftbacktest_replays_the_same_stream() -> None:
         pytest.skip("hftbacktest is not installed: the [hft] extra (docs/market_making.md)")
     from hmarl.market.hft_replay import hft_replay
 
-    tape = ticks(BOOK, TRADES)
+    tape = ticks(CROSSING, TRADES)
     grid = decision_grid(tape, S)
-    bid = np.array([100.00, 100.00, 100.00, 99.99, NAN])
-    ask = np.array([100.01, 100.01, NAN, 100.01, 100.02])
-    ours = replay_stream(tape, grid, bid, ask, TICK, LOT)
-    theirs, info = hft_replay(tape, grid, bid, ask, tick=TICK, lot=LOT)
-    # Step 3's buy at 100.01 is stamped exactly at t_3: ours counts it in step 3; hftbacktest
-    # processed it before the order arrived (the one convention that differs on this tape).
-    assert theirs.bid_fill.tolist() == ours.bid_fill.tolist()
+    ours = replay_stream(tape, grid, BID, ASK, TICK, LOT)
+    theirs, info = hft_replay(tape, grid, BID, ASK, tick=TICK, lot=LOT)
+    # hftbacktest fills the bid when the ask reaches it (step 0), and it had processed step
+    # 3's buy, stamped exactly at t_3, before the order arrived; otherwise the same fills.
+    assert ours.bid_fill.tolist() == [False, True, True, False, False]
+    assert theirs.bid_fill.tolist() == [True, True, True, False, False]
+    assert ours.ask_fill.tolist() == [False, False, False, True, True]
     assert theirs.ask_fill.tolist() == [False, False, False, False, True]
+    assert explain_differences(tape, grid, ours, theirs, TICK, LOT) == {
+        "ours_only_edge_trade": 1,
+        "other_only_book_crossed": 1,
+    }
     assert info["hft_position"] == pytest.approx(LOT * theirs.inventory()[-1])
+    assert info["hft_balance"] == pytest.approx(
+        theirs.pnl(grid.mid_end, LOT) - LOT * theirs.inventory()[-1] * grid.mid_end
+    )

@@ -15,7 +15,7 @@ events with the aggressor's side (``BUY_EVENT`` when the buyer took). Exchange a
 are both the tick's ``ts`` (the one clock of the source); at equal stamps quotes come before
 trades.
 
-**The engine's settings**: ``constant_latency(0, 0)`` (our convention: a decision at ``t_k``
+**The engine's settings**: ``constant_order_latency(0, 0)`` (our convention: a decision at ``t_k``
 acts at ``t_k``), ``no_partial_fill_exchange`` (our quotes fill in full or not), a queue model
 (``risk_adverse``: the queue ahead shrinks only by trades at the price and by the displayed
 size falling below it; ``power_prob``: hftbacktest's probabilistic model,
@@ -96,18 +96,25 @@ def _driver() -> Any:
 
     @njit
     def drive(
-        hbt: Any, edges: Any, bid_px: Any, ask_px: Any, lot: float, bid_fill: Any, ask_fill: Any
+        hbt: Any,
+        first: int,
+        edges: Any,
+        bid_px: Any,
+        ask_px: Any,
+        lot: float,
+        bid_fill: Any,
+        ask_fill: Any,
     ) -> int:
-        if edges[0] > hbt.current_timestamp:
-            hbt.elapse(edges[0] - hbt.current_timestamp)
+        # The clock starts at the first event: elapse from there to the first decision time.
+        if hbt.elapse(edges[0] - first) != 0:
+            return 0
         for k in range(len(edges) - 1):
             bid_id, ask_id = 2 * k + 1, 2 * k + 2
             if not np.isnan(bid_px[k]):
                 hbt.submit_buy_order(0, bid_id, bid_px[k], lot, GTX, LIMIT, False)
             if not np.isnan(ask_px[k]):
                 hbt.submit_sell_order(0, ask_id, ask_px[k], lot, GTX, LIMIT, False)
-            if hbt.elapse(edges[k + 1] - edges[k]) != 0:
-                return k  # the data ended
+            ended = hbt.elapse(edges[k + 1] - edges[k]) != 0
             orders = hbt.orders(0)
             for oid, fills in ((bid_id, bid_fill), (ask_id, ask_fill)):
                 order = orders.get(oid)
@@ -116,6 +123,8 @@ def _driver() -> Any:
                     if order.status == NEW:
                         hbt.cancel(0, oid, False)
             hbt.clear_inactive_orders(0)
+            if ended:  # the data ended: steps after k were not replayed
+                return k + 1
         return len(edges) - 1
 
     return drive
@@ -138,11 +147,12 @@ def hft_replay(
 
     if queue not in QUEUE_MODELS:
         raise ValueError(f"queue={queue!r} is not one of {QUEUE_MODELS}")
+    events = hft_events(ticks, tick) if events is None else events
     asset = (
         BacktestAsset()
-        .data(hft_events(ticks, tick) if events is None else events)
+        .data(events)
         .linear_asset(1.0)
-        .constant_latency(0, 0)
+        .constant_order_latency(0, 0)
         .no_partial_fill_exchange()
         .trading_value_fee_model(0.0, 0.0)
         .tick_size(tick)
@@ -159,6 +169,7 @@ def hft_replay(
     ask_fill = np.zeros(grid.steps, dtype=np.bool_)
     done = _driver()(
         backtest,
+        int(events["exch_ts"][0]),
         grid.edges,
         np.ascontiguousarray(bid_px, np.float64),
         np.ascontiguousarray(ask_px, np.float64),

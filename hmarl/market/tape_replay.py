@@ -203,18 +203,18 @@ def replay_stream(
 
 
 def estimate_market(
-    grid: Grid, trades: StepTrades, tick: float, lot: float, dt: float, max_offset: int = 10
+    grid: Grid, trades: StepTrades, tick: float, lot: float, dt: float, max_offset: int = 200
 ) -> ASParams:
     """``sigma``, ``A``, ``k`` of the Avellaneda-Stoikov market from the ticks (time unit: s).
 
     ``sigma``: standard deviation of the mid's step moves over ``sqrt(dt)``. ``A``, ``k``: the
     tape rule's fill frequency ``p_j`` of a one-lot quote ``j`` ticks behind the best quote
-    (``j = 1 .. max_offset``, both sides pooled) is turned into an arrival intensity
-    ``lambda_j = -log(1 - p_j) / dt`` at the mean distance ``d_j`` from the mid, and
-    ``log lambda = log A - k d`` is fitted by least squares over the offsets with
-    ``0 < p_j < 1``. In-sample on the ticks given (the cross-check replays the same day).
+    (12 offsets ``j`` spaced geometrically over ``1 .. max_offset``, both sides pooled) is
+    turned into an arrival intensity ``lambda_j = -log(1 - p_j) / dt`` at the mean distance
+    ``d_j`` from the mid, and ``log lambda = log A - k d`` is fitted by least squares over the
+    offsets with ``0 < p_j < 1``. In-sample on the ticks given (the cross-check replays the same day).
     """
-    offsets = np.arange(1, max_offset + 1)
+    offsets = np.unique(np.round(np.geomspace(1, max(max_offset, 1), 12)).astype(np.int64))
     bid_px = grid.bid[:, None] - offsets[None, :] * tick
     ask_px = grid.ask[:, None] + offsets[None, :] * tick
     fb, fa = tape_fills_top(grid, trades, bid_px, ask_px, tick, lot)
@@ -223,8 +223,8 @@ def estimate_market(
     ok = (p > 0) & (p < 1)
     if ok.sum() < 2:
         raise DataError(
-            f"cannot estimate A and k: only {int(ok.sum())} of the offsets 1..{max_offset} ticks "
-            "filled sometimes but not always; use more ticks or pass --A and --k"
+            f"cannot estimate A and k: only {int(ok.sum())} of the offsets {offsets.tolist()} "
+            "ticks filled sometimes but not always; use more ticks or pass --A and --k"
         )
     lam = -np.log1p(-p[ok]) / dt
     slope, intercept = np.polyfit(depth[ok], np.log(lam), 1)
@@ -278,3 +278,63 @@ def closed_loop(
             ask_px[k], fa[k] = ask_all[k, s], fa_all[k, s]
         s += int(fb[k]) - int(fa[k])
     return Replay(bid_px, ask_px, fb, fa)
+
+
+def explain_differences(
+    ticks: Ticks, grid: Grid, ours: Replay, other: Replay, tick: float, lot: float
+) -> dict[str, int]:
+    """Why another engine's fills of the same stream differ from the tape rule's, step by step.
+
+    Each side-step where exactly one engine filled gets the first reason that applies (the
+    conventions of docs/market_making.md): ``book_crossed`` (the opposite best quote reached
+    our price during the step: an engine that fills on the book fills, ours needs a trade),
+    ``queue_shrank`` (our price was the best, and its displayed size fell below the queue
+    we started behind, by cancellations: an engine that lets the queue shrink with the
+    displayed size is ahead sooner), ``half_lot`` (the volume beyond the queue was at least
+    half a lot but less than one), ``edge_trade`` (a trade at or through our price stamped
+    exactly at the step's start or end: the two engines give it to different steps),
+    ``behind_best`` (our price was behind the best: the queue there is 0 for us and the
+    last displayed size for a depth engine), else ``other``. Keys are
+    ``<other|ours>_only_<reason>``: which engine alone filled, and why.
+    """
+    q_ts = ticks.quotes["ts"].to_numpy(np.int64)
+    t_ts = ticks.trades["ts"].to_numpy(np.int64)
+    t_px = _ticks(ticks.trades["price"].to_numpy(np.float64), tick)
+    t_qty = ticks.trades["qty"].to_numpy(np.float64) / lot
+    t_buy = ticks.trades["is_buy"].to_numpy(bool)
+    counts: dict[str, int] = {}
+    sides = (
+        (ours.bid_px, ours.bid_fill, other.bid_fill, 1, "bid_price", "ask_price", "bid_qty"),
+        (ours.ask_px, ours.ask_fill, other.ask_fill, -1, "ask_price", "bid_price", "ask_qty"),
+    )
+    for px, mine, theirs, sign, own, opposite, size in sides:
+        own_t = _ticks(ticks.quotes[own].to_numpy(np.float64), tick)
+        opp_t = _ticks(ticks.quotes[opposite].to_numpy(np.float64), tick)
+        sizes = ticks.quotes[size].to_numpy(np.float64) / lot
+        for k in np.flatnonzero(mine != theirs):
+            p = round(float(px[k]) / tick)
+            lo, hi = grid.edges[k], grid.edges[k + 1]
+            qs = slice(np.searchsorted(q_ts, lo, "left"), np.searchsorted(q_ts, hi, "left"))
+            ts = slice(np.searchsorted(t_ts, lo, "left"), np.searchsorted(t_ts, hi, "right"))
+            hitting = t_buy[ts] == (sign < 0)  # sellers hit bids, buyers lift asks
+            at_or_through = hitting & (sign * t_px[ts] <= sign * p)
+            best = round(float((grid.bid if sign > 0 else grid.ask)[k]) / tick)
+            queue = (grid.bid_qty if sign > 0 else grid.ask_qty)[k] / lot if p == best else 0.0
+            inside = t_ts[ts] < hi
+            at_p = float(t_qty[ts][hitting & (t_px[ts] == p) & inside].sum())
+            shown = sizes[qs][own_t[qs] == p]
+            if (sign * opp_t[qs] <= sign * p).any():
+                reason = "book_crossed"
+            elif p == best and len(shown) and shown.min() < queue and at_p > 0:
+                reason = "queue_shrank"
+            elif 0.5 <= at_p - queue < 1.0:
+                reason = "half_lot"
+            elif (at_or_through & ((t_ts[ts] == lo) | (t_ts[ts] == hi))).any():
+                reason = "edge_trade"
+            elif sign * p < sign * best:
+                reason = "behind_best"
+            else:
+                reason = "other"
+            key = f"{'ours' if mine[k] else 'other'}_only_{reason}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
