@@ -212,7 +212,8 @@ def estimate_market(
     (12 offsets ``j`` spaced geometrically over ``1 .. max_offset``, both sides pooled) is
     turned into an arrival intensity ``lambda_j = -log(1 - p_j) / dt`` at the mean distance
     ``d_j`` from the mid, and ``log lambda = log A - k d`` is fitted by least squares over the
-    offsets with ``0 < p_j < 1``. In-sample on the ticks given (the cross-check replays the same day).
+    offsets with ``0 < p_j < 1``. In-sample on the ticks given (the cross-check replays the
+    same day).
     """
     offsets = np.unique(np.round(np.geomspace(1, max(max_offset, 1), 12)).astype(np.int64))
     bid_px = grid.bid[:, None] - offsets[None, :] * tick
