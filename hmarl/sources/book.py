@@ -47,6 +47,7 @@ in [13:00, 20:50); a window that wraps midnight (``"22:00-02:00"``) is allowed.
 
 from __future__ import annotations
 
+import argparse
 import io
 import re
 import zipfile
@@ -69,7 +70,7 @@ from hmarl.sources.binance import (
     RemoteFile,
     fetch_files,
 )
-from hmarl.sources.ticks import Ticks
+from hmarl.sources.ticks import Ticks, read_ws_capture
 
 Kind = Literal["bookTicker", "trades", "aggTrades"]
 KINDS: dict[str, tuple[str, ...]] = {
@@ -452,3 +453,48 @@ def split_days(ticks: Ticks) -> dict[date, Ticks]:
             trades=ticks.trades.loc[t_day == day].reset_index(drop=True),
         )
     return out
+
+
+# --- one source from the command line -----------------------------------------------------
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scripts' shared options naming one tick source (``days_from_arguments`` reads them)."""
+    group = parser.add_argument_group("ticks (one source; default: the bundled capture)")
+    group.add_argument("--capture", type=Path, default=None, help="websocket capture (.gz)")
+    group.add_argument("--cache", type=Path, default=None, help="scripts/download_ticks.py cache")
+    group.add_argument("--symbols", nargs="*", default=["BTCUSDT"], help="with --cache")
+    group.add_argument(
+        "--days", nargs="*", type=date.fromisoformat, default=[], help="with --cache"
+    )
+    group.add_argument("--quotes", type=Path, default=None, help="generic quotes CSV")
+    group.add_argument("--trades", type=Path, default=None, help="generic trades CSV")
+    group.add_argument("--ticker", default=None, help="name of a capture's or CSV's ticker")
+    group.add_argument("--drop-crossed", action="store_true", help="repair: drop crossed quotes")
+    group.add_argument("--session", default=None, help="UTC window, e.g. 13:00-20:50")
+
+
+def days_from_arguments(args: argparse.Namespace, capture: Path) -> dict[tuple[str, date], Ticks]:
+    """The ticks of each (ticker, UTC day) of the source the arguments name (``capture``: the
+    default), cut to ``--session``; a wrong combination is a ``ValueError`` naming it."""
+    repairs = Repairs(drop_crossed=args.drop_crossed)
+    days: dict[tuple[str, date], Ticks]
+    if args.cache is not None:
+        if not args.days:
+            raise ValueError("--cache needs --days (and --symbols)")
+        days = {(s.upper(), d): load_day(args.cache, s, d) for s in args.symbols for d in args.days}
+    elif args.quotes is not None or args.trades is not None:
+        if args.quotes is None or args.trades is None:
+            raise ValueError("give both --quotes and --trades")
+        ticker = args.ticker or Path(args.quotes).stem
+        ticks = read_generic(args.quotes, args.trades, repairs)
+        days = {(ticker, d): t for d, t in split_days(ticks).items()}
+    else:
+        path = args.capture or capture
+        if not path.is_file():
+            raise ValueError(f"{path} is absent: pass --capture, --cache or --quotes/--trades")
+        ticker = args.ticker or path.name.split("_")[2].upper()
+        days = {(ticker, d): t for d, t in split_days(read_ws_capture(path)).items()}
+    if args.session:
+        days = {key: session_filter(ticks, args.session) for key, ticks in days.items()}
+    return days
