@@ -6,12 +6,13 @@
     python scripts/hft_check.py --quotes quotes.csv --trades trades.csv --dt 0.5
 
 Per ticker and day: the Avellaneda-Stoikov closed-form quotes (sigma, A, k estimated on that
-day's ticks, or given; ``--offset N``: a fixed quote N ticks behind each best) are run
-closed-loop with our tape rule (hmarl/market/tape_replay.py) at a decision step ``--dt``; the
-stream actually posted is then replayed through hftbacktest (zero latency, no partial fills,
-each queue model of ``--queue``). Printed per day and engine: fills per side, PnL (cash plus the final inventory at the final mid, quote currency, no fees), final
-inventory, and the difference from our rule (absolute and percent). ``--out`` writes the table
-as CSV. Needs the ``[hft]`` extra (docs/market_making.md says how to install it).
+day's ticks, or given; ``--offset N``: a fixed quote N ticks behind each best) are run closed-
+loop with our tape rule (hmarl/market/tape_replay.py) at a decision step ``--dt``; the stream
+actually posted is then replayed through hftbacktest (zero latency, no partial fills, each
+queue model of ``--queue``). Printed per day and engine: fills per side, PnL (cash plus the
+final inventory at the final mid, quote currency, no fees), final inventory, and the difference
+from our rule (absolute and percent). ``--out`` writes the table as CSV. Needs the ``[hft]``
+extra (docs/market_making.md says how to install it).
 """
 
 from __future__ import annotations
