@@ -498,3 +498,48 @@ def days_from_arguments(args: argparse.Namespace, capture: Path) -> dict[tuple[s
     if args.session:
         days = {key: session_filter(ticks, args.session) for key, ticks in days.items()}
     return days
+
+
+# --- a synthetic day, for tests and benchmarks ---------------------------------------------
+
+
+def synthetic_ticks(
+    day: date,
+    *,
+    quotes: int,
+    trades: int,
+    seed: int,
+    session: str = "13:00-20:50",
+    price: float = 100.0,
+    tick: float = 0.01,
+    lot: float = 0.001,
+) -> Ticks:
+    """A seeded top-of-book day in :class:`Ticks` frames (no download needed): ``quotes``
+    book updates at uniform random times in the session, the best bid a random walk on the
+    tick grid (a tick up or down with probability 0.1 each), a spread of 1 or 2 ticks, 1 to 9
+    lots displayed; ``trades`` trades of 1 to 4 lots, half of them buys, printing at the best
+    quote standing at their time, or one tick through it (one in five)."""
+    rng = np.random.default_rng(seed)
+    start, end = parse_session(session)
+    base = int(pd.Timestamp(day, tz="UTC").value)
+    q_ts = np.sort(rng.integers(base + start, base + end, quotes))
+    bid_t = np.round(price / tick) + np.cumsum(rng.choice([-1, 0, 1], quotes, p=[0.1, 0.8, 0.1]))
+    ask_t = bid_t + rng.integers(1, 3, quotes)
+    book = pd.DataFrame(
+        {
+            "ts": q_ts,
+            "bid_price": bid_t * tick,
+            "bid_qty": rng.integers(1, 10, quotes) * lot,
+            "ask_price": ask_t * tick,
+            "ask_qty": rng.integers(1, 10, quotes) * lot,
+        }
+    )
+    t_ts = np.sort(rng.integers(int(q_ts[0]) + 1, base + end, trades))
+    standing = np.searchsorted(q_ts, t_ts, side="right") - 1
+    is_buy = rng.random(trades) < 0.5
+    through = (rng.random(trades) < 0.2).astype(np.float64)
+    px = np.where(is_buy, ask_t[standing] + through, bid_t[standing] - through) * tick
+    prints = pd.DataFrame(
+        {"ts": t_ts, "price": px, "qty": rng.integers(1, 5, trades) * lot, "is_buy": is_buy}
+    )
+    return Ticks(quotes=book, trades=prints)
