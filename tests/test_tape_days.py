@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fake_binance import FakeBinance, zip_csv
 from helpers import load_script
 
 from hmarl.market.tape_days import QuoteSetup, evaluate_days, liquidity_buckets, quote_run
-from hmarl.sources.book import synthetic_ticks
+from hmarl.sources.book import synthetic_ticks, tick_file
+from hmarl.sources.ticks import Ticks
 
 DAYS = (date(2024, 1, 2), date(2024, 1, 3))
+CAPTURE = "binance_spot_btcusdt_20240809_ws.gz"
 SETUP = QuoteSetup(dt=1.0, tick=0.01, lot=0.001, max_inventory=3)
 
 
@@ -96,3 +99,73 @@ def test_cli_on_generic_csv_with_a_session(
     assert cli.main([*argv, "--out", str(tmp_path / "bad")]) == 2
     assert "q.csv: data row 6: crossed book" in capsys.readouterr().err
     assert cli.main([*argv, "--drop-crossed", "--out", str(tmp_path / "repaired")]) == 0
+
+
+def dump_text(ticks: Ticks) -> dict[str, str]:
+    """The ticks in the bookTicker and aggTrades dump layouts (headers, ms stamps)."""
+    q, t = ticks.quotes, ticks.trades
+    ms_q, ms_t = q["ts"] // 1_000_000, t["ts"] // 1_000_000
+    book = pd.DataFrame(
+        {
+            "update_id": np.arange(len(q)),
+            "best_bid_price": q["bid_price"].round(2),
+            "best_bid_qty": q["bid_qty"].round(3),
+            "best_ask_price": q["ask_price"].round(2),
+            "best_ask_qty": q["ask_qty"].round(3),
+            "transaction_time": ms_q,
+            "event_time": ms_q + 2,
+        }
+    )
+    trades = pd.DataFrame(
+        {
+            "agg_trade_id": np.arange(len(t)),
+            "price": t["price"].round(2),
+            "quantity": t["qty"].round(3),
+            "first_trade_id": np.arange(len(t)),
+            "last_trade_id": np.arange(len(t)),
+            "transact_time": ms_t,
+            "is_buyer_maker": np.where(t["is_buy"], "false", "true"),
+        }
+    )
+    return {"bookTicker": book.to_csv(index=False), "aggTrades": trades.to_csv(index=False)}
+
+
+def test_pipeline_from_a_mirror(server: tuple[FakeBinance, str], tmp_path: Path) -> None:
+    """download -> verify -> Parquet cache -> per-day evaluation -> aggregates, two tickers."""
+    fake, base = server
+    for i, ticker in enumerate(("AAAUSDT", "BBBUSDT")):
+        ticks = synthetic_ticks(
+            DAYS[0], quotes=2000, trades=700 * (i + 1), seed=i, session="13:00-14:00"
+        )
+        for kind, text in dump_text(ticks).items():
+            remote = tick_file(ticker, kind, DAYS[0], base_url=base)
+            fake.publish(remote.url.removeprefix(base), remote.name, zip_csv(remote.name, text))
+    cache = tmp_path / "cache"
+    download = ["AAAUSDT", "BBBUSDT", "2024-01-02", "2024-01-02", "--cache", str(cache)]
+    assert load_script("download_ticks").main([*download, "--base-url", base, "--no-progress"]) == 0
+    argv = ["--cache", str(cache), "--symbols", "AAAUSDT", "BBBUSDT", "--days", "2024-01-02"]
+    assert (
+        load_script("eval_days").main(
+            [*argv, "--session", "13:00-13:30", "--out", str(tmp_path / "out")]
+        )
+        == 0
+    )
+    daily = pd.read_csv(tmp_path / "out" / "daily_metrics.csv")
+    assert daily["ticker"].tolist() == ["AAAUSDT", "BBBUSDT"]
+    assert daily["liquidity"].tolist() == ["low", "high"]  # BBB trades twice as often
+    assert (daily["Steps [#]"] <= 1800).all() and (daily["Fills bid [#]"] > 0).all()
+
+
+@pytest.mark.realdata
+def test_bundled_capture_matches_the_documented_figures(shared_data: Path, tmp_path: Path) -> None:
+    """docs/market_making_ticks.md: the closed-form quotes on the capture, dt 1 s."""
+    assert (
+        load_script("eval_days").main(
+            ["--capture", str(shared_data / CAPTURE), "--out", str(tmp_path)]
+        )
+        == 0
+    )
+    row = pd.read_csv(tmp_path / "daily_metrics.csv").iloc[0]
+    assert (row["ticker"], row["Book updates [#]"], row["Steps [#]"]) == ("BTCUSDT", 45134, 303)
+    assert (row["Fills bid [#]"], row["Fills ask [#]"]) == (25, 22)
+    assert row["PnL [quote]"] == pytest.approx(-0.116375, abs=1e-9)
