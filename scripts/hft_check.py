@@ -12,7 +12,7 @@ actually posted is then replayed through hftbacktest (zero latency, no partial f
 queue model of ``--queue``). Printed per day and engine: fills per side, PnL (cash plus the
 final inventory at the final mid, quote currency, no fees), final inventory, and the difference
 from our rule (absolute and percent). ``--out`` writes the table as CSV. Needs the ``[hft]``
-extra (docs/market_making.md says how to install it).
+extra (docs/market_making_ticks.md says how to install it).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print(
             "error: hftbacktest is not installed: pip install -e '.[hft]' "
-            "(see docs/market_making.md)",
+            "(see docs/market_making_ticks.md)",
             file=sys.stderr,
         )
         return 2

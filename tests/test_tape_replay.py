@@ -5,10 +5,13 @@ the hftbacktest replay of the same stream (hmarl/market/hft_replay.py; skipped w
 from __future__ import annotations
 
 import importlib.util
+from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import load_script
 
 from hmarl.data.candles import DataError
 from hmarl.market.quoting import QuoteParams
@@ -22,6 +25,7 @@ from hmarl.market.tape_replay import (
     replay_stream,
     step_trades,
 )
+from hmarl.sources.book import synthetic_ticks
 from hmarl.sources.ticks import Ticks
 
 S = 1_000_000_000
@@ -135,7 +139,7 @@ def test_estimates_on_a_busy_tape_and_quotes_never_cross() -> None:
 
 def test_hftbacktest_replays_the_same_stream() -> None:
     if importlib.util.find_spec("hftbacktest") is None:
-        pytest.skip("hftbacktest is not installed: the [hft] extra (docs/market_making.md)")
+        pytest.skip("hftbacktest is not installed: the [hft] extra (docs/market_making_ticks.md)")
     from hmarl.market.hft_replay import hft_replay
 
     tape = ticks(CROSSING, TRADES)
@@ -155,4 +159,33 @@ def test_hftbacktest_replays_the_same_stream() -> None:
     assert info["hft_position"] == pytest.approx(LOT * theirs.inventory()[-1])
     assert info["hft_balance"] == pytest.approx(
         theirs.pnl(grid.mid_end, LOT) - LOT * theirs.inventory()[-1] * grid.mid_end
+    )
+
+
+def test_hft_check_script_on_a_csv_day(tmp_path: Path) -> None:
+    if importlib.util.find_spec("hftbacktest") is None:
+        pytest.skip("hftbacktest is not installed: the [hft] extra (docs/market_making_ticks.md)")
+    day = synthetic_ticks(date(2024, 1, 2), quotes=3000, trades=1000, seed=1, session="13:00-13:20")
+    quotes = day.quotes.rename(columns={"bid_price": "bid", "ask_price": "ask"})
+    side = np.where(day.trades["is_buy"], "buy", "sell")
+    quotes.to_csv(tmp_path / "q.csv", index=False)
+    day.trades.assign(side=side).drop(columns="is_buy").to_csv(tmp_path / "t.csv", index=False)
+    argv = [
+        "--quotes",
+        str(tmp_path / "q.csv"),
+        "--trades",
+        str(tmp_path / "t.csv"),
+        "--offset",
+        "0",
+    ]
+    assert load_script("hft_check").main([*argv, "--out", str(tmp_path / "check.csv")]) == 0
+    table = pd.read_csv(tmp_path / "check.csv")
+    assert table["engine"].tolist() == [
+        "ours (tape rule)", "hftbacktest risk_adverse", "hftbacktest power_prob"
+    ]  # fmt: skip
+    assert (table["bid_fills"] > 0).all()
+    ours, theirs = table.iloc[0], table.iloc[1]
+    assert theirs["pnl_diff"] == pytest.approx(theirs["pnl"] - ours["pnl"])
+    assert theirs["bid_fills_diff_pct"] == pytest.approx(
+        100 * (theirs["bid_fills"] - ours["bid_fills"]) / ours["bid_fills"]
     )

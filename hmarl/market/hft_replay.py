@@ -4,7 +4,7 @@ Why: our fill rule (:mod:`hmarl.market.tape_replay`) is ours; hftbacktest is the
 open-source engine for exactly this question (queue position, latency, full tick replay).
 Replaying the same quotes on the same ticks through both and comparing fills, PnL and final
 inventory says how optimistic or pessimistic our rule is (``scripts/hft_check.py``,
-docs/market_making.md).
+docs/market_making_ticks.md).
 
 **The ticks as hftbacktest events** (:func:`hft_events`). The top-of-book quotes become depth
 events: each quote sets its bid and ask level to the displayed size; when the best bid moves
@@ -29,6 +29,7 @@ hftbacktest is imported inside the functions: the rest of hmarl never needs it.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -89,8 +90,9 @@ def hft_events(ticks: Ticks, tick: float) -> np.ndarray:
     return events
 
 
+@cache
 def _driver() -> Any:
-    """The numba-compiled stepping loop (compiled on first use)."""
+    """The numba-compiled stepping loop (compiled on first use, once per process)."""
     from hftbacktest import FILLED, GTX, LIMIT, NEW
     from numba import njit
 

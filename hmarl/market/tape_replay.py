@@ -287,7 +287,7 @@ def explain_differences(
     """Why another engine's fills of the same stream differ from the tape rule's, step by step.
 
     Each side-step where exactly one engine filled gets the first reason that applies (the
-    conventions of docs/market_making.md): ``book_crossed`` (the opposite best quote reached
+    conventions of docs/market_making_ticks.md): ``book_crossed`` (the opposite best quote reached
     our price during the step: an engine that fills on the book fills, ours needs a trade),
     ``queue_shrank`` (our price was the best, and its displayed size fell below the queue
     we started behind, by cancellations: an engine that lets the queue shrink with the
