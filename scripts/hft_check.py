@@ -28,7 +28,7 @@ import pandas as pd
 
 from hmarl.io import write_csv
 from hmarl.market.tape_days import add_setup_arguments, quote_run, setup_from_arguments
-from hmarl.market.tape_replay import Replay, explain_differences
+from hmarl.market.tape_replay import Replay, explain_differences, replay_stream
 from hmarl.sources.book import add_source_arguments, days_from_arguments
 from hmarl.sources.ticks import Ticks
 
@@ -99,12 +99,19 @@ def check_day(
         f"{args.dt:g} s; sigma {market.sigma:.4g}/sqrt(s), A {market.A:.4g}/s, "
         f"k {market.k:.4g}/price, phi {phi:.3g}; {ties} trades stamped exactly at a decision time"
     )
-    rows = [row(ticker, day, "ours (tape rule)", ours, grid.mid_end, args.lot, None)]
+    label = "ours (tape rule + book_cross)" if args.book_cross else "ours (tape rule)"
+    rows = [row(ticker, day, label, ours, grid.mid_end, args.lot, None)]
     base = {
         k: float(v)
         for k, v in rows[0].items()
         if k in ("bid_fills", "ask_fills", "pnl", "final_inventory_lots")
     }
+    # The other reading of our rule on the same stream, open loop like hftbacktest's replay.
+    variant = replay_stream(
+        ticks, grid, ours.bid_px, ours.ask_px, args.tick, args.lot, book_cross=not args.book_cross
+    )
+    other = "ours, book_cross off" if args.book_cross else "ours, book_cross on"
+    rows.append(row(ticker, day, other, variant, grid.mid_end, args.lot, base))
     events = hft_events(ticks, args.tick)
     for queue in args.queue:
         started = time.perf_counter()
@@ -127,6 +134,8 @@ def check_day(
         )
         why = explain_differences(ticks, grid, ours, replay, args.tick, args.lot)
         print(f"  side-steps filled by one engine only, by reason: {why or 'none'}")
+        why = explain_differences(ticks, grid, variant, replay, args.tick, args.lot)
+        print(f"  ... against '{other}': {why or 'none'}")
     return rows
 
 

@@ -86,6 +86,9 @@ def test_differences_are_explained_by_convention() -> None:
     grid = decision_grid(tape, S)
     ours = replay_stream(tape, grid, BID, ASK, TICK, LOT)
     assert not ours.bid_fill[0]  # no trade beyond the queue: the book touching us is no fill
+    crossed = replay_stream(tape, grid, BID, ASK, TICK, LOT, book_cross=True)
+    assert crossed.bid_fill.tolist() == [True, *ours.bid_fill[1:].tolist()]  # unless asked to
+    assert crossed.ask_fill.tolist() == ours.ask_fill.tolist()
     bid_fill, ask_fill = ours.bid_fill.copy(), ours.ask_fill.copy()
     bid_fill[0], ask_fill[3] = True, False
     other = Replay(BID, ASK, bid_fill, ask_fill)
@@ -181,10 +184,14 @@ def test_hft_check_script_on_a_csv_day(tmp_path: Path) -> None:
     assert load_script("hft_check").main([*argv, "--out", str(tmp_path / "check.csv")]) == 0
     table = pd.read_csv(tmp_path / "check.csv")
     assert table["engine"].tolist() == [
-        "ours (tape rule)", "hftbacktest risk_adverse", "hftbacktest power_prob"
-    ]  # fmt: skip
+        "ours (tape rule)",
+        "ours, book_cross on",
+        "hftbacktest risk_adverse",
+        "hftbacktest power_prob",
+    ]
     assert (table["bid_fills"] > 0).all()
-    ours, theirs = table.iloc[0], table.iloc[1]
+    assert (table["bid_fills"][1:] >= table["bid_fills"][0]).all()  # both fill at least as often
+    ours, theirs = table.iloc[0], table.iloc[2]
     assert theirs["pnl_diff"] == pytest.approx(theirs["pnl"] - ours["pnl"])
     assert theirs["bid_fills_diff_pct"] == pytest.approx(
         100 * (theirs["bid_fills"] - ours["bid_fills"]) / ours["bid_fills"]

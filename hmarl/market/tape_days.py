@@ -69,6 +69,7 @@ class QuoteSetup:
     max_inventory: int = 5  # lots
     skew_ticks: float = 1.0  # closed-form skew per lot held (sets phi)
     fit_ticks: int = 200  # deepest offset of the A, k fit
+    book_cross: bool = False  # also fill when the opposite best quote reaches ours
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,10 @@ def quote_run(
     if offset is not None:
         bid_all = np.repeat((grid.bid - offset * setup.tick)[:, None], params.n_states, 1)
         ask_all = np.repeat((grid.ask + offset * setup.tick)[:, None], params.n_states, 1)
-    return closed_loop(grid, trades, bid_all, ask_all, params, setup.lot), grid, market, params
+    replay = closed_loop(
+        grid, trades, bid_all, ask_all, params, setup.lot, book_cross=setup.book_cross
+    )
+    return replay, grid, market, params
 
 
 def evaluate_day(ticks: Ticks, ticker: str, day: date, setup: QuoteSetup) -> DayResult:
@@ -232,6 +236,11 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--fit-ticks", type=int, default=default.fit_ticks, help="deepest offset of the A, k fit"
     )
+    group.add_argument(
+        "--book-cross",
+        action="store_true",
+        help="our rule also fills a quote the opposite best quote reaches (not the default)",
+    )
 
 
 def setup_from_arguments(args: argparse.Namespace) -> QuoteSetup:
@@ -242,4 +251,5 @@ def setup_from_arguments(args: argparse.Namespace) -> QuoteSetup:
         max_inventory=args.max_inventory,
         skew_ticks=args.skew_ticks,
         fit_ticks=args.fit_ticks,
+        book_cross=args.book_cross,
     )

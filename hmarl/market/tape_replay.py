@@ -96,7 +96,8 @@ def _ticks(price: np.ndarray, tick: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class StepTrades:
-    """Each step's trades by side: the extreme price and the volume at each price."""
+    """Each step's trades by side (the extreme price and the volume at each price) and the
+    extremes of the opposite best quotes shown during the step (for ``book_cross``)."""
 
     low_sell: np.ndarray  # [L] lowest seller-initiated price in the step, in ticks (max: none)
     high_buy: np.ndarray  # [L] highest buyer-initiated price, in ticks (min: none)
@@ -104,6 +105,8 @@ class StepTrades:
     volume: dict[bool, np.ndarray]  # is_buy -> volume (lots) at each key
     base: int
     span: int
+    low_ask: np.ndarray  # [L] lowest best ask quoted in [t_k, t_{k+1}), ticks (max: none)
+    high_bid: np.ndarray  # [L] highest best bid quoted in the step, ticks (min: none)
 
 
 def step_trades(ticks: Ticks, grid: Grid, tick: float, lot: float) -> StepTrades:
@@ -130,7 +133,17 @@ def step_trades(ticks: Ticks, grid: Grid, tick: float, lot: float) -> StepTrades
         k = step[is_buy == side] * span + (price[is_buy == side] - base)
         keys[side], inverse = np.unique(k, return_inverse=True)
         volume[side] = np.bincount(inverse, weights=qty[is_buy == side], minlength=len(keys[side]))
-    return StepTrades(low_sell, high_buy, keys, volume, base, span)
+    q_step = np.searchsorted(grid.edges, ticks.quotes["ts"].to_numpy(np.int64), side="right") - 1
+    inside = (q_step >= 0) & (q_step < grid.steps)
+    low_ask = np.full(grid.steps, big, dtype=np.int64)
+    high_bid = np.full(grid.steps, -big, dtype=np.int64)
+    np.minimum.at(
+        low_ask, q_step[inside], _ticks(ticks.quotes["ask_price"].to_numpy()[inside], tick)
+    )
+    np.maximum.at(
+        high_bid, q_step[inside], _ticks(ticks.quotes["bid_price"].to_numpy()[inside], tick)
+    )
+    return StepTrades(low_sell, high_buy, keys, volume, base, span, low_ask, high_bid)
 
 
 def _volume_at(trades: StepTrades, side: bool, steps: np.ndarray, price: np.ndarray) -> np.ndarray:
@@ -145,10 +158,22 @@ def _volume_at(trades: StepTrades, side: bool, steps: np.ndarray, price: np.ndar
 
 
 def tape_fills_top(
-    grid: Grid, trades: StepTrades, bid_px: np.ndarray, ask_px: np.ndarray, tick: float, lot: float
+    grid: Grid,
+    trades: StepTrades,
+    bid_px: np.ndarray,
+    ask_px: np.ndarray,
+    tick: float,
+    lot: float,
+    *,
+    book_cross: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Whether a one-lot bid at ``bid_px`` / ask at ``ask_px`` (``[L, ...]``, NaN: no quote)
-    would fill in each step, by the rule of this module's docstring."""
+    would fill in each step, by the rule of this module's docstring.
+
+    ``book_cross`` (off by default, not the stated rule): a quote also fills when the
+    opposite best quote reaches its price during the step (hftbacktest's convention; the
+    seller who came down to our bid would have hit it), trade or not.
+    """
     shape = np.shape(bid_px)
     steps = np.broadcast_to(np.arange(grid.steps).reshape((-1,) + (1,) * (len(shape) - 1)), shape)
     fills = []
@@ -162,8 +187,12 @@ def tape_fills_top(
         at = _volume_at(trades, side, steps.ravel(), p.ravel()).reshape(shape) - queue >= 1.0
         if side:  # the ask: buyers printing above it
             through = trades.high_buy.reshape(best_t.shape) > p
+            if book_cross:
+                through |= trades.high_bid.reshape(best_t.shape) >= p
         else:
             through = trades.low_sell.reshape(best_t.shape) < p
+            if book_cross:
+                through |= trades.low_ask.reshape(best_t.shape) <= p
         fills.append(np.isfinite(px) & (through | at))
     return fills[0], fills[1]
 
@@ -191,11 +220,18 @@ class Replay:
 
 
 def replay_stream(
-    ticks: Ticks, grid: Grid, bid_px: np.ndarray, ask_px: np.ndarray, tick: float, lot: float
+    ticks: Ticks,
+    grid: Grid,
+    bid_px: np.ndarray,
+    ask_px: np.ndarray,
+    tick: float,
+    lot: float,
+    *,
+    book_cross: bool = False,
 ) -> Replay:
     """A fixed quote stream ``[L]`` scored by the tape rule (open loop: no inventory limit)."""
     trades = step_trades(ticks, grid, tick, lot)
-    fb, fa = tape_fills_top(grid, trades, bid_px, ask_px, tick, lot)
+    fb, fa = tape_fills_top(grid, trades, bid_px, ask_px, tick, lot, book_cross=book_cross)
     return Replay(bid_px, ask_px, fb, fa)
 
 
@@ -263,11 +299,15 @@ def closed_loop(
     ask_all: np.ndarray,
     params: QuoteParams,
     lot: float,
+    *,
+    book_cross: bool = False,
 ) -> Replay:
     """Run an inventory-dependent quote table ``[L, S]`` with the tape rule: the inventory
     picks each step's quotes, the posting rule withdraws the side at its limit, and the
     stream actually posted is returned with its fills (what hftbacktest then replays)."""
-    fb_all, fa_all = tape_fills_top(grid, trades, bid_all, ask_all, params.tick, lot)
+    fb_all, fa_all = tape_fills_top(
+        grid, trades, bid_all, ask_all, params.tick, lot, book_cross=book_cross
+    )
     n = grid.steps
     bid_px, ask_px = np.full(n, np.nan), np.full(n, np.nan)
     fb, fa = np.zeros(n, bool), np.zeros(n, bool)
