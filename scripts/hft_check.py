@@ -11,8 +11,9 @@ loop with our tape rule (hmarl/market/tape_replay.py) at a decision step ``--dt`
 actually posted is then replayed through hftbacktest (zero latency, no partial fills, each
 queue model of ``--queue``). Printed per day and engine: fills per side, PnL (cash plus the
 final inventory at the final mid, quote currency, no fees), final inventory, and the difference
-from our rule (absolute and percent). ``--out`` writes the table as CSV. Needs the ``[hft]``
-extra (docs/market_making_ticks.md says how to install it).
+from our rule (absolute and percent). A row "ours, book_cross on" scores the same stream with
+that reading of our rule. ``--out`` writes the table as CSV. Needs the ``[hft]`` extra
+(docs/market_making_ticks.md says how to install it).
 """
 
 from __future__ import annotations

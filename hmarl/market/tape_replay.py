@@ -19,7 +19,8 @@ The queue ahead is the displayed best-bid size when P is the best bid, 0 when P 
 best bid, and **0 when P is behind the best bid** (the level is not displayed by top-of-book
 data; 0 is optimistic there, and it is also what a depth-based engine fed the same data sees).
 The ask mirrors it with buyer-initiated trades. A quote lives for one step and fills at most
-once (in full). Fills are priced at the quote.
+once (in full). Fills are priced at the quote. ``book_cross`` (an option, off by default) also
+fills a quote that the opposite best quote reaches during the step, trade or not.
 """
 
 from __future__ import annotations
