@@ -1,4 +1,4 @@
-"""Time the per-day evaluation (hmarl/market/tape_days.py) on one synthetic trading day.
+"""Time the per-day evaluation (hmarl/backtest/tape_days.py) on one synthetic trading day.
 
     OMP_NUM_THREADS=1 python scripts/bench_tape_days.py                # 100,000 book updates
     OMP_NUM_THREADS=1 python scripts/bench_tape_days.py --quotes 1000000 --dt 0.1
@@ -18,7 +18,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from hmarl.market.tape_days import QuoteSetup, evaluate_days
+from hmarl.backtest.tape_days import QuoteSetup, evaluate_days
 from hmarl.sources.book import synthetic_ticks
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hmarl.market.tape_days import add_setup_arguments, evaluate_days, setup_from_arguments
+from hmarl.backtest.tape_days import add_setup_arguments, evaluate_days, setup_from_arguments
 from hmarl.sources.book import add_source_arguments, days_from_arguments
 
 CAPTURE = (

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hmarl.backtest.tape_days import add_setup_arguments, quote_run, setup_from_arguments
 from hmarl.io import write_csv
-from hmarl.market.tape_days import add_setup_arguments, quote_run, setup_from_arguments
 from hmarl.market.tape_replay import Replay, explain_differences, replay_stream
 from hmarl.sources.book import add_source_arguments, days_from_arguments
 from hmarl.sources.ticks import Ticks

@@ -1,4 +1,4 @@
-"""Per-day, per-ticker evaluation on ticks (hmarl/market/tape_days.py, scripts/eval_days.py)."""
+"""Per-day, per-ticker evaluation on ticks (hmarl/backtest/tape_days.py, scripts/eval_days.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from fake_binance import FakeBinance, zip_csv
 from helpers import load_script
 
-from hmarl.market.tape_days import QuoteSetup, evaluate_days, liquidity_buckets, quote_run
+from hmarl.backtest.tape_days import QuoteSetup, evaluate_days, liquidity_buckets, quote_run
 from hmarl.sources.book import synthetic_ticks, tick_file
 from hmarl.sources.ticks import Ticks
 
