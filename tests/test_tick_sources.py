@@ -260,3 +260,32 @@ def test_repairs_drop_crossed_and_sort(tmp_path: Path) -> None:
                 tmp_path, GOOD_QUOTES, [GOOD_TRADES[0], ["2024-01-02 13:40:00", 100.0, 1.0, "hold"]]
             )
         )
+
+
+def test_bad_dump_rows_are_named(server: tuple[FakeBinance, str], tmp_path: Path) -> None:
+    fake, base = server
+    book, trades = book_rows(DAY0, 0), trade_rows(DAY0, "aggTrades")
+    book[4][2] = "n/a"  # data row 5: a size that is no number
+    trades[2][6] = "maybe"  # data row 3: is_buyer_maker neither true nor false
+    publish_day(fake, base, "BTCUSDT", DAY0, {"bookTicker": book, "aggTrades": trades})
+
+    def run(cache: Path) -> None:
+        download_ticks(["BTCUSDT"], DAY0, DAY0, cache, base_url=base, progress=False, log=None)
+
+    with pytest.raises(
+        DataError,
+        match=r"2024-01-02.zip: data row 5: column best_bid_qty: not a finite number \(nan\)",
+    ):
+        run(tmp_path / "1")
+    book[4][2] = 1.5
+    publish_day(fake, base, "BTCUSDT", DAY0, {"bookTicker": book})
+    with pytest.raises(
+        DataError,
+        match=r"aggTrades-2024-01-02.zip: data row 3: column is_buyer_maker: "
+        r"not true/false \('maybe'\)",
+    ):
+        run(tmp_path / "2")
+    remote = tick_file("BTCUSDT", "aggTrades", DAY0, base_url=base)
+    fake.publish(remote.url.removeprefix(base), remote.name, zip_csv(remote.name, "1,2,3\n"))
+    with pytest.raises(DataError, match=r"expected the 7 aggTrades columns"):
+        run(tmp_path / "3")
