@@ -19,6 +19,7 @@ from hmarl.sources.book import (
     download_ticks,
     in_session,
     load_day,
+    read_book_ticker,
     read_generic,
     session_filter,
     split_days,
@@ -289,3 +290,17 @@ def test_bad_dump_rows_are_named(server: tuple[FakeBinance, str], tmp_path: Path
     fake.publish(remote.url.removeprefix(base), remote.name, zip_csv(remote.name, "1,2,3\n"))
     with pytest.raises(DataError, match=r"expected the 7 aggTrades columns"):
         run(tmp_path / "3")
+
+
+def test_microsecond_dumps_read_to_the_same_times(tmp_path: Path) -> None:
+    """Binance's 2025+ spot dumps stamp in microseconds: the unit comes from the magnitude."""
+    rows = book_rows(DAY0, 0, n=5)
+    micro = [[*r[:5], r[5] * 1000, r[6] * 1000] for r in rows]
+    paths = []
+    for name, table in (("ms", rows), ("us", micro)):
+        path = tmp_path / f"{name}-bookTicker-2024-01-02.zip"
+        path.write_bytes(zip_csv(path.name, csv_text("bookTicker", table, header=False)))
+        paths.append(path)
+    ms, us = (read_book_ticker(p) for p in paths)
+    pd.testing.assert_frame_equal(ms, us)
+    assert ms["ts"].iloc[0] == rows[0][5] * 1_000_000
