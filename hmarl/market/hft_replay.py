@@ -8,12 +8,12 @@ docs/market_making_ticks.md).
 
 **The ticks as hftbacktest events** (:func:`hft_events`). The top-of-book quotes become depth
 events: each quote sets its bid and ask level to the displayed size; when the best bid moves
-down (the ask up), the levels above the new best bid (below the new best ask) are set to 0,
-since they are gone; a level the best moved away from the other way keeps the size last
-displayed there (the level still exists; its size is no longer shown). Trades become trade
-events with the aggressor's side (``BUY_EVENT`` when the buyer took). Exchange and local time
-are both the tick's ``ts`` (the one clock of the source); at equal stamps quotes come before
-trades.
+down (the ask up), the levels above the new best bid (below the new best ask) are cleared (one
+``DEPTH_CLEAR_EVENT``), since they are gone; a level the best moved away from the other way
+keeps the size last displayed there (the level still exists; its size is no longer shown).
+Trades become trade events with the aggressor's side (``BUY_EVENT`` when the buyer took).
+Exchange and local time are both the tick's ``ts`` (the one clock of the source); at equal
+stamps quotes come before trades.
 
 **The engine's settings**: ``constant_order_latency(0, 0)`` (our convention: a decision at ``t_k``
 acts at ``t_k``), ``no_partial_fill_exchange`` (our quotes fill in full or not), a queue model
@@ -41,52 +41,61 @@ QUEUE_MODELS = ("risk_adverse", "power_prob")
 
 
 def hft_events(ticks: Ticks, tick: float) -> np.ndarray:
-    """The ticks as an hftbacktest event array (see the module docstring), time-sorted."""
+    """The ticks as an hftbacktest event array (see the module docstring), time-sorted.
+
+    Vectorised: a quote whose best price retreats (the bid down, the ask up) is preceded by
+    one ``DEPTH_CLEAR_EVENT`` that clears that side from the old best to one tick beyond the
+    new one (hftbacktest clears every level between), then every quote sets its level.
+    """
     import hftbacktest as hbt
 
     flags = hbt.EXCH_EVENT | hbt.LOCAL_EVENT
     q = ticks.quotes
     ts_q = q["ts"].to_numpy(np.int64)
-    rows: list[tuple[int, int, float, float]] = []  # (ts, ev, px, qty)
+    parts: list[tuple[np.ndarray, ...]] = []  # (ts, ev, px, qty, order key)
     sides = (
-        (hbt.BUY_EVENT, q["bid_price"].to_numpy(), q["bid_qty"].to_numpy(), 1),
-        (hbt.SELL_EVENT, q["ask_price"].to_numpy(), q["ask_qty"].to_numpy(), -1),
+        (hbt.BUY_EVENT, q["bid_price"].to_numpy(), q["bid_qty"].to_numpy(), 1, 0),
+        (hbt.SELL_EVENT, q["ask_price"].to_numpy(), q["ask_qty"].to_numpy(), -1, 1),
     )
-    for flag, price, qty, sign in sides:  # sign: +1 bids (best is the highest), -1 asks
-        ev = flags | hbt.DEPTH_EVENT | flag
-        live: set[int] = set()
-        best: int | None = None
-        for i, (p, size) in enumerate(
-            zip(np.round(price / tick).astype(np.int64), qty, strict=True)
-        ):
-            if best is not None and sign * p < sign * best:  # the best retreated: levels gone
-                for level in [lv for lv in live if sign * lv > sign * p]:
-                    rows.append((int(ts_q[i]), ev, level * tick, 0.0))
-                    live.discard(level)
-            rows.append((int(ts_q[i]), ev, p * tick, float(size)))
-            live.add(int(p))
-            best = int(p)
-    n_depth = len(rows)
+    index = np.arange(len(q), dtype=np.int64)
+    for flag, price, qty, sign, side in sides:  # sign: +1 bids (best is the highest), -1 asks
+        p = np.round(price / tick).astype(np.int64)
+        retreat = np.flatnonzero(sign * p[1:] < sign * p[:-1]) + 1
+        parts.append(
+            (
+                ts_q[retreat],
+                np.full(len(retreat), flags | hbt.DEPTH_CLEAR_EVENT | flag, np.uint64),
+                (p[retreat] + sign) * tick,  # clear down to (bids) one tick above the new best
+                np.zeros(len(retreat)),
+                (side * len(q) + retreat) * 2,  # before the quote's own level
+            )
+        )
+        parts.append(
+            (
+                ts_q,
+                np.full(len(q), flags | hbt.DEPTH_EVENT | flag, np.uint64),
+                p * tick,
+                qty.astype(np.float64),
+                (side * len(q) + index) * 2 + 1,
+            )
+        )
     t = ticks.trades
-    events = np.zeros(n_depth + len(t), dtype=hbt.binding.event_dtype)
-    depth = np.array(rows, dtype=[("ts", "i8"), ("ev", "u8"), ("px", "f8"), ("qty", "f8")])
-    events["ev"][:n_depth], events["px"][:n_depth], events["qty"][:n_depth] = (
-        depth["ev"],
-        depth["px"],
-        depth["qty"],
-    )
-    events["exch_ts"][:n_depth] = depth["ts"]
     is_buy = t["is_buy"].to_numpy(bool)
-    events["ev"][n_depth:] = (
-        flags | hbt.TRADE_EVENT | np.where(is_buy, hbt.BUY_EVENT, hbt.SELL_EVENT)
+    trade_ev = flags | hbt.TRADE_EVENT | np.where(is_buy, hbt.BUY_EVENT, hbt.SELL_EVENT)
+    parts.append(
+        (
+            t["ts"].to_numpy(np.int64),
+            trade_ev.astype(np.uint64),
+            t["price"].to_numpy(np.float64),
+            t["qty"].to_numpy(np.float64),
+            4 * len(q) + np.arange(len(t), dtype=np.int64),  # after the quotes at a tie
+        )
     )
-    events["exch_ts"][n_depth:] = t["ts"].to_numpy(np.int64)
-    events["px"][n_depth:] = t["price"].to_numpy(np.float64)
-    events["qty"][n_depth:] = t["qty"].to_numpy(np.float64)
-    kind = np.concatenate([np.zeros(n_depth, np.int8), np.ones(len(t), np.int8)])
-    order = np.lexsort((kind, events["exch_ts"]))  # by time; quotes before trades at a tie
-    events = events[order]
-    events["local_ts"] = events["exch_ts"]
+    ts, ev, px, size, key = (np.concatenate(column) for column in zip(*parts, strict=True))
+    order = np.lexsort((key, ts))
+    events = np.zeros(len(ts), dtype=hbt.binding.event_dtype)
+    events["ev"], events["exch_ts"], events["local_ts"] = ev[order], ts[order], ts[order]
+    events["px"], events["qty"] = px[order], size[order]
     return events
 
 
