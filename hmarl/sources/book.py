@@ -521,7 +521,9 @@ def days_from_arguments(args: argparse.Namespace, capture: Path) -> dict[tuple[s
         path = args.capture or capture
         if not path.is_file():
             raise ValueError(f"{path} is absent: pass --capture, --cache or --quotes/--trades")
-        ticker = args.ticker or path.name.split("_")[2].upper()
+        # binance_<market>_<symbol>_<day>_ws.gz names its symbol; else the file's stem.
+        parts = path.name.split("_")
+        ticker = args.ticker or (parts[2] if len(parts) > 3 else path.name.split(".")[0]).upper()
         days = {(ticker, d): t for d, t in split_days(read_ws_capture(path)).items()}
     if args.session:
         days = {key: session_filter(ticks, args.session) for key, ticks in days.items()}
