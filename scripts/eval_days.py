@@ -4,7 +4,7 @@
     python scripts/eval_days.py --cache data/ticks --symbols BTCUSDT ETHUSDT \
         --days 2024-01-02 2024-01-03 --session 13:00-20:50 --tick 0.1 --out outputs/mm_days
 
-Writes ``<out>/<TICKER>/<day>/metrics.json`` and ``steps.csv``, ``daily_metrics.csv``,
+Writes ``<out>/<TICKER>/<day>/metrics.json``, ``steps.csv`` and ``day.png``, ``daily_metrics.csv``,
 ``aggregated_by_ticker.csv`` and ``aggregated_by_liquidity.csv``, and prints the daily table
 and the time taken.
 """
@@ -33,12 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     add_source_arguments(parser)
     add_setup_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--no-plots", action="store_true", help="skip each day's day.png")
     args = parser.parse_args(argv)
     try:
         started = time.perf_counter()
         days = days_from_arguments(args, CAPTURE)
         loaded = time.perf_counter()
-        daily = evaluate_days(days, args.out, setup_from_arguments(args))
+        setup = setup_from_arguments(args)
+        daily = evaluate_days(days, args.out, setup, plots=not args.no_plots)
     except ValueError as exc:  # includes DataError: a bad row, named
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -39,6 +39,7 @@ def test_daily_files_and_aggregates(tmp_path: Path) -> None:
         folder = tmp_path / ticker / f"{day:%Y-%m-%d}"
         metrics = json.loads((folder / "metrics.json").read_text())
         steps = pd.read_csv(folder / "steps.csv")
+        assert (folder / "day.png").read_bytes()[:4] == b"\x89PNG"
         replay, grid, _, _ = quote_run(ticks, SETUP)
         # the step log adds up to the engine's PnL: spread captured plus mark-to-market
         assert steps["cum_pnl"].iloc[-1] * SETUP.lot == pytest.approx(
@@ -91,14 +92,17 @@ def test_cli_on_generic_csv_with_a_session(
         "--ticker",
         "XYZ",
     ]
-    assert cli.main([*argv, "--session", "13:00-20:50", "--out", str(tmp_path / "out")]) == 0
+    assert (
+        cli.main([*argv, "--session", "13:00-20:50", "--no-plots", "--out", str(tmp_path / "out")])
+        == 0
+    )
     steps = pd.read_csv(tmp_path / "out" / "XYZ" / "2024-01-02" / "steps.csv")
     assert steps["ts"].iloc[0] >= "2024-01-02 13:00" and steps["ts"].iloc[-1] < "2024-01-02 13:30"
     quotes.loc[5, "ask"] = quotes.loc[5, "bid"] - 0.05
     quotes.to_csv(tmp_path / "q.csv", index=False)
-    assert cli.main([*argv, "--out", str(tmp_path / "bad")]) == 2
+    assert cli.main([*argv, "--no-plots", "--out", str(tmp_path / "bad")]) == 2
     assert "q.csv: data row 6: crossed book" in capsys.readouterr().err
-    assert cli.main([*argv, "--drop-crossed", "--out", str(tmp_path / "repaired")]) == 0
+    assert cli.main([*argv, "--drop-crossed", "--no-plots", "--out", str(tmp_path / "fixed")]) == 0
 
 
 def dump_text(ticks: Ticks) -> dict[str, str]:
@@ -146,7 +150,7 @@ def test_pipeline_from_a_mirror(server: tuple[FakeBinance, str], tmp_path: Path)
     argv = ["--cache", str(cache), "--symbols", "AAAUSDT", "BBBUSDT", "--days", "2024-01-02"]
     assert (
         load_script("eval_days").main(
-            [*argv, "--session", "13:00-13:30", "--out", str(tmp_path / "out")]
+            [*argv, "--session", "13:00-13:30", "--no-plots", "--out", str(tmp_path / "out")]
         )
         == 0
     )
@@ -161,7 +165,7 @@ def test_bundled_capture_matches_the_documented_figures(shared_data: Path, tmp_p
     """docs/market_making_ticks.md: the closed-form quotes on the capture, dt 1 s."""
     assert (
         load_script("eval_days").main(
-            ["--capture", str(shared_data / CAPTURE), "--out", str(tmp_path)]
+            ["--capture", str(shared_data / CAPTURE), "--no-plots", "--out", str(tmp_path)]
         )
         == 0
     )

@@ -10,6 +10,8 @@ tape fill rule, and writes::
                                         keys, plus the day's size, the estimates, actions)
     <out>/<TICKER>/<day>/steps.csv      one row per decision step: book, quotes, fills,
                                         inventory, step and cumulative PnL
+    <out>/<TICKER>/<day>/day.png        the book with our quotes and fills, inventory, PnL
+                                        and actions (hmarl.report.quote_plots; plots=True)
     <out>/daily_metrics.csv             one row per (ticker, day)
     <out>/aggregated_by_ticker.csv      per ticker: days, PnL and fills summed, the rest averaged
     <out>/aggregated_by_liquidity.csv   the same per liquidity bucket
@@ -39,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hmarl.io import write_csv, write_json
+from hmarl.io import write_csv, write_json, write_png
 from hmarl.market.avellaneda import ASParams
 from hmarl.market.quoting import QuoteParams
 from hmarl.market.tape_replay import (
@@ -51,6 +53,7 @@ from hmarl.market.tape_replay import (
     estimate_market,
     step_trades,
 )
+from hmarl.report.quote_plots import quote_day_figure
 from hmarl.sources.ticks import Ticks
 from hmarl.stats.quoting import quote_stats
 
@@ -203,7 +206,7 @@ def aggregate(daily: pd.DataFrame, by: str) -> pd.DataFrame:
 
 
 def evaluate_days(
-    days: Mapping[tuple[str, date], Ticks], out: Path, setup: QuoteSetup
+    days: Mapping[tuple[str, date], Ticks], out: Path, setup: QuoteSetup, *, plots: bool = True
 ) -> pd.DataFrame:
     """Evaluate every (ticker, day), write the files of the module docstring under ``out`` and
     return ``daily_metrics`` (one row per ticker-day)."""
@@ -213,6 +216,9 @@ def evaluate_days(
         folder = out / ticker / f"{day:%Y-%m-%d}"
         write_json(folder / "metrics.json", result.metrics)
         write_csv(folder / "steps.csv", result.steps, index=False)
+        if plots:
+            title = f"{ticker} {day}: closed-form quotes on the tape rule (no market impact)"
+            write_png(folder / "day.png", quote_day_figure(result.steps, title))
         rows.append(result.metrics)
     daily = pd.DataFrame(rows)
     daily.insert(2, "liquidity", liquidity_buckets(daily["Traded notional [quote]"]).to_numpy())
