@@ -67,6 +67,7 @@ class Payload(_Essentials, total=False):
     """
 
     tracking: TrackingRecord
+    task: str  # "quote" for a quoting checkpoint (hmarl/train/quote_task.py); absent: trading
     validation: dict[str, int | float | str]  # the stats of the evaluation that saved it
     optimizers: dict[str, dict[str, Any]]  # per-module Adam states
     rng: dict[str, Any]  # generator and torch RNG states (tensors)

@@ -206,6 +206,10 @@ def _backtest(cfg: BacktestConfig, out: Path) -> BacktestResult:
     # ---- checkpoint and the inputs it needs ----
     fetch_uri = DEFAULT_URI if cfg.tracking.uri == AUTO_URI else cfg.tracking.uri
     ckpt, source = load_backtest_checkpoint(cfg.checkpoint, cfg.run_id, fetch_uri, device)
+    if ckpt.get("task") == "quote":  # a market maker's checkpoint: hmarl/backtest/quote_run.py
+        from hmarl.backtest.quote_run import quote_backtest
+
+        return quote_backtest(cfg, ckpt, source, out)
     tracking, store_reason = backtest_tracking(cfg.tracking, ckpt, cfg.run_id)
     spec = ckpt["feature_spec"]
     check_feature_request(

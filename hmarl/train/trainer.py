@@ -38,7 +38,7 @@ from hmarl.agent.reinforce import GridModel, macro_steps_at, make_optimizers, re
 from hmarl.agent.rollout import LazyMacroCache, collect, market_tensors, sample_starts
 from hmarl.agent.specialists import build_policy, frozen_groups, specialist_rates
 from hmarl.cli import Interrupted
-from hmarl.config import Config, flatten, model_from_record, model_record
+from hmarl.config import Config, Task, flatten, model_from_record, model_record
 from hmarl.io import append_text, atomic_write, write_text
 from hmarl.market.env import EnvParams, position_grid
 from hmarl.market.market_data import MarketData
@@ -169,7 +169,7 @@ def _check_resume(ckpt: Checkpoint, cfg: Config, market: MarketData, path: str) 
         )
 
 
-def _check_output_dir(checkpoints: Path, resume: str | None) -> None:
+def check_output_dir(checkpoints: Path, resume: str | None) -> None:
     """Refuse an output folder holding another run's checkpoints (they would be reported).
 
     Why: a run that never improves writes no ``best.pt``; a stale one left in a reused
@@ -239,7 +239,7 @@ class Trainer:
         self.out = Path(out_dir)
         self.last_path = self.out / CHECKPOINT_DIR / LAST_CHECKPOINT
         self.best_path = self.out / CHECKPOINT_DIR / BEST_CHECKPOINT
-        _check_output_dir(self.last_path.parent, tc.resume)
+        check_output_dir(self.last_path.parent, tc.resume)
         self.last_path.parent.mkdir(parents=True, exist_ok=True)
         precision = tc.matmul_precision.value  # process-wide
         device = setup(cfg.device, cfg.threads, matmul_precision=precision, seed=cfg.seed)
@@ -496,19 +496,32 @@ def train(
 ) -> TrainResult:
     """Train a HierarchicalPolicy as configured; writes checkpoints under ``out_dir``.
 
+    ``task=quote`` runs the quoting agent (:func:`hmarl.train.quote_task.train_quote_task`).
+
     ``on_episode(episode, metrics, policy, optimizers)`` runs after each episode's update
     (for custom logging, and for tests that watch the schedule).
     """
+    if cfg.task == Task.quote:  # market making: its own run around hmarl.train.quoting
+        from hmarl.train.quote_task import train_quote_task
+
+        return train_quote_task(
+            cfg,
+            out_dir,
+            overrides=overrides,
+            composed_yaml=composed_yaml,
+            progress=progress,
+            on_episode=on_episode,
+        )
     t_start = time.perf_counter()
     run = Trainer(cfg, out_dir)
     tc, state = cfg.trainer, run.state
     speed = Throughput()
     name, tags = _run_identity(cfg, run.market, overrides)
-    keep_last = _keep_last_checkpoint(run.last_path) if cfg.tracking.log_checkpoints else None
+    keep_last = keep_last_checkpoint(run.last_path) if cfg.tracking.log_checkpoints else None
     stopped_early = False
     with (
         tracked_run(cfg.tracking, name, tags, run_id=state.run_id, on_failure=keep_last) as tracker,
-        _explained_interrupt(run),
+        explained_interrupt(run.out, run.state, run.last_path, tc.checkpoint_every),
     ):
         state.run_id = tracker.run_id
         pbar = tqdm(
@@ -521,7 +534,7 @@ def train(
         try:
             if not tc.resume:
                 tracker.log_params(flatten(cfg))
-            _log_config_artifacts(tracker, run.out, cfg, overrides, composed_yaml)
+            log_config_artifacts(tracker, run.out, cfg, overrides, composed_yaml)
             run.policy.train()
             for episode in range(state.episode, tc.episodes):
                 metrics = run.episode(episode)
@@ -547,7 +560,7 @@ def train(
                     break
             if not run.last_path.exists():  # resumed a finished run: nothing new, keep the state
                 run.save(run.last_path)
-            best_val = run.best_val or _stored_validation(run.best_path)
+            best_val = run.best_val or stored_validation(run.best_path)
             flags = outcome_flags(best_val, tc.min_val_trades) if best_val else []
             tracker.set_tags(
                 {
@@ -577,17 +590,19 @@ def train(
 
 
 @contextmanager
-def _explained_interrupt(run: Trainer) -> Iterator[None]:
+def explained_interrupt(
+    out: Path, state: TrainState, last: Path, checkpoint_every: int
+) -> Iterator[None]:
     """Turn Ctrl-C (or SIGTERM) into :class:`hmarl.cli.Interrupted` whose message says where
     the run's last checkpoint is and the one command that continues it; ``train.log`` keeps
-    the same lines (it used to be left empty)."""
+    the same lines (it used to be left empty). Both tasks' runs (trade, quote) use it."""
     try:
         yield
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted):
             raise
-        text = interrupted_text(run.state, run.last_path, run.cfg.trainer.checkpoint_every)
-        append_text(run.out / "train.log", text)
+        text = interrupted_text(state, last, checkpoint_every)
+        append_text(out / "train.log", text)
         raise Interrupted(text) from exc
 
 
@@ -636,7 +651,7 @@ def _show(pbar: tqdm, metrics: dict[str, float], val: dict[str, Any], speed: Thr
     pbar.update(1)
 
 
-def _stored_validation(best: Path) -> dict[str, Any]:
+def stored_validation(best: Path) -> dict[str, Any]:
     """The validation stats a `best.pt` was saved with (a resumed run has them only there)."""
     if not best.exists():
         return {}
@@ -644,7 +659,7 @@ def _stored_validation(best: Path) -> dict[str, Any]:
     return dict(stored) if isinstance(stored, dict) else {}
 
 
-def _keep_last_checkpoint(last: Path) -> Callable[[Tracker], None]:
+def keep_last_checkpoint(last: Path) -> Callable[[Tracker], None]:
     """A run that did not finish still gets its last good checkpoint (``on_failure`` of
     :func:`hmarl.tracking.tracked_run`)."""
 
@@ -658,7 +673,7 @@ def _keep_last_checkpoint(last: Path) -> Callable[[Tracker], None]:
     return log
 
 
-def _log_config_artifacts(
+def log_config_artifacts(
     tracker: Tracker, out: Path, cfg: Config, overrides: Sequence[str], composed_yaml: str | None
 ) -> None:
     write_text(out / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
