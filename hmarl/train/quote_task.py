@@ -33,7 +33,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ from hmarl.train.trainer import (
     TrainState,
     check_output_dir,
     config_dict,
+    entropy_coef_at,
     explained_interrupt,
     keep_last_checkpoint,
     log_config_artifacts,
@@ -376,14 +377,11 @@ class QuoteRun:
     def episode(self, episode: int) -> dict[str, float]:
         t0 = time.perf_counter()
         batch = self.market.train_batch(episode)
+        settings = replace(
+            self.market.settings, entropy_coef=entropy_coef_at(self.cfg.trainer, episode)
+        )
         metrics = quote_episode(
-            self.policy,
-            self.optimizers,
-            batch,
-            self.params,
-            self.market.settings,
-            episode,
-            self.gen,
+            self.policy, self.optimizers, batch, self.params, settings, episode, self.gen
         )
         if macro_steps_at(episode, self.cfg.trainer.macro_every):
             self.state.macro_steps += 1

@@ -38,7 +38,7 @@ from hmarl.agent.reinforce import GridModel, macro_steps_at, make_optimizers, re
 from hmarl.agent.rollout import LazyMacroCache, collect, market_tensors, sample_starts
 from hmarl.agent.specialists import build_policy, frozen_groups, specialist_rates
 from hmarl.cli import Interrupted
-from hmarl.config import Config, Task, flatten, model_from_record, model_record
+from hmarl.config import Config, Task, TrainerConfig, flatten, model_from_record, model_record
 from hmarl.io import append_text, atomic_write, write_text
 from hmarl.market.env import EnvParams, position_grid
 from hmarl.market.market_data import MarketData
@@ -212,6 +212,15 @@ def collapse_reason(stats: dict[str, Any], entropy: float, tc: Any) -> str | Non
         if share is not None and share > tc.collapse_share:
             return f"mean P({action}) {share:.4f} > trainer.collapse_share={tc.collapse_share}"
     return None
+
+
+def entropy_coef_at(tc: TrainerConfig, episode: int) -> float:
+    """``entropy_coef``, decayed linearly to ``entropy_coef_final`` by the last episode (both
+    tasks' runs)."""
+    if tc.entropy_coef_final is None or tc.episodes <= 1:
+        return tc.entropy_coef
+    frac = min(1.0, episode / (tc.episodes - 1))
+    return tc.entropy_coef + frac * (tc.entropy_coef_final - tc.entropy_coef)
 
 
 GATE_STAT = "Mean Gate "  # hmarl.stats.metrics: a specialist's mean gate weight
@@ -390,12 +399,7 @@ class Trainer:
         return metrics
 
     def entropy_coef(self, episode: int) -> float:
-        """``entropy_coef``, decayed linearly to ``entropy_coef_final`` by the last episode."""
-        tc = self.cfg.trainer
-        if tc.entropy_coef_final is None or tc.episodes <= 1:
-            return tc.entropy_coef
-        frac = min(1.0, episode / (tc.episodes - 1))
-        return tc.entropy_coef + frac * (tc.entropy_coef_final - tc.entropy_coef)
+        return entropy_coef_at(self.cfg.trainer, episode)
 
     def validate(self, episode: int) -> dict[str, float]:
         """Validation; keeps `best` (see :func:`improved`), counts evaluations without
