@@ -138,7 +138,8 @@ def test_train_sweep_and_backtest_through_the_entry_points(
 
     out = tmp_path / "bt"
     best = sweep / "0" / "checkpoints" / "best.pt"
-    assert run_main(backtest_main, monkeypatch, f"checkpoint={best}", f"out={out}") == 0
+    args = (f"checkpoint={best}", f"out={out}", "tracking=none")  # its MLflow run: as trading's
+    assert run_main(backtest_main, monkeypatch, *args) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "backtest.log",
         "config.json",

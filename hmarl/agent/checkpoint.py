@@ -75,6 +75,21 @@ class Payload(_Essentials, total=False):
     data_splits: dict[str, list[int]]  # train / val / test decision-row ranges
 
 
+class RunRecord(TypedDict):
+    """The payload's entries that any training run writes, whatever its market or task
+    (hmarl.train.trainer.run_record); the market's (env, feature_spec, data_fingerprint,
+    data_splits) come beside them."""
+
+    tracking: TrackingRecord
+    validation: dict[str, int | float | str]
+    policy: dict[str, Any]
+    optimizers: dict[str, dict[str, Any]]
+    train_state: dict[str, Any]
+    rng: dict[str, Any]
+    config: dict[str, Any]
+    model: dict[str, Any]
+
+
 class Checkpoint(Payload):
     """A checkpoint file: its payload, the format number and the versions that wrote it."""
 

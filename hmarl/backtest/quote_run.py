@@ -80,10 +80,14 @@ def checkpoint_config(ckpt: Mapping[str, Any]) -> Config:
 
 
 def _agent_run(
-    cfg: BacktestConfig, ckpt: Mapping[str, Any], batch: QuoteBatch, params: QuoteParams
+    cfg: BacktestConfig,
+    ckpt: Mapping[str, Any],
+    source: str,
+    batch: QuoteBatch,
+    params: QuoteParams,
 ) -> tuple[float, Run, str]:
     """The policy on the batch: greedy (as validated in training) or sampled with a seed."""
-    policy = quote_policy_from_checkpoint(ckpt, str(cfg.checkpoint or cfg.run_id))
+    policy = quote_policy_from_checkpoint(ckpt, source)
     if cfg.policy in ("auto", "greedy"):
         value, traj = evaluate(policy, batch, params)
         how = "greedy (argmax), as validated in training"
@@ -183,7 +187,7 @@ def quote_backtest(
     batch = as_batch(
         market.market, params, paths, macro_window=s.macro_window, micro_window=s.micro_window
     )
-    value, agent, how = _agent_run(cfg, ckpt, batch, params)
+    value, agent, how = _agent_run(cfg, ckpt, source, batch, params)
     values, runs = {AGENT: value}, {AGENT: agent}
     for name, pi in market.baseline_policies().items():
         values[name], runs[name] = _policy_run(params, batch, pi)

@@ -45,11 +45,9 @@ from hmarl.agent.checkpoint import (
     RESUME_KEYS,
     CheckpointError,
     Payload,
-    TrackingRecord,
     check_keys,
     load_checkpoint,
     load_weights,
-    plain_stats,
     save_checkpoint,
 )
 from hmarl.agent.policy import HierarchicalPolicy
@@ -67,7 +65,6 @@ from hmarl.tracking import (
     BEST_CHECKPOINT,
     CHECKPOINT_DIR,
     LAST_CHECKPOINT,
-    absolute_store_uri,
     git_commit,
     tracked_run,
     ui_command,
@@ -90,12 +87,14 @@ from hmarl.train.trainer import (
     EpisodeHook,
     TrainResult,
     TrainState,
+    carry_best,
     check_output_dir,
-    config_dict,
     entropy_coef_at,
     explained_interrupt,
     keep_last_checkpoint,
     log_config_artifacts,
+    restore_run,
+    run_record,
     stored_validation,
 )
 
@@ -329,16 +328,10 @@ class QuoteRun:
                 f"cannot resume from {path}: {'; '.join(problems)}; resume with "
                 f"trainer.resume={path} alone (the run's config is taken from the checkpoint)"
             )
-        load_weights(self.policy, ckpt["policy"], path)
-        for name, opt in self.optimizers.items():
-            load_weights(opt, ckpt["optimizers"][name], path)
-        self.gen.set_state(ckpt["rng"]["generator"].cpu())
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        self.state = TrainState(**ckpt["train_state"])
-        if Path(path).resolve().parent != self.best_path.parent.resolve():
-            print(
-                f"note: best.pt stays beside {path}; this folder gets one when validation improves"
-            )
+        self.state = restore_run(
+            ckpt, path, self.policy, self.optimizers, self.gen, torch.device("cpu")
+        )
+        carry_best(self.state.best_episode, Path(path), self.best_path)
         print(f"resumed from {path} at episode {self.state.episode}")
 
     def save(self, path: Path) -> Path:
@@ -346,23 +339,10 @@ class QuoteRun:
             self.best_val = dict(self.val)
         else:
             self.state.last_saved_episode = self.state.episode - 1
-        tracked = bool(self.state.run_id)
-        tracking = self.cfg.tracking
         s = self.market.settings
         payload = Payload(
+            **run_record(self.cfg, self.state, self.val, self.policy, self.optimizers, self.gen),
             task=TASK,
-            tracking=TrackingRecord(
-                uri=absolute_store_uri(tracking.uri) if tracked else None,
-                experiment=tracking.experiment if tracked else None,
-                run_id=self.state.run_id,
-            ),
-            validation=plain_stats(self.val),
-            policy=self.policy.state_dict(),
-            optimizers={n: o.state_dict() for n, o in self.optimizers.items()},
-            train_state=asdict(self.state),
-            rng={"generator": self.gen.get_state(), "torch": torch.get_rng_state()},
-            config=config_dict(self.cfg),
-            model=model_record(self.cfg.model),
             env=params_record(self.params),
             feature_spec={
                 "names": list(self.market.features),

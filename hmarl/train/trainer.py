@@ -25,6 +25,7 @@ from hmarl.agent.checkpoint import (
     Checkpoint,
     CheckpointError,
     Payload,
+    RunRecord,
     TrackingRecord,
     check_keys,
     load_checkpoint,
@@ -169,6 +170,82 @@ def _check_resume(ckpt: Checkpoint, cfg: Config, market: MarketData, path: str) 
         )
 
 
+def restore_run(
+    ckpt: Checkpoint,
+    path: str,
+    policy: HierarchicalPolicy,
+    optimizers: dict[str, torch.optim.Adam],
+    gen: torch.Generator,
+    device: torch.device,
+) -> TrainState:
+    """Load a resumed checkpoint's weights, optimizer states and RNG states (both tasks' runs);
+    returns its :class:`TrainState`."""
+    load_weights(policy, ckpt["policy"], path)
+    for name, opt in optimizers.items():
+        load_weights(opt, ckpt["optimizers"][name], path)
+    # RNG states are CPU byte tensors whatever the device (map_location moved them)
+    try:
+        gen.set_state(ckpt["rng"]["generator"].cpu())
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"cannot resume {path} on {device}: its sampling generator was saved on another "
+            f"device type ({exc}); resume on the device type it was trained on"
+        ) from exc
+    torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+    return TrainState(**ckpt["train_state"])
+
+
+def carry_best(best_episode: int, resumed: Path, best_path: Path) -> None:
+    """Copy the run's ``best.pt`` from beside the resumed checkpoint into this output folder.
+
+    Why: resuming into a new folder would otherwise leave it (and the MLflow run, which
+    logs this folder's checkpoints) with ``last.pt`` only while the state says the best
+    episode is N, so a backtest by run id would quietly evaluate ``last.pt``.
+    """
+    if best_episode < 0:
+        return
+    source = resumed.parent / BEST_CHECKPOINT
+    if source.exists() and source.resolve() == best_path.resolve():
+        return  # resumed in place: best.pt is already here
+    episode = None
+    if source.is_file():
+        episode = load_checkpoint(source)["train_state"].get("best_episode")
+    if episode != best_episode:
+        print(
+            f"warning: {source} of the best episode {best_episode} is missing or "
+            f"is another run's; {best_path} is only written when validation improves"
+        )
+        return
+    atomic_write(best_path, lambda p: shutil.copyfile(source, p))
+    print(f"carried {source} (best episode {episode}) into {best_path}")
+
+
+def run_record(
+    cfg: Config,
+    state: TrainState,
+    val: dict[str, Any],
+    policy: HierarchicalPolicy,
+    optimizers: dict[str, torch.optim.Adam],
+    gen: torch.Generator,
+) -> RunRecord:
+    """The entries of a checkpoint that any training run writes, whatever its market."""
+    tracked = bool(state.run_id)
+    return RunRecord(
+        tracking=TrackingRecord(
+            uri=absolute_store_uri(cfg.tracking.uri) if tracked else None,
+            experiment=cfg.tracking.experiment if tracked else None,
+            run_id=state.run_id,
+        ),
+        validation=plain_stats(val),
+        policy=policy.state_dict(),
+        optimizers={n: o.state_dict() for n, o in optimizers.items()},
+        train_state=asdict(state),
+        rng={"generator": gen.get_state(), "torch": torch.get_rng_state()},
+        config=config_dict(cfg),
+        model=model_record(cfg.model),
+    )
+
+
 def check_output_dir(checkpoints: Path, resume: str | None) -> None:
     """Refuse an output folder holding another run's checkpoints (they would be reported).
 
@@ -286,45 +363,9 @@ class Trainer:
         ckpt = load_checkpoint(path, map_location=device)
         check_keys(ckpt, path, "resumed", RESUME_KEYS)
         _check_resume(ckpt, self.cfg, self.market, path)
-        load_weights(self.policy, ckpt["policy"], path)
-        for name, opt in self.optimizers.items():
-            load_weights(opt, ckpt["optimizers"][name], path)
-        # RNG states are CPU byte tensors whatever the device (map_location moved them)
-        try:
-            self.gen.set_state(ckpt["rng"]["generator"].cpu())
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"cannot resume {path} on {device}: its sampling generator was saved on another "
-                f"device type ({exc}); resume on the device type it was trained on"
-            ) from exc
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        self.state = TrainState(**ckpt["train_state"])
-        self._carry_best(Path(path))
+        self.state = restore_run(ckpt, path, self.policy, self.optimizers, self.gen, device)
+        carry_best(self.state.best_episode, Path(path), self.best_path)
         print(f"resumed from {path} at episode {self.state.episode}")
-
-    def _carry_best(self, resumed: Path) -> None:
-        """Copy the run's ``best.pt`` from beside the resumed checkpoint into this output folder.
-
-        Why: resuming into a new folder would otherwise leave it (and the MLflow run, which
-        logs this folder's checkpoints) with ``last.pt`` only while the state says the best
-        episode is N, so a backtest by run id would quietly evaluate ``last.pt``.
-        """
-        if self.state.best_episode < 0:
-            return
-        source = resumed.parent / BEST_CHECKPOINT
-        if source.exists() and source.resolve() == self.best_path.resolve():
-            return  # resumed in place: best.pt is already here
-        episode = None
-        if source.is_file():
-            episode = load_checkpoint(source)["train_state"].get("best_episode")
-        if episode != self.state.best_episode:
-            print(
-                f"warning: {source} of the best episode {self.state.best_episode} is missing or "
-                f"is another run's; {self.best_path} is only written when validation improves"
-            )
-            return
-        atomic_write(self.best_path, lambda p: shutil.copyfile(source, p))
-        print(f"carried {source} (best episode {episode}) into {self.best_path}")
 
     def save(self, path: Path) -> Path:
         """Write a checkpoint; one saved as `best.pt` also keeps its validation stats here."""
@@ -332,21 +373,8 @@ class Trainer:
             self.best_val = dict(self.val)
         else:
             self.state.last_saved_episode = self.state.episode - 1
-        tracking = self.cfg.tracking
-        tracked = bool(self.state.run_id)
         payload = Payload(
-            tracking=TrackingRecord(
-                uri=absolute_store_uri(tracking.uri) if tracked else None,
-                experiment=tracking.experiment if tracked else None,
-                run_id=self.state.run_id,
-            ),
-            validation=plain_stats(self.val),
-            policy=self.policy.state_dict(),
-            optimizers={n: o.state_dict() for n, o in self.optimizers.items()},
-            train_state=asdict(self.state),
-            rng={"generator": self.gen.get_state(), "torch": torch.get_rng_state()},
-            config=config_dict(self.cfg),
-            model=model_record(self.cfg.model),
+            **run_record(self.cfg, self.state, self.val, self.policy, self.optimizers, self.gen),
             env=asdict(self.env),
             feature_spec=self.market.feature_spec(),
             data_fingerprint=self.market.fingerprint,
