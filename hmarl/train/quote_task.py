@@ -62,12 +62,8 @@ from hmarl.runtime import setup
 from hmarl.stats.metrics import metric_keys
 from hmarl.stats.quoting import batch_quote_stats
 from hmarl.tracking import (
-    BEST_CHECKPOINT,
-    CHECKPOINT_DIR,
-    LAST_CHECKPOINT,
     git_commit,
     tracked_run,
-    ui_command,
 )
 from hmarl.train.quoting import (
     TEST_SEED,
@@ -88,14 +84,16 @@ from hmarl.train.trainer import (
     TrainResult,
     TrainState,
     carry_best,
-    check_output_dir,
+    checkpoint_paths,
     entropy_coef_at,
     explained_interrupt,
     keep_last_checkpoint,
+    log_checkpoints,
     log_config_artifacts,
     restore_run,
     run_record,
     stored_validation,
+    where_lines,
 )
 
 TASK = "quote"  # the checkpoint's `task` entry
@@ -287,10 +285,7 @@ class QuoteRun:
     def __init__(self, cfg: Config, out_dir: str | os.PathLike[str]) -> None:
         self.cfg, tc = cfg, cfg.trainer
         self.out = Path(out_dir)
-        self.last_path = self.out / CHECKPOINT_DIR / LAST_CHECKPOINT
-        self.best_path = self.out / CHECKPOINT_DIR / BEST_CHECKPOINT
-        check_output_dir(self.last_path.parent, tc.resume)
-        self.last_path.parent.mkdir(parents=True, exist_ok=True)
+        self.last_path, self.best_path = checkpoint_paths(self.out, tc.resume)
         if cfg.device not in ("auto", "cpu"):
             print(f"note: task=quote runs on the CPU (device={cfg.device} is not used)")
         setup("cpu", cfg.threads, seed=cfg.seed)
@@ -474,10 +469,7 @@ def train_quote_task(
                     **{f"baseline_{k}": f"{v:.6f}" for k, v in run.baselines.items()},
                 }
             )
-            if cfg.tracking.log_checkpoints:
-                for path in (run.last_path, run.best_path):
-                    if path.exists():
-                        tracker.log_artifact(path, CHECKPOINT_DIR)
+            log_checkpoints(tracker, cfg, run.last_path, run.best_path)
         finally:
             pbar.close()
     best = run.best_path if run.best_path.exists() else None
@@ -525,14 +517,6 @@ def print_summary(result: TrainResult, cfg: Config, run: QuoteRun) -> str:
                 + ("; ".join(failed) or "the edge was never confirmed")
                 + "; do not quote with this policy"
             )
-    lines += [
-        f"output: {result.out_dir.resolve()}",
-        f"checkpoints: {result.last_checkpoint}"
-        + (f", {result.best_checkpoint}" if result.best_checkpoint else ""),
-    ]
-    if result.run_id:
-        lines.append(f"MLflow run: {result.run_id} (experiment '{cfg.tracking.experiment}')")
-        lines.append(f"open the UI: {ui_command(cfg.tracking.uri)}")
-    text = "\n".join(lines)
+    text = "\n".join([*lines, *where_lines(result, cfg)])
     print(text)
     return text

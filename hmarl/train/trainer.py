@@ -246,6 +246,14 @@ def run_record(
     )
 
 
+def checkpoint_paths(out: Path, resume: str | None) -> tuple[Path, Path]:
+    """A run's ``last.pt`` and ``best.pt`` paths, their folder made (and checked: below)."""
+    last, best = out / CHECKPOINT_DIR / LAST_CHECKPOINT, out / CHECKPOINT_DIR / BEST_CHECKPOINT
+    check_output_dir(last.parent, resume)
+    last.parent.mkdir(parents=True, exist_ok=True)
+    return last, best
+
+
 def check_output_dir(checkpoints: Path, resume: str | None) -> None:
     """Refuse an output folder holding another run's checkpoints (they would be reported).
 
@@ -323,10 +331,7 @@ class Trainer:
     def __init__(self, cfg: Config, out_dir: str | os.PathLike[str]) -> None:
         self.cfg, tc = cfg, cfg.trainer
         self.out = Path(out_dir)
-        self.last_path = self.out / CHECKPOINT_DIR / LAST_CHECKPOINT
-        self.best_path = self.out / CHECKPOINT_DIR / BEST_CHECKPOINT
-        check_output_dir(self.last_path.parent, tc.resume)
-        self.last_path.parent.mkdir(parents=True, exist_ok=True)
+        self.last_path, self.best_path = checkpoint_paths(self.out, tc.resume)
         precision = tc.matmul_precision.value  # process-wide
         device = setup(cfg.device, cfg.threads, matmul_precision=precision, seed=cfg.seed)
 
@@ -605,10 +610,7 @@ def train(
                     "kept_exposure_pct": f"{best_val.get('Exposure Time [%]', math.nan):.2f}",
                 }
             )
-            if cfg.tracking.log_checkpoints:
-                for path in (run.last_path, run.best_path):
-                    if path.exists():
-                        tracker.log_artifact(path, CHECKPOINT_DIR)
+            log_checkpoints(tracker, cfg, run.last_path, run.best_path)
         finally:
             pbar.close()
     best = run.best_path if run.best_path.exists() else None
@@ -705,6 +707,14 @@ def keep_last_checkpoint(last: Path) -> Callable[[Tracker], None]:
     return log
 
 
+def log_checkpoints(tracker: Tracker, cfg: Config, *paths: Path) -> None:
+    """Log a finished run's checkpoints that exist (unless ``tracking.log_checkpoints=false``)."""
+    if cfg.tracking.log_checkpoints:
+        for path in paths:
+            if path.exists():
+                tracker.log_artifact(path, CHECKPOINT_DIR)
+
+
 def log_config_artifacts(
     tracker: Tracker, out: Path, cfg: Config, overrides: Sequence[str], composed_yaml: str | None
 ) -> None:
@@ -797,7 +807,14 @@ def _print_summary(result: TrainResult, cfg: Config, buy_and_hold_pct: float) ->
         lines += [f"WARNING: {t}" for t in flag_sentences(v, result.flags, "validation")]
         if not s.best_edge:
             lines.append(no_edge_warning(s, cfg, buy_and_hold_pct))
-    lines += [
+    text = "\n".join([*lines, *where_lines(result, cfg)])
+    print(text)
+    return text
+
+
+def where_lines(result: TrainResult, cfg: Config) -> list[str]:
+    """The summary's last lines (both tasks): the output folder, checkpoints, MLflow run."""
+    lines = [
         f"output: {result.out_dir.resolve()}",
         f"checkpoints: {result.last_checkpoint}"
         + (f", {result.best_checkpoint}" if result.best_checkpoint else ""),
@@ -805,6 +822,4 @@ def _print_summary(result: TrainResult, cfg: Config, buy_and_hold_pct: float) ->
     if result.run_id:
         lines.append(f"MLflow run: {result.run_id} (experiment '{cfg.tracking.experiment}')")
         lines.append(f"open the UI: {ui_command(cfg.tracking.uri)}")
-    text = "\n".join(lines)
-    print(text)
-    return text
+    return lines
