@@ -23,6 +23,7 @@ from hmarl.config import ConfigError
 from hmarl.train.__main__ import main as train_main
 from hmarl.train.quote_task import quote_market, quote_policy_from_checkpoint
 from hmarl.train.quoting import train_quotes
+from hmarl.train.selection import quote_condition_text, quote_edge_failures
 
 QUOTE_TINY = (
     "+experiment=mm_asym_1_10",
@@ -165,6 +166,20 @@ def test_train_sweep_and_backtest_through_the_entry_points(
     parts = gains - steps[["fee", "inventory_penalty", "no_quote", "terminal"]].sum(axis=1)
     assert np.allclose(parts, steps["reward"])
     assert "Quoting backtest" in (out / "report.html").read_text()
+
+    bad = tmp_path / "bt_all"  # a quoting checkpoint has no candle splits: refused, no folder
+    assert (
+        run_main(backtest_main, monkeypatch, f"checkpoint={best}", f"out={bad}", "split=all") == 2
+    )
+    assert not bad.exists()
+
+
+def test_the_quoting_edge_beats_no_quote_and_the_best_fixed_quote() -> None:
+    baselines = {"no_quote": 0.0, "best_fixed": 16.6}
+    assert quote_edge_failures(20.0, baselines) == []
+    assert quote_edge_failures(16.6, baselines) == ["best_fixed"]  # a tie is no edge
+    assert quote_edge_failures(-1.0, baselines) == ["no_quote", "best_fixed"]
+    assert "+16.6000" in quote_condition_text("best_fixed", baselines)
 
 
 def test_bad_quote_config_exits_2_naming_the_key(
