@@ -50,11 +50,11 @@ from hmarl.tracking import backtest_tracking, git_commit, tracked_run
 from hmarl.train.quote_task import (
     SPLIT_SEEDS,
     as_numpy,
+    evaluate,
     objective_figures,
     quote_market,
     quote_policy_from_checkpoint,
 )
-from hmarl.train.quoting import evaluate
 
 AGENT = "agent"
 NO_IMPACT = "no market impact: the market does not react to the quotes"

@@ -52,7 +52,7 @@ from hmarl.agent.checkpoint import (
 )
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
-from hmarl.agent.quote_rollout import QuoteBatch, QuoteTrajectory
+from hmarl.agent.quote_rollout import QuoteBatch, QuoteTrajectory, collect_quotes
 from hmarl.agent.reinforce import macro_steps_at, make_optimizers
 from hmarl.config import Config, DataSource, flatten, model_from_record, model_record
 from hmarl.io import append_text
@@ -69,8 +69,8 @@ from hmarl.train.quoting import (
     TEST_SEED,
     VALIDATION_SEED,
     QuoteTraining,
-    evaluate,
     make_batch,
+    objective,
     quote_episode,
 )
 from hmarl.train.selection import (
@@ -265,6 +265,20 @@ def run_stats(params: QuoteParams, traj: QuoteTrajectory, steps: int) -> dict[st
     )
 
 
+@torch.no_grad()
+def evaluate(
+    policy: HierarchicalPolicy, batch: QuoteBatch, params: QuoteParams
+) -> tuple[float, QuoteTrajectory]:
+    """The greedy policy's exact objective (:func:`hmarl.train.quoting.objective`, what
+    selection uses) and its run on the batch's sampled fills (for the quote statistics)."""
+    value = objective(policy, batch, params)
+    was = policy.training
+    policy.eval()  # no dropout; argmax, so the generator draws nothing
+    traj = collect_quotes(policy, batch, params, generator=torch.Generator(), greedy=True)
+    policy.train(was)
+    return value, traj
+
+
 def objective_figures(value: float, baselines: Mapping[str, float]) -> dict[str, float]:
     """An objective beside the optimum: its share, and the share of the gap between the best
     fixed quote and the optimum it closes."""
@@ -355,11 +369,11 @@ class QuoteRun:
         settings = replace(
             self.market.settings, entropy_coef=entropy_coef_at(self.cfg.trainer, episode)
         )
+        update_macro = macro_steps_at(episode, self.cfg.trainer.macro_every)
         metrics = quote_episode(
-            self.policy, self.optimizers, batch, self.params, settings, episode, self.gen
+            self.policy, self.optimizers, batch, self.params, settings, update_macro, self.gen
         )
-        if macro_steps_at(episode, self.cfg.trainer.macro_every):
-            self.state.macro_steps += 1
+        self.state.macro_steps += update_macro
         steps = self.cfg.trainer.n_envs * self.market.steps
         metrics["perf/steps_per_s"] = steps / (time.perf_counter() - t0)
         self.state.episode = episode + 1

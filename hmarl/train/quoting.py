@@ -24,7 +24,7 @@ import torch
 
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
-from hmarl.agent.quote_rollout import QuoteBatch, QuoteTrajectory, as_batch, collect_quotes
+from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes
 from hmarl.agent.quote_update import exact_objective, quote_update
 from hmarl.agent.reinforce import macro_steps_at, make_optimizers
 from hmarl.market import avellaneda as av
@@ -105,42 +105,18 @@ def make_batch(
     )
 
 
-@torch.no_grad()
-def objective(policy: HierarchicalPolicy, batch: QuoteBatch, params: QuoteParams) -> float:
-    """Mean exact objective of the greedy policy over the batch's paths (dropout off)."""
-    return evaluate(policy, batch, params)[0]
-
-
-@torch.no_grad()
-def evaluate(
-    policy: HierarchicalPolicy, batch: QuoteBatch, params: QuoteParams
-) -> tuple[float, QuoteTrajectory]:
-    """:func:`objective`, and the greedy policy's run on the batch's sampled fills (for the
-    quote statistics of an evaluation: hmarl/train/quote_task.py)."""
-    was = policy.training
-    policy.eval()
-    try:
-        gen = torch.Generator().manual_seed(0)
-        traj = collect_quotes(policy, batch, params, generator=gen, greedy=True)
-    finally:
-        policy.train(was)
-    greedy = torch.nn.functional.one_hot(traj.grid_probs.argmax(-1), params.n_actions)
-    value = exact_objective(params, batch, greedy.permute(1, 2, 0, 3).double())  # [B, L, S, A]
-    return value, traj
-
-
 def quote_episode(
     policy: HierarchicalPolicy,
     optimizers: dict[str, torch.optim.Adam],
     batch: QuoteBatch,
     params: QuoteParams,
     settings: QuoteTraining,
-    episode: int,
+    update_macro: bool,
     generator: torch.Generator,
 ) -> dict[str, float]:
-    """One training episode on ``batch`` (any quoting market's): the rollout and one update
-    under the asymmetric schedule. Returns the update's metrics (reward parts, losses)."""
-    update_macro = macro_steps_at(episode, settings.macro_every)
+    """One training episode on ``batch`` (any quoting market's): the rollout and one update,
+    MacroNet's iff ``update_macro`` (the asymmetric schedule). Returns the update's metrics
+    (the reward's parts, losses, gradient norms)."""
     traj = collect_quotes(
         policy,
         batch,
@@ -162,6 +138,20 @@ def quote_episode(
         estimator=settings.estimator,
         exploration=settings.exploration,
     )
+
+
+@torch.no_grad()
+def objective(policy: HierarchicalPolicy, batch: QuoteBatch, params: QuoteParams) -> float:
+    """Mean exact objective of the greedy policy over the batch's paths (dropout off)."""
+    was = policy.training
+    policy.eval()
+    try:
+        gen = torch.Generator().manual_seed(0)
+        traj = collect_quotes(policy, batch, params, generator=gen, greedy=True)
+    finally:
+        policy.train(was)
+    greedy = torch.nn.functional.one_hot(traj.grid_probs.argmax(-1), params.n_actions)
+    return exact_objective(params, batch, greedy.permute(1, 2, 0, 3).double())  # [B, L, S, A]
 
 
 def train_quotes(
@@ -191,7 +181,8 @@ def train_quotes(
         if episode == settings.episodes:
             break
         batch = make_batch(market, params, settings, settings.n_envs, (settings.seed, episode))
-        quote_episode(policy, optimizers, batch, params, settings, episode, gen)
+        update_macro = macro_steps_at(episode, settings.macro_every)
+        quote_episode(policy, optimizers, batch, params, settings, update_macro, gen)
     seconds = time.perf_counter() - start
     assert best_state is not None
     policy.load_state_dict(best_state)
