@@ -124,7 +124,7 @@ def test_train_sweep_and_backtest_through_the_entry_points(
         "val/objective_price_x_lots",
         "val/of_the_optimum_pct",
         "val/fill_ratio_pct",
-        "val/inventory_mean_abs_lots",
+        "val/inventory_abs_mean_lots",
         "val/edge",
         "reward/spread",
         "reward/inventory_penalty",

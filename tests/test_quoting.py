@@ -204,7 +204,7 @@ def test_quote_stats_of_a_hand_worked_run() -> None:
     assert stats["Mark-to-market PnL [price x lots]"] == pytest.approx(0.5)
     assert (stats["Fills bid [#]"], stats["Fills ask [#]"]) == (1.0, 1.0)
     assert stats["Fill ratio [%]"] == pytest.approx(50.0)  # 2 fills of 4 posted quotes
-    assert stats["Inventory mean abs [lots]"] == pytest.approx(2 / 3)
+    assert stats["Inventory |mean| [lots]"] == pytest.approx(2 / 3)
     assert stats["Time at limits [%]"] == pytest.approx(200 / 3)
     assert stats["Max. Drawdown [price x lots]"] == pytest.approx(0.31)  # from 0 to -0.31
     step = np.array([-0.31, 1.0, 0.39])

@@ -85,12 +85,12 @@ def walk_states(params: QuoteParams, f: Tensor) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(out.T)).to(f.device)
 
 
-def play(
+def follow(
     params: QuoteParams, batch: QuoteBatch, choice: Tensor
 ) -> tuple[Tensor, Tensor, QuoteSettlement]:
-    """Follow ``choice [S, B, L]`` (every state's action at every step) from flat on the batch's
-    fills: the visited states and actions ``[B, L]`` and their settlement. The rollout's steps
-    3 and 4, shared with the backtest's baselines (hmarl/backtest/quote_run.py)."""
+    """Play a choice table ``choice[s, b, k]`` (the action in every inventory state) from flat:
+    the visited states and actions ``[B, L]`` and their settlement. Any (time, inventory)
+    policy (the agent's draws, a fixed quote, closed-form quotes) is played this one way."""
     n_env, length = batch.dmid.shape
     states = walk_states(params, next_states(params, batch, choice))
     b_idx = torch.arange(n_env, device=choice.device).unsqueeze(1)
@@ -152,7 +152,7 @@ def collect_quotes(
             u = torch.rand(lead, generator=generator, device=generator.device).to(device)
             cum = probs_all.cumsum(-1)[..., :-1]
             choice = (u.unsqueeze(0).unsqueeze(-1) > cum).sum(-1)  # same uniforms, every state
-    states, actions, settlement = play(params, batch, choice)
+    states, actions, settlement = follow(params, batch, choice)
     b_idx = torch.arange(n_env, device=device).unsqueeze(1)
     k_idx = torch.arange(length, device=device).unsqueeze(0)
     positions = inv[states]

@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 
 from hmarl import __version__
 from hmarl.agent.checkpoint import checkpoint_episode
-from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes, play
+from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes, follow
 from hmarl.agent.quote_update import exact_objective
 from hmarl.backtest.report import BacktestResult
 from hmarl.config import BacktestConfig, BacktestError, Config, flatten, to_config
@@ -109,7 +109,7 @@ def _policy_run(params: QuoteParams, batch: QuoteBatch, policy: np.ndarray) -> t
     probs = torch.as_tensor(policy, dtype=torch.float64)
     value = exact_objective(params, batch, probs.expand(n_env, *probs.shape))
     choice = probs.argmax(-1).T.unsqueeze(1).expand(params.n_states, n_env, length)
-    states, actions, settlement = play(params, batch, choice)
+    states, actions, settlement = follow(params, batch, choice)
     return value, (states.numpy(), actions.numpy(), as_numpy(settlement))
 
 

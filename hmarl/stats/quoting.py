@@ -20,6 +20,35 @@ from hmarl.market.quoting import QuoteParams, QuoteSettlement, posted
 from hmarl.stats.metrics import sharpe_ratio
 
 
+def batch_quote_stats(
+    params: QuoteParams,
+    states: np.ndarray,
+    actions: np.ndarray,
+    settlement: QuoteSettlement[np.ndarray],
+    periods: float,
+) -> dict[str, Any]:
+    """:func:`quote_stats` of each of ``B`` episodes ``[B, L]``, averaged over the episodes
+    (per-episode figures: a market maker's episodes are separate days, not one curve)."""
+    bid_posted, ask_posted = posted(params, states, actions)
+    runs = [
+        quote_stats(
+            inventory=settlement.inventory[b],
+            bid_fill=settlement.bid_fill[b],
+            ask_fill=settlement.ask_fill[b],
+            bid_posted=bid_posted[b],
+            ask_posted=ask_posted[b],
+            spread=settlement.spread[b],
+            fee=settlement.fee[b],
+            mtm=settlement.mtm[b],
+            terminal=settlement.terminal[b],
+            max_inventory=params.max_inventory,
+            periods=periods,
+        )
+        for b in range(len(states))
+    ]
+    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+
+
 def quote_stats(
     *,
     inventory: np.ndarray,
@@ -58,38 +87,9 @@ def quote_stats(
         "Fills ask [#]": fills_ask,
         "Fill ratio [%]": 100.0 * (fills_bid + fills_ask) / posted if posted else 0.0,
         "Inventory mean [lots]": float(q.mean()) if len(q) else 0.0,
-        "Inventory mean abs [lots]": float(np.abs(q).mean()) if len(q) else 0.0,
+        "Inventory |mean| [lots]": float(np.abs(q).mean()) if len(q) else 0.0,
         "Inventory max [lots]": float(np.abs(q).max()) if len(q) else 0.0,
         "Time at limits [%]": 100.0 * float(np.mean(np.abs(q) >= max_inventory)) if len(q) else 0.0,
         "Sharpe Ratio (step PnL)": sharpe_ratio(step_pnl, periods),
         "Max. Drawdown [price x lots]": float(np.max(peak - cum)) if len(cum) else 0.0,
     }
-
-
-def batch_quote_stats(
-    params: QuoteParams,
-    states: np.ndarray,
-    actions: np.ndarray,
-    settlement: QuoteSettlement[np.ndarray],
-    periods: float,
-) -> dict[str, Any]:
-    """:func:`quote_stats` of each of ``B`` episodes ``[B, L]``, averaged over the episodes
-    (per-episode figures: a market maker's episodes are separate days, not one curve)."""
-    bid_posted, ask_posted = posted(params, states, actions)
-    runs = [
-        quote_stats(
-            inventory=settlement.inventory[b],
-            bid_fill=settlement.bid_fill[b],
-            ask_fill=settlement.ask_fill[b],
-            bid_posted=bid_posted[b],
-            ask_posted=ask_posted[b],
-            spread=settlement.spread[b],
-            fee=settlement.fee[b],
-            mtm=settlement.mtm[b],
-            terminal=settlement.terminal[b],
-            max_inventory=params.max_inventory,
-            periods=periods,
-        )
-        for b in range(len(states))
-    ]
-    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
