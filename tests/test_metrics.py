@@ -481,6 +481,7 @@ def test_metric_keys_are_mlflow_safe_and_unique(stats: dict[str, float | int | s
         ("Mean P(HOLD)", "mean_p_hold"),
         ("Turnover (Ann.) [x]", "turnover_ann_x"),
         ("Sharpe 95% CI Low", "sharpe_95pct_ci_low"),
+        ("Inventory |mean| [lots]", "inventory_abs_mean_lots"),  # not Inventory mean [lots]'s
     ],
 )
 def test_short_key(key: str, short: str) -> None:

@@ -50,7 +50,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hmarl.config import Config, to_config
+from hmarl.config import Config, Task, to_config
 from hmarl.io import write_json
 from hmarl.tracking import (
     CHECKPOINT_DIR,
@@ -175,6 +175,8 @@ def prebuild_markets(configs: Iterable[Config]) -> int:
 
     seen: set[str] = set()
     for cfg in configs:
+        if cfg.task == Task.quote:  # a generated quoting market: no candles, nothing cached
+            continue
         args = market_args(cfg)
         key = json.dumps({**args, "data": asdict(cfg.data)}, sort_keys=True, default=str)
         if key not in seen:
