@@ -85,6 +85,31 @@ def walk_states(params: QuoteParams, f: Tensor) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(out.T)).to(f.device)
 
 
+def follow(
+    params: QuoteParams, batch: QuoteBatch, choice: Tensor
+) -> tuple[Tensor, Tensor, QuoteSettlement]:
+    """Play a choice table ``choice[s, b, k]`` (the action in every inventory state) from flat:
+    the visited states and actions ``[B, L]`` and their settlement. Any (time, inventory)
+    policy (the agent's draws, a fixed quote, closed-form quotes) is played this one way."""
+    n_env, length = batch.dmid.shape
+    states = walk_states(params, next_states(params, batch, choice))
+    b_idx = torch.arange(n_env, device=choice.device).unsqueeze(1)
+    k_idx = torch.arange(length, device=choice.device).unsqueeze(0)
+    actions = choice[states, b_idx, k_idx]
+    a = actions.unsqueeze(-1)
+    settlement = settle_quotes(
+        params,
+        states,
+        actions,
+        batch.bid_fill.gather(-1, a).squeeze(-1),
+        batch.ask_fill.gather(-1, a).squeeze(-1),
+        batch.bid_edge.gather(-1, a).squeeze(-1),
+        batch.ask_edge.gather(-1, a).squeeze(-1),
+        batch.dmid,
+    )
+    return states, actions, settlement
+
+
 def collect_quotes(
     policy: HierarchicalPolicy,
     batch: QuoteBatch,
@@ -127,21 +152,9 @@ def collect_quotes(
             u = torch.rand(lead, generator=generator, device=generator.device).to(device)
             cum = probs_all.cumsum(-1)[..., :-1]
             choice = (u.unsqueeze(0).unsqueeze(-1) > cum).sum(-1)  # same uniforms, every state
-    states = walk_states(params, next_states(params, batch, choice))
+    states, actions, settlement = follow(params, batch, choice)
     b_idx = torch.arange(n_env, device=device).unsqueeze(1)
     k_idx = torch.arange(length, device=device).unsqueeze(0)
-    actions = choice[states, b_idx, k_idx]
-    a = actions.unsqueeze(-1)
-    settlement = settle_quotes(
-        params,
-        states,
-        actions,
-        batch.bid_fill.gather(-1, a).squeeze(-1),
-        batch.ask_fill.gather(-1, a).squeeze(-1),
-        batch.bid_edge.gather(-1, a).squeeze(-1),
-        batch.ask_edge.gather(-1, a).squeeze(-1),
-        batch.dmid,
-    )
     positions = inv[states]
     return QuoteTrajectory(
         states=states,
@@ -211,6 +224,80 @@ def tape_features(tape: Tape) -> np.ndarray:
     return np.stack([change, tape.ask - tape.bid, (top_b - top_a) / (top_b + top_a), prev_flow], 1)
 
 
+class TapeTables(NamedTuple):
+    """A tape's per-step market tables ``[T, ...]``, computed once; episodes are row slices."""
+
+    macro: np.ndarray  # [T, 3N] the long window's summaries (NaN in the warm-up)
+    micro: np.ndarray  # [T, 3N]
+    bid_fill: np.ndarray  # [T, n_levels] bool, whether a bid at each level would fill
+    ask_fill: np.ndarray  # [T, n_levels]
+    edge: np.ndarray  # [T, n_levels] a fill's edge against the mid, price units (0: no quote)
+    dmid: np.ndarray  # [T] the mid's move over the step, price units
+    warmup: int  # the first row with whole windows
+
+
+def tape_tables(
+    tape: Tape, params: QuoteParams, tick: float, *, macro_window: int, micro_window: int
+) -> TapeTables:
+    """Features, fills (:func:`hmarl.market.quoting.tape_fills`), edges and mid moves of every
+    step of ``tape`` (prices in ticks of ``tick`` price units)."""
+    x = tape_features(tape)
+    fill_b, fill_a = tape_fills(
+        params, tape.bid_queue, tape.sell_volume, tape.ask_queue, tape.buy_volume
+    )
+    depth = np.concatenate([[0.0], np.asarray(params.offsets, dtype=np.float64)])  # ticks
+    half = (tape.ask - tape.bid) / 2.0
+    edge = (half[:, None] + depth[None, :]) * tick * (np.arange(len(depth)) > 0)
+    mid = (tape.bid + tape.ask) / 2.0 * tick
+    dmid = np.concatenate([np.diff(mid), [0.0]])
+    return TapeTables(
+        window_stats(x, macro_window).astype(np.float32),
+        window_stats(x, micro_window).astype(np.float32),
+        fill_b,
+        fill_a,
+        edge,
+        dmid,
+        max(macro_window, micro_window) - 1,
+    )
+
+
+def table_batch(
+    tables: TapeTables,
+    params: QuoteParams,
+    starts: np.ndarray,
+    length: int,
+    device: torch.device | str = "cpu",
+) -> QuoteBatch:
+    """Episodes of ``length`` steps from ``starts`` (rows of the tables): fills are
+    deterministic given the tape, so the fill "probabilities" are 0 or 1 and the ``expected``
+    estimator is exact over the agent's own actions only."""
+    n_rows = len(tables.dmid)
+    if starts.min() < tables.warmup or starts.max() + length > n_rows:
+        raise ValueError(
+            f"episodes must start at >= {tables.warmup} (the window's warm-up) and end "
+            f"within the tape's {n_rows} steps"
+        )
+    rows = starts[:, None] + np.arange(length)  # [B, L]
+    bid_lv, ask_lv = action_levels(params)
+
+    def t64(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(a, dtype=torch.float64, device=device)
+
+    bid_fill = torch.as_tensor(tables.bid_fill[rows][..., bid_lv], device=device)
+    ask_fill = torch.as_tensor(tables.ask_fill[rows][..., ask_lv], device=device)
+    return QuoteBatch(
+        macro=torch.as_tensor(tables.macro[rows], device=device),
+        micro=torch.as_tensor(tables.micro[rows], device=device),
+        p_bid=bid_fill.double(),
+        p_ask=ask_fill.double(),
+        bid_fill=bid_fill,
+        ask_fill=ask_fill,
+        bid_edge=t64(tables.edge[rows][..., bid_lv]),
+        ask_edge=t64(tables.edge[rows][..., ask_lv]),
+        dmid=t64(tables.dmid[rows]),
+    )
+
+
 def tape_batch(
     tape: Tape,
     params: QuoteParams,
@@ -222,39 +309,7 @@ def tape_batch(
     micro_window: int,
     device: torch.device | str = "cpu",
 ) -> QuoteBatch:
-    """Episodes of ``length`` steps from ``starts`` on a tape: fills are deterministic given
-    the tape (:func:`hmarl.market.quoting.tape_fills`), so the fill "probabilities" are 0 or 1
-    and the ``expected`` estimator is exact over the agent's own actions only."""
-    if starts.min() < macro_window - 1 or starts.max() + length > len(tape.bid):
-        raise ValueError(
-            f"episodes must start at >= {macro_window - 1} (the window's warm-up) and end "
-            f"within the tape's {len(tape.bid)} steps"
-        )
-    x = tape_features(tape)
-    rows = starts[:, None] + np.arange(length)  # [B, L]
-    bid_lv, ask_lv = action_levels(params)
-    fill_b, fill_a = tape_fills(
-        params, tape.bid_queue, tape.sell_volume, tape.ask_queue, tape.buy_volume
-    )
-    depth = np.concatenate([[0.0], np.asarray(params.offsets, dtype=np.float64)])  # ticks
-    half = (tape.ask - tape.bid) / 2.0
-    edge_b = (half[:, None] + depth[None, :]) * tick * (np.arange(len(depth)) > 0)  # [T, levels]
-    mid = (tape.bid + tape.ask) / 2.0 * tick
-    dmid = np.concatenate([np.diff(mid), [0.0]])
-
-    def t64(a: np.ndarray) -> Tensor:
-        return torch.as_tensor(a, dtype=torch.float64, device=device)
-
-    bid_fill = torch.as_tensor(fill_b[rows][..., bid_lv], device=device)
-    ask_fill = torch.as_tensor(fill_a[rows][..., ask_lv], device=device)
-    return QuoteBatch(
-        macro=torch.as_tensor(window_stats(x, macro_window)[rows], device=device),
-        micro=torch.as_tensor(window_stats(x, micro_window)[rows], device=device),
-        p_bid=bid_fill.double(),
-        p_ask=ask_fill.double(),
-        bid_fill=bid_fill,
-        ask_fill=ask_fill,
-        bid_edge=t64(edge_b[rows][..., bid_lv]),
-        ask_edge=t64(edge_b[rows][..., ask_lv]),
-        dmid=t64(dmid[rows]),
-    )
+    """Episodes of ``length`` steps from ``starts`` on a tape (:func:`tape_tables` then
+    :func:`table_batch`)."""
+    tables = tape_tables(tape, params, tick, macro_window=macro_window, micro_window=micro_window)
+    return table_batch(tables, params, starts, length, device)
