@@ -141,7 +141,7 @@ class TapeResult:
     best_fixed: float  # the level chosen on validation, scored on test
     best_fixed_level: int
     best_fixed_validation: float
-    closed_form: float  # with sigma, A, k estimated on the train tape
+    closed_form: float  # with sigma, A, k estimated on the train tape (NaN: A or k <= 0)
     closed_form_validation: float
     no_quote: float
     estimate: ASEstimate
@@ -154,8 +154,9 @@ class TapeResult:
 
     @property
     def beats_baselines(self) -> bool:
-        """The agent's test objective is above the best fixed quote's and the closed form's."""
-        return self.test > max(self.best_fixed, self.closed_form)
+        """The agent's test objective is above the best fixed quote's and the closed form's
+        (False when the closed form is undefined: its estimated ``A`` or ``k`` is not > 0)."""
+        return self.test > self.best_fixed and self.test > self.closed_form
 
 
 def run_stats(
@@ -198,23 +199,26 @@ def evaluate(
         for lv in range(1, params.n_levels)
     ]
     level = 1 + int(np.argmax(fixed_val))
-    cf_test = closed_form_choice(params, market, "test", test, data.estimate)
-    cf_val = closed_form_choice(params, market, "validation", val, data.estimate)
+    ok = data.estimate.A > 0 and data.estimate.k > 0  # else the closed form is undefined
+    cf_test = closed_form_choice(params, market, "test", test, data.estimate) if ok else None
+    cf_val = closed_form_choice(params, market, "validation", val, data.estimate) if ok else None
     choices = {
         "agent": greedy_choice(policy, test.batch, params),
         "best fixed quote": fixed_choice(params, test.batch, level),
-        "closed form (estimated)": cf_test,
         "no quote": fixed_choice(params, test.batch, 0),
     }
+    if cf_test is not None:
+        choices["closed form (estimated)"] = cf_test
     periods = 365 * 86_400 / market.dt
     parts = {name: run_stats(params, test.batch, c, periods) for name, c in choices.items()}
+    nan = float("nan")
     out: dict[str, Any] = {
         "test": score(params, test.batch, choices["agent"]),
         "best_fixed": score(params, test.batch, choices["best fixed quote"]),
         "best_fixed_level": level,
         "best_fixed_validation": fixed_val[level - 1],
-        "closed_form": score(params, test.batch, cf_test),
-        "closed_form_validation": score(params, val.batch, cf_val),
+        "closed_form": score(params, test.batch, cf_test) if cf_test is not None else nan,
+        "closed_form_validation": score(params, val.batch, cf_val) if cf_val is not None else nan,
         "no_quote": score(params, test.batch, choices["no quote"]),
         "stats": {name: quote_stats(**p) for name, p in parts.items()},
         "per_day": {},
