@@ -216,3 +216,30 @@ def test_a_real_capture_becomes_a_tape_and_trains_end_to_end() -> None:
     assert len(market.train.bid) == 540 and market.test.ts is not None
     _, r = train_quotes(market, PARAMS, TINY)
     assert np.isfinite(r.test) and r.per_day
+
+
+def test_the_gym_env_on_a_tape_settles_like_the_rollout() -> None:
+    """PPO's environment (one episode at a time) and the factored rollout give the same rewards
+    for the same policy on the same tape episode."""
+    from hmarl.agent.quote_rollout import table_batch
+    from hmarl.train.quote_ppo import tape_env
+
+    market = _market()
+    data = qt.prepare(market, PARAMS, macro_window=8, micro_window=3)
+    env = tape_env(data.train, PARAMS, market.episode_steps, seed=0)
+    env.reset(seed=7)
+    start = np.random.default_rng(7).integers(
+        data.train.warmup, len(data.train.dmid) - market.episode_steps + 1
+    )
+    batch = table_batch(data.train, PARAMS, np.array([start]), market.episode_steps)
+    rng = np.random.default_rng(1)
+    choice = torch.as_tensor(rng.integers(0, PARAMS.n_actions, (PARAMS.n_states, 1, 40)))
+    states, _, s = follow(PARAMS, batch, choice)
+    rewards = []
+    for k in range(market.episode_steps):
+        assert env.state == int(states[0, k])
+        _, reward, done, _, _ = env.step(int(choice[env.state, 0, k]))
+        rewards.append(reward)
+    assert done
+    np.testing.assert_allclose(rewards, s.reward[0].numpy(), rtol=1e-12, atol=1e-15)
+    assert float(s.bid_fill.sum() + s.ask_fill.sum()) > 0

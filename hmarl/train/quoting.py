@@ -113,14 +113,7 @@ def make_batch(
 @torch.no_grad()
 def objective(policy: HierarchicalPolicy, batch: QuoteBatch, params: QuoteParams) -> float:
     """Mean exact objective of the greedy policy over the batch's paths (dropout off)."""
-    was = policy.training
-    policy.eval()
-    try:
-        gen = torch.Generator().manual_seed(0)
-        traj = collect_quotes(policy, batch, params, generator=gen, greedy=True)
-    finally:
-        policy.train(was)
-    greedy = torch.nn.functional.one_hot(traj.grid_probs.argmax(-1), params.n_actions)
+    greedy = torch.nn.functional.one_hot(qt.greedy_choice(policy, batch, params), params.n_actions)
     return exact_objective(params, batch, greedy.permute(1, 2, 0, 3).double())  # [B, L, S, A]
 
 
