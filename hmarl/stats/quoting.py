@@ -82,6 +82,6 @@ def quote_stats_per_day(ts_ns: np.ndarray, **parts: Any) -> dict[str, dict[str, 
     for d in np.unique(day):
         rows = day == d
         cut = {k: v[rows] if isinstance(v, np.ndarray) else v for k, v in parts.items()}
-        label = np.datetime64(int(d), "D").astype(str)
+        label = str(np.datetime64(int(d), "D"))
         out[label] = quote_stats(**cut)
     return out
