@@ -102,6 +102,7 @@ def test_per_day_statistics_cut_the_run_at_midnight_and_add_up() -> None:
     ts = 19_723 * day + seconds * 10**9
     days = quote_stats_per_day(ts, **parts)
     assert list(days) == ["2023-12-31", "2024-01-01", "2024-01-02"]
+    assert all(type(d) is str for d in days)  # plain keys, for JSON and MLflow
     assert days["2023-12-31"] == quote_stats(**{**_cut(parts, slice(0, 3))})
     assert days["2024-01-02"]["Fills bid [#]"] == float(parts["bid_fill"][8:].sum())
     total = quote_stats(**parts)["PnL [price x lots]"]
