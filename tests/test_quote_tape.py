@@ -244,3 +244,13 @@ def test_the_gym_env_on_a_tape_settles_like_the_rollout() -> None:
     assert done
     np.testing.assert_allclose(rewards, s.reward[0].numpy(), rtol=1e-12, atol=1e-15)
     assert float(s.bid_fill.sum() + s.ask_fill.sum()) > 0
+
+
+def test_an_empty_top_of_book_has_zero_imbalance_not_nan() -> None:
+    from hmarl.agent.quote_rollout import tape_features
+
+    tape = generate_tape(TickParams(steps=50), seed=0)
+    queue = tape.bid_queue.copy()
+    queue[10] = 0
+    x = tape_features(tape._replace(bid_queue=queue, ask_queue=np.where(queue == 0, 0, 2)))
+    assert np.isfinite(x).all() and x[10, 2] == 0.0 and x[11, 2] != 0.0

@@ -221,7 +221,9 @@ def tape_features(tape: Tape) -> np.ndarray:
     top_b, top_a = tape.bid_queue[:, 0], tape.ask_queue[:, 0]
     flow = tape.buy_volume.sum(1) - tape.sell_volume.sum(1)
     prev_flow = np.concatenate([[0.0], flow[:-1]])
-    return np.stack([change, tape.ask - tape.bid, (top_b - top_a) / (top_b + top_a), prev_flow], 1)
+    total = top_b + top_a  # 0 imbalance on an empty top (a real capture may show one)
+    imbalance = np.where(total > 0, (top_b - top_a) / np.where(total > 0, total, 1.0), 0.0)
+    return np.stack([change, tape.ask - tape.bid, imbalance, prev_flow], 1)
 
 
 class TapeTables(NamedTuple):
