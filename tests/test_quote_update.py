@@ -11,9 +11,16 @@ import torch
 
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
-from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes
+from hmarl.agent.quote_rollout import (
+    TAPE_FEATURES,
+    QuoteBatch,
+    as_batch,
+    collect_quotes,
+    tape_batch,
+)
 from hmarl.agent.quote_update import quote_grid_values, quote_policy_loss, quote_update
 from hmarl.agent.reinforce import discounted_returns, make_optimizers
+from hmarl.data.ticks_synthetic import TickParams, generate_tape
 from hmarl.market import avellaneda as av
 from hmarl.market.quoting import MOVES, QuoteParams, expected_rewards, outcomes, settle_quotes
 
@@ -31,10 +38,19 @@ def tiny_quote_policy(
     return quote_policy(n_features, params, head_hidden=(8,), dropout=dropout, **sizes)
 
 
-def _setup(n_paths: int, seed: int = 0, steps: int = 5) -> tuple:
+def _setup(n_paths: int, seed: int = 0, steps: int = 5, kind: str = "as") -> tuple:
+    """An Avellaneda-Stoikov batch (``kind="as"``) or episodes of a synthetic tick tape
+    (``"tape"``: fills deterministic given the tape, so the exact estimators' expectation is
+    over the agent's actions only)."""
     market = av.ASParams(steps=steps, A=MARKET.A, dt=MARKET.dt)
-    policy = tiny_quote_policy(PARAMS, seed).double()
-    batch = as_batch(market, PARAMS, av.generate(market, n_paths, seed, history=4), **WINDOWS)
+    if kind == "tape":
+        policy = tiny_quote_policy(PARAMS, seed, n_features=len(TAPE_FEATURES)).double()
+        tape = generate_tape(TickParams(steps=300, rate=1.5, queue_mean=1.5), seed)
+        starts = 4 + 40 * np.arange(n_paths)
+        batch = tape_batch(tape, PARAMS, 0.01, starts, steps, **WINDOWS)
+    else:
+        policy = tiny_quote_policy(PARAMS, seed).double()
+        batch = as_batch(market, PARAMS, av.generate(market, n_paths, seed, history=4), **WINDOWS)
     batch = batch._replace(macro=batch.macro.double(), micro=batch.micro.double())
     return market, policy, batch
 
@@ -70,11 +86,15 @@ def _grad(policy: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) for p in policy.parameters() if p.grad is not None])
 
 
-def test_expected_gradient_is_the_mean_of_the_sampled_estimator_over_actions_and_fills() -> None:
+@pytest.mark.parametrize("kind", ["as", "tape"])
+def test_expected_gradient_is_the_mean_of_the_sampled_estimator_over_actions_and_fills(
+    kind: str,
+) -> None:
     """Monte Carlo over 300,000 paths of actions *and* fills (fresh fill uniforms, the mid's
-    path and the dropout masks held fixed) converges to the exact expectation."""
+    path and the dropout masks held fixed) converges to the exact expectation. On a tape the
+    fill probabilities are 0 or 1: the paths differ by the agent's actions only."""
     gamma, n_mc = 0.9, 300_000
-    _, policy, batch = _setup(2, seed=3)
+    _, policy, batch = _setup(2, seed=3, kind=kind)
     gen = torch.Generator().manual_seed(2)
     traj = collect_quotes(policy, batch, PARAMS, generator=gen, keep_grid_logits=True)
     unit = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)  # std 1: the loss unscaled
@@ -106,15 +126,15 @@ def test_expected_gradient_is_the_mean_of_the_sampled_estimator_over_actions_and
             )
             s = out.inventory[:, 0].astype(np.int64) + PARAMS.max_inventory
         st, ac = np.stack(states, 1), np.stack(acts, 1)
-        e_bid, e_ask = batch.bid_edge[b, 0].numpy(), batch.ask_edge[b, 0].numpy()
+        e_bid, e_ask = batch.bid_edge[b].numpy(), batch.ask_edge[b].numpy()  # [L, A]
         rew = settle_quotes(
             PARAMS,
             st,
             ac,
             np.stack(fb, 1),
             np.stack(fa, 1),
-            e_bid[ac],
-            e_ask[ac],
+            e_bid[np.arange(length), ac],
+            e_ask[np.arange(length), ac],
             np.broadcast_to(batch.dmid[b].numpy(), st.shape),
         ).reward
         g = discounted_returns(torch.as_tensor(rew), gamma).numpy()
@@ -126,6 +146,9 @@ def test_expected_gradient_is_the_mean_of_the_sampled_estimator_over_actions_and
     assert exact.norm() > 0
     print(f"relative error {rel:.4f}")
     assert rel < 0.05, rel
+    if kind == "tape":
+        assert 0 < float(batch.p_bid.mean()) < 1  # some quotes fill and some do not
+        return
     # and not close to a wrong answer: the values without the fills' randomness (all fill)
     wrong_batch = batch._replace(p_bid=(batch.p_bid > 0).double(), p_ask=(batch.p_ask > 0).double())
     wrong = -_grad(
@@ -135,12 +158,13 @@ def test_expected_gradient_is_the_mean_of_the_sampled_estimator_over_actions_and
     assert float((mc - wrong).norm() / exact.norm()) > 3 * rel
 
 
-def test_all_actions_is_exact_in_expectation_over_the_visited_states() -> None:
+@pytest.mark.parametrize("kind", ["as", "tape"])
+def test_all_actions_is_exact_in_expectation_over_the_visited_states(kind: str) -> None:
     """Enumerating every visited-state path of a 3-step episode (dropout off), each weighted by
     its probability under the policy and the fills, ``all_actions`` averages to ``expected``;
     one path alone does not."""
     gamma, length = 0.9, 3
-    _, policy, batch = _setup(1, seed=5, steps=length)
+    _, policy, batch = _setup(1, seed=5, steps=length, kind=kind)
     policy.eval()
     gen = torch.Generator().manual_seed(0)
     traj = collect_quotes(policy, batch, PARAMS, generator=gen)
@@ -244,9 +268,6 @@ def test_greedy_dp_policy_values_agree_with_the_exact_optimum() -> None:
 def test_on_a_tape_the_exact_values_of_a_greedy_policy_are_its_realised_rewards() -> None:
     """On a tape fills are deterministic given the quotes: the grid's values of the greedy
     policy (actions one-hot, fills 0 or 1) equal the settled total reward of its one path."""
-    from hmarl.agent.quote_rollout import tape_batch
-    from hmarl.data.ticks_synthetic import TickParams, generate_tape
-
     tape = generate_tape(TickParams(steps=400, rate=1.5), seed=2)
     params = QuoteParams(offsets=(0, 1, 2), tick=0.01, max_inventory=2, phi=1e-4, alpha=1e-3)
     batch = tape_batch(

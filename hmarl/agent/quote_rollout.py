@@ -221,7 +221,83 @@ def tape_features(tape: Tape) -> np.ndarray:
     top_b, top_a = tape.bid_queue[:, 0], tape.ask_queue[:, 0]
     flow = tape.buy_volume.sum(1) - tape.sell_volume.sum(1)
     prev_flow = np.concatenate([[0.0], flow[:-1]])
-    return np.stack([change, tape.ask - tape.bid, (top_b - top_a) / (top_b + top_a), prev_flow], 1)
+    total = top_b + top_a  # 0 imbalance on an empty top (a real capture may show one)
+    imbalance = np.where(total > 0, (top_b - top_a) / np.where(total > 0, total, 1.0), 0.0)
+    return np.stack([change, tape.ask - tape.bid, imbalance, prev_flow], 1)
+
+
+class TapeTables(NamedTuple):
+    """A tape's per-step market tables ``[T, ...]``, computed once; episodes are row slices."""
+
+    macro: np.ndarray  # [T, 3N] the long window's summaries (NaN in the warm-up)
+    micro: np.ndarray  # [T, 3N]
+    bid_fill: np.ndarray  # [T, n_levels] bool, whether a bid at each level would fill
+    ask_fill: np.ndarray  # [T, n_levels]
+    edge: np.ndarray  # [T, n_levels] a fill's edge against the mid, price units (0: no quote)
+    dmid: np.ndarray  # [T] the mid's move over the step, price units
+    warmup: int  # the first row with whole windows
+
+
+def tape_tables(
+    tape: Tape, params: QuoteParams, tick: float, *, macro_window: int, micro_window: int
+) -> TapeTables:
+    """Features, fills (:func:`hmarl.market.quoting.tape_fills`), edges and mid moves of every
+    step of ``tape`` (prices in ticks of ``tick`` price units)."""
+    x = tape_features(tape)
+    fill_b, fill_a = tape_fills(
+        params, tape.bid_queue, tape.sell_volume, tape.ask_queue, tape.buy_volume
+    )
+    depth = np.concatenate([[0.0], np.asarray(params.offsets, dtype=np.float64)])  # ticks
+    half = (tape.ask - tape.bid) / 2.0
+    edge = (half[:, None] + depth[None, :]) * tick * (np.arange(len(depth)) > 0)
+    mid = (tape.bid + tape.ask) / 2.0 * tick
+    dmid = np.concatenate([np.diff(mid), [0.0]])
+    return TapeTables(
+        window_stats(x, macro_window).astype(np.float32),
+        window_stats(x, micro_window).astype(np.float32),
+        fill_b,
+        fill_a,
+        edge,
+        dmid,
+        max(macro_window, micro_window) - 1,
+    )
+
+
+def table_batch(
+    tables: TapeTables,
+    params: QuoteParams,
+    starts: np.ndarray,
+    length: int,
+    device: torch.device | str = "cpu",
+) -> QuoteBatch:
+    """Episodes of ``length`` steps from ``starts`` (rows of the tables): fills are
+    deterministic given the tape, so the fill "probabilities" are 0 or 1 and the ``expected``
+    estimator is exact over the agent's own actions only."""
+    n_rows = len(tables.dmid)
+    if starts.min() < tables.warmup or starts.max() + length > n_rows:
+        raise ValueError(
+            f"episodes must start at >= {tables.warmup} (the window's warm-up) and end "
+            f"within the tape's {n_rows} steps"
+        )
+    rows = starts[:, None] + np.arange(length)  # [B, L]
+    bid_lv, ask_lv = action_levels(params)
+
+    def t64(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(a, dtype=torch.float64, device=device)
+
+    bid_fill = torch.as_tensor(tables.bid_fill[rows][..., bid_lv], device=device)
+    ask_fill = torch.as_tensor(tables.ask_fill[rows][..., ask_lv], device=device)
+    return QuoteBatch(
+        macro=torch.as_tensor(tables.macro[rows], device=device),
+        micro=torch.as_tensor(tables.micro[rows], device=device),
+        p_bid=bid_fill.double(),
+        p_ask=ask_fill.double(),
+        bid_fill=bid_fill,
+        ask_fill=ask_fill,
+        bid_edge=t64(tables.edge[rows][..., bid_lv]),
+        ask_edge=t64(tables.edge[rows][..., ask_lv]),
+        dmid=t64(tables.dmid[rows]),
+    )
 
 
 def tape_batch(
@@ -235,39 +311,7 @@ def tape_batch(
     micro_window: int,
     device: torch.device | str = "cpu",
 ) -> QuoteBatch:
-    """Episodes of ``length`` steps from ``starts`` on a tape: fills are deterministic given
-    the tape (:func:`hmarl.market.quoting.tape_fills`), so the fill "probabilities" are 0 or 1
-    and the ``expected`` estimator is exact over the agent's own actions only."""
-    if starts.min() < macro_window - 1 or starts.max() + length > len(tape.bid):
-        raise ValueError(
-            f"episodes must start at >= {macro_window - 1} (the window's warm-up) and end "
-            f"within the tape's {len(tape.bid)} steps"
-        )
-    x = tape_features(tape)
-    rows = starts[:, None] + np.arange(length)  # [B, L]
-    bid_lv, ask_lv = action_levels(params)
-    fill_b, fill_a = tape_fills(
-        params, tape.bid_queue, tape.sell_volume, tape.ask_queue, tape.buy_volume
-    )
-    depth = np.concatenate([[0.0], np.asarray(params.offsets, dtype=np.float64)])  # ticks
-    half = (tape.ask - tape.bid) / 2.0
-    edge_b = (half[:, None] + depth[None, :]) * tick * (np.arange(len(depth)) > 0)  # [T, levels]
-    mid = (tape.bid + tape.ask) / 2.0 * tick
-    dmid = np.concatenate([np.diff(mid), [0.0]])
-
-    def t64(a: np.ndarray) -> Tensor:
-        return torch.as_tensor(a, dtype=torch.float64, device=device)
-
-    bid_fill = torch.as_tensor(fill_b[rows][..., bid_lv], device=device)
-    ask_fill = torch.as_tensor(fill_a[rows][..., ask_lv], device=device)
-    return QuoteBatch(
-        macro=torch.as_tensor(window_stats(x, macro_window)[rows], device=device),
-        micro=torch.as_tensor(window_stats(x, micro_window)[rows], device=device),
-        p_bid=bid_fill.double(),
-        p_ask=ask_fill.double(),
-        bid_fill=bid_fill,
-        ask_fill=ask_fill,
-        bid_edge=t64(edge_b[rows][..., bid_lv]),
-        ask_edge=t64(edge_b[rows][..., ask_lv]),
-        dmid=t64(dmid[rows]),
-    )
+    """Episodes of ``length`` steps from ``starts`` on a tape (:func:`tape_tables` then
+    :func:`table_batch`)."""
+    tables = tape_tables(tape, params, tick, macro_window=macro_window, micro_window=micro_window)
+    return table_batch(tables, params, starts, length, device)

@@ -12,7 +12,12 @@ The generator's distributions (all per decision step, seeded):
   ``size_mean``); an order walks the book from the best level, taking each level's displayed
   size before the next, so its distance through the book follows from its size and the queues.
   The agent's own quotes are not in this book (no market impact): the tape is what the market
-  did without us, and :func:`hmarl.market.quoting.tape_fills` says what would have filled.
+  did without us, and :func:`hmarl.market.quoting.tape_fills` says what would have filled;
+* **adverse selection** (``informed``, 0 by default): with this probability a step with a net
+  market-order flow moves the best bid one tick the flow's way after the step (buyers lift the
+  price, sellers sink it), replacing the random walk's move. A quote filled by that flow then
+  loses on the mid's next move, as on real books; at 0 the mid is independent of the flow;
+* **timestamps**: step k is stamped ``start_ns + k * dt_ns`` (for per-day statistics).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ class TickParams:
     rate: float = 0.5  # market orders per side per step (mean)
     size_mean: float = 2.0  # lots per market order (mean, >= 1)
     depth: int = 8  # book levels kept behind each best quote
+    informed: float = 0.0  # probability that a step's net flow moves the mid its way
+    dt_ns: int = 1_000_000_000  # one decision step (1 s)
+    start_ns: int = 1_704_067_200_000_000_000  # 2024-01-01 00:00 UTC
 
 
 class Tape(NamedTuple):
@@ -47,6 +55,7 @@ class Tape(NamedTuple):
     ask_queue: np.ndarray  # [L, D] displayed lots at ask + j
     sell_volume: np.ndarray  # [L, D] lots sold by market orders at bid - j
     buy_volume: np.ndarray  # [L, D] lots bought by market orders at ask + j
+    ts: np.ndarray | None = None  # [L] int64 ns since epoch at the step's start, if known
 
 
 def _walk_orders(
@@ -71,13 +80,18 @@ def generate_tape(params: TickParams, seed: int) -> Tape:
     move = rng.choice(
         [-1, 0, 1], n, p=[params.move_prob / 2, 1 - params.move_prob, params.move_prob / 2]
     )
-    bid = params.bid0 + np.concatenate([[0], np.cumsum(move[:-1])])
     probs = np.asarray(params.spread_probs, dtype=np.float64)
     spread = 1 + rng.choice(len(probs), n, p=probs / probs.sum())
     queues = [1 + rng.poisson(params.queue_mean - 1, (n, d)) for _ in range(2)]
     sells = _walk_orders(rng, queues[0], params.rate, params.size_mean)
     buys = _walk_orders(rng, queues[1], params.rate, params.size_mean)
-    return Tape(bid, bid + spread, queues[0], queues[1], sells, buys)
+    if params.informed > 0:  # drawn after the rest: a tape without it keeps its draws
+        flow = np.sign(buys.sum(1) - sells.sum(1))
+        informed = (rng.random(n) < params.informed) & (flow != 0)
+        move = np.where(informed, flow, move)
+    bid = params.bid0 + np.concatenate([[0], np.cumsum(move[:-1])])
+    ts = params.start_ns + params.dt_ns * np.arange(n, dtype=np.int64)
+    return Tape(bid, bid + spread, queues[0], queues[1], sells, buys, ts)
 
 
 def check_top_of_book(

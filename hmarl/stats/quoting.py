@@ -93,3 +93,25 @@ def quote_stats(
         "Sharpe Ratio (step PnL)": sharpe_ratio(step_pnl, periods),
         "Max. Drawdown [price x lots]": float(np.max(peak - cum)) if len(cum) else 0.0,
     }
+
+
+def quote_stats_per_day(ts_ns: np.ndarray, **parts: Any) -> dict[str, dict[str, Any]]:
+    """:func:`quote_stats` of each UTC day of a run, keyed ``YYYY-MM-DD`` in time order.
+
+    ``ts_ns [L]``: each step's start (int64 ns since epoch, sorted); ``parts``: the keyword
+    arguments of :func:`quote_stats`, whose ``[L]`` arrays are cut by day (the scalars pass
+    through). A day's PnL is the sum of its steps' parts, so the days' PnL add up to the run's;
+    the inventory carried over midnight stays (a market maker's book does not close at 0:00),
+    and the liquidation counts on the day of the run's last step.
+    """
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    if len(ts) and np.any(np.diff(ts) < 0):
+        raise ValueError("ts_ns must be sorted: per-day statistics cut the run by time")
+    day = ts // 86_400_000_000_000
+    out: dict[str, dict[str, Any]] = {}
+    for d in np.unique(day):
+        rows = day == d
+        cut = {k: v[rows] if isinstance(v, np.ndarray) else v for k, v in parts.items()}
+        label = str(np.datetime64(int(d), "D"))
+        out[label] = quote_stats(**cut)
+    return out

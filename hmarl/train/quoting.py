@@ -1,4 +1,5 @@
-"""Training the hierarchical quoting agent on the Avellaneda-Stoikov market, exactly.
+"""Training the hierarchical quoting agent: on the Avellaneda-Stoikov market, exactly, and on
+a tape-driven market (:mod:`hmarl.train.quote_tape`).
 
 Why a loop of its own beside :class:`hmarl.train.trainer.Trainer`: the trading trainer reads a
 candle market's splits; the Avellaneda-Stoikov market is generated (fresh seeded paths for every
@@ -17,18 +18,23 @@ and the closed-form quotes are exact numbers (:mod:`hmarl.market.avellaneda`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 import torch
 
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
-from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes
+from hmarl.agent.quote_rollout import TAPE_FEATURES, QuoteBatch, as_batch, collect_quotes
 from hmarl.agent.quote_update import exact_objective, quote_update
 from hmarl.agent.reinforce import macro_steps_at, make_optimizers
 from hmarl.market import avellaneda as av
 from hmarl.market.quoting import QuoteParams
+from hmarl.market.tape_market import TapeMarket
+from hmarl.train import quote_tape as qt
+from hmarl.train.quote_tape import TapeResult
 
 VALIDATION_SEED, TEST_SEED = 10_000_019, 20_000_003
 """Seeds of the fixed evaluation paths (training paths use ``(seed, episode)``)."""
@@ -143,49 +149,95 @@ def quote_episode(
 @torch.no_grad()
 def objective(policy: HierarchicalPolicy, batch: QuoteBatch, params: QuoteParams) -> float:
     """Mean exact objective of the greedy policy over the batch's paths (dropout off)."""
-    was = policy.training
-    policy.eval()
-    try:
-        gen = torch.Generator().manual_seed(0)
-        traj = collect_quotes(policy, batch, params, generator=gen, greedy=True)
-    finally:
-        policy.train(was)
-    greedy = torch.nn.functional.one_hot(traj.grid_probs.argmax(-1), params.n_actions)
+    greedy = torch.nn.functional.one_hot(qt.greedy_choice(policy, batch, params), params.n_actions)
     return exact_objective(params, batch, greedy.permute(1, 2, 0, 3).double())  # [B, L, S, A]
 
 
+@overload
 def train_quotes(
     market: av.ASParams, params: QuoteParams, settings: QuoteTraining
-) -> tuple[HierarchicalPolicy, QuoteResult]:
-    """Train on fresh seeded paths; keep the policy with the best validation objective."""
-    torch.set_num_threads(settings.threads)
-    torch.manual_seed(settings.seed)
-    policy = quote_policy(
-        len(av.FEATURES), params, head_hidden=settings.head_hidden, dropout=settings.dropout
-    )
+) -> tuple[HierarchicalPolicy, QuoteResult]: ...
+
+
+@overload
+def train_quotes(
+    market: TapeMarket, params: QuoteParams, settings: QuoteTraining
+) -> tuple[HierarchicalPolicy, TapeResult]: ...
+
+
+def train_quotes(
+    market: av.ASParams | TapeMarket, params: QuoteParams, settings: QuoteTraining
+) -> tuple[HierarchicalPolicy, QuoteResult | TapeResult]:
+    """Train on the market's episodes; keep the policy with the best validation objective.
+
+    ``market``: an Avellaneda-Stoikov market (fresh seeded paths every episode, scored exactly
+    against the optimum) or a tape market (:mod:`hmarl.train.quote_tape`: random episodes of
+    the train tape, scored on the test tape beside the baselines).
+    """
+    if isinstance(market, TapeMarket):
+        return _train_on_tape(market, params, settings)
+    return _train_as(market, params, settings)
+
+
+def _fit(
+    policy: HierarchicalPolicy,
+    params: QuoteParams,
+    settings: QuoteTraining,
+    train_batch: Callable[[int], QuoteBatch],
+    validate: Callable[[HierarchicalPolicy], float],
+) -> tuple[float, int, list[tuple[int, float]], float]:
+    """The training loop of both markets: ``train_batch(episode)`` gives each episode's batch,
+    ``validate`` scores the greedy policy every ``eval_every`` episodes; the best validation's
+    weights are loaded back. Returns that score, its episode, the curve and the seconds."""
     optimizers = make_optimizers(
         policy, lr_macro=settings.lr_macro, lr_micro=settings.lr_micro, lr_head=settings.lr_head
     )
     gen = torch.Generator().manual_seed(settings.seed)
-    val = make_batch(market, params, settings, settings.eval_paths, VALIDATION_SEED)
     best, best_episode, best_state = -np.inf, -1, None
     curve: list[tuple[int, float]] = []
     start = time.perf_counter()
     for episode in range(settings.episodes + 1):
         if episode % settings.eval_every == 0 or episode == settings.episodes:
-            score = objective(policy, val, params)
+            score = validate(policy)
             curve.append((episode, score))
             if score > best:
                 best, best_episode = score, episode
                 best_state = {k: v.clone() for k, v in policy.state_dict().items()}
         if episode == settings.episodes:
             break
-        batch = make_batch(market, params, settings, settings.n_envs, (settings.seed, episode))
+        batch = train_batch(episode)
         update_macro = macro_steps_at(episode, settings.macro_every)
         quote_episode(policy, optimizers, batch, params, settings, update_macro, gen)
     seconds = time.perf_counter() - start
     assert best_state is not None
     policy.load_state_dict(best_state)
+    return best, best_episode, curve, seconds
+
+
+def _new_policy(
+    n_features: int, params: QuoteParams, settings: QuoteTraining
+) -> HierarchicalPolicy:
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    return quote_policy(
+        n_features, params, head_hidden=settings.head_hidden, dropout=settings.dropout
+    )
+
+
+def _train_as(
+    market: av.ASParams, params: QuoteParams, settings: QuoteTraining
+) -> tuple[HierarchicalPolicy, QuoteResult]:
+    policy = _new_policy(len(av.FEATURES), params, settings)
+    val = make_batch(market, params, settings, settings.eval_paths, VALIDATION_SEED)
+    best, best_episode, curve, seconds = _fit(
+        policy,
+        params,
+        settings,
+        lambda episode: make_batch(
+            market, params, settings, settings.n_envs, (settings.seed, episode)
+        ),
+        lambda p: objective(p, val, params),
+    )
     test = make_batch(market, params, settings, settings.eval_paths, TEST_SEED)
     level, fixed = av.best_fixed_quote(market, params)
     result = QuoteResult(
@@ -202,5 +254,34 @@ def train_quotes(
         env_steps=settings.episodes * settings.n_envs * market.steps,
         seconds=seconds,
         curve=curve,
+    )
+    return policy, result
+
+
+def _train_on_tape(
+    market: TapeMarket, params: QuoteParams, settings: QuoteTraining
+) -> tuple[HierarchicalPolicy, TapeResult]:
+    policy = _new_policy(len(TAPE_FEATURES), params, settings)
+    data = qt.prepare(
+        market, params, macro_window=settings.macro_window, micro_window=settings.micro_window
+    )
+    rng = np.random.default_rng([settings.seed, 1])
+    val = data.validation.batch
+    best, best_episode, curve, seconds = _fit(
+        policy,
+        params,
+        settings,
+        lambda _: qt.train_batch(data, params, market, settings.n_envs, rng),
+        lambda p: qt.score(params, val, qt.greedy_choice(p, val, params)),
+    )
+    figures = qt.evaluate(policy, market, params, data)
+    result = TapeResult(
+        validation=best,
+        estimate=data.estimate,
+        best_episode=best_episode,
+        env_steps=settings.episodes * settings.n_envs * market.episode_steps,
+        seconds=seconds,
+        curve=curve,
+        **figures,
     )
     return policy, result
