@@ -24,6 +24,7 @@ weight of each specialist (they sum to 1 per row), and ``<name>_p_hold`` / ``_p_
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -136,13 +137,14 @@ class Steps(NamedTuple):
     own: dict[str, FloatArray]  # own_prob_column(name, code) -> that specialist's probability
 
 
-def _column(steps: pd.DataFrame, name: str) -> FloatArray:
-    """Column as finite float64, naming the first bad row and its timestamp."""
+def _column(steps: pd.DataFrame, name: str, allow_inf: bool = False) -> FloatArray:
+    """Column as finite float64 (``allow_inf``: +inf too), naming the first bad row and its
+    timestamp."""
     try:
         values = steps[name].to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as err:
         raise ValueError(f"steps column {name!r} is not numeric: {err}") from err
-    finite = np.isfinite(values)
+    finite = np.isfinite(values) | (allow_inf & (values == np.inf))
     if not finite.all():
         _fail(steps, name, values, ~finite, "is not finite")
     return values
@@ -176,18 +178,40 @@ def _check_index(steps: pd.DataFrame) -> pd.DatetimeIndex:
     return index
 
 
-RUIN_FLOOR = float(np.finfo(np.float64).tiny)
-"""Equity below float64's smallest normal number reads as this floor (see :func:`check_steps`)."""
+EQUITY_RANGE = (1e-300, 1e300)
+"""The equity the statistics carry: a record that leaves it is clipped (see :func:`clip_equity`)."""
+
+
+def clip_equity(equity: FloatArray, steps: pd.DataFrame | None = None) -> FloatArray:
+    """Equity clipped to :data:`EQUITY_RANGE`, with a warning naming the first row outside it.
+
+    Why: equity is ``exp`` of the summed log growth, which leaves float64's range on very long
+    records: a losing policy's fees over a million bars underflow it to 0 (ruin), a strong
+    edge over ten million bars overflows it to inf. Clipped, the ruin bar's return is -100%
+    (or the overflow bar's gain stops at the ceiling), the later returns read as 0 and every
+    statistic stays finite; the warning says from which row the figures stop meaning anything.
+    """
+    lo, hi = EQUITY_RANGE
+    out = (equity < lo) | (equity > hi)
+    if out.any():
+        row = int(np.flatnonzero(out)[0])
+        where = f"row {row}" + (f" ({steps.index[row]})" if steps is not None else "")
+        warnings.warn(
+            f"equity left [{lo:g}, {hi:g}] at {where} (value {equity[row]:.3g}): the record is "
+            "clipped there and its later returns read as 0; back-test a shorter span "
+            "(start= / end=) for figures past that row",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return np.clip(equity, lo, hi)
 
 
 def check_steps(steps: pd.DataFrame, need_prices: bool) -> Steps:
     """Validate a steps table once so every statistic can trust its arrays.
 
-    An equity of exactly 0 is a ruined account, not bad input: equity is ``exp`` of the summed
-    log growth, which underflows to 0 once it falls below about 1e-308 of the start (a losing
-    policy over a long split: a million bars of fees do it). It is read as :data:`RUIN_FLOOR`,
-    so the ruin bar's return is -100% and the ruined account's later returns are 0 (it has
-    nothing left to trade), and every statistic stays finite. A negative equity is refused.
+    An equity of 0 or +inf is not bad input but a record longer than float64 can carry (a
+    ruined account, or a strong edge over millions of bars): it is clipped, with a warning
+    (:func:`clip_equity`). A negative equity is refused.
     """
     if not isinstance(steps, pd.DataFrame):
         raise TypeError(f"steps must be a pandas DataFrame, got {type(steps).__name__}")
@@ -198,7 +222,7 @@ def check_steps(steps: pd.DataFrame, need_prices: bool) -> Steps:
     if missing:
         raise ValueError(f"steps frame lacks column(s) {missing}; it has {list(steps.columns)}")
     index = _check_index(steps)
-    cols = {name: _column(steps, name) for name in required}
+    cols = {name: _column(steps, name, allow_inf=name == EQUITY) for name in required}
     checks = (
         (ACTION, ~np.isin(cols[ACTION], (HOLD, BUY, SELL)), "is not 0 (HOLD), 1 (BUY) or 2 (SELL)"),
         (POSITION, np.abs(cols[POSITION]) > 1.0 + 1e-9, "is outside [-1, 1]"),
@@ -221,7 +245,7 @@ def check_steps(steps: pd.DataFrame, need_prices: bool) -> Steps:
         position=cols[POSITION],
         turnover=cols[TURNOVER],
         fee=cols[FEE],
-        equity=np.maximum(cols[EQUITY], RUIN_FLOOR),
+        equity=clip_equity(cols[EQUITY], steps),
         price=cols.get(PRICE),
         next_price=cols.get(NEXT_PRICE),
         probs=probs,

@@ -509,9 +509,27 @@ def test_a_ruined_account_has_finite_stats() -> None:
     split: that is ruin (-100%), not bad input, and every statistic stays finite."""
     steps = make_steps([0.01, -0.5, 0.02, 0.0, 0.0])
     steps["equity"] = [1.01, 1.01 * 1e-300, 0.0, 0.0, 0.0]  # the underflow at row 2
-    stats = compute_stats(steps)
+    with pytest.warns(RuntimeWarning, match=r"equity left \[1e-300, 1e\+300\] at row 2 "):
+        stats = compute_stats(steps)
     assert stats["Return [%]"] == pytest.approx(-100.0)
     assert stats["Max. Drawdown [%]"] == pytest.approx(-100.0)
     assert all(math.isfinite(v) for v in stats.values() if isinstance(v, float))
     daily = daily_frame(steps)
     assert np.isfinite(daily["return_pct"]).all()
+
+
+def test_an_equity_past_float64_is_clipped_with_a_warning() -> None:
+    """A strong edge over ten million bars overflows exp(sum of log growth) to inf."""
+    with np.errstate(over="ignore"):
+        steps = make_steps([1.0] * 1100)  # doubling every bar: inf from row 1023
+    row = int(np.flatnonzero(steps["equity"].to_numpy() > 1e300)[0])
+    assert np.isinf(steps["equity"].iloc[-1])
+    with pytest.warns(RuntimeWarning, match=rf"at row {row} "):
+        stats = compute_stats(steps)
+    assert stats["Equity Final [x]"] == 1e300
+    for key in ("Return [%]", "Sharpe Ratio", "Max. Drawdown [%]", "Fees Paid [%]"):
+        assert math.isfinite(stats[key]), key
+    steps = make_steps([0.01, 0.02, 0.0, 0.01])
+    steps["equity"] = [1.01, 1.0, -np.inf, 1.0]
+    with pytest.raises(ValueError, match=r"'equity', row 2 .*is not finite"):
+        compute_stats(steps)
