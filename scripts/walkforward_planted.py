@@ -23,9 +23,9 @@ from hmarl.config import conf_dir, register_configs
 from hmarl.data.reading import load_candles
 from hmarl.market.env import EnvParams, settle
 from hmarl.market.planted import oracle_positions, plant_edge
+from hmarl.steps import market_returns
 from hmarl.walkforward.run import walk_forward
 from hmarl.walkforward.schema import register_walkforward_configs, to_walkforward_config
-from hmarl.walkforward.stitch import market_returns
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 Q4 = "binance_spot_BTCUSDT_5m_2024Q4.csv"
@@ -66,7 +66,14 @@ def main() -> None:
     for name in stats.columns:
         value = float(stats.loc["Return [%]", name])
         capture = value / oracle_pct if oracle_pct > 0 else np.nan
-        print(f"{name:>14}: return {value:8.2f}%  capture of the oracle {capture:6.1%}")
+        # the same in log growth: compounding makes the ratio of returns punish any shortfall
+        growth = (
+            np.log1p(value / 100.0) / np.log1p(oracle_pct / 100.0) if oracle_pct > 0 else np.nan
+        )
+        print(
+            f"{name:>14}: return {value:8.2f}%  capture of the oracle {capture:6.1%} "
+            f"(of its log growth {growth:6.1%})"
+        )
 
 
 if __name__ == "__main__":
