@@ -233,6 +233,16 @@ def test_the_plan_cuts_folds_by_dates_as_a_run_would(tmp_path: Path) -> None:
     assert data.end == plan.index[1200].isoformat()
 
 
+def test_one_fold_of_a_multirun_is_cut_from_the_plan_or_refused(tmp_path: Path) -> None:
+    from hmarl.walkforward.run import one_fold
+
+    plans = _plan(tmp_path)
+    (only,) = one_fold(plans, 1)  # walkforward.fold=1: that fold alone, as the plan numbers it
+    assert [f.number for f in only.folds] == [1] and only.folds[0] == plans[0].folds[1]
+    with pytest.raises(WalkForwardError, match=r"walkforward\.fold=2 .*synthetic \(2\)"):
+        one_fold(plans, 2)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -150,6 +150,18 @@ def fold_overrides(cfg: Config, plan: MarketPlan, fold: Fold, base: list[str]) -
     ]
 
 
+def one_fold(plans: list[MarketPlan], number: int) -> list[MarketPlan]:
+    """Each market's plan cut to its fold ``number`` (``walkforward.fold``); a number past a
+    market's folds is refused before any training."""
+    short = [f"{p.name} ({len(p.folds)})" for p in plans if number >= len(p.folds)]
+    if short:
+        raise WalkForwardError(
+            f"walkforward.fold={number} but these markets have fewer folds: {', '.join(short)}; "
+            "folds are numbered from 0"
+        )
+    return [replace(p, folds=[p.folds[number]]) for p in plans]
+
+
 def train_folds(
     cfg: Config,
     wf: WalkForwardConfig,
@@ -343,6 +355,14 @@ def walk_forward(
             for p in plans
         },
     }
+    if wf.fold is not None:  # one job of a multirun over folds: train that fold, no tables
+        only = one_fold(plans, wf.fold)
+        records = train_folds(cfg, wf, only, out, list(overrides or []))
+        print(
+            f"walkforward: fold {wf.fold} of {len(only)} market(s) trained in {out}; once every "
+            f"fold is, the same command without walkforward.fold builds the tables"
+        )
+        return {"out": str(out), "fold": wf.fold, "trained": len(records)}
     write_json(out / "plan.json", plan_doc)
     records = train_folds(cfg, wf, plans, out, list(overrides or []))
     rows, summaries = [], []
