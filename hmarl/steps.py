@@ -283,8 +283,9 @@ def end_to_end(segments: Sequence[pd.DataFrame]) -> pd.DataFrame:
     many-market run, as if the markets had been traded in turn.
 
     Why shift the times: a record's index must increase, and two markets' splits cover the same
-    dates. Each segment is moved forward by whole days so that it starts after the previous
-    one ends (at least one bar later): the bar spacing and each bar's time of day are kept, so
+    dates (or months apart: a gap would count as time in the annualised figures). Each segment
+    is moved by whole days, forward or back, so that it starts at least one bar and less than a
+    day after the previous one ends: the bar spacing and each bar's time of day are kept, so
     annualisation and daily figures read the pooled record as one market's.
     """
     shifted, end = [], None
@@ -293,9 +294,8 @@ def end_to_end(segments: Sequence[pd.DataFrame]) -> pd.DataFrame:
         index = pd.DatetimeIndex(seg.index)
         if end is not None and len(index):
             spacing = pd.Timedelta(np.median(np.diff(index.asi8)) if len(index) > 1 else day)
-            gap = end + spacing - index[0]
-            if gap > pd.Timedelta(0):
-                index = index + day * int(np.ceil(gap / day))
+            gap = end + spacing - index[0]  # negative: a later market, moved back
+            index = index + day * int(np.ceil(gap / day))
         part = seg.copy()
         part.index = index.rename(seg.index.name)
         shifted.append(part)

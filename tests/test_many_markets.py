@@ -178,3 +178,6 @@ def test_end_to_end_lays_overlapping_segments_one_after_another() -> None:
     assert out.index.is_monotonic_increasing and len(out) == 8
     assert (out.index[4:] - out.index[:4] == pd.Timedelta(days=1)).all()  # time of day kept
     np.testing.assert_allclose(out[EQUITY].to_numpy()[4:], seg[EQUITY].to_numpy() * 1.5)
+    later = seg.set_axis(index + pd.Timedelta(days=200))  # months later: moved back, no gap
+    out = end_to_end([seg, later])
+    assert out.index[4] - out.index[3] == pd.Timedelta(days=1) - pd.Timedelta(minutes=15)
