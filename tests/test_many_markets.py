@@ -181,3 +181,14 @@ def test_end_to_end_lays_overlapping_segments_one_after_another() -> None:
     later = seg.set_axis(index + pd.Timedelta(days=200))  # months later: moved back, no gap
     out = end_to_end([seg, later])
     assert out.index[4] - out.index[3] == pd.Timedelta(days=1) - pd.Timedelta(minutes=15)
+
+
+def test_a_sweep_builds_each_market_of_data_paths_once(trained: dict[str, Any]) -> None:
+    from hmarl.train.resume import describe_data
+    from hmarl.train.sweep import prebuild_markets
+
+    cfg = trained["cfg"]
+    assert prebuild_markets([cfg, cfg]) == 2  # two markets, each once, not one "data.paths"
+    assert describe_data({"data": {"source": "csv", "paths": ["a.csv", "b.csv"]}}) == (
+        "data=csv data.paths=[a.csv,b.csv]"
+    )

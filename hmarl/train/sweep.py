@@ -41,7 +41,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -171,15 +171,19 @@ def prebuild_markets(configs: Iterable[Config]) -> int:
     Why here: N parallel jobs that miss the cache would each build the same tensors (the
     cache's atomic rename keeps that correct, but N times the work). Jobs then load them.
     """
+    from hmarl.market.many import market_paths
     from hmarl.market.market_data import market_for_config
 
     seen: set[str] = set()
     for cfg in configs:
-        args = market_args(cfg)
-        key = json.dumps({**args, "data": asdict(cfg.data)}, sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            market_for_config(**args)
+        # data.paths: each market on its own, as the job builds it (hmarl.market.many)
+        files = market_paths(cfg.data.paths) if cfg.data.paths else [cfg.data.path]
+        for path in files:
+            args = {**market_args(cfg), "data": replace(cfg.data, path=path, paths=[])}
+            key = json.dumps({**args, "data": asdict(args["data"])}, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                market_for_config(**args)
     return len(seen)
 
 
