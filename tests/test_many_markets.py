@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from hmarl.market.many import MARKETS_KEY, MarketsError, sample_market_starts
+from hmarl.agent.rollout import sample_market_starts
+from hmarl.market.many import MARKETS_KEY, MarketsError
 from hmarl.steps import EQUITY, end_to_end
 from tests.helpers import compose_config, tiny_overrides
 

@@ -6,7 +6,7 @@ per market), so no window, feature or return ever spans two markets. The markets
 are then laid one after another in one :class:`~hmarl.market.market_data.MarketData` (the
 *stacked* market) so that the rollout, the lazy MacroNet cache and the REINFORCE update read
 one tensor as for a single market; every episode's rows lie inside one market's train split
-(:func:`sample_market_starts`), and validation runs each market's own split.
+(:func:`hmarl.agent.rollout.sample_market_starts`), and validation runs each market's own split.
 
 Scalers: one per market, fitted on that market's own train split. Why not pooled: the
 markets' features differ in scale (volume and traded value by orders of magnitude between a
@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from hmarl.config import DataConfig
 from hmarl.market.market_data import MarketData
@@ -168,28 +167,6 @@ def stack(markets: Sequence[MarketData], names: Sequence[str]) -> MarketData:
         meta={"markets": list(names)},
         specialists=list(first.specialists),
     )
-
-
-def sample_market_starts(
-    ranges: Sequence[tuple[int, int]], length: int, n: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Episode starts across markets: each environment of the batch picks a market with
-    probability proportional to its number of possible starts (its train decision rows less
-    the episode length, plus one), then a uniform start in it; so every train row of every
-    market is about equally likely to be visited, as if the train splits were one market, and
-    no episode leaves its market."""
-    lo = torch.tensor([a for a, _ in ranges], dtype=torch.int64, device=generator.device)
-    span = torch.tensor([b - a - length for a, b in ranges], dtype=torch.int64)
-    if int(span.min()) < 0:
-        raise MarketsError(
-            f"trainer.episode_len={length} does not fit in a market's train split "
-            f"({[b - a for a, b in ranges]} decision rows); lower trainer.episode_len"
-        )
-    count = (span + 1).to(generator.device)
-    pick = torch.multinomial(count.double(), n, replacement=True, generator=generator)
-    u = torch.rand(n, generator=generator, device=generator.device, dtype=torch.float64)
-    offset = torch.minimum((u * count[pick]).long(), count[pick] - 1)
-    return lo[pick] + offset
 
 
 def check_episode_fits(markets: Markets, length: int) -> None:

@@ -35,13 +35,19 @@ from hmarl.agent.checkpoint import (
 from hmarl.agent.evaluation import policy_stats, pooled_policy_stats
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
-from hmarl.agent.rollout import LazyMacroCache, collect, market_tensors, sample_starts
+from hmarl.agent.rollout import (
+    LazyMacroCache,
+    collect,
+    market_tensors,
+    sample_market_starts,
+    sample_starts,
+)
 from hmarl.agent.specialists import build_policy, frozen_groups, specialist_rates
 from hmarl.cli import Interrupted
 from hmarl.config import Config, flatten, model_from_record, model_record
 from hmarl.io import append_text, atomic_write, write_text
 from hmarl.market.env import EnvParams, position_grid
-from hmarl.market.many import Markets, check_episode_fits, load_markets, sample_market_starts
+from hmarl.market.many import Markets, check_episode_fits, load_markets
 from hmarl.market.market_data import MarketData
 from hmarl.market.specialist_data import market_for_model, specialist_inputs
 from hmarl.runtime import setup
