@@ -304,3 +304,17 @@ def test_the_one_market_loader_refuses_several_markets_and_names_where_they_go()
         match=r"this reads one data\.path.*hmarl\.train and python -m hmarl\.walkforward",
     ):
         load_market_candles(data, log=None)
+
+
+def test_the_late_oracle_keeps_the_regime_before_for_lag_bars() -> None:
+    from hmarl.market.planted import late_oracle_positions, oracle_positions
+
+    regime = np.array([1, 1, 1, 1, -1, -1, -1, 0, 0, 0, 0])
+    rows = np.arange(10)  # decision t is paid on bar t + 1
+    np.testing.assert_array_equal(
+        late_oracle_positions(regime, rows, 0), oracle_positions(regime, rows)
+    )
+    late = late_oracle_positions(regime, rows, 2)
+    np.testing.assert_array_equal(late, [0, 1, 1, 1, 1, -1, -1, -1, 0, 0])
+    long_only = late_oracle_positions(regime, rows, 2, allow_short=False)
+    np.testing.assert_array_equal(long_only, np.maximum(late, 0))
