@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -461,8 +462,8 @@ class Trainer:
         self.collapse = collapse_reason(self.val, entropy, tc)
         vals = metric_keys(self.val, prefix="val/")
         vals.update(gate_metrics(self.val))
-        for name, own in self.val_markets.items():
-            vals.update(metric_keys(own, prefix=f"val/{name}/"))
+        for name, own in self.val_markets.items():  # MLflow names: letters, digits, _-. /
+            vals.update(metric_keys(own, prefix=f"val/{re.sub(r'[^0-9A-Za-z_./ -]', '_', name)}/"))
         value = vals.get(f"val/{tc.best_metric}")
         if value is None:
             choices = sorted(k[4:] for k in vals)
