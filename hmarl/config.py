@@ -31,6 +31,19 @@ class DataSource(str, Enum):
     csv = "csv"
     parquet = "parquet"
     binance = "binance"
+    avellaneda = "avellaneda"  # task=quote: the Avellaneda-Stoikov market (generated, no file)
+
+
+class Task(str, Enum):
+    """What the agent does: take a position on candles, or quote a bid and an ask."""
+
+    trade = "trade"  # SPEC.md's task: BUY / HOLD / SELL on a candle market
+    quote = "quote"  # market making: a joint (bid, ask) quote (hmarl/train/quote_task.py)
+
+
+QUOTE_MARKETS = (DataSource.avellaneda,)
+"""The ``data.source`` values of quoting markets (``task=quote`` needs one; trading refuses them).
+The market kind key: a tick market joins this tuple with its own ``data.<source>`` block."""
 
 
 class GapPolicy(str, Enum):
@@ -100,6 +113,22 @@ class Combine(str, Enum):
 
 
 @dataclass
+class AvellanedaConfig:
+    """The Avellaneda-Stoikov market (``data=avellaneda``): hmarl.market.avellaneda.ASParams.
+
+    Defaults: the benchmark market of docs/market_making.md (the best fixed symmetric quote
+    reaches 62.8% of the exact optimum there). Units: price, lots, the market's time unit.
+    """
+
+    sigma: float = 2.0  # mid volatility per unit time (price units)
+    A: float = 140.0  # market-order arrival rate at the mid, per unit time
+    k: float = 1.5  # decay of the arrival rate with the distance from the mid, per price unit
+    dt: float = 0.005  # one decision step, in time units
+    steps: int = 100  # decisions per episode
+    mid0: float = 100.0  # the mid at each episode's start
+
+
+@dataclass
 class DataConfig:
     """Candle source, validation policy and chronological splits.
 
@@ -134,6 +163,7 @@ class DataConfig:
     val_frac: float = 0.15
     val_start: str | None = None  # date splits override the fractions, e.g. "2024-03-01"
     test_start: str | None = None
+    avellaneda: AvellanedaConfig = field(default_factory=AvellanedaConfig)  # data=avellaneda
 
 
 @dataclass
@@ -261,6 +291,28 @@ class TrainerConfig:
 
 
 @dataclass
+class QuoteConfig:
+    """The quoting task's rules (``task=quote``): hmarl.market.quoting.QuoteParams' fields.
+
+    Market-agnostic: every quoting market (``data.source`` in :data:`QUOTE_MARKETS`) reads
+    them; ``conf/data/<market>.yaml`` sets the values that suit its tick and prices. Defaults:
+    the benchmark Avellaneda-Stoikov market of docs/market_making.md.
+    """
+
+    offsets: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.0, 6.0])  # ticks
+    tick: float = 0.2  # price units per tick
+    max_inventory: int = 5  # Q: the inventory stays in [-Q, Q] lots (one-lot quotes)
+    maker_fee: float = 0.0  # per lot filled, price units; negative: a rebate
+    phi: float = 0.01  # running inventory penalty per step per lot^2
+    alpha: float = 0.5  # terminal inventory penalty per lot^2
+    liquidation_cost: float = 0.0  # per lot liquidated at the end (taker fee + half spread)
+    no_quote_penalty: float = 0.0  # per side left empty, per step
+    w_mtm: float = 1.0  # reward weight of the mark-to-market change
+    w_spread: float = 1.0  # reward weight of the realised spread net of fees
+    eval_paths: int = 128  # fixed seeded paths of validation, and of test (backtest)
+
+
+@dataclass
 class TrackingConfig:
     """MLflow tracking; ``tracking=none`` disables it.
 
@@ -285,6 +337,8 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    task: Task = Task.trade  # trade | quote (conf/task/; quote reads `quote` and a quoting market)
+    quote: QuoteConfig = field(default_factory=QuoteConfig)
     seed: int = 0  # training seed: sampling, dropout, episode starts, initial weights
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     experiment_name: str = "default"  # set by +experiment=...; tagged on the MLflow run
@@ -387,6 +441,27 @@ RANGES: dict[type, dict[str, Range]] = {
         "mean_regime_bars": at_least(1),
         "train_frac": fraction(),
         "val_frac": fraction(),
+    },
+    AvellanedaConfig: {
+        "sigma": above(0),
+        "A": above(0),
+        "k": above(0),
+        "dt": above(0),
+        "steps": at_least(1),
+        "mid0": Range(),
+    },
+    QuoteConfig: {
+        "offsets": at_least(0),
+        "tick": above(0),
+        "max_inventory": Range(1, 50),
+        "maker_fee": Range(),
+        "phi": at_least(0),
+        "alpha": at_least(0),
+        "liquidation_cost": at_least(0),
+        "no_quote_penalty": at_least(0),
+        "w_mtm": at_least(0),
+        "w_spread": at_least(0),
+        "eval_paths": POSITIVE_INT,
     },
     FeaturesConfig: {"macro_window": at_least(2), "micro_window": at_least(2)},
     ModelConfig: {
@@ -509,6 +584,33 @@ def _cross_checks(cfg: Config) -> list[str]:
     problems += check_dates(cfg.data, "data.")
     problems += check_device(cfg.device)
     problems += check_specialists(cfg.model.specialists)
+    problems += check_task(cfg)
+    return problems
+
+
+def check_task(cfg: Config) -> list[str]:
+    """``task`` and the market must agree: quoting needs a quoting market, trading candles."""
+    quoting_market = cfg.data.source in QUOTE_MARKETS
+    markets = " | ".join(m.value for m in QUOTE_MARKETS)
+    if cfg.task == Task.trade and quoting_market:
+        return [
+            f"data={cfg.data.source.value} is a quoting market but task=trade: add task=quote "
+            f"(or +experiment=mm_asym_1_10), or choose candles (data=synthetic | csv | ...)"
+        ]
+    if cfg.task == Task.trade:
+        return []
+    problems = (
+        []
+        if quoting_market
+        else [
+            f"task=quote needs a quoting market, got data={cfg.data.source.value}: add "
+            f"data={markets}"
+        ]
+    )
+    if not cfg.quote.offsets or len(set(cfg.quote.offsets)) != len(cfg.quote.offsets):
+        problems.append(f"quote.offsets must be distinct and non-empty, got {cfg.quote.offsets}")
+    if cfg.model.specialists:
+        problems.append("model.specialists is for task=trade: use model=default with task=quote")
     return problems
 
 
@@ -562,7 +664,7 @@ def check_source(data: DataConfig, prefix: str) -> list[str]:
     """
     if data.path and data.paths:
         return [f"{prefix}path and {prefix}paths are both set: give one market or a list"]
-    if data.source != DataSource.synthetic:
+    if data.source != DataSource.synthetic and data.source not in QUOTE_MARKETS:
         if data.path or data.paths:
             return []
         return [f"{prefix}path is required for data={data.source.value}: add {prefix}path=<file>"]
@@ -572,7 +674,7 @@ def check_source(data: DataConfig, prefix: str) -> list[str]:
     key = "path" if data.path else "paths"
     guess = FILE_SOURCES.get(Path(given).suffix.lower(), "csv")
     return [
-        f"{prefix}{key}={given} is set but data=synthetic ignores it: add data={guess} "
+        f"{prefix}{key}={given} is set but data={data.source.value} ignores it: add data={guess} "
         f"(csv | parquet | binance) to read that file"
     ]
 
@@ -696,6 +798,7 @@ class SupervisedConfig:
     max_bin: int = 63  # histogram bins per feature
     subsample: float = 0.5  # share of rows per tree
     colsample: float = 0.5  # share of features per tree
+    max_train_rows: int = 1_000_000  # fit rows at most, evenly spaced over the train split; 0: all
 
 
 @dataclass
@@ -775,6 +878,7 @@ BACKTEST_RANGES: dict[type, dict[str, Range]] = {
         "max_bin": at_least(2),
         "subsample": Range(0.0, 1.0, lo_open=True),
         "colsample": Range(0.0, 1.0, lo_open=True),
+        "max_train_rows": at_least(0),
     },
     CalendarConfig: {
         "trading_days_per_year": Range(0.0, 366.0, lo_open=True),

@@ -176,8 +176,19 @@ def _check_index(steps: pd.DataFrame) -> pd.DatetimeIndex:
     return index
 
 
+RUIN_FLOOR = float(np.finfo(np.float64).tiny)
+"""Equity below float64's smallest normal number reads as this floor (see :func:`check_steps`)."""
+
+
 def check_steps(steps: pd.DataFrame, need_prices: bool) -> Steps:
-    """Validate a steps table once so every statistic can trust its arrays."""
+    """Validate a steps table once so every statistic can trust its arrays.
+
+    An equity of exactly 0 is a ruined account, not bad input: equity is ``exp`` of the summed
+    log growth, which underflows to 0 once it falls below about 1e-308 of the start (a losing
+    policy over a long split: a million bars of fees do it). It is read as :data:`RUIN_FLOOR`,
+    so the ruin bar's return is -100% and the ruined account's later returns are 0 (it has
+    nothing left to trade), and every statistic stays finite. A negative equity is refused.
+    """
     if not isinstance(steps, pd.DataFrame):
         raise TypeError(f"steps must be a pandas DataFrame, got {type(steps).__name__}")
     if len(steps) == 0:
@@ -193,7 +204,7 @@ def check_steps(steps: pd.DataFrame, need_prices: bool) -> Steps:
         (POSITION, np.abs(cols[POSITION]) > 1.0 + 1e-9, "is outside [-1, 1]"),
         (TURNOVER, cols[TURNOVER] < 0.0, "is negative"),
         (FEE, (cols[FEE] < 0.0) | (cols[FEE] >= 1.0), "is outside [0, 1)"),
-        (EQUITY, cols[EQUITY] <= 0.0, "is not positive"),
+        (EQUITY, cols[EQUITY] < 0.0, "is negative"),
     )
     for name, bad, what in checks:
         if bad.any():
@@ -210,7 +221,7 @@ def check_steps(steps: pd.DataFrame, need_prices: bool) -> Steps:
         position=cols[POSITION],
         turnover=cols[TURNOVER],
         fee=cols[FEE],
-        equity=cols[EQUITY],
+        equity=np.maximum(cols[EQUITY], RUIN_FLOOR),
         price=cols.get(PRICE),
         next_price=cols.get(NEXT_PRICE),
         probs=probs,

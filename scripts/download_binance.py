@@ -18,8 +18,8 @@ from hmarl.sources.binance import (
     BASE_URL,
     INTERVAL_FREQ,
     MARKET_PATHS,
-    DownloadError,
     download_klines,
+    exit_code,
 )
 
 
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the download; an error prints one ``error:`` line and returns 2 (a bad request:
     dates, symbol, data) or 1 (a download that failed: network, checksum, disk)."""
     args = parse_args(argv)
-    try:
-        download_klines(
+    return exit_code(
+        lambda: download_klines(
             args.symbol,
             args.interval,
             args.start,
@@ -63,13 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             progress=not args.no_progress,
         )
-    except ValueError as exc:  # includes hmarl.data.DataError: the candles failed validation
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except DownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ them from there, never from this file, which pytest loads as a plugin.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_binance import FakeBinance, serving
 from helpers import REPO
 
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -22,6 +24,13 @@ def shared_data() -> Path:
             f"real data not available: {SHARED_DATA} is absent (a fresh clone has no ../shared)"
         )
     return SHARED_DATA
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[FakeBinance, str]]:
+    """A fake data.binance.vision on 127.0.0.1 (``tests/fake_binance.py``) and its base URL."""
+    with serving() as served:
+        yield served
 
 
 # The longest file first (about 4 minutes of training): `make test` runs the files on two

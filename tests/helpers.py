@@ -6,7 +6,9 @@ a module's tests) and ``app_store.py`` call them too; fixtures stay in ``conftes
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +22,15 @@ TINY = (
     "trainer.eval_every=5",
     "trainer.checkpoint_every=5",
 )
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as a module (scripts are not a package), for its main()."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def compose_config(*overrides: str):  # -> hmarl.config.Config

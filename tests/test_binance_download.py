@@ -9,21 +9,15 @@ the internet.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import io
 import socket
-import threading
-import zipfile
-from collections import Counter
-from collections.abc import Iterator
 from datetime import date, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
+from fake_binance import FakeBinance, zip_csv
+from helpers import load_script
 
 from hmarl.data.reading import load_candles
 from hmarl.sources.binance import (
@@ -37,71 +31,9 @@ from hmarl.sources.binance import (
     plan_files,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 HOUR_MS = 3_600_000
 TODAY = date(2024, 6, 1)
 DAY = date(2024, 1, 5)
-
-
-class FakeBinance:
-    """Files by URL path; each path may hold several bodies served in turn (the last repeats).
-
-    ``drop`` paths announce a long body, send a few bytes and close: a broken connection.
-    """
-
-    def __init__(self) -> None:
-        self.bodies: dict[str, list[bytes]] = {}
-        self.requests: Counter[str] = Counter()
-        self.drop: set[str] = set()
-        self.lock = threading.Lock()
-
-    def next_body(self, path: str) -> bytes | None:
-        """Count the request and pick the body for it (None: 404)."""
-        with self.lock:
-            self.requests[path] += 1
-            bodies = self.bodies.get(path)
-            if not bodies:
-                return None
-            return bodies[min(self.requests[path], len(bodies)) - 1]
-
-
-def _handler(fake: FakeBinance) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = fake.next_body(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            if self.path in fake.drop:
-                self.send_header("Content-Length", str(len(body) + 1000))
-                self.end_headers()
-                self.wfile.write(body[:10])
-                self.close_connection = True
-                return
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    return Handler
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[FakeBinance, str]]:
-    """A FakeBinance on 127.0.0.1 with an ephemeral port, shut down after the test."""
-    fake = FakeBinance()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield fake, f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def kline_rows(first: pd.Timestamp, hours: int, seed: int) -> list[list[float]]:
@@ -120,21 +52,14 @@ def kline_rows(first: pd.Timestamp, hours: int, seed: int) -> list[list[float]]:
 
 
 def kline_zip(name: str, rows: list[list[float]]) -> bytes:
-    """A zip holding ``<name>.csv`` without header, as Binance publishes it."""
-    text = "".join(",".join(str(value) for value in row) + "\n" for row in rows)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(name.removesuffix(".zip") + ".csv", text)
-    return buffer.getvalue()
+    """A zip holding ``<name>.csv`` without header, as Binance publishes klines."""
+    return zip_csv(name, "".join(",".join(str(value) for value in row) + "\n" for row in rows))
 
 
 def publish(fake: FakeBinance, base: str, remote: RemoteFile, rows: list[list[float]]) -> bytes:
     """Put a zip and its CHECKSUM on the server; returns the zip bytes."""
     body = kline_zip(remote.name, rows)
-    digest = hashlib.sha256(body).hexdigest()
-    path = remote.url.removeprefix(base)
-    fake.bodies[path] = [body]
-    fake.bodies[path + ".CHECKSUM"] = [f"{digest}  {remote.name}\n".encode()]
+    fake.publish(remote.url.removeprefix(base), remote.name, body)
     return body
 
 
@@ -403,21 +328,13 @@ def test_unreachable_server_is_a_network_error(tmp_path: Path) -> None:
 # --- CLI ----------------------------------------------------------------------------------
 
 
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_writes_the_parquet_and_reports_errors(
     server: tuple[FakeBinance, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake, base = server
     start = date(2024, 1, 5)
     _, expected = publish_plan(fake, base, start, start + timedelta(days=1))
-    cli = _script("download_binance")
+    cli = load_script("download_binance")
     out = tmp_path / "btc.parquet"
     argv = ["BTCUSDT", "1h", "2024-01-05", "2024-01-06", "--out-dir", str(tmp_path)]
     assert cli.main([*argv, "--out", str(out), "--base-url", base, "--no-progress"]) == 0

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hmarl.backtest.report import daily_frame
 from hmarl.stats.metrics import (
     CRYPTO,
     EXCHANGE,
@@ -425,7 +426,7 @@ def test_optional_columns() -> None:
     ("column", "value", "message"),
     [
         ("equity", np.nan, r"'equity', row 3 .*is not finite"),
-        ("equity", -1.0, r"'equity', row 3 .*is not positive"),
+        ("equity", -1.0, r"'equity', row 3 .*is negative"),
         ("position", 1.5, r"'position', row 3 .*outside \[-1, 1\]"),
         ("action", 3, r"'action', row 3 .*not 0 \(HOLD\)"),
         ("fee", -0.1, r"'fee', row 3 .*outside \[0, 1\)"),
@@ -480,6 +481,7 @@ def test_metric_keys_are_mlflow_safe_and_unique(stats: dict[str, float | int | s
         ("Mean P(HOLD)", "mean_p_hold"),
         ("Turnover (Ann.) [x]", "turnover_ann_x"),
         ("Sharpe 95% CI Low", "sharpe_95pct_ci_low"),
+        ("Inventory |mean| [lots]", "inventory_abs_mean_lots"),  # not Inventory mean [lots]'s
     ],
 )
 def test_short_key(key: str, short: str) -> None:
@@ -500,3 +502,16 @@ def test_stats_table_puts_runs_side_by_side(steps: pd.DataFrame) -> None:
     assert table.loc["Sharpe Ratio", "policy"] == policy["Sharpe Ratio"]
     assert table.loc["# Trades", "flat"] == 0
     assert pd.isna(table.loc["Mean P(HOLD)", "flat"])
+
+
+def test_a_ruined_account_has_finite_stats() -> None:
+    """Equity is exp of the summed log growth and underflows to exactly 0 on a long losing
+    split: that is ruin (-100%), not bad input, and every statistic stays finite."""
+    steps = make_steps([0.01, -0.5, 0.02, 0.0, 0.0])
+    steps["equity"] = [1.01, 1.01 * 1e-300, 0.0, 0.0, 0.0]  # the underflow at row 2
+    stats = compute_stats(steps)
+    assert stats["Return [%]"] == pytest.approx(-100.0)
+    assert stats["Max. Drawdown [%]"] == pytest.approx(-100.0)
+    assert all(math.isfinite(v) for v in stats.values() if isinstance(v, float))
+    daily = daily_frame(steps)
+    assert np.isfinite(daily["return_pct"]).all()

@@ -167,6 +167,30 @@ def test_config_defaults_are_the_librarys() -> None:
 
     cfg, params = SupervisedConfig(), supervised.SupervisedParams()
     assert tuple(cfg.horizons) == params.horizons and tuple(cfg.thresholds) == params.thresholds
-    for name in ("n_estimators", "learning_rate", "num_leaves", "min_child_samples", "max_bin"):
+    names = ("n_estimators", "learning_rate", "num_leaves", "min_child_samples", "max_bin")
+    for name in (*names, "max_train_rows"):
         assert getattr(cfg, name) == getattr(params, name), name
     assert (cfg.subsample, cfg.colsample) == (params.subsample, params.colsample)
+
+
+def test_a_long_train_split_fits_on_evenly_spaced_rows_and_predicts_in_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Memory bounded on markets of millions of rows: at most ``max_train_rows`` fit rows,
+    spread over the whole split (first and last kept), and predictions gathered a block at a
+    time equal to one pass."""
+    m = planted_market()
+    every = supervised.labelled_rows(m, "train", 12)
+    some = supervised.labelled_rows(m, "train", 12, at_most=100)
+    assert some.size == 100 and some[0] == every[0] and some[-1] == every[-1]
+    assert np.isin(some, every).all() and (np.diff(some) > 0).all()
+    assert np.diff(some).max() - np.diff(some).min() <= 1  # evenly spaced
+    assert supervised.labelled_rows(m, "train", 12, at_most=10**6).size == every.size
+    band = momentum_band(EnvParams())
+    small = supervised.SupervisedParams(n_estimators=30, min_child_samples=20, max_train_rows=300)
+    full, capped = supervised.fit(m, (3,), band, SMALL)[3], supervised.fit(m, (3,), band, small)[3]
+    assert full.model_to_string() != capped.model_to_string()
+    rows = np.arange(*SPLITS["val"], dtype=np.int64)
+    whole = supervised.probabilities(full, m, rows)
+    monkeypatch.setattr(supervised, "PREDICT_BLOCK_ROWS", 64)
+    assert np.array_equal(supervised.probabilities(full, m, rows), whole)

@@ -67,11 +67,27 @@ class Payload(_Essentials, total=False):
     """
 
     tracking: TrackingRecord
+    task: str  # "quote" for a quoting checkpoint (hmarl/train/quote_task.py); absent: trading
     validation: dict[str, int | float | str]  # the stats of the evaluation that saved it
     optimizers: dict[str, dict[str, Any]]  # per-module Adam states
     rng: dict[str, Any]  # generator and torch RNG states (tensors)
     config: dict[str, Any]  # the resolved training config (hmarl.config.Config)
     data_splits: dict[str, list[int]]  # train / val / test decision-row ranges
+
+
+class RunRecord(TypedDict):
+    """The payload's entries that any training run writes, whatever its market or task
+    (hmarl.train.trainer.run_record); the market's (env, feature_spec, data_fingerprint,
+    data_splits) come beside them."""
+
+    tracking: TrackingRecord
+    validation: dict[str, int | float | str]
+    policy: dict[str, Any]
+    optimizers: dict[str, dict[str, Any]]
+    train_state: dict[str, Any]
+    rng: dict[str, Any]
+    config: dict[str, Any]
+    model: dict[str, Any]
 
 
 class Checkpoint(Payload):

@@ -85,6 +85,31 @@ def walk_states(params: QuoteParams, f: Tensor) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(out.T)).to(f.device)
 
 
+def follow(
+    params: QuoteParams, batch: QuoteBatch, choice: Tensor
+) -> tuple[Tensor, Tensor, QuoteSettlement]:
+    """Play a choice table ``choice[s, b, k]`` (the action in every inventory state) from flat:
+    the visited states and actions ``[B, L]`` and their settlement. Any (time, inventory)
+    policy (the agent's draws, a fixed quote, closed-form quotes) is played this one way."""
+    n_env, length = batch.dmid.shape
+    states = walk_states(params, next_states(params, batch, choice))
+    b_idx = torch.arange(n_env, device=choice.device).unsqueeze(1)
+    k_idx = torch.arange(length, device=choice.device).unsqueeze(0)
+    actions = choice[states, b_idx, k_idx]
+    a = actions.unsqueeze(-1)
+    settlement = settle_quotes(
+        params,
+        states,
+        actions,
+        batch.bid_fill.gather(-1, a).squeeze(-1),
+        batch.ask_fill.gather(-1, a).squeeze(-1),
+        batch.bid_edge.gather(-1, a).squeeze(-1),
+        batch.ask_edge.gather(-1, a).squeeze(-1),
+        batch.dmid,
+    )
+    return states, actions, settlement
+
+
 def collect_quotes(
     policy: HierarchicalPolicy,
     batch: QuoteBatch,
@@ -127,21 +152,9 @@ def collect_quotes(
             u = torch.rand(lead, generator=generator, device=generator.device).to(device)
             cum = probs_all.cumsum(-1)[..., :-1]
             choice = (u.unsqueeze(0).unsqueeze(-1) > cum).sum(-1)  # same uniforms, every state
-    states = walk_states(params, next_states(params, batch, choice))
+    states, actions, settlement = follow(params, batch, choice)
     b_idx = torch.arange(n_env, device=device).unsqueeze(1)
     k_idx = torch.arange(length, device=device).unsqueeze(0)
-    actions = choice[states, b_idx, k_idx]
-    a = actions.unsqueeze(-1)
-    settlement = settle_quotes(
-        params,
-        states,
-        actions,
-        batch.bid_fill.gather(-1, a).squeeze(-1),
-        batch.ask_fill.gather(-1, a).squeeze(-1),
-        batch.bid_edge.gather(-1, a).squeeze(-1),
-        batch.ask_edge.gather(-1, a).squeeze(-1),
-        batch.dmid,
-    )
     positions = inv[states]
     return QuoteTrajectory(
         states=states,

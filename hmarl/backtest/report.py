@@ -37,6 +37,7 @@ from hmarl.steps import (
     FEE,
     POSITION,
     PROB_COLUMNS,
+    RUIN_FLOOR,
     TURNOVER,
     drawdown,
     equity_points,
@@ -67,7 +68,7 @@ def daily_frame(steps: pd.DataFrame) -> pd.DataFrame:
     equity); ``fees`` (fees paid, x initial equity); ``hold``/``buy``/``sell`` (action
     counts) and ``p_hold``/``p_buy``/``p_sell`` (mean probabilities, when present).
     """
-    equity = steps[EQUITY].to_numpy(dtype=np.float64)
+    equity = np.maximum(steps[EQUITY].to_numpy(dtype=np.float64), RUIN_FLOOR)  # check_steps
     before = np.concatenate(([1.0], equity[:-1]))
     action = steps[ACTION].to_numpy()
     per_bar = pd.DataFrame(

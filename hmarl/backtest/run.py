@@ -24,6 +24,9 @@ Fill rule (from :mod:`hmarl.market.env`): the decision at bar t's close fills at
 ``slippage_bps``; commission and slippage are charged on traded notional; the position is
 held over bar t+1. Every figure comes from :func:`hmarl.stats.metrics.compute_stats`.
 
+A quoting checkpoint (``task=quote``, its ``task`` entry) is backtested by
+:func:`hmarl.backtest.quote_run.quote_backtest` instead, under the same folder lock.
+
 Only the entry point (:mod:`hmarl.backtest.__main__`) sees Hydra's config; it converts it to
 :class:`hmarl.config.BacktestConfig` at once. :func:`backtest` takes that typed config (like
 :func:`hmarl.train.trainer.train`) and wires the modules above with plain values. It lives apart
@@ -210,6 +213,10 @@ def _backtest(cfg: BacktestConfig, out: Path) -> BacktestResult:
     device = setup(cfg.device, cfg.threads)
     fetch_uri = DEFAULT_URI if cfg.tracking.uri == AUTO_URI else cfg.tracking.uri
     ckpt, source = load_backtest_checkpoint(cfg.checkpoint, cfg.run_id, fetch_uri, device)
+    if ckpt.get("task") == "quote":  # a market maker's checkpoint: hmarl/backtest/quote_run.py
+        from hmarl.backtest.quote_run import quote_backtest
+
+        return quote_backtest(cfg, ckpt, source, out)
     check_feature_request(
         ckpt["feature_spec"],
         cfg.features.names,

@@ -250,6 +250,7 @@ def supervised_baseline(
         max_bin=cfg.max_bin,
         subsample=cfg.subsample,
         colsample=cfg.colsample,
+        max_train_rows=cfg.max_train_rows,
         seed=seed,
     )
     choice = supervised.choose(market, env, params, calendar)

@@ -24,6 +24,7 @@ import http.client
 import os
 import re
 import socket
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -119,6 +120,21 @@ class DownloadResult:
     present: int
     parquet: Path
     candles: int
+
+
+def exit_code(download: Callable[[], object]) -> int:
+    """Run a downloader's CLI action: 0 when it worked; else one ``error:`` line on stderr and
+    2 for a bad request or bad data (``ValueError``, ``DataError`` included) or 1 for a
+    download that failed (network, checksum, disk), so scripts can tell the two apart."""
+    try:
+        download()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # --- plan ---------------------------------------------------------------------------------

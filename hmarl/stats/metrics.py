@@ -746,12 +746,15 @@ def null_percentile(null: npt.ArrayLike, observed: float, rel: float = 1e-9) -> 
 def short_key(key: str) -> str:
     """Machine-friendly name of a stats key, safe for MLflow (``[a-z0-9_]`` only).
 
-    Lowercase; ``%`` -> ``pct``; ``#`` -> ``n``; brackets, dots, ``&`` and spaces ->
-    single underscores; a trailing ``_ratio`` is dropped. Examples: "Sharpe Ratio" ->
-    "sharpe", "Return [%]" -> "return_pct", "Max. Drawdown [%]" -> "max_drawdown_pct",
-    "# Trades" -> "n_trades", "Mean P(HOLD)" -> "mean_p_hold".
+    Lowercase; ``%`` -> ``pct``; ``#`` -> ``n``; ``|x|`` -> ``abs_x``; brackets, dots, ``&``
+    and spaces -> single underscores; a trailing ``_ratio`` is dropped. Examples: "Sharpe
+    Ratio" -> "sharpe", "Return [%]" -> "return_pct", "Max. Drawdown [%]" ->
+    "max_drawdown_pct", "# Trades" -> "n_trades", "Mean P(HOLD)" -> "mean_p_hold",
+    "Inventory |mean| [lots]" -> "inventory_abs_mean_lots" (not "inventory_mean_lots", the
+    name of "Inventory mean [lots]").
     """
-    name = key.lower().replace("%", "pct").replace("#", "n")
+    name = re.sub(r"\|([^|]+)\|", r"abs_\1", key.lower())
+    name = name.replace("%", "pct").replace("#", "n")
     name = re.sub(r"[^a-z0-9]+", "_", name).strip("_")
     return name.removesuffix("_ratio")
 

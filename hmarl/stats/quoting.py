@@ -16,7 +16,37 @@ from typing import Any
 
 import numpy as np
 
+from hmarl.market.quoting import QuoteParams, QuoteSettlement, posted
 from hmarl.stats.metrics import sharpe_ratio
+
+
+def batch_quote_stats(
+    params: QuoteParams,
+    states: np.ndarray,
+    actions: np.ndarray,
+    settlement: QuoteSettlement[np.ndarray],
+    periods: float,
+) -> dict[str, Any]:
+    """:func:`quote_stats` of each of ``B`` episodes ``[B, L]``, averaged over the episodes
+    (per-episode figures: a market maker's episodes are separate days, not one curve)."""
+    bid_posted, ask_posted = posted(params, states, actions)
+    runs = [
+        quote_stats(
+            inventory=settlement.inventory[b],
+            bid_fill=settlement.bid_fill[b],
+            ask_fill=settlement.ask_fill[b],
+            bid_posted=bid_posted[b],
+            ask_posted=ask_posted[b],
+            spread=settlement.spread[b],
+            fee=settlement.fee[b],
+            mtm=settlement.mtm[b],
+            terminal=settlement.terminal[b],
+            max_inventory=params.max_inventory,
+            periods=periods,
+        )
+        for b in range(len(states))
+    ]
+    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
 
 
 def quote_stats(

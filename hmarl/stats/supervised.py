@@ -10,7 +10,9 @@ of its labels were neutral, so this one is built to be honest about class balanc
 - **Inputs**: the market's window features at t (``macro[t]`` and ``micro[t]``: the causal,
   train-scaled inputs the policy sees), as numpy arrays; no torch.
 - **Fit**: on the train split only, on rows whose labels' closes lie inside it too
-  (``t + max h`` <= the split's last row), with balanced class weights (``n / (3 n_k)``: the labels
+  (``t + max h`` <= the split's last row; at most ``max_train_rows`` of them, evenly spaced
+  over the split, so memory and time stay bounded on markets of many millions of rows),
+  with balanced class weights (``n / (3 n_k)``: the labels
   are imbalanced), LightGBM seeded, ``deterministic=True``, one thread.
 - **Choice**: ``h`` and the probability threshold on the validation split, by Sharpe after
   costs over a small grid (:data:`HORIZONS` x :data:`THRESHOLDS`; first in grid order on ties),
@@ -80,6 +82,7 @@ class SupervisedParams:
     max_bin: int = 63  # histogram bins per feature
     subsample: float = 0.5  # share of rows per tree (bagging every round)
     colsample: float = 0.5  # share of features per tree
+    max_train_rows: int = 1_000_000  # fit rows at most, evenly spaced over the train split
     seed: int = 0
 
 
@@ -99,6 +102,10 @@ def available() -> bool:
     return importlib.util.find_spec("lightgbm") is not None
 
 
+PREDICT_BLOCK_ROWS = 262_144
+"""Rows whose features are gathered at once to predict: bounded memory on long splits."""
+
+
 def features(market: MarketData, rows: IntArray) -> npt.NDArray[np.float32]:
     """The policy's inputs at decision rows ``rows``: ``[macro | micro]`` window features."""
     return np.concatenate([market.macro[rows], market.micro[rows]], axis=1)
@@ -110,10 +117,15 @@ def labels(close: FloatArray, rows: IntArray, horizon: int, band: float) -> IntA
     return np.where(forward > band, UP, np.where(forward < -band, DOWN, NEUTRAL)).astype(np.int64)
 
 
-def labelled_rows(market: MarketData, split: str, horizon: int) -> IntArray:
-    """Decision rows of ``split`` whose label reads closes inside the split only."""
+def labelled_rows(market: MarketData, split: str, horizon: int, at_most: int = 0) -> IntArray:
+    """Decision rows of ``split`` whose label reads closes inside the split only; with
+    ``at_most`` > 0 and more rows than that, ``at_most`` of them evenly spaced (first and last
+    kept), so every period of the split is represented."""
     lo, hi = market.splits[split]
-    return np.arange(lo, max(lo, hi - horizon), dtype=np.int64)
+    rows = np.arange(lo, max(lo, hi - horizon), dtype=np.int64)
+    if 0 < at_most < rows.size:
+        rows = rows[np.unique(np.linspace(0, rows.size - 1, at_most).round().astype(np.int64))]
+    return rows
 
 
 def class_weights(y: IntArray) -> FloatArray:
@@ -135,7 +147,7 @@ def fit(
     """
     import lightgbm
 
-    rows = labelled_rows(market, "train", max(horizons))
+    rows = labelled_rows(market, "train", max(horizons), params.max_train_rows)
     if rows.size == 0:
         raise ValueError(f"the train split has no rows with a {max(horizons)}-bar label")
     data = lightgbm.Dataset(
@@ -168,9 +180,11 @@ def fit(
 
 def probabilities(model: Any, market: MarketData, rows: IntArray) -> FloatArray:
     """``[n, 3]`` class probabilities (down, neutral, up) at decision rows ``rows``."""
-    if rows.size == 0:
-        return np.zeros((0, len(CLASSES)), dtype=np.float64)
-    return np.asarray(model.predict(features(market, rows)), dtype=np.float64)
+    out = np.zeros((rows.size, len(CLASSES)), dtype=np.float64)
+    for a in range(0, rows.size, PREDICT_BLOCK_ROWS):  # the features of a block at a time
+        block = rows[a : a + PREDICT_BLOCK_ROWS]
+        out[a : a + block.size] = model.predict(features(market, block))
+    return out
 
 
 def positions(probs: FloatArray, threshold: float, env: EnvParams) -> FloatArray:

@@ -2,7 +2,8 @@
 
 Only this module sees Hydra's config: it composes ``conf/config.yaml``, converts it to
 :class:`hmarl.config.Config` at once and calls :func:`hmarl.train.trainer.train` with plain values
-(which the benchmarks and tests call directly).
+(which the benchmarks and tests call directly); ``task=quote`` (``+experiment=mm_asym_1_10``)
+trains the quoting agent through the same call (:mod:`hmarl.train.quote_task`).
 """
 
 from __future__ import annotations

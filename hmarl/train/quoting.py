@@ -48,6 +48,7 @@ class QuoteTraining:
     entropy_coef: float = 0.001
     grad_clip: float = 1.0
     estimator: str = "expected"
+    exploration: str = "entropy"  # the term entropy_coef weighs (agent.reinforce)
     macro_window: int = 64
     micro_window: int = 8
     dropout: float = 0.0
@@ -104,6 +105,41 @@ def make_batch(
     )
 
 
+def quote_episode(
+    policy: HierarchicalPolicy,
+    optimizers: dict[str, torch.optim.Adam],
+    batch: QuoteBatch,
+    params: QuoteParams,
+    settings: QuoteTraining,
+    update_macro: bool,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """One training episode on ``batch`` (any quoting market's): the rollout and one update,
+    MacroNet's iff ``update_macro`` (the asymmetric schedule). Returns the update's metrics
+    (the reward's parts, losses, gradient norms)."""
+    traj = collect_quotes(
+        policy,
+        batch,
+        params,
+        generator=generator,
+        train_macro=update_macro,
+        keep_grid_logits=settings.estimator == "expected",
+    )
+    return quote_update(
+        policy,
+        optimizers,
+        traj,
+        batch,
+        params,
+        gamma=settings.gamma,
+        entropy_coef=settings.entropy_coef,
+        grad_clip=settings.grad_clip,
+        update_macro=update_macro,
+        estimator=settings.estimator,
+        exploration=settings.exploration,
+    )
+
+
 @torch.no_grad()
 def objective(policy: HierarchicalPolicy, batch: QuoteBatch, params: QuoteParams) -> float:
     """Mean exact objective of the greedy policy over the batch's paths (dropout off)."""
@@ -146,26 +182,7 @@ def train_quotes(
             break
         batch = make_batch(market, params, settings, settings.n_envs, (settings.seed, episode))
         update_macro = macro_steps_at(episode, settings.macro_every)
-        traj = collect_quotes(
-            policy,
-            batch,
-            params,
-            generator=gen,
-            train_macro=update_macro,
-            keep_grid_logits=settings.estimator == "expected",
-        )
-        quote_update(
-            policy,
-            optimizers,
-            traj,
-            batch,
-            params,
-            gamma=settings.gamma,
-            entropy_coef=settings.entropy_coef,
-            grad_clip=settings.grad_clip,
-            update_macro=update_macro,
-            estimator=settings.estimator,
-        )
+        quote_episode(policy, optimizers, batch, params, settings, update_macro, gen)
     seconds = time.perf_counter() - start
     assert best_state is not None
     policy.load_state_dict(best_state)

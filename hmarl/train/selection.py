@@ -112,3 +112,26 @@ def best_evaluation(
         if improved(score, edge, best, best_edge):
             chosen, best, best_edge = i, score, edge
     return chosen
+
+
+# ----------------------------------------------------------------------------- quoting (task=quote)
+
+# The conditions of a quoting edge: the validation objective (expected wealth change after fees,
+# minus the inventory penalties) above each baseline's on the same paths.
+QUOTE_EDGE_CONDITIONS = ("no_quote", "best_fixed")
+
+
+def quote_edge_failures(objective: float, baselines: dict[str, float]) -> list[str]:
+    """The :data:`QUOTE_EDGE_CONDITIONS` a quoting evaluation failed (empty: an edge).
+
+    Why these two: a market maker that does not beat staying out of the market (no quote, 0)
+    or the best fixed symmetric quote chosen on validation has learned nothing a constant could
+    not do; both are scored on the same validation paths, after fees.
+    """
+    return [c for c in QUOTE_EDGE_CONDITIONS if not objective > baselines[c]]
+
+
+def quote_condition_text(condition: str, baselines: dict[str, float]) -> str:
+    """A quoting edge condition in words, with its threshold."""
+    name = {"no_quote": "no quote", "best_fixed": "the best fixed symmetric quote"}[condition]
+    return f"an objective above {name} ({baselines[condition]:+.4f}) on validation after fees"

@@ -50,7 +50,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hmarl.config import Config, to_config
+from hmarl.config import Config, Task, to_config
 from hmarl.io import write_json
 from hmarl.tracking import (
     CHECKPOINT_DIR,
@@ -176,6 +176,8 @@ def prebuild_markets(configs: Iterable[Config]) -> int:
 
     seen: set[str] = set()
     for cfg in configs:
+        if cfg.task == Task.quote:  # a generated quoting market: no candles, nothing cached
+            continue
         # data.paths: each market on its own, as the job builds it (hmarl.market.many)
         files = market_paths(cfg.data.paths) if cfg.data.paths else [cfg.data.path]
         for path in files:

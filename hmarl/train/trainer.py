@@ -26,6 +26,7 @@ from hmarl.agent.checkpoint import (
     Checkpoint,
     CheckpointError,
     Payload,
+    RunRecord,
     TrackingRecord,
     check_keys,
     load_checkpoint,
@@ -45,7 +46,7 @@ from hmarl.agent.rollout import (
 )
 from hmarl.agent.specialists import build_policy, frozen_groups, specialist_rates
 from hmarl.cli import Interrupted
-from hmarl.config import Config, flatten, model_from_record, model_record
+from hmarl.config import Config, Task, TrainerConfig, flatten, model_from_record, model_record
 from hmarl.io import append_text, atomic_write, write_text
 from hmarl.market.env import EnvParams, position_grid
 from hmarl.market.many import Markets, check_episode_fits, load_markets
@@ -186,7 +187,91 @@ def _check_resume(ckpt: Checkpoint, cfg: Config, market: MarketData, path: str) 
         )
 
 
-def _check_output_dir(checkpoints: Path, resume: str | None) -> None:
+def restore_run(
+    ckpt: Checkpoint,
+    path: str,
+    policy: HierarchicalPolicy,
+    optimizers: dict[str, torch.optim.Adam],
+    gen: torch.Generator,
+    device: torch.device,
+) -> TrainState:
+    """Load a resumed checkpoint's weights, optimizer states and RNG states (both tasks' runs);
+    returns its :class:`TrainState`."""
+    load_weights(policy, ckpt["policy"], path)
+    for name, opt in optimizers.items():
+        load_weights(opt, ckpt["optimizers"][name], path)
+    # RNG states are CPU byte tensors whatever the device (map_location moved them)
+    try:
+        gen.set_state(ckpt["rng"]["generator"].cpu())
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"cannot resume {path} on {device}: its sampling generator was saved on another "
+            f"device type ({exc}); resume on the device type it was trained on"
+        ) from exc
+    torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+    return TrainState(**ckpt["train_state"])
+
+
+def carry_best(best_episode: int, resumed: Path, best_path: Path) -> None:
+    """Copy the run's ``best.pt`` from beside the resumed checkpoint into this output folder.
+
+    Why: resuming into a new folder would otherwise leave it (and the MLflow run, which
+    logs this folder's checkpoints) with ``last.pt`` only while the state says the best
+    episode is N, so a backtest by run id would quietly evaluate ``last.pt``.
+    """
+    if best_episode < 0:
+        return
+    source = resumed.parent / BEST_CHECKPOINT
+    if source.exists() and source.resolve() == best_path.resolve():
+        return  # resumed in place: best.pt is already here
+    episode = None
+    if source.is_file():
+        episode = load_checkpoint(source)["train_state"].get("best_episode")
+    if episode != best_episode:
+        print(
+            f"warning: {source} of the best episode {best_episode} is missing or "
+            f"is another run's; {best_path} is only written when validation improves"
+        )
+        return
+    atomic_write(best_path, lambda p: shutil.copyfile(source, p))
+    print(f"carried {source} (best episode {episode}) into {best_path}")
+
+
+def run_record(
+    cfg: Config,
+    state: TrainState,
+    val: dict[str, Any],
+    policy: HierarchicalPolicy,
+    optimizers: dict[str, torch.optim.Adam],
+    gen: torch.Generator,
+) -> RunRecord:
+    """The entries of a checkpoint that any training run writes, whatever its market."""
+    tracked = bool(state.run_id)
+    return RunRecord(
+        tracking=TrackingRecord(
+            uri=absolute_store_uri(cfg.tracking.uri) if tracked else None,
+            experiment=cfg.tracking.experiment if tracked else None,
+            run_id=state.run_id,
+        ),
+        validation=plain_stats(val),
+        policy=policy.state_dict(),
+        optimizers={n: o.state_dict() for n, o in optimizers.items()},
+        train_state=asdict(state),
+        rng={"generator": gen.get_state(), "torch": torch.get_rng_state()},
+        config=config_dict(cfg),
+        model=model_record(cfg.model),
+    )
+
+
+def checkpoint_paths(out: Path, resume: str | None) -> tuple[Path, Path]:
+    """A run's ``last.pt`` and ``best.pt`` paths, their folder made (and checked: below)."""
+    last, best = out / CHECKPOINT_DIR / LAST_CHECKPOINT, out / CHECKPOINT_DIR / BEST_CHECKPOINT
+    check_output_dir(last.parent, resume)
+    last.parent.mkdir(parents=True, exist_ok=True)
+    return last, best
+
+
+def check_output_dir(checkpoints: Path, resume: str | None) -> None:
     """Refuse an output folder holding another run's checkpoints (they would be reported).
 
     Why: a run that never improves writes no ``best.pt``; a stale one left in a reused
@@ -237,6 +322,15 @@ def collapse_reason(stats: dict[str, Any], entropy: float, tc: Any) -> str | Non
     return None
 
 
+def entropy_coef_at(tc: TrainerConfig, episode: int) -> float:
+    """``entropy_coef``, decayed linearly to ``entropy_coef_final`` by the last episode (both
+    tasks' runs)."""
+    if tc.entropy_coef_final is None or tc.episodes <= 1:
+        return tc.entropy_coef
+    frac = min(1.0, episode / (tc.episodes - 1))
+    return tc.entropy_coef + frac * (tc.entropy_coef_final - tc.entropy_coef)
+
+
 GATE_STAT = "Mean Gate "  # hmarl.stats.metrics: a specialist's mean gate weight
 
 
@@ -260,10 +354,7 @@ class Trainer:
     def __init__(self, cfg: Config, out_dir: str | os.PathLike[str]) -> None:
         self.cfg, tc = cfg, cfg.trainer
         self.out = Path(out_dir)
-        self.last_path = self.out / CHECKPOINT_DIR / LAST_CHECKPOINT
-        self.best_path = self.out / CHECKPOINT_DIR / BEST_CHECKPOINT
-        _check_output_dir(self.last_path.parent, tc.resume)
-        self.last_path.parent.mkdir(parents=True, exist_ok=True)
+        self.last_path, self.best_path = checkpoint_paths(self.out, tc.resume)
         precision = tc.matmul_precision.value  # process-wide
         device = setup(cfg.device, cfg.threads, matmul_precision=precision, seed=cfg.seed)
 
@@ -313,45 +404,9 @@ class Trainer:
         ckpt = load_checkpoint(path, map_location=device)
         check_keys(ckpt, path, "resumed", RESUME_KEYS)
         _check_resume(ckpt, self.cfg, self.market, path)
-        load_weights(self.policy, ckpt["policy"], path)
-        for name, opt in self.optimizers.items():
-            load_weights(opt, ckpt["optimizers"][name], path)
-        # RNG states are CPU byte tensors whatever the device (map_location moved them)
-        try:
-            self.gen.set_state(ckpt["rng"]["generator"].cpu())
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"cannot resume {path} on {device}: its sampling generator was saved on another "
-                f"device type ({exc}); resume on the device type it was trained on"
-            ) from exc
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        self.state = TrainState(**ckpt["train_state"])
-        self._carry_best(Path(path))
+        self.state = restore_run(ckpt, path, self.policy, self.optimizers, self.gen, device)
+        carry_best(self.state.best_episode, Path(path), self.best_path)
         print(f"resumed from {path} at episode {self.state.episode}")
-
-    def _carry_best(self, resumed: Path) -> None:
-        """Copy the run's ``best.pt`` from beside the resumed checkpoint into this output folder.
-
-        Why: resuming into a new folder would otherwise leave it (and the MLflow run, which
-        logs this folder's checkpoints) with ``last.pt`` only while the state says the best
-        episode is N, so a backtest by run id would quietly evaluate ``last.pt``.
-        """
-        if self.state.best_episode < 0:
-            return
-        source = resumed.parent / BEST_CHECKPOINT
-        if source.exists() and source.resolve() == self.best_path.resolve():
-            return  # resumed in place: best.pt is already here
-        episode = None
-        if source.is_file():
-            episode = load_checkpoint(source)["train_state"].get("best_episode")
-        if episode != self.state.best_episode:
-            print(
-                f"warning: {source} of the best episode {self.state.best_episode} is missing or "
-                f"is another run's; {self.best_path} is only written when validation improves"
-            )
-            return
-        atomic_write(self.best_path, lambda p: shutil.copyfile(source, p))
-        print(f"carried {source} (best episode {episode}) into {self.best_path}")
 
     def save(self, path: Path) -> Path:
         """Write a checkpoint; one saved as `best.pt` also keeps its validation stats here."""
@@ -360,21 +415,8 @@ class Trainer:
             self.best_val_markets = dict(self.val_markets)
         else:
             self.state.last_saved_episode = self.state.episode - 1
-        tracking = self.cfg.tracking
-        tracked = bool(self.state.run_id)
         payload = Payload(
-            tracking=TrackingRecord(
-                uri=absolute_store_uri(tracking.uri) if tracked else None,
-                experiment=tracking.experiment if tracked else None,
-                run_id=self.state.run_id,
-            ),
-            validation=plain_stats(self.val),
-            policy=self.policy.state_dict(),
-            optimizers={n: o.state_dict() for n, o in self.optimizers.items()},
-            train_state=asdict(self.state),
-            rng={"generator": self.gen.get_state(), "torch": torch.get_rng_state()},
-            config=config_dict(self.cfg),
-            model=model_record(self.cfg.model),
+            **run_record(self.cfg, self.state, self.val, self.policy, self.optimizers, self.gen),
             env=asdict(self.env),
             feature_spec=(self.markets or self.market).feature_spec(),
             data_fingerprint=self.market.fingerprint,
@@ -431,12 +473,7 @@ class Trainer:
         return metrics
 
     def entropy_coef(self, episode: int) -> float:
-        """``entropy_coef``, decayed linearly to ``entropy_coef_final`` by the last episode."""
-        tc = self.cfg.trainer
-        if tc.entropy_coef_final is None or tc.episodes <= 1:
-            return tc.entropy_coef
-        frac = min(1.0, episode / (tc.episodes - 1))
-        return tc.entropy_coef + frac * (tc.entropy_coef_final - tc.entropy_coef)
+        return entropy_coef_at(self.cfg.trainer, episode)
 
     def validate(self, episode: int) -> dict[str, float]:
         """Validation; keeps `best` (see :func:`improved`), counts evaluations without
@@ -550,19 +587,32 @@ def train(
 ) -> TrainResult:
     """Train a HierarchicalPolicy as configured; writes checkpoints under ``out_dir``.
 
+    ``task=quote`` runs the quoting agent (:func:`hmarl.train.quote_task.train_quote_task`).
+
     ``on_episode(episode, metrics, policy, optimizers)`` runs after each episode's update
     (for custom logging, and for tests that watch the schedule).
     """
+    if cfg.task == Task.quote:  # market making: its own run around hmarl.train.quoting
+        from hmarl.train.quote_task import train_quote_task
+
+        return train_quote_task(
+            cfg,
+            out_dir,
+            overrides=overrides,
+            composed_yaml=composed_yaml,
+            progress=progress,
+            on_episode=on_episode,
+        )
     t_start = time.perf_counter()
     run = Trainer(cfg, out_dir)
     tc, state = cfg.trainer, run.state
     speed = Throughput()
     name, tags = _run_identity(cfg, run.market, overrides)
-    keep_last = _keep_last_checkpoint(run.last_path) if cfg.tracking.log_checkpoints else None
+    keep_last = keep_last_checkpoint(run.last_path) if cfg.tracking.log_checkpoints else None
     stopped_early = False
     with (
         tracked_run(cfg.tracking, name, tags, run_id=state.run_id, on_failure=keep_last) as tracker,
-        _explained_interrupt(run),
+        explained_interrupt(run.out, run.state, run.last_path, tc.checkpoint_every),
     ):
         state.run_id = tracker.run_id
         pbar = tqdm(
@@ -575,7 +625,7 @@ def train(
         try:
             if not tc.resume:
                 tracker.log_params(flatten(cfg))
-            _log_config_artifacts(tracker, run.out, cfg, overrides, composed_yaml)
+            log_config_artifacts(tracker, run.out, cfg, overrides, composed_yaml)
             run.policy.train()
             for episode in range(state.episode, tc.episodes):
                 metrics = run.episode(episode)
@@ -601,7 +651,7 @@ def train(
                     break
             if not run.last_path.exists():  # resumed a finished run: nothing new, keep the state
                 run.save(run.last_path)
-            best_val = run.best_val or _stored_validation(run.best_path)
+            best_val = run.best_val or stored_validation(run.best_path)
             flags = outcome_flags(best_val, tc.min_val_trades) if best_val else []
             tracker.set_tags(
                 {
@@ -614,10 +664,7 @@ def train(
                     "kept_exposure_pct": f"{best_val.get('Exposure Time [%]', math.nan):.2f}",
                 }
             )
-            if cfg.tracking.log_checkpoints:
-                for path in (run.last_path, run.best_path):
-                    if path.exists():
-                        tracker.log_artifact(path, CHECKPOINT_DIR)
+            log_checkpoints(tracker, cfg, run.last_path, run.best_path)
         finally:
             pbar.close()
     best = run.best_path if run.best_path.exists() else None
@@ -632,17 +679,19 @@ def train(
 
 
 @contextmanager
-def _explained_interrupt(run: Trainer) -> Iterator[None]:
+def explained_interrupt(
+    out: Path, state: TrainState, last: Path, checkpoint_every: int
+) -> Iterator[None]:
     """Turn Ctrl-C (or SIGTERM) into :class:`hmarl.cli.Interrupted` whose message says where
     the run's last checkpoint is and the one command that continues it; ``train.log`` keeps
-    the same lines (it used to be left empty)."""
+    the same lines (it used to be left empty). Both tasks' runs (trade, quote) use it."""
     try:
         yield
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted):
             raise
-        text = interrupted_text(run.state, run.last_path, run.cfg.trainer.checkpoint_every)
-        append_text(run.out / "train.log", text)
+        text = interrupted_text(state, last, checkpoint_every)
+        append_text(out / "train.log", text)
         raise Interrupted(text) from exc
 
 
@@ -691,7 +740,7 @@ def _show(pbar: tqdm, metrics: dict[str, float], val: dict[str, Any], speed: Thr
     pbar.update(1)
 
 
-def _stored_validation(best: Path) -> dict[str, Any]:
+def stored_validation(best: Path) -> dict[str, Any]:
     """The validation stats a `best.pt` was saved with (a resumed run has them only there)."""
     if not best.exists():
         return {}
@@ -699,7 +748,7 @@ def _stored_validation(best: Path) -> dict[str, Any]:
     return dict(stored) if isinstance(stored, dict) else {}
 
 
-def _keep_last_checkpoint(last: Path) -> Callable[[Tracker], None]:
+def keep_last_checkpoint(last: Path) -> Callable[[Tracker], None]:
     """A run that did not finish still gets its last good checkpoint (``on_failure`` of
     :func:`hmarl.tracking.tracked_run`)."""
 
@@ -713,7 +762,15 @@ def _keep_last_checkpoint(last: Path) -> Callable[[Tracker], None]:
     return log
 
 
-def _log_config_artifacts(
+def log_checkpoints(tracker: Tracker, cfg: Config, *paths: Path) -> None:
+    """Log a finished run's checkpoints that exist (unless ``tracking.log_checkpoints=false``)."""
+    if cfg.tracking.log_checkpoints:
+        for path in paths:
+            if path.exists():
+                tracker.log_artifact(path, CHECKPOINT_DIR)
+
+
+def log_config_artifacts(
     tracker: Tracker, out: Path, cfg: Config, overrides: Sequence[str], composed_yaml: str | None
 ) -> None:
     write_text(out / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
@@ -814,7 +871,14 @@ def _print_summary(result: TrainResult, cfg: Config, buy_and_hold_pct: float) ->
         lines += [f"WARNING: {t}" for t in flag_sentences(v, result.flags, "validation")]
         if not s.best_edge:
             lines.append(no_edge_warning(s, cfg, buy_and_hold_pct))
-    lines += [
+    text = "\n".join([*lines, *where_lines(result, cfg)])
+    print(text)
+    return text
+
+
+def where_lines(result: TrainResult, cfg: Config) -> list[str]:
+    """The summary's last lines (both tasks): the output folder, checkpoints, MLflow run."""
+    lines = [
         f"output: {result.out_dir.resolve()}",
         f"checkpoints: {result.last_checkpoint}"
         + (f", {result.best_checkpoint}" if result.best_checkpoint else ""),
@@ -822,6 +886,4 @@ def _print_summary(result: TrainResult, cfg: Config, buy_and_hold_pct: float) ->
     if result.run_id:
         lines.append(f"MLflow run: {result.run_id} (experiment '{cfg.tracking.experiment}')")
         lines.append(f"open the UI: {ui_command(cfg.tracking.uri)}")
-    text = "\n".join(lines)
-    print(text)
-    return text
+    return lines

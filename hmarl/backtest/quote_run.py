@@ -1,0 +1,281 @@
+"""The backtest of a quoting checkpoint (``task=quote``): what
+``python -m hmarl.backtest checkpoint=<quoting best.pt>`` runs.
+
+It scores the checkpoint's policy on the market it was trained on, on the fixed seeded paths of
+``split`` (test by default; val also), beside the baselines on the same paths:
+
+* **no quote**; the **best fixed symmetric quote** (the level with the best exact objective:
+  on the Avellaneda-Stoikov market a (time, inventory) policy's value does not depend on the
+  mid's path, so that is the level validation chooses); the **closed-form quotes** (Gueant's
+  approximation, :func:`hmarl.market.avellaneda.closed_form_policy`); and the **exact optimum**
+  by backward induction;
+* each as the exact objective over the fills given the paths (what training selects on), and as
+  the statistics of one run on the paths' sampled fills (:mod:`hmarl.stats.quoting`, per
+  episode, through :func:`~hmarl.stats.quoting.batch_quote_stats`).
+
+It writes one report folder, whole or absent (the trading backtest's
+:func:`hmarl.io.staged_folder`, under :func:`hmarl.backtest.run.backtest`'s lock): stats.json,
+stats.csv, steps.csv (the policy's every step: mid, quotes, fills, inventory, cash, reward
+parts), report.html, config.json and backtest.log; and logs it to MLflow as a run tagged
+``kind=backtest`` beside its training run. **The market does not react to the quotes** (no
+market impact): every figure rests on that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from hmarl import __version__
+from hmarl.agent.checkpoint import checkpoint_episode
+from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes, follow
+from hmarl.agent.quote_update import exact_objective
+from hmarl.backtest.report import BacktestResult
+from hmarl.config import BacktestConfig, BacktestError, Config, flatten, to_config
+from hmarl.io import append_text, staged_folder, write_csv, write_json
+from hmarl.market.quoting import QuoteParams, QuoteSettlement, posted
+from hmarl.report.quote_html import write_quote_report_html
+from hmarl.stats.metrics import metric_keys
+from hmarl.stats.quoting import batch_quote_stats
+from hmarl.tracking import backtest_tracking, git_commit, tracked_run
+from hmarl.train.quote_task import (
+    SPLIT_SEEDS,
+    as_numpy,
+    evaluate,
+    objective_figures,
+    quote_market,
+    quote_policy_from_checkpoint,
+)
+
+AGENT = "agent"
+NO_IMPACT = "no market impact: the market does not react to the quotes"
+FILL_RULE = (
+    "a one-lot quote delta from the mid fills within a step with probability "
+    "1 - exp(-A exp(-k delta) dt), sides independent; a quote lives one step; a quote that "
+    "could breach the inventory limits is not posted"
+)
+BASELINE_DEFINITIONS = {
+    "optimum": "the exact optimal (time, inventory) policy by backward induction",
+    "closed_form": "Gueant's closed-form quotes with the market's sigma, A, k, rounded to the "
+    "nearest offset",
+    "best_fixed": "both sides at the one level with the best exact objective",
+    "no_quote": "never quote (objective 0)",
+}
+Run = tuple[np.ndarray, np.ndarray, QuoteSettlement[np.ndarray]]  # states, actions, settlement
+
+
+def checkpoint_config(ckpt: Mapping[str, Any]) -> Config:
+    """The training config a quoting checkpoint records, typed."""
+    merged = OmegaConf.merge(OmegaConf.structured(Config), dict(ckpt.get("config") or {}))
+    return to_config(merged)  # type: ignore[arg-type]
+
+
+def _agent_run(
+    cfg: BacktestConfig,
+    ckpt: Mapping[str, Any],
+    source: str,
+    batch: QuoteBatch,
+    params: QuoteParams,
+) -> tuple[float, Run, str]:
+    """The policy on the batch: greedy (as validated in training) or sampled with a seed."""
+    policy = quote_policy_from_checkpoint(ckpt, source)
+    if cfg.policy in ("auto", "greedy"):
+        value, traj = evaluate(policy, batch, params)
+        how = "greedy (argmax), as validated in training"
+    else:
+        seed = cfg.policy_seed
+        seed = int(ckpt["config"].get("seed", 0)) if seed is None else seed
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(seed)
+            traj = collect_quotes(policy, batch, params, generator=gen)
+            value = exact_objective(params, batch, traj.grid_probs.permute(1, 2, 0, 3).double())
+        how = f"sampled (seed {seed}); its objective is exact over its own action noise too"
+    run = (traj.states.numpy(), traj.actions.numpy(), as_numpy(traj.settlement))
+    return value, run, how
+
+
+def _policy_run(params: QuoteParams, batch: QuoteBatch, policy: np.ndarray) -> tuple[float, Run]:
+    """A (time, inventory) policy ``[L, S, A]`` on the batch: exact objective and one run."""
+    n_env, length = batch.dmid.shape
+    probs = torch.as_tensor(policy, dtype=torch.float64)
+    value = exact_objective(params, batch, probs.expand(n_env, *probs.shape))
+    choice = probs.argmax(-1).T.unsqueeze(1).expand(params.n_states, n_env, length)
+    states, actions, settlement = follow(params, batch, choice)
+    return value, (states.numpy(), actions.numpy(), as_numpy(settlement))
+
+
+def step_pnl(s: QuoteSettlement[np.ndarray]) -> np.ndarray:
+    """Wealth's change per step ``[B, L]``: realised spread net of fees, mark-to-market, the
+    final liquidation (the penalties are not money)."""
+    return s.spread - s.fee + s.mtm - s.terminal
+
+
+def steps_frame(params: QuoteParams, batch: QuoteBatch, mid: np.ndarray, run: Run) -> pd.DataFrame:
+    """Every step of every episode of a run: mid, quotes (NaN: not posted), fills, inventory,
+    cash (price units, before the final liquidation) and the reward's parts."""
+    states, actions, s = run
+    a = torch.as_tensor(actions).unsqueeze(-1)
+    bid_edge = batch.bid_edge.gather(-1, a).squeeze(-1).numpy()
+    ask_edge = batch.ask_edge.gather(-1, a).squeeze(-1).numpy()
+    bid_posted, ask_posted = posted(params, states, actions)
+    start = mid[:, :-1]
+    bid = np.where(bid_posted, start - bid_edge, np.nan)
+    ask = np.where(ask_posted, start + ask_edge, np.nan)
+    cash = np.cumsum(
+        s.ask_fill * np.nan_to_num(ask) - s.bid_fill * np.nan_to_num(bid) - s.fee, axis=1
+    )
+    n_env, length = states.shape
+    columns: dict[str, np.ndarray] = {
+        "path": np.repeat(np.arange(n_env), length),
+        "step": np.tile(np.arange(length), n_env),
+        "mid": start,
+        "bid": bid,
+        "ask": ask,
+        "bid_posted": bid_posted,
+        "ask_posted": ask_posted,
+        "bid_fill": s.bid_fill,
+        "ask_fill": s.ask_fill,
+        "inventory": s.inventory,
+        "cash": cash,
+        "spread": s.spread,
+        "fee": s.fee,
+        "mtm": s.mtm,
+        "inventory_penalty": s.inventory_penalty,
+        "no_quote": s.no_quote,
+        "terminal": s.terminal,
+        "reward": s.reward,
+    }
+    return pd.DataFrame({k: np.asarray(v).reshape(-1) for k, v in columns.items()})
+
+
+def quote_backtest(
+    cfg: BacktestConfig, ckpt: Mapping[str, Any], source: str, out: Path
+) -> BacktestResult:
+    """Score a quoting checkpoint on ``cfg.split``'s paths with its baselines; write the report
+    folder atomically into ``out`` (see the module docstring)."""
+    if cfg.data is not None:
+        raise BacktestError(
+            "data= is for candle checkpoints: a quoting checkpoint is backtested on the market "
+            "it was trained on (its own data.* record); drop data="
+        )
+    split = cfg.split.value
+    if split not in SPLIT_SEEDS:
+        raise BacktestError(
+            f"split={split}: a quoting checkpoint is scored on its fixed seeded paths: use "
+            "split=test (default) or split=val"
+        )
+    tracking, store_reason = backtest_tracking(cfg.tracking, ckpt, cfg.run_id)
+    train_cfg = checkpoint_config(ckpt)
+    market = quote_market(train_cfg)
+    params = market.params
+    if market.fingerprint != ckpt["data_fingerprint"]:
+        raise BacktestError(
+            f"{source}: its recorded market does not match its fingerprint; use an unmodified "
+            "checkpoint"
+        )
+    paths = market.paths(split)
+    s = market.settings
+    batch = as_batch(
+        market.market, params, paths, macro_window=s.macro_window, micro_window=s.micro_window
+    )
+    value, agent, how = _agent_run(cfg, ckpt, source, batch, params)
+    values, runs = {AGENT: value}, {AGENT: agent}
+    for name, pi in market.baseline_policies().items():
+        values[name], runs[name] = _policy_run(params, batch, pi)
+    stats = {
+        name: {
+            **objective_figures(values[name], values),
+            **batch_quote_stats(params, *run, periods=market.steps),
+        }
+        for name, run in runs.items()
+    }
+    table = pd.DataFrame(stats)
+    steps = steps_frame(params, batch, paths.mid, agent)
+    curves = {name: step_pnl(run[2]).cumsum(1).mean(0) for name, run in runs.items()}
+    meta: dict[str, Any] = {
+        "task": "quote",
+        "checkpoint": source,
+        "train_run_id": cfg.run_id or ckpt["train_state"].get("run_id"),
+        "checkpoint_episode": checkpoint_episode(ckpt),
+        "best_episode": ckpt["train_state"].get("best_episode"),
+        "edge_found_in_training": ckpt["train_state"].get("best_edge"),
+        "split": split,
+        "episodes": int(paths.dmid.shape[0]),
+        "steps_per_episode": market.steps,
+        "paths_seed": SPLIT_SEEDS[split],
+        "market": {"source": train_cfg.data.source.value, **asdict(market.market)},
+        "rules": {**asdict(params), "offsets": list(params.offsets)},
+        "best_fixed_level": market.best_fixed_level(),
+        "policy": how,
+        "fill_rule": FILL_RULE,
+        "assumption": NO_IMPACT,
+        "baselines": BASELINE_DEFINITIONS,
+        "data_fingerprint": market.fingerprint,
+        "hmarl": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    tags = {"kind": "backtest", "task": "quote", "git_commit": git_commit()}
+    with tracked_run(tracking, f"backtest {split} {source}", tags) as tracker:
+        meta["tracking"] = {"uri": tracking.uri if tracking.enabled else None, "why": store_reason}
+        meta["mlflow_run_id"] = tracker.run_id
+        doc = {"meta": meta, "objectives": {k: v for k, v in values.items()}, "stats": stats}
+        header = (
+            f"{source}, split={split}: {meta['episodes']} episodes of {market.steps} steps; "
+            f"policy {how}; {NO_IMPACT}"
+        )
+        with staged_folder(out, "out") as work:  # renamed to `out` when complete
+            files = [
+                write_json(work / "stats.json", doc),
+                write_csv(work / "stats.csv", table),
+                write_csv(work / "steps.csv", steps, index=False),
+                write_json(work / "config.json", flatten(asdict(cfg))),
+            ]
+            if cfg.report_html:
+                files.append(
+                    write_quote_report_html(work / "report.html", steps, curves, table, header)
+                )
+            text = summary(meta, values, table, out)
+            files.append(append_text(work / "backtest.log", text))
+            files = [out / p.name for p in files]
+        result = BacktestResult(out, stats, table, steps, meta, files, tracker.run_id)
+        tracker.set_tags({"train_run_id": str(meta["train_run_id"]), "split": split})
+        tracker.log_params(flatten(asdict(cfg)))
+        metrics = {
+            f"{name}/{key}": float(v)
+            for name, row in stats.items()
+            for key, v in metric_keys(row).items()
+        }
+        tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=0)
+        for path in files:
+            tracker.log_artifact(path, "backtest")
+    return result
+
+
+def summary(
+    meta: Mapping[str, Any], values: Mapping[str, float], table: pd.DataFrame, out: Path
+) -> str:
+    """The console summary (kept in backtest.log)."""
+    opt = values["optimum"]
+    lines = [
+        f"quoting backtest of {meta['checkpoint']}, split={meta['split']}: "
+        f"{meta['episodes']} episodes of {meta['steps_per_episode']} steps; {NO_IMPACT}",
+        f"policy: {meta['policy']}",
+        "objective per episode (expected over the fills, given the paths; after fees, minus the "
+        "inventory penalties): "
+        + ", ".join(f"{k} {v:+.4f} ({100 * v / opt:.1f}%)" for k, v in values.items()),
+        table.to_string(float_format=lambda v: f"{v:,.4f}"),
+        f"output: {out.resolve()}"
+        + (f"; MLflow run {meta['mlflow_run_id']}" if meta.get("mlflow_run_id") else ""),
+    ]
+    text = "\n".join(lines)
+    print(text)
+    return text
