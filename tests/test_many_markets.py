@@ -193,3 +193,22 @@ def test_a_sweep_builds_each_market_of_data_paths_once(trained: dict[str, Any]) 
     assert describe_data({"data": {"source": "csv", "paths": ["a.csv", "b.csv"]}}) == (
         "data=csv data.paths=[a.csv,b.csv]"
     )
+
+
+def test_a_resumed_many_market_run_is_bit_identical(trained: dict[str, Any]) -> None:
+    from hmarl.cli import Interrupted
+    from hmarl.train.trainer import train
+    from tests.helpers import assert_identical
+
+    tmp, cfg = trained["tmp"], trained["cfg"]
+
+    def stop_after_5(episode: int, *_: Any) -> None:
+        if episode == 5:  # episode 6 of 10: last.pt holds the state after episode 5
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        train(cfg, tmp / "half", progress=False, on_episode=stop_after_5)
+    last = tmp / "half" / "checkpoints" / "last.pt"
+    rest = replace(cfg, trainer=replace(cfg.trainer, resume=str(last)))
+    resumed = train(rest, tmp / "half", progress=False)
+    assert_identical(resumed.last_checkpoint, trained["result"].last_checkpoint)
