@@ -233,14 +233,30 @@ def pin_paths(overrides: Sequence[str], configs: Sequence[Config]) -> list[str]:
         value = next(iter(fixed.values()))
         assert value is not None
         pinned = replace_override(pinned, key, value)
-    return pinned
+    return _pin_market_list(pinned, configs)
 
 
-def replace_override(overrides: Sequence[str], key: str, value: str) -> list[str]:
-    """``overrides`` with any ``key=...`` dropped and ``key=<value>`` appended."""
+def _pin_market_list(overrides: list[str], configs: Sequence[Config]) -> list[str]:
+    """``data.paths`` (files or globs, hmarl.market.many) made absolute entry by entry."""
+    lists = {tuple(c.data.paths) for c in configs if c.data.paths}
+    fixed = {given: tuple(_absolute_dir(p) or p for p in given) for given in lists}
+    if all(given == absolute for given, absolute in fixed.items()):
+        return overrides
+    if len(fixed) > 1:
+        raise SweepSetupError(
+            "the jobs of this sweep use different relative data.paths lists: give their "
+            "entries as absolute paths"
+        )
+    return replace_override(overrides, "data.paths", next(iter(fixed.values())))
+
+
+def replace_override(overrides: Sequence[str], key: str, value: str | Sequence[str]) -> list[str]:
+    """``overrides`` with any ``key=...`` dropped and ``key=<value>`` appended (a list of
+    values as a quoted list)."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     drop = {o.input_line for o in parsed if o.key_or_group.lstrip("+") == key}
-    return [o for o in overrides if o not in drop] + [f"{key}={quote(value)}"]
+    text = quote(value) if isinstance(value, str) else f"[{','.join(map(quote, value))}]"
+    return [o for o in overrides if o not in drop] + [f"{key}={text}"]
 
 
 def resume_overrides(overrides: list[str], job_dir: str | Path) -> list[str]:
