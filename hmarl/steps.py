@@ -25,7 +25,7 @@ weight of each specialist (they sum to 1 per row), and ``<name>_p_hold`` / ``_p_
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -283,3 +283,62 @@ def curves(steps: pd.DataFrame) -> Curves:
     equity = steps[EQUITY].astype(np.float64)
     dd = drawdown(equity_points(np.asarray(equity, dtype=np.float64)))[1:] * 100.0
     return Curves(equity, pd.Series(dd, index=steps.index))
+
+
+# ----------------------------------------------------------------- records laid end to end
+
+
+def chain(segments: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Steps frames one after the other, equity compounded across them (the columns all
+    segments share).
+
+    Refuses segments that are empty or out of time order (the stitched index must increase).
+    """
+    if not segments:
+        raise ValueError("nothing to stitch: no test segment")
+    parts, carry = [], 1.0
+    # columns every segment has: a baseline's segment has no action probabilities
+    common = [c for c in segments[0].columns if all(c in s.columns for s in segments)]
+    for k, seg in enumerate(segments):
+        if seg.empty:
+            raise ValueError(f"test segment {k} has no rows")
+        part = seg[common].copy()
+        part[EQUITY] = part[EQUITY].to_numpy(dtype=np.float64) * carry
+        carry = float(part[EQUITY].iloc[-1])
+        parts.append(part)
+    out = pd.concat(parts)
+    if not out.index.is_monotonic_increasing or out.index.has_duplicates:
+        raise ValueError("test segments overlap or are out of order; they cannot be stitched")
+    return out
+
+
+def end_to_end(segments: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Segments that may overlap in time (several markets' validation or test splits) laid one
+    after another, equity compounded across them (:func:`chain`): the pooled record of a
+    many-market run, as if the markets had been traded in turn.
+
+    Why shift the times: a record's index must increase, and two markets' splits cover the same
+    dates (or months apart: a gap would count as time in the annualised figures). Each segment
+    is moved by whole days, forward or back, so that it starts at least one bar and less than a
+    day after the previous one ends: the bar spacing and each bar's time of day are kept, so
+    annualisation and daily figures read the pooled record as one market's.
+    """
+    shifted, end = [], None
+    day = pd.Timedelta(days=1)
+    for seg in segments:
+        index = pd.DatetimeIndex(seg.index)
+        if end is not None and len(index):
+            spacing = pd.Timedelta(np.median(np.diff(index.asi8)) if len(index) > 1 else day)
+            gap = end + spacing - index[0]  # negative: a later market, moved back
+            index = index + day * int(np.ceil(gap / day))
+        part = seg.copy()
+        part.index = index.rename(seg.index.name)
+        shifted.append(part)
+        if len(index):
+            end = index[-1]
+    return chain(shifted)
+
+
+def market_returns(steps: pd.DataFrame) -> FloatArray:
+    """The return of the bar after each decision (what a random-timing null settles on)."""
+    return steps[NEXT_PRICE].to_numpy(np.float64) / steps[PRICE].to_numpy(np.float64) - 1.0

@@ -265,6 +265,21 @@ def test_pin_paths_makes_relative_paths_absolute(
         pin_paths(["cache_dir=a,elsewhere"], [tiny_config(tmp_path), other, cfg])
 
 
+def test_pin_paths_makes_each_entry_of_data_paths_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tmp_path)
+    cfg.cache_dir, cfg.tracking.uri = "/abs/cache", "http://server:5000"
+    cfg.data.paths = ["data/*.csv", "/abs/b.csv"]
+    pinned = pin_paths(["seed=0,1", "data.paths=[data/*.csv,/abs/b.csv]"], [cfg])
+    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(pinned)}
+    assert parsed["data.paths"] == [str(tmp_path / "data" / "*.csv"), "/abs/b.csv"]
+    assert len(pinned) == 2  # the relative list replaced, not added beside
+    cfg.data.paths = ["/abs/a.csv", "/abs/b.csv"]
+    assert pin_paths(["seed=0,1"], [cfg]) == ["seed=0,1"]  # nothing relative: unchanged
+
+
 def test_quote_survives_quotes_in_a_path() -> None:
     value = "/tmp/it's here, really"
     override = OverridesParser.create().parse_override(f"cache_dir={quote(value)}")

@@ -11,15 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hmarl.market.many import MarketsError, market_paths
+from hmarl.steps import chain
 from hmarl.walkforward.folds import (
     Lengths,
     WalkForwardError,
     bar_lengths,
-    market_paths,
     plan_folds,
 )
 from hmarl.walkforward.schema import Unit, WalkForwardConfig, WindowMode
-from hmarl.walkforward.stitch import ADVISED, NETWORK, chain, stitched_runs
+from hmarl.walkforward.stitch import ADVISED, NETWORK, stitched_runs
 from tests.helpers import run_cli, tiny_overrides
 
 # ----------------------------------------------------------------------------- fold arithmetic
@@ -74,7 +75,7 @@ def test_bad_folds_are_refused(lengths: Lengths, kwargs: dict, message: str) -> 
 def test_a_glob_matching_nothing_is_refused(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("x")
     assert market_paths([str(tmp_path / "*.csv")]) == [str(tmp_path / "a.csv")]
-    with pytest.raises(WalkForwardError, match=r"nothing\*\.csv' matches no file"):
+    with pytest.raises(MarketsError, match=r"nothing\*\.csv' matches no file"):
         market_paths([str(tmp_path / "nothing*.csv")])
 
 
@@ -232,6 +233,16 @@ def test_the_plan_cuts_folds_by_dates_as_a_run_would(tmp_path: Path) -> None:
     assert data.end == plan.index[1200].isoformat()
 
 
+def test_one_fold_of_a_multirun_is_cut_from_the_plan_or_refused(tmp_path: Path) -> None:
+    from hmarl.walkforward.run import one_fold
+
+    plans = _plan(tmp_path)
+    (only,) = one_fold(plans, 1)  # walkforward.fold=1: that fold alone, as the plan numbers it
+    assert [f.number for f in only.folds] == [1] and only.folds[0] == plans[0].folds[1]
+    with pytest.raises(WalkForwardError, match=r"walkforward\.fold=2 .*synthetic \(2\)"):
+        one_fold(plans, 2)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -283,10 +294,27 @@ def test_data_start_and_end_bound_the_synthetic_market_too() -> None:
     pd.testing.assert_frame_equal(cut, full.iloc[100:300])
 
 
-def test_a_training_run_refuses_several_markets_and_names_the_walkforward() -> None:
+def test_the_one_market_loader_refuses_several_markets_and_names_where_they_go() -> None:
     from hmarl.config import DataConfig, DataSource
     from hmarl.market.market_data import load_market_candles
 
     data = DataConfig(source=DataSource.csv, paths=["a.csv", "b.csv"])
-    with pytest.raises(ValueError, match=r"one run trains on one data\.path.*hmarl\.walkforward"):
+    with pytest.raises(
+        ValueError,
+        match=r"this reads one data\.path.*hmarl\.train and python -m hmarl\.walkforward",
+    ):
         load_market_candles(data, log=None)
+
+
+def test_the_late_oracle_keeps_the_regime_before_for_lag_bars() -> None:
+    from hmarl.market.planted import late_oracle_positions, oracle_positions
+
+    regime = np.array([1, 1, 1, 1, -1, -1, -1, 0, 0, 0, 0])
+    rows = np.arange(10)  # decision t is paid on bar t + 1
+    np.testing.assert_array_equal(
+        late_oracle_positions(regime, rows, 0), oracle_positions(regime, rows)
+    )
+    late = late_oracle_positions(regime, rows, 2)
+    np.testing.assert_array_equal(late, [0, 1, 1, 1, 1, -1, -1, -1, 0, 0])
+    long_only = late_oracle_positions(regime, rows, 2, allow_short=False)
+    np.testing.assert_array_equal(long_only, np.maximum(late, 0))

@@ -6,6 +6,7 @@ table and the same :func:`hmarl.stats.metrics.compute_stats`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from hmarl.market.env import EnvParams, Grid, Settlement, position_grid, settle
 from hmarl.market.market_data import release_rows
 from hmarl.stats.metrics import compute_stats
 from hmarl.stats.random_timing import random_timing, random_timing_stats
-from hmarl.steps import SETTLEMENT_COLUMNS, gate_column, own_prob_column
+from hmarl.steps import SETTLEMENT_COLUMNS, end_to_end, gate_column, own_prob_column
 from hmarl.steps import steps_table as _table
 
 if TYPE_CHECKING:
@@ -229,3 +230,36 @@ def policy_stats(
         null = random_timing(steps, market.returns[lo:hi], env, n=null_n, seed=seed)
         stats.update(random_timing_stats(null))
     return stats
+
+
+def pooled_policy_stats(
+    policy: HierarchicalPolicy,
+    market: MarketData,
+    tensors: MarketTensors,
+    env: EnvParams,
+    ranges: Mapping[str, tuple[int, int]],
+    *,
+    greedy: bool = True,
+    null_n: int = VALIDATION_NULL_N,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """:func:`policy_stats` of a many-market run (:mod:`hmarl.market.many`): the stats of the
+    pooled record and each market's own, ``ranges`` being each market's decision rows.
+
+    Each market's split runs on its own, starting flat; the pooled record lays them end to end
+    (:func:`hmarl.steps.end_to_end`, equity compounded across markets), and its random-timing
+    null is settled on the same bars in the same order. Selection reads the pooled stats:
+    a policy kept for one market's luck would have to pay for it on the others.
+    """
+    steps = {
+        name: run_split(policy, market, tensors, rows, env, greedy=greedy, seed=seed)
+        for name, rows in ranges.items()
+    }
+    own = {name: compute_stats(s, n_bootstrap=0) for name, s in steps.items()}
+    pooled = end_to_end(list(steps.values()))
+    stats = compute_stats(pooled, n_bootstrap=0)
+    if null_n > 0:
+        returns = np.concatenate([market.returns[lo:hi] for lo, hi in ranges.values()])
+        null = random_timing(pooled, returns, env, n=null_n, seed=seed)
+        stats.update(random_timing_stats(null))
+    return stats, own

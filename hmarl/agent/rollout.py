@@ -34,6 +34,7 @@ one long trajectory (validation). Both give identical states (``tests/test_devic
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
@@ -44,6 +45,7 @@ from torch import Tensor
 
 from hmarl.agent.policy import HierarchicalPolicy, draw_mask
 from hmarl.market.env import EnvParams, Grid, Settlement, cash_ratio, settle
+from hmarl.market.many import MarketsError
 
 if TYPE_CHECKING:
     from hmarl.market.market_data import MarketData
@@ -181,6 +183,28 @@ def sample_starts(lo: int, hi: int, length: int, n: int, generator: torch.Genera
             "lower trainer.episode_len or use more data"
         )
     return lo + torch.randint(0, span + 1, (n,), generator=generator, device=generator.device)
+
+
+def sample_market_starts(
+    ranges: Sequence[tuple[int, int]], length: int, n: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Episode starts across markets: each environment of the batch picks a market with
+    probability proportional to its number of possible starts (its train decision rows less
+    the episode length, plus one), then a uniform start in it; so every train row of every
+    market is about equally likely to be visited, as if the train splits were one market, and
+    no episode leaves its market."""
+    lo = torch.tensor([a for a, _ in ranges], dtype=torch.int64, device=generator.device)
+    span = torch.tensor([b - a - length for a, b in ranges], dtype=torch.int64)
+    if int(span.min()) < 0:
+        raise MarketsError(
+            f"trainer.episode_len={length} does not fit in a market's train split "
+            f"({[b - a for a, b in ranges]} decision rows); lower trainer.episode_len"
+        )
+    count = (span + 1).to(generator.device)
+    pick = torch.multinomial(count.double(), n, replacement=True, generator=generator)
+    u = torch.rand(n, generator=generator, device=generator.device, dtype=torch.float64)
+    offset = torch.minimum((u * count[pick]).long(), count[pick] - 1)
+    return lo[pick] + offset
 
 
 def _walk(next_state: np.ndarray, start: int, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +224,7 @@ class BacktestResult:
     meta: dict[str, Any]
     files: list[Path]
     run_id: str | None = None  # the backtest's MLflow run
+    runs: dict[str, pd.DataFrame] = field(default_factory=dict)  # every run's steps frame
 
 
 ADVISED_FIGURES = ("Return [%]", "Sharpe Ratio", "Max. Drawdown [%]", "# Trades")

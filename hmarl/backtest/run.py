@@ -59,6 +59,7 @@ from hmarl.backtest.inputs import (
     in_sample,
     load_backtest_checkpoint,
 )
+from hmarl.backtest.many import market_views, pooled_backtest
 from hmarl.backtest.report import (
     FILL_RULE,
     BacktestResult,
@@ -85,6 +86,7 @@ from hmarl.config import (
     flatten,
 )
 from hmarl.io import append_text, folder_lock, staged_folder, write_json
+from hmarl.market.many import MARKETS_KEY
 from hmarl.runtime import setup
 from hmarl.stats import supervised
 from hmarl.stats.baselines import BASELINE_DEFINITIONS
@@ -105,6 +107,9 @@ from hmarl.tracking import (
 )
 
 if TYPE_CHECKING:
+    import torch
+
+    from hmarl.agent.checkpoint import Checkpoint
     from hmarl.market.env import EnvParams
     from hmarl.market.market_data import MarketData
 
@@ -203,22 +208,42 @@ def _drop_if_empty(folder: Path) -> None:
 
 
 def _backtest(cfg: BacktestConfig, out: Path) -> BacktestResult:
-    """:func:`backtest` under the folder's lock."""
+    """:func:`backtest` under the folder's lock: one market's, or each market's of a checkpoint
+    trained on several (:mod:`hmarl.backtest.many`) and their pooled record."""
     device = setup(cfg.device, cfg.threads)
-
-    # ---- checkpoint and the inputs it needs ----
     fetch_uri = DEFAULT_URI if cfg.tracking.uri == AUTO_URI else cfg.tracking.uri
     ckpt, source = load_backtest_checkpoint(cfg.checkpoint, cfg.run_id, fetch_uri, device)
     if ckpt.get("task") == "quote":  # a market maker's checkpoint: hmarl/backtest/quote_run.py
         from hmarl.backtest.quote_run import quote_backtest
 
         return quote_backtest(cfg, ckpt, source, out)
+    check_feature_request(
+        ckpt["feature_spec"],
+        cfg.features.names,
+        cfg.features.macro_window,
+        cfg.features.micro_window,
+    )
+    if MARKETS_KEY in ckpt["feature_spec"]:
+        views = market_views(ckpt, cfg.data, source)
+        results = {
+            view.name: backtest_one(cfg, out / view.name, view.ckpt, view.source, view.data, device)
+            for view in views
+        }
+        return pooled_backtest(cfg, out, results, views, source)
+    return backtest_one(cfg, out, ckpt, source, data_config_for(ckpt, cfg.data), device)
+
+
+def backtest_one(
+    cfg: BacktestConfig,
+    out: Path,
+    ckpt: Checkpoint,
+    source: str,
+    data: DataConfig,
+    device: torch.device,
+) -> BacktestResult:
+    """The backtest of one market (its report folder ``out``, whole or absent)."""
     tracking, store_reason = backtest_tracking(cfg.tracking, ckpt, cfg.run_id)
     spec = ckpt["feature_spec"]
-    check_feature_request(
-        spec, cfg.features.names, cfg.features.macro_window, cfg.features.micro_window
-    )
-    data = data_config_for(ckpt, cfg.data)
     market = backtest_market(spec, data, cfg.cache_dir)
     rows = decision_range(market, cfg.split.value, cfg.start, cfg.end)
     env = checkpoint_env(ckpt["env"], cfg.commission, cfg.slippage_bps)
@@ -343,7 +368,7 @@ def _backtest(cfg: BacktestConfig, out: Path) -> BacktestResult:
                 pbar.close()
                 files = [out / path.name for path in files]  # where they will be
                 result = BacktestResult(
-                    out, stats, table, steps, doc["meta"], files, tracker.run_id
+                    out, stats, table, steps, doc["meta"], files, tracker.run_id, runs
                 )
                 append_text(work / LOG_FILE, print_summary(result, doc, tracking))
 

@@ -122,8 +122,9 @@ def load_market_candles(
     else:
         if not data.path and data.paths:
             raise ValueError(
-                f"data.paths={list(data.paths)} names several markets: one run trains on one "
-                "data.path; run them as markets of python -m hmarl.walkforward"
+                f"data.paths={list(data.paths)} names several markets: this reads one "
+                "data.path; several are each built on their own (hmarl.market.many: "
+                "python -m hmarl.train and python -m hmarl.walkforward take data.paths)"
             )
         if not data.path:
             raise ValueError(f"data.path is required for data={data.source.value}")

@@ -91,4 +91,5 @@ def describe_data(config: dict[str, Any] | None) -> str:
             f"data.market_seed={data.get('market_seed')}"
         )
     extra = [f"data.{k}={data[k]}" for k in ("start", "end", "resample") if data.get(k)]
-    return " ".join([f"data={source}", f"data.path={data.get('path')}", *extra])
+    files = f"data.paths=[{','.join(data['paths'])}]" if data.get("paths") else None
+    return " ".join([f"data={source}", files or f"data.path={data.get('path')}", *extra])

@@ -41,7 +41,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -171,17 +171,21 @@ def prebuild_markets(configs: Iterable[Config]) -> int:
     Why here: N parallel jobs that miss the cache would each build the same tensors (the
     cache's atomic rename keeps that correct, but N times the work). Jobs then load them.
     """
+    from hmarl.market.many import market_paths
     from hmarl.market.market_data import market_for_config
 
     seen: set[str] = set()
     for cfg in configs:
         if cfg.task == Task.quote:  # a generated quoting market: no candles, nothing cached
             continue
-        args = market_args(cfg)
-        key = json.dumps({**args, "data": asdict(cfg.data)}, sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            market_for_config(**args)
+        # data.paths: each market on its own, as the job builds it (hmarl.market.many)
+        files = market_paths(cfg.data.paths) if cfg.data.paths else [cfg.data.path]
+        for path in files:
+            args = {**market_args(cfg), "data": replace(cfg.data, path=path, paths=[])}
+            key = json.dumps({**args, "data": asdict(args["data"])}, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                market_for_config(**args)
     return len(seen)
 
 
@@ -229,14 +233,30 @@ def pin_paths(overrides: Sequence[str], configs: Sequence[Config]) -> list[str]:
         value = next(iter(fixed.values()))
         assert value is not None
         pinned = replace_override(pinned, key, value)
-    return pinned
+    return _pin_market_list(pinned, configs)
 
 
-def replace_override(overrides: Sequence[str], key: str, value: str) -> list[str]:
-    """``overrides`` with any ``key=...`` dropped and ``key=<value>`` appended."""
+def _pin_market_list(overrides: list[str], configs: Sequence[Config]) -> list[str]:
+    """``data.paths`` (files or globs, hmarl.market.many) made absolute entry by entry."""
+    lists = {tuple(c.data.paths) for c in configs if c.data.paths}
+    fixed = {given: tuple(_absolute_dir(p) or p for p in given) for given in lists}
+    if all(given == absolute for given, absolute in fixed.items()):
+        return overrides
+    if len(fixed) > 1:
+        raise SweepSetupError(
+            "the jobs of this sweep use different relative data.paths lists: give their "
+            "entries as absolute paths"
+        )
+    return replace_override(overrides, "data.paths", next(iter(fixed.values())))
+
+
+def replace_override(overrides: Sequence[str], key: str, value: str | Sequence[str]) -> list[str]:
+    """``overrides`` with any ``key=...`` dropped and ``key=<value>`` appended (a list of
+    values as a quoted list)."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     drop = {o.input_line for o in parsed if o.key_or_group.lstrip("+") == key}
-    return [o for o in overrides if o not in drop] + [f"{key}={quote(value)}"]
+    text = quote(value) if isinstance(value, str) else f"[{','.join(map(quote, value))}]"
+    return [o for o in overrides if o not in drop] + [f"{key}={text}"]
 
 
 def resume_overrides(overrides: list[str], job_dir: str | Path) -> list[str]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,22 @@ from hmarl.agent.checkpoint import (
     plain_stats,
     save_checkpoint,
 )
-from hmarl.agent.evaluation import policy_stats
+from hmarl.agent.evaluation import policy_stats, pooled_policy_stats
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
-from hmarl.agent.rollout import LazyMacroCache, collect, market_tensors, sample_starts
+from hmarl.agent.rollout import (
+    LazyMacroCache,
+    collect,
+    market_tensors,
+    sample_market_starts,
+    sample_starts,
+)
 from hmarl.agent.specialists import build_policy, frozen_groups, specialist_rates
 from hmarl.cli import Interrupted
 from hmarl.config import Config, Task, TrainerConfig, flatten, model_from_record, model_record
 from hmarl.io import append_text, atomic_write, write_text
 from hmarl.market.env import EnvParams, position_grid
+from hmarl.market.many import Markets, check_episode_fits, load_markets
 from hmarl.market.market_data import MarketData
 from hmarl.market.specialist_data import market_for_model, specialist_inputs
 from hmarl.runtime import setup
@@ -104,6 +112,7 @@ class TrainResult:
     stopped_early: bool = False
     best_val: dict[str, Any] = field(default_factory=dict)  # validation that selected best.pt
     flags: list[str] = field(default_factory=list)  # hmarl.stats.metrics.outcome_flags of best_val
+    best_val_markets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per market
     wall_s: float = math.nan  # the whole train() call
     steps_per_s: float = math.nan  # mean over episodes (Throughput)
 
@@ -123,6 +132,14 @@ def load_market(cfg: Config, log: Callable[[str], None] | None = print) -> Marke
         cache_dir=cfg.cache_dir,
         log=log,
     )
+
+
+def load_many(cfg: Config, log: Callable[[str], None] | None = print) -> Markets:
+    """The markets of ``data.paths`` (:mod:`hmarl.market.many`), each refused by name when it
+    cannot give the windows or hold one episode in its train split."""
+    markets = load_markets(cfg.data, lambda data: load_market(replace(cfg, data=data), log))
+    check_episode_fits(markets, cfg.trainer.episode_len)
+    return markets
 
 
 def policy_for(cfg: Config, market: MarketData) -> HierarchicalPolicy:
@@ -286,6 +303,12 @@ def _run_identity(
     return name, tags
 
 
+def _span(ranges: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The stacked rows from the first range's start to the last one's end (the MacroNet
+    cache's range; rows between them that no episode reads are never computed)."""
+    return min(a for a, _ in ranges), max(b for _, b in ranges)
+
+
 def collapse_reason(stats: dict[str, Any], entropy: float, tc: Any) -> str | None:
     """Why the policy counts as collapsed, or None: its mean training entropy per step fell
     below ``collapse_entropy``, or one action's mean validation probability exceeds
@@ -336,7 +359,9 @@ class Trainer:
         device = setup(cfg.device, cfg.threads, matmul_precision=precision, seed=cfg.seed)
 
         # ---- data: candles -> features -> windows (cached) ----
-        self.market = load_market(cfg)
+        # several markets (data.paths): each built on its own, their rows stacked
+        self.markets = load_many(cfg) if cfg.data.paths else None
+        self.market = self.markets.stacked if self.markets else load_market(cfg)
         self.tensors = market_tensors(self.market, device)
 
         # ---- model, optimizers, RNG, state (fresh or resumed) ----
@@ -355,14 +380,25 @@ class Trainer:
         self.env = env_params(cfg)
         self.grid = position_grid(self.env)
         self.grid_model = GridModel(self.grid, self.env, self.tensors.returns)
-        self.val_buy_and_hold_pct = buy_and_hold_return(
-            self.market, *self.market.splits["val"], self.env
-        )
+        self.val_buy_and_hold_pct = self._val_buy_and_hold()
         self.cache: LazyMacroCache | None = None
         self.val: dict[str, Any] = {}
         self.entropies: list[float] = []  # training entropy since the last validation
         self.collapse: str | None = None
         self.best_val: dict[str, Any] = {}  # stats of the evaluation `best.pt` was saved at
+        self.val_markets: dict[str, dict[str, Any]] = {}  # each market's (data.paths)
+        self.best_val_markets: dict[str, dict[str, Any]] = {}
+
+    def _val_buy_and_hold(self) -> float:
+        """Buy & hold on the validation record (%): compounded over the markets laid end to
+        end when there are several, as the pooled validation record is."""
+        if self.markets is None:
+            return buy_and_hold_return(self.market, *self.market.splits["val"], self.env)
+        growth = 1.0
+        for part in self.markets.parts:
+            pct = buy_and_hold_return(part.market, *part.market.splits["val"], self.env)
+            growth *= 1.0 + pct / 100.0
+        return (growth - 1.0) * 100.0
 
     def _resume(self, path: str, device: torch.device) -> None:
         ckpt = load_checkpoint(path, map_location=device)
@@ -376,14 +412,15 @@ class Trainer:
         """Write a checkpoint; one saved as `best.pt` also keeps its validation stats here."""
         if path == self.best_path:
             self.best_val = dict(self.val)
+            self.best_val_markets = dict(self.val_markets)
         else:
             self.state.last_saved_episode = self.state.episode - 1
         payload = Payload(
             **run_record(self.cfg, self.state, self.val, self.policy, self.optimizers, self.gen),
             env=asdict(self.env),
-            feature_spec=self.market.feature_spec(),
+            feature_spec=(self.markets or self.market).feature_spec(),
             data_fingerprint=self.market.fingerprint,
-            data_splits={k: list(v) for k, v in self.market.splits.items()},
+            data_splits={k: list(v) for k, v in self.market.splits.items()},  # {}: several
         )
         return save_checkpoint(path, payload)
 
@@ -391,13 +428,17 @@ class Trainer:
         """Collect a batch of trajectories and apply one scheduled REINFORCE update."""
         tc = self.cfg.trainer
         t0 = time.perf_counter()
-        lo, hi = self.market.splits["train"]
+        ranges = list(self.markets.ranges("train").values()) if self.markets else []
+        lo, hi = self.market.splits["train"] if not ranges else _span(ranges)
         update_macro = macro_steps_at(episode, tc.macro_every)
         use_cache = tc.cache_frozen_macro and not update_macro
         if use_cache and self.cache is None:
             chunk = tc.macro_cache_chunk
             self.cache = LazyMacroCache.empty(self.policy, self.tensors.macro, lo, hi, chunk)
-        starts = sample_starts(lo, hi, tc.episode_len, tc.n_envs, self.gen)
+        if ranges:  # each environment picks a market (hmarl.market.many)
+            starts = sample_market_starts(ranges, tc.episode_len, tc.n_envs, self.gen)
+        else:
+            starts = sample_starts(lo, hi, tc.episode_len, tc.n_envs, self.gen)
         traj = collect(
             self.policy,
             self.tensors,
@@ -439,14 +480,27 @@ class Trainer:
         improvement, and checks for collapse (``self.collapse`` holds the reason, or None)."""
         tc = self.cfg.trainer
         greedy = tc.eval_policy.value == "greedy"
-        self.val = policy_stats(
-            self.policy, self.market, self.tensors, self.env, greedy=greedy, seed=self.cfg.seed
-        )
+        if self.markets is None:
+            self.val = policy_stats(
+                self.policy, self.market, self.tensors, self.env, greedy=greedy, seed=self.cfg.seed
+            )
+        else:  # selection on the pooled record; each market's figures logged beside it
+            self.val, self.val_markets = pooled_policy_stats(
+                self.policy,
+                self.market,
+                self.tensors,
+                self.env,
+                self.markets.ranges("val"),
+                greedy=greedy,
+                seed=self.cfg.seed,
+            )
         entropy = sum(self.entropies) / len(self.entropies) if self.entropies else math.nan
         self.entropies = []
         self.collapse = collapse_reason(self.val, entropy, tc)
         vals = metric_keys(self.val, prefix="val/")
         vals.update(gate_metrics(self.val))
+        for name, own in self.val_markets.items():  # MLflow names: letters, digits, _-. /
+            vals.update(metric_keys(own, prefix=f"val/{re.sub(r'[^0-9A-Za-z_./ -]', '_', name)}/"))
         value = vals.get(f"val/{tc.best_metric}")
         if value is None:
             choices = sorted(k[4:] for k in vals)
@@ -618,6 +672,7 @@ def train(
         run.out, run.last_path, best, tracker.run_id, state, run.val, stopped_early
     )
     result.best_val, result.flags = best_val, flags
+    result.best_val_markets = run.best_val_markets
     result.wall_s, result.steps_per_s = time.perf_counter() - t_start, speed.mean
     append_text(run.out / "train.log", _print_summary(result, cfg, run.val_buy_and_hold_pct))
     return result
@@ -804,6 +859,15 @@ def _print_summary(result: TrainResult, cfg: Config, buy_and_hold_pct: float) ->
                 else ""
             )
         )
+        if result.best_val_markets:
+            lines.append(
+                "that validation is the markets' splits laid end to end; per market: "
+                + "; ".join(
+                    f"{name} return {m['Return [%]']:+.2f}%, {m['# Trades']} trades, "
+                    f"Sharpe {m['Sharpe Ratio']:.2f}"
+                    for name, m in result.best_val_markets.items()
+                )
+            )
         lines += [f"WARNING: {t}" for t in flag_sentences(v, result.flags, "validation")]
         if not s.best_edge:
             lines.append(no_edge_warning(s, cfg, buy_and_hold_pct))

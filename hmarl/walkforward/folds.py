@@ -12,9 +12,7 @@ Every refusal here is a ``ValueError`` (exit 2) raised before any training start
 
 from __future__ import annotations
 
-import glob
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pandas as pd
 
@@ -144,25 +142,3 @@ def fold_data(
         test_start=index[fold.test_start].isoformat(),
         end=end.isoformat(),
     )
-
-
-def market_paths(patterns: list[str]) -> list[str]:
-    """Each file (or each file a glob matches) of ``data.paths``: one market each, in order.
-
-    A pattern that names no file is refused by name (a typo would otherwise drop a market).
-    """
-    paths: list[str] = []
-    for pattern in patterns:
-        found = sorted(glob.glob(str(Path(pattern).expanduser())))
-        if not found:
-            raise WalkForwardError(
-                f"data.paths: {pattern!r} matches no file; check the path (globs such as "
-                "data/*.csv are expanded here, quoted so the shell leaves them)"
-            )
-        paths.extend(p for p in found if p not in paths)
-    return paths
-
-
-def market_name(path: str | None) -> str:
-    """A market's label in tables: its file name without the extension (``synthetic``)."""
-    return Path(path).stem if path else "synthetic"

@@ -33,11 +33,13 @@ import pandas as pd
 from hmarl.backtest.runs import stats_of
 from hmarl.config import Config, DataConfig
 from hmarl.io import staged_folder, write_csv, write_json
+from hmarl.market.liquidity import aggregate, liquidity_bucket, median_daily_value
+from hmarl.market.many import MarketsError, market_name, named_paths
 from hmarl.market.market_data import candles_needed, load_market_candles, resolve_feature_names
 from hmarl.report.html import write_report_html
 from hmarl.stats.metrics import Calendar, stats_table
 from hmarl.stats.random_timing import random_timing, random_timing_stats
-from hmarl.steps import EQUITY
+from hmarl.steps import EQUITY, market_returns
 from hmarl.tracking import CHECKPOINT_DIR, LAST_CHECKPOINT, absolute_store_uri, prepare_store
 from hmarl.train.sweep import abort_sweep, export_env, finish_sweep, start_parent_run
 from hmarl.walkforward.evaluate import FoldTest, evaluate_fold
@@ -46,13 +48,10 @@ from hmarl.walkforward.folds import (
     WalkForwardError,
     bar_lengths,
     fold_data,
-    market_name,
-    market_paths,
     plan_folds,
 )
-from hmarl.walkforward.markets import aggregate, liquidity_bucket, median_daily_value
 from hmarl.walkforward.schema import WalkForwardConfig
-from hmarl.walkforward.stitch import ADVISED, NETWORK, STRATEGY, market_returns, stitched_runs
+from hmarl.walkforward.stitch import ADVISED, NETWORK, STRATEGY, stitched_runs
 
 FOLD_DONE = "fold.json"  # written when a fold's training completed: the resume marker
 KIND = "walkforward"  # `kind` tag of the parent run
@@ -66,7 +65,7 @@ class MarketPlan:
     path: str | None
     index: pd.DatetimeIndex
     folds: list[Fold]
-    daily_value: float  # median daily traded value (hmarl.walkforward.markets)
+    daily_value: float  # median daily traded value (hmarl.market.liquidity)
 
     def data(self, base: DataConfig, fold: Fold) -> DataConfig:
         return fold_data(base, self.index, fold, self.path)
@@ -78,15 +77,17 @@ def default_out_dir() -> Path:
 
 def plan_markets(cfg: Config, wf: WalkForwardConfig) -> list[MarketPlan]:
     """Every market's folds, or a ``ValueError`` naming the market and the fix (no training)."""
-    paths: list[str | None] = [*market_paths(cfg.data.paths)] if cfg.data.paths else [cfg.data.path]
+    try:
+        markets: list[tuple[str, str | None]] = (
+            [*named_paths(cfg.data.paths)] if cfg.data.paths else []
+        )
+    except MarketsError as exc:
+        raise WalkForwardError(str(exc)) from exc
+    pairs = markets or [(market_name(cfg.data.path), cfg.data.path)]
     names = resolve_feature_names(cfg.features.names)
     need = candles_needed(names, cfg.features.macro_window, cfg.features.micro_window)
-    plans, seen = [], set()
-    for path in paths:
-        name = market_name(path)
-        if name in seen:
-            raise WalkForwardError(f"data.paths: two markets are named {name!r}; rename one file")
-        seen.add(name)
+    plans = []
+    for name, path in pairs:
         data = replace(cfg.data, path=path, paths=[], val_start=None, test_start=None)
         try:
             candles = load_market_candles(data, min_candles=need, log=None)
@@ -147,6 +148,18 @@ def fold_overrides(cfg: Config, plan: MarketPlan, fold: Fold, base: list[str]) -
         f"data.test_start={data.test_start}",
         f"data.end={data.end}",
     ]
+
+
+def one_fold(plans: list[MarketPlan], number: int) -> list[MarketPlan]:
+    """Each market's plan cut to its fold ``number`` (``walkforward.fold``); a number past a
+    market's folds is refused before any training."""
+    short = [f"{p.name} ({len(p.folds)})" for p in plans if number >= len(p.folds)]
+    if short:
+        raise WalkForwardError(
+            f"walkforward.fold={number} but these markets have fewer folds: {', '.join(short)}; "
+            "folds are numbered from 0"
+        )
+    return [replace(p, folds=[p.folds[number]]) for p in plans]
 
 
 def train_folds(
@@ -342,6 +355,14 @@ def walk_forward(
             for p in plans
         },
     }
+    if wf.fold is not None:  # one job of a multirun over folds: train that fold, no tables
+        only = one_fold(plans, wf.fold)
+        records = train_folds(cfg, wf, only, out, list(overrides or []))
+        print(
+            f"walkforward: fold {wf.fold} of {len(only)} market(s) trained in {out}; once every "
+            f"fold is, the same command without walkforward.fold builds the tables"
+        )
+        return {"out": str(out), "fold": wf.fold, "trained": len(records)}
     write_json(out / "plan.json", plan_doc)
     records = train_folds(cfg, wf, plans, out, list(overrides or []))
     rows, summaries = [], []

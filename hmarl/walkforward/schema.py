@@ -62,6 +62,10 @@ class WalkForwardConfig:
     # folds wanted per market; None = as many as fit; more than fit is refused before training
     folds: int | None = None
     jobs: int = 1  # folds trained at once (joblib worker processes); 1 = in this process
+    # train only fold number `fold` of every market, then stop without tables: one job of a
+    # multirun that spreads the folds over a Hydra launcher (walkforward.fold=0,1,2 with -m);
+    # the same command without it then trains nothing more and builds the tables
+    fold: int | None = None
     out: str | None = None  # the walk-forward folder; None = walkforward/<date>/<time>
     random_timing: int = 1000  # random-timing policies per fold and for the stitched record
     momentum_lookbacks: list[int] = field(default_factory=lambda: [12, 48, 144, 288, 576])
@@ -78,6 +82,7 @@ WF_RANGES: dict[type, dict[str, Range]] = {
         "step": at_least(1),
         "folds": POSITIVE_INT,
         "jobs": POSITIVE_INT,
+        "fold": at_least(0),
         "random_timing": at_least(0),
         "momentum_lookbacks": POSITIVE_INT,
     },

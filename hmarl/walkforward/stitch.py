@@ -17,39 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
-from hmarl.steps import EQUITY
+from hmarl.steps import chain
 
 NETWORK = "network"  # the fold policies' own record
 ADVISED = "advised"  # flat on a fold without an edge
 FLAT = "flat"  # the baseline an advised no-edge segment takes (hmarl.stats.baselines.BASELINES)
 STRATEGY = "strategy"  # a fold backtest's policy run (hmarl.backtest.runs.STRATEGY)
-
-
-def chain(segments: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Steps frames one after the other, equity compounded across them (the columns all
-    segments share).
-
-    Refuses segments that are empty or out of time order (the stitched index must increase).
-    """
-    if not segments:
-        raise ValueError("nothing to stitch: no test segment")
-    parts, carry = [], 1.0
-    # columns every segment has: a baseline's segment has no action probabilities
-    common = [c for c in segments[0].columns if all(c in s.columns for s in segments)]
-    for k, seg in enumerate(segments):
-        if seg.empty:
-            raise ValueError(f"test segment {k} has no rows")
-        part = seg[common].copy()
-        part[EQUITY] = part[EQUITY].to_numpy(dtype=np.float64) * carry
-        carry = float(part[EQUITY].iloc[-1])
-        parts.append(part)
-    out = pd.concat(parts)
-    if not out.index.is_monotonic_increasing or out.index.has_duplicates:
-        raise ValueError("test segments overlap or are out of order; they cannot be stitched")
-    return out
 
 
 def stitched_runs(
@@ -74,10 +49,3 @@ def stitched_runs(
     }
     runs.update({name: chain([r[name] for r in fold_runs]) for name in baselines})
     return runs
-
-
-def market_returns(steps: pd.DataFrame) -> np.ndarray:
-    """The return of the bar after each decision (what the random-timing null settles on)."""
-    from hmarl.steps import NEXT_PRICE, PRICE
-
-    return steps[NEXT_PRICE].to_numpy(np.float64) / steps[PRICE].to_numpy(np.float64) - 1.0

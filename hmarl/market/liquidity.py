@@ -36,13 +36,13 @@ def liquidity_bucket(value: float) -> str:
     return TOP_BUCKET
 
 
-def aggregate(folds: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Per group of ``by`` (and ``pooled`` over all folds): folds, edges found, the mean and
-    median of every return column, the mean random-timing percentile."""
+def aggregate(folds: pd.DataFrame, by: str, unit: str = "folds") -> pd.DataFrame:
+    """Per group of ``by`` (and ``pooled`` over all rows): the rows (``unit``: a walk-forward's
+    folds, a backtest's markets), edges found, the mean and median of every return column."""
     returns = [c for c in folds.columns if c.endswith("[%]")]
 
     def summary(group: pd.DataFrame) -> dict[str, float]:
-        row: dict[str, float] = {"folds": len(group), "edges": int(group["edge_found"].sum())}
+        row: dict[str, float] = {unit: len(group), "edges": int(group["edge_found"].sum())}
         for c in returns:
             row[f"mean {c}"] = float(group[c].mean())
             row[f"median {c}"] = float(group[c].median())
