@@ -47,6 +47,7 @@ from hmarl.steps import (
 __all__ = [
     "CRYPTO",
     "EXCHANGE",
+    "GATE_PREFIX",
     "STAT_DEFINITIONS",
     "Calendar",
     "bootstrap_sharpe_ci",
@@ -63,6 +64,7 @@ __all__ = [
     "sharpe_ratio",
     "short_key",
     "sortino_ratio",
+    "stat_definition",
     "stats_table",
     "trades",
 ]
@@ -520,7 +522,7 @@ def _activity_stats(s: Steps, periods: float) -> Stats:
         if column in s.probs:
             out[f"Mean P({ACTIONS[code]})"] = float(s.probs[column].mean())
     for name, weights in s.gates.items():  # specialists: who decides, and what each wants
-        out[f"Mean Gate {name}"] = float(weights.mean())
+        out[f"{GATE_PREFIX}{name}"] = float(weights.mean())
         for code, action in enumerate(ACTIONS):
             own = s.own.get(own_prob_column(name, code))
             if own is not None:
@@ -671,6 +673,30 @@ STAT_DEFINITIONS: dict[str, str] = {
     "Random-Timing Percentile [%]": "share of them whose return the strategy beats, ties half",
     "Random-Timing p-value": "(1 + #random-timing returns >= the strategy's) / (N + 1)",
 }
+GATE_PREFIX = "Mean Gate "  # + a specialist's name (model=specialists with a gate)
+
+
+def stat_definition(key: str) -> str | None:
+    """The definition of one figure: STAT_DEFINITIONS', or, for the keys named after a
+    specialist (``Mean Gate <name>``, ``Mean P(<action>) of <name>``), the pattern's; None for
+    a key nothing defines."""
+    if key in STAT_DEFINITIONS:
+        return STAT_DEFINITIONS[key]
+    if key.startswith(GATE_PREFIX):
+        name = key.removeprefix(GATE_PREFIX)
+        return (
+            f"mean gate weight g_{name} over the decision bars: the share of the mixture "
+            f"pi = sum_k g_k pi_k given to specialist {name} (the gates sum to 1 on each bar)"
+        )
+    for action in ACTIONS:
+        head = f"Mean P({action}) of "
+        if key.startswith(head):
+            name = key.removeprefix(head)
+            return (
+                f"mean probability specialist {name}'s own policy pi_{name} gives {action} "
+                "(what it would do alone; the mixture weighs it by its gate)"
+            )
+    return None
 
 
 # ----------------------------------------------------------------------------- what happened
