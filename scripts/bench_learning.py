@@ -444,6 +444,10 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if any("oracle_test_return_pct" in r for r in rs):
             row["oracle_test_return_pct"] = _mean_sd([r["oracle_test_return_pct"] for r in rs])
             row["capture_ge_50pct"] = sum(r.get("oracle_capture", -1.0) >= 0.5 for r in rs)
+            # issue 23's per-seed target: both at once on the same seed
+            row["win_and_capture"] = sum(
+                bool(r.get("test_win")) and r.get("oracle_capture", -1.0) >= 0.5 for r in rs
+            )
         rows.append(row)
     return rows
 
@@ -455,9 +459,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "| random timing (median; policy's percentile) "
         "| oracle (captured >= 50%) | no harm (>= flat - 1%) | edge found "
         "| no harm as advised (flat without edge) | wall s | env-steps/s "
-        "| test win (> B&H and flat) | mean gate (test winners) |"
+        "| test win (> B&H and flat) | mean gate (test winners) "
+        "| test win and >= 50% of the oracle |"
     )
-    lines = [head, "|" + "---|" * 19]
+    lines = [head, "|" + "---|" * 20]
     for r in rows:
         n = r["runs"]
         oracle = (
@@ -465,6 +470,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             if "oracle_test_return_pct" in r
             else "-"
         )
+        both = f"{r['win_and_capture']}/{n}" if "win_and_capture" in r else "-"
         lines.append(
             f"| {r['market']} | {r['success']}/{n} (> {r['threshold']:g}) | {r['best_val_sharpe']} "
             f"| {r['bh_val_sharpe']} | {r['final_near_best']}/{n} | {r['collapsed']}/{n} "
@@ -473,7 +479,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"({r['random_timing_test_percentile']}) | {oracle} "
             f"| {r['no_harm']}/{n} | {r['edge_found']}/{n} | {r['advised_no_harm']}/{n} "
             f"| {r['wall_s']} | {r['env_steps_per_s']:,.0f} "
-            f"| {r.get('test_win', 0)}/{n} | {r.get('gates', '-')} |"
+            f"| {r.get('test_win', 0)}/{n} | {r.get('gates', '-')} | {both} |"
         )
     return "\n".join(lines)
 
