@@ -85,7 +85,7 @@ from hmarl.data.reading import load_candles
 from hmarl.io import atomic_write, write_text
 from hmarl.market.planted import FLOW_COLUMN, oracle_positions, plant_edge, plant_flow
 from hmarl.stats.baselines import baseline_steps, settled_frame
-from hmarl.stats.metrics import compute_stats
+from hmarl.stats.metrics import GATE_PREFIX, TRADE_SHARE_PREFIX, compute_stats
 from hmarl.stats.random_timing import random_timing, random_timing_stats
 from hmarl.train.trainer import collapse_reason, env_params, load_market, train
 
@@ -354,7 +354,12 @@ def one_run(
         }
     )
     rec["gates"] = {
-        k.removeprefix("Mean Gate "): v for k, v in test.items() if k.startswith("Mean Gate ")
+        k.removeprefix(GATE_PREFIX): v for k, v in test.items() if k.startswith(GATE_PREFIX)
+    }
+    rec["trade_shares"] = {
+        k.removeprefix(TRADE_SHARE_PREFIX): v
+        for k, v in test.items()
+        if k.startswith(TRADE_SHARE_PREFIX)
     }
     rec["test_win"] = bool(
         rec["test_return_pct"] > rec["bh_test_return_pct"]
@@ -401,9 +406,10 @@ def _mean_sd(values: Sequence[float], sign: str = "+") -> str:
     return f"{statistics.mean(vals):{sign}.1f} ± {sd:.1f}"
 
 
-def _mean_gates(rs: Sequence[dict[str, Any]]) -> str:
-    """Each specialist's mean test gate weight over the runs that won on test ('-' if none)."""
-    won = [r["gates"] for r in rs if r.get("test_win") and r.get("gates")]
+def _mean_gates(rs: Sequence[dict[str, Any]], key: str = "gates") -> str:
+    """Each specialist's mean test gate weight (or trade share, ``key``) over the runs that won
+    on test ('-' if none)."""
+    won = [r[key] for r in rs if r.get("test_win") and r.get(key)]
     names = list(dict.fromkeys(n for g in won for n in g))
     return ", ".join(f"{n} {statistics.mean(g[n] for g in won):.2f}" for n in names) or "-"
 
@@ -420,6 +426,7 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "threshold": THRESHOLDS[name.split(" ")[0]],
             "test_win": sum(r.get("test_win", False) for r in rs),
             "gates": _mean_gates(rs),
+            "trade_shares": _mean_gates(rs, "trade_shares"),
             "success": sum(r["success"] for r in rs),
             "best_val_sharpe": _mean_sd([r["best_val_sharpe"] for r in rs]),
             "bh_val_sharpe": _mean_sd([r["bh_val_sharpe"] for r in rs]),
@@ -459,10 +466,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "| random timing (median; policy's percentile) "
         "| oracle (captured >= 50%) | no harm (>= flat - 1%) | edge found "
         "| no harm as advised (flat without edge) | wall s | env-steps/s "
-        "| test win (> B&H and flat) | mean gate (test winners) "
+        "| test win (> B&H and flat) | mean gate (test winners) | trade share (test winners) "
         "| test win and >= 50% of the oracle |"
     )
-    lines = [head, "|" + "---|" * 20]
+    lines = [head, "|" + "---|" * 21]
     for r in rows:
         n = r["runs"]
         oracle = (
@@ -479,7 +486,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"({r['random_timing_test_percentile']}) | {oracle} "
             f"| {r['no_harm']}/{n} | {r['edge_found']}/{n} | {r['advised_no_harm']}/{n} "
             f"| {r['wall_s']} | {r['env_steps_per_s']:,.0f} "
-            f"| {r.get('test_win', 0)}/{n} | {r.get('gates', '-')} | {both} |"
+            f"| {r.get('test_win', 0)}/{n} | {r.get('gates', '-')} "
+            f"| {r.get('trade_shares', '-')} | {both} |"
         )
     return "\n".join(lines)
 

@@ -158,7 +158,7 @@ def test_table_counts_seeds_that_win_and_capture_half_the_oracle(
     print(bench_learning.markdown(bench_learning.summarise(runs)))
     row = next(line for line in capsys.readouterr().out.splitlines() if "| planted_flow" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[-3] == "3/4" and cells[-1] == "2/4"  # test wins; wins with >= 50% captured
+    assert cells[-4] == "3/4" and cells[-1] == "2/4"  # test wins; wins with >= 50% captured
     assert "(3/4)" in cells[11]  # captures >= 50%, with or without a win
 
 

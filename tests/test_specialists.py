@@ -407,6 +407,14 @@ def test_validation_steps_carry_gate_columns_and_stats(tmp_path: Path) -> None:
     stats = compute_stats(steps, n_bootstrap=0)
     assert stats["Mean Gate price"] == pytest.approx(float(steps["g_price"].mean()))
     assert stats["Mean P(BUY) of fast"] == pytest.approx(float(steps["fast_p_buy"].mean()))
+    # who decides the trades: g_k (P_k(BUY) + P_k(SELL)) summed, as a share over specialists
+    intent = {
+        n: float((steps[f"g_{n}"] * (steps[f"{n}_p_buy"] + steps[f"{n}_p_sell"])).sum())
+        for n in ("price", "fast", "volume")
+    }
+    for n, v in intent.items():
+        assert stats[f"Trade Share {n}"] == pytest.approx(v / sum(intent.values()))
+    assert sum(stats[f"Trade Share {n}"] for n in intent) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(("combine", "gate_input"), HEADS)
@@ -461,6 +469,7 @@ def test_backtest_of_a_specialists_checkpoint_shows_who_decides(tmp_path: Path) 
     assert shown <= set(doc["definitions"])
     assert "specialist fast" in doc["definitions"]["Mean Gate fast"]
     assert "SELL" in doc["definitions"]["Mean P(SELL) of volume"]
+    assert "trading probability" in doc["definitions"]["Trade Share price"]
     page = (out / "report.html").read_text()
     assert '"name":"gates"' in page.replace(" ", "") or "gate weight" in page
 

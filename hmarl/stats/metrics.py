@@ -49,6 +49,7 @@ __all__ = [
     "EXCHANGE",
     "GATE_PREFIX",
     "STAT_DEFINITIONS",
+    "TRADE_SHARE_PREFIX",
     "Calendar",
     "bootstrap_sharpe_ci",
     "compute_stats",
@@ -70,6 +71,8 @@ __all__ = [
 ]
 
 Stats = dict[str, float | int | str]
+GATE_PREFIX = "Mean Gate "  # + a specialist's name (model=specialists with a gate)
+TRADE_SHARE_PREFIX = "Trade Share "  # + a specialist's name
 FloatArray = npt.NDArray[np.float64]
 
 DAYS_PER_YEAR = 365.25
@@ -527,7 +530,27 @@ def _activity_stats(s: Steps, periods: float) -> Stats:
             own = s.own.get(own_prob_column(name, code))
             if own is not None:
                 out[f"Mean P({action}) of {name}"] = float(own.mean())
+    out.update(_trade_shares(s))
     return out
+
+
+def _trade_shares(s: Steps) -> Stats:
+    """Each specialist's share of the mixture's trading probability, sum_t g_k (P_k(BUY) +
+    P_k(SELL)) over the same sum for all k.
+
+    Why beside the mean gate: a mixture can give a large weight to a specialist whose own
+    policy always HOLDs (a brake on trading) while another one makes every BUY and SELL; the
+    gate weight then understates who decides the trades, this share does not.
+    """
+    buy, sell = ACTIONS.index("BUY"), ACTIONS.index("SELL")
+    intent: dict[str, float] = {}
+    for name, weights in s.gates.items():
+        p_buy = s.own.get(own_prob_column(name, buy))
+        p_sell = s.own.get(own_prob_column(name, sell))
+        if p_buy is not None and p_sell is not None:
+            intent[name] = float(np.sum(weights * (p_buy + p_sell)))
+    total = sum(intent.values())
+    return {f"{TRADE_SHARE_PREFIX}{k}": v / total if total > 0 else 0.0 for k, v in intent.items()}
 
 
 def _benchmark_stats(s: Steps, r: FloatArray) -> Stats:
@@ -673,7 +696,6 @@ STAT_DEFINITIONS: dict[str, str] = {
     "Random-Timing Percentile [%]": "share of them whose return the strategy beats, ties half",
     "Random-Timing p-value": "(1 + #random-timing returns >= the strategy's) / (N + 1)",
 }
-GATE_PREFIX = "Mean Gate "  # + a specialist's name (model=specialists with a gate)
 
 
 def stat_definition(key: str) -> str | None:
@@ -687,6 +709,12 @@ def stat_definition(key: str) -> str | None:
         return (
             f"mean gate weight g_{name} over the decision bars: the share of the mixture "
             f"pi = sum_k g_k pi_k given to specialist {name} (the gates sum to 1 on each bar)"
+        )
+    if key.startswith(TRADE_SHARE_PREFIX):
+        name = key.removeprefix(TRADE_SHARE_PREFIX)
+        return (
+            f"specialist {name}'s share of the mixture's trading probability: sum_t g_{name} "
+            f"(P_{name}(BUY) + P_{name}(SELL)) / the same summed over all specialists (0 to 1)"
         )
     for action in ACTIONS:
         head = f"Mean P({action}) of "
