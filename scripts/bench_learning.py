@@ -509,6 +509,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also run each specialists market with each specialist removed in turn (or only "
         "the named ones, e.g. --ablate flow)",
     )
+    ap.add_argument(
+        "--ablations-only",
+        action="store_true",
+        help="with --ablate: only the runs with a specialist removed (the full model's runs are "
+        "in an earlier JSON; --table merges the two)",
+    )
     ap.add_argument("--out", default="bench_learning.json", help="JSON of every run + summary")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -533,16 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_table(args.table)
     seeds = args.seeds or (3 if args.quick else 10)
     first = args.first_seed
+    variants = plan_variants(args.markets, args.ablate, args.ablations_only)
     # seed-major: a benchmark stopped early has the first seeds of every market, not some markets
-    variants = [(name, None) for name in args.markets]
-    if args.ablate is not None:
-        variants += [
-            (name, s.name)
-            for name in args.markets
-            if name == "planted_flow"
-            for s in FLOW_SPECIALISTS
-            if not args.ablate or s.name in args.ablate
-        ]
     tasks = [(v, seed) for seed in range(first, first + seeds) for v in variants]
     records: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -573,6 +571,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write(Path(args.out), args, seeds, records, complete=True, rows=rows)
     print(f"wrote {args.out}")
     return 0
+
+
+def plan_variants(
+    markets: Sequence[str], ablate: Sequence[str] | None, ablations_only: bool = False
+) -> list[tuple[str, str | None]]:
+    """The (market, specialist removed) pairs to run: every market whole, then with ``ablate``
+    each specialists market without each specialist (all of them when ``ablate`` is empty);
+    ``ablations_only`` keeps only the latter (the whole runs are in an earlier JSON)."""
+    variants: list[tuple[str, str | None]] = [(name, None) for name in markets]
+    if ablate is not None:
+        variants += [
+            (name, s.name)
+            for name in markets
+            if name == "planted_flow"
+            for s in FLOW_SPECIALISTS
+            if not ablate or s.name in ablate
+        ]
+    if ablations_only:
+        if ablate is None:
+            raise SystemExit("--ablations-only needs --ablate (which specialists to remove)")
+        variants = [(name, without) for name, without in variants if without is not None]
+    return variants
 
 
 def print_table(paths: Sequence[Path]) -> int:

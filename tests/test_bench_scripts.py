@@ -162,6 +162,19 @@ def test_table_counts_seeds_that_win_and_capture_half_the_oracle(
     assert "(3/4)" in cells[11]  # captures >= 50%, with or without a win
 
 
+def test_ablation_plans() -> None:
+    plan = bench_learning.plan_variants
+    assert plan(["planted", "planted_flow"], None) == [("planted", None), ("planted_flow", None)]
+    assert plan(["planted_flow"], ["flow"]) == [("planted_flow", None), ("planted_flow", "flow")]
+    assert plan(["planted_flow"], [], ablations_only=True) == [
+        ("planted_flow", "price"),
+        ("planted_flow", "flow"),
+        ("planted_flow", "volume"),
+    ]
+    with pytest.raises(SystemExit, match="--ablations-only needs --ablate"):
+        plan(["planted_flow"], None, ablations_only=True)
+
+
 def test_table_merges_the_parts_of_one_benchmark(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
