@@ -23,9 +23,12 @@ Markets (one row each):
   is visible to the flow specialist and only faintly to the others.
 
 ``--ablate`` re-runs every specialists market with each specialist removed in turn (rows
-``planted_flow -flow`` ...). For specialists runs the table's gate column is the mean gate weight
-of each specialist on test (``Mean Gate <name>`` of compute_stats), over the runs that beat buy &
-hold and flat on test; ``test win`` counts those runs.
+``planted_flow -flow`` ...; ``--ablations-only`` runs only those, for a table merged with an
+earlier JSON of the whole model). For specialists runs the table's gate column is the mean gate
+weight of each specialist on test (``Mean Gate <name>`` of compute_stats) and its trade-share
+column ``Trade Share <name>``, both over the runs that beat buy & hold and flat on test;
+``test win`` counts those runs, and the last column the runs that also capture >= 50% of the
+oracle (issue 23's per-seed target).
 
 Every run trains from scratch with ``tracking=none`` (plus any Hydra overrides given), keeps
 ``best.pt`` (selected on validation) and ``last.pt``, and is evaluated here:
