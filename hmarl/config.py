@@ -112,6 +112,13 @@ class Combine(str, Enum):
     concat = "concat"  # SPEC.md's form: embeddings concatenated into the DecisionHead
 
 
+class GateInput(str, Enum):
+    """What the gate over the specialists reads besides position and cash ratio."""
+
+    macro = "macro"  # the MacroNet embedding: a lean toward a specialist by market context
+    all = "all"  # the MacroNet embedding and every specialist's: *when* to follow which one
+
+
 @dataclass
 class AvellanedaConfig:
     """The Avellaneda-Stoikov market (``data=avellaneda``): hmarl.market.avellaneda.ASParams.
@@ -218,7 +225,10 @@ class ModelConfig:
     # Given, each replaces the MicroNet by one agent on its own features and window.
     specialists: list[SpecialistConfig] = field(default_factory=list)
     combine: Combine = Combine.mixture  # mixture (gate over their policies) | concat
-    gate_hidden: int = 32  # the gate: Linear(macro_dim + 2, gate_hidden) ReLU Dropout Linear(., K)
+    gate_hidden: int = 32  # the gate: Linear(inputs + 2, gate_hidden) ReLU Dropout Linear(., K)
+    # the gate's inputs (mixture only): macro (the MacroNet embedding) | all (and the
+    # specialists' embeddings); concat's DecisionHead reads them all anyway
+    gate_input: GateInput = GateInput.macro
 
 
 @dataclass
@@ -614,7 +624,7 @@ def check_task(cfg: Config) -> list[str]:
     return problems
 
 
-SPECIALIST_KEYS = ("specialists", "combine", "gate_hidden")
+SPECIALIST_KEYS = ("specialists", "combine", "gate_hidden", "gate_input")
 
 
 def model_record(model: ModelConfig) -> dict[str, Any]:
@@ -624,6 +634,7 @@ def model_record(model: ModelConfig) -> dict[str, Any]:
     if not model.specialists:
         return {k: v for k, v in record.items() if k not in SPECIALIST_KEYS}
     record["combine"] = Combine(model.combine).value
+    record["gate_input"] = GateInput(model.gate_input).value
     return record
 
 
@@ -632,6 +643,8 @@ def model_from_record(record: dict[str, Any]) -> ModelConfig:
     fields_ = dict(record)
     fields_["specialists"] = [SpecialistConfig(**s) for s in fields_.get("specialists", [])]
     fields_["combine"] = Combine(fields_.get("combine", Combine.mixture.value))
+    # checkpoints written before gate_input existed had the MacroNet-only gate
+    fields_["gate_input"] = GateInput(fields_.get("gate_input", GateInput.macro.value))
     return ModelConfig(**fields_)
 
 

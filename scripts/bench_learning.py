@@ -23,9 +23,12 @@ Markets (one row each):
   is visible to the flow specialist and only faintly to the others.
 
 ``--ablate`` re-runs every specialists market with each specialist removed in turn (rows
-``planted_flow -flow`` ...). For specialists runs the table's gate column is the mean gate weight
-of each specialist on test (``Mean Gate <name>`` of compute_stats), over the runs that beat buy &
-hold and flat on test; ``test win`` counts those runs.
+``planted_flow -flow`` ...; ``--ablations-only`` runs only those, for a table merged with an
+earlier JSON of the whole model). For specialists runs the table's gate column is the mean gate
+weight of each specialist on test (``Mean Gate <name>`` of compute_stats) and its trade-share
+column ``Trade Share <name>``, both over the runs that beat buy & hold and flat on test;
+``test win`` counts those runs, and the last column the runs that also capture >= 50% of the
+oracle (issue 23's per-seed target).
 
 Every run trains from scratch with ``tracking=none`` (plus any Hydra overrides given), keeps
 ``best.pt`` (selected on validation) and ``last.pt``, and is evaluated here:
@@ -85,7 +88,7 @@ from hmarl.data.reading import load_candles
 from hmarl.io import atomic_write, write_text
 from hmarl.market.planted import FLOW_COLUMN, oracle_positions, plant_edge, plant_flow
 from hmarl.stats.baselines import baseline_steps, settled_frame
-from hmarl.stats.metrics import compute_stats
+from hmarl.stats.metrics import GATE_PREFIX, TRADE_SHARE_PREFIX, compute_stats
 from hmarl.stats.random_timing import random_timing, random_timing_stats
 from hmarl.train.trainer import collapse_reason, env_params, load_market, train
 
@@ -354,7 +357,12 @@ def one_run(
         }
     )
     rec["gates"] = {
-        k.removeprefix("Mean Gate "): v for k, v in test.items() if k.startswith("Mean Gate ")
+        k.removeprefix(GATE_PREFIX): v for k, v in test.items() if k.startswith(GATE_PREFIX)
+    }
+    rec["trade_shares"] = {
+        k.removeprefix(TRADE_SHARE_PREFIX): v
+        for k, v in test.items()
+        if k.startswith(TRADE_SHARE_PREFIX)
     }
     rec["test_win"] = bool(
         rec["test_return_pct"] > rec["bh_test_return_pct"]
@@ -401,9 +409,10 @@ def _mean_sd(values: Sequence[float], sign: str = "+") -> str:
     return f"{statistics.mean(vals):{sign}.1f} ± {sd:.1f}"
 
 
-def _mean_gates(rs: Sequence[dict[str, Any]]) -> str:
-    """Each specialist's mean test gate weight over the runs that won on test ('-' if none)."""
-    won = [r["gates"] for r in rs if r.get("test_win") and r.get("gates")]
+def _mean_gates(rs: Sequence[dict[str, Any]], key: str = "gates") -> str:
+    """Each specialist's mean test gate weight (or trade share, ``key``) over the runs that won
+    on test ('-' if none)."""
+    won = [r[key] for r in rs if r.get("test_win") and r.get(key)]
     names = list(dict.fromkeys(n for g in won for n in g))
     return ", ".join(f"{n} {statistics.mean(g[n] for g in won):.2f}" for n in names) or "-"
 
@@ -420,6 +429,7 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "threshold": THRESHOLDS[name.split(" ")[0]],
             "test_win": sum(r.get("test_win", False) for r in rs),
             "gates": _mean_gates(rs),
+            "trade_shares": _mean_gates(rs, "trade_shares"),
             "success": sum(r["success"] for r in rs),
             "best_val_sharpe": _mean_sd([r["best_val_sharpe"] for r in rs]),
             "bh_val_sharpe": _mean_sd([r["bh_val_sharpe"] for r in rs]),
@@ -444,6 +454,10 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if any("oracle_test_return_pct" in r for r in rs):
             row["oracle_test_return_pct"] = _mean_sd([r["oracle_test_return_pct"] for r in rs])
             row["capture_ge_50pct"] = sum(r.get("oracle_capture", -1.0) >= 0.5 for r in rs)
+            # issue 23's per-seed target: both at once on the same seed
+            row["win_and_capture"] = sum(
+                bool(r.get("test_win")) and r.get("oracle_capture", -1.0) >= 0.5 for r in rs
+            )
         rows.append(row)
     return rows
 
@@ -455,9 +469,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "| random timing (median; policy's percentile) "
         "| oracle (captured >= 50%) | no harm (>= flat - 1%) | edge found "
         "| no harm as advised (flat without edge) | wall s | env-steps/s "
-        "| test win (> B&H and flat) | mean gate (test winners) |"
+        "| test win (> B&H and flat) | mean gate (test winners) | trade share (test winners) "
+        "| test win and >= 50% of the oracle |"
     )
-    lines = [head, "|" + "---|" * 19]
+    lines = [head, "|" + "---|" * 21]
     for r in rows:
         n = r["runs"]
         oracle = (
@@ -465,6 +480,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             if "oracle_test_return_pct" in r
             else "-"
         )
+        both = f"{r['win_and_capture']}/{n}" if "win_and_capture" in r else "-"
         lines.append(
             f"| {r['market']} | {r['success']}/{n} (> {r['threshold']:g}) | {r['best_val_sharpe']} "
             f"| {r['bh_val_sharpe']} | {r['final_near_best']}/{n} | {r['collapsed']}/{n} "
@@ -473,7 +489,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"({r['random_timing_test_percentile']}) | {oracle} "
             f"| {r['no_harm']}/{n} | {r['edge_found']}/{n} | {r['advised_no_harm']}/{n} "
             f"| {r['wall_s']} | {r['env_steps_per_s']:,.0f} "
-            f"| {r.get('test_win', 0)}/{n} | {r.get('gates', '-')} |"
+            f"| {r.get('test_win', 0)}/{n} | {r.get('gates', '-')} "
+            f"| {r.get('trade_shares', '-')} | {both} |"
         )
     return "\n".join(lines)
 
@@ -494,6 +511,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME",
         help="also run each specialists market with each specialist removed in turn (or only "
         "the named ones, e.g. --ablate flow)",
+    )
+    ap.add_argument(
+        "--ablations-only",
+        action="store_true",
+        help="with --ablate: only the runs with a specialist removed (the full model's runs are "
+        "in an earlier JSON; --table merges the two)",
     )
     ap.add_argument("--out", default="bench_learning.json", help="JSON of every run + summary")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
@@ -519,16 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_table(args.table)
     seeds = args.seeds or (3 if args.quick else 10)
     first = args.first_seed
+    variants = plan_variants(args.markets, args.ablate, args.ablations_only)
     # seed-major: a benchmark stopped early has the first seeds of every market, not some markets
-    variants = [(name, None) for name in args.markets]
-    if args.ablate is not None:
-        variants += [
-            (name, s.name)
-            for name in args.markets
-            if name == "planted_flow"
-            for s in FLOW_SPECIALISTS
-            if not args.ablate or s.name in args.ablate
-        ]
     tasks = [(v, seed) for seed in range(first, first + seeds) for v in variants]
     records: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -559,6 +574,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write(Path(args.out), args, seeds, records, complete=True, rows=rows)
     print(f"wrote {args.out}")
     return 0
+
+
+def plan_variants(
+    markets: Sequence[str], ablate: Sequence[str] | None, ablations_only: bool = False
+) -> list[tuple[str, str | None]]:
+    """The (market, specialist removed) pairs to run: every market whole, then with ``ablate``
+    each specialists market without each specialist (all of them when ``ablate`` is empty);
+    ``ablations_only`` keeps only the latter (the whole runs are in an earlier JSON)."""
+    variants: list[tuple[str, str | None]] = [(name, None) for name in markets]
+    if ablate is not None:
+        variants += [
+            (name, s.name)
+            for name in markets
+            if name == "planted_flow"
+            for s in FLOW_SPECIALISTS
+            if not ablate or s.name in ablate
+        ]
+    if ablations_only:
+        if ablate is None:
+            raise SystemExit("--ablations-only needs --ablate (which specialists to remove)")
+        variants = [(name, without) for name, without in variants if without is not None]
+    return variants
 
 
 def print_table(paths: Sequence[Path]) -> int:

@@ -146,6 +146,35 @@ def test_table_reprints_a_cut_benchmark(tmp_path: Path, capsys: pytest.CaptureFi
         bench_learning.main(["--table", str(tmp_path / "bad.json")])
 
 
+def test_table_counts_seeds_that_win_and_capture_half_the_oracle(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A planted market's row: test wins, oracle captures >= 50%, and both on one seed."""
+    runs = []
+    for seed, (win, capture) in enumerate([(True, 0.6), (True, 0.3), (False, 0.7), (True, 0.5)]):
+        rec = _record("planted_flow", seed)
+        rec.update(test_win=win, oracle_capture=capture, oracle_test_return_pct=50.0)
+        runs.append(rec)
+    print(bench_learning.markdown(bench_learning.summarise(runs)))
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| planted_flow" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[-4] == "3/4" and cells[-1] == "2/4"  # test wins; wins with >= 50% captured
+    assert "(3/4)" in cells[11]  # captures >= 50%, with or without a win
+
+
+def test_ablation_plans() -> None:
+    plan = bench_learning.plan_variants
+    assert plan(["planted", "planted_flow"], None) == [("planted", None), ("planted_flow", None)]
+    assert plan(["planted_flow"], ["flow"]) == [("planted_flow", None), ("planted_flow", "flow")]
+    assert plan(["planted_flow"], [], ablations_only=True) == [
+        ("planted_flow", "price"),
+        ("planted_flow", "flow"),
+        ("planted_flow", "volume"),
+    ]
+    with pytest.raises(SystemExit, match="--ablations-only needs --ablate"):
+        plan(["planted_flow"], None, ablations_only=True)
+
+
 def test_table_merges_the_parts_of_one_benchmark(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -24,6 +24,7 @@ from hmarl.agent.specialists import (
 from hmarl.config import (
     Combine,
     ConfigError,
+    GateInput,
     ModelConfig,
     SpecialistConfig,
     model_from_record,
@@ -42,7 +43,9 @@ SPECS = [
 ]
 
 
-def small_model(combine: str = "mixture", dropout: float = 0.0) -> ModelConfig:
+def small_model(
+    combine: str = "mixture", dropout: float = 0.0, gate_input: str = "macro"
+) -> ModelConfig:
     return ModelConfig(
         macro_hidden=8,
         macro_dim=4,
@@ -51,6 +54,7 @@ def small_model(combine: str = "mixture", dropout: float = 0.0) -> ModelConfig:
         specialists=[SpecialistConfig(**vars(s)) for s in SPECS],
         combine=Combine(combine),
         gate_hidden=5,
+        gate_input=GateInput(gate_input),
     )
 
 
@@ -100,20 +104,37 @@ def test_parameter_groups_partition_the_policy(combine: str) -> None:
     assert record["combine"] == combine and model_from_record(record) == small_model(combine)
 
 
+def test_gate_input_all_reads_every_embedding_and_old_records_read_macro() -> None:
+    """gate_input=all widens only the gate's first layer (macro + every specialist's dim + 2);
+    a checkpoint record from before the key existed loads as the MacroNet-only gate."""
+    widths = {}
+    for gate_input in ("macro", "all"):
+        head = build_policy(3, small_model(gate_input=gate_input), [1, 1, 2]).head
+        assert isinstance(head, MixtureHead)
+        widths[gate_input] = head.gate_in.in_features
+        record = model_record(small_model(gate_input=gate_input))
+        assert record["gate_input"] == gate_input
+        assert model_from_record(record) == small_model(gate_input=gate_input)
+    assert widths == {"macro": 4 + 2, "all": 4 + 3 + 2 + 2 + 2}
+    old = model_record(small_model())
+    del old["gate_input"]
+    assert model_from_record(old).gate_input == GateInput.macro
+
+
 def _plain_mixture(
     policy: SpecialistPolicy, macro_x: torch.Tensor, micro_x: torch.Tensor, state: torch.Tensor
 ) -> torch.Tensor:
-    """pi(a|s) = sum_k g_k(s) pi_k(a|s_k), written out from the modules (no context split)."""
+    """pi(a|s) = sum_k g_k(s) pi_k(a|s_k), written out from the modules (no context split);
+    the gate reads [macro, state], or [macro, every specialist's embedding, state]."""
     head = policy.head
     assert isinstance(head, MixtureHead)
     macro = policy.macro(macro_x)
-    gate = torch.softmax(head.gate_out(torch.relu(head.gate_in(torch.cat([macro, state], -1)))), -1)
     xs = micro_x.split(policy.micro.in_dims, -1)  # type: ignore[union-attr]
+    embs = [enc(x) for enc, x in zip(policy.micro.encoders, xs, strict=True)]  # type: ignore[union-attr]
+    seen = [macro, *embs] if head.gate_input == GateInput.all else [macro]
+    gate = torch.softmax(head.gate_out(torch.relu(head.gate_in(torch.cat([*seen, state], -1)))), -1)
     mix = torch.zeros(*macro_x.shape[:-1], 3, dtype=macro_x.dtype)
-    for k, (enc, own_in, own_out) in enumerate(
-        zip(policy.micro.encoders, head.own_in, head.own_out, strict=True)  # type: ignore[union-attr]
-    ):
-        emb = enc(xs[k])
+    for k, (emb, own_in, own_out) in enumerate(zip(embs, head.own_in, head.own_out, strict=True)):
         pi_k = torch.softmax(own_out(torch.relu(own_in(torch.cat([emb, state], -1)))), -1)
         mix = mix + gate[..., k : k + 1] * pi_k
     return mix
@@ -128,9 +149,10 @@ def _inputs(n: int = 7, seed: int = 0) -> tuple[torch.Tensor, ...]:
     return macro_x, micro_x, state
 
 
-def test_mixture_equals_the_written_out_formula_and_gates_sum_to_one() -> None:
+@pytest.mark.parametrize("gate_input", ["macro", "all"])
+def test_mixture_equals_the_written_out_formula_and_gates_sum_to_one(gate_input: str) -> None:
     torch.manual_seed(1)
-    policy = build_policy(3, small_model(), [1, 1, 2]).double().eval()
+    policy = build_policy(3, small_model(gate_input=gate_input), [1, 1, 2]).double().eval()
     assert isinstance(policy, SpecialistPolicy)
     macro_x, micro_x, state = _inputs()
     ctx = policy.head.context(policy.macro(macro_x), policy.micro(micro_x))
@@ -152,11 +174,13 @@ def test_mixture_equals_the_written_out_formula_and_gates_sum_to_one() -> None:
         torch.testing.assert_close(every[s], alone)
 
 
-def test_mixture_gradient_matches_finite_differences() -> None:
+@pytest.mark.parametrize("gate_input", ["macro", "all"])
+def test_mixture_gradient_matches_finite_differences(gate_input: str) -> None:
     """d/dtheta of sum_t w_t . log pi(.|s_t) by autograd equals central differences (float64),
-    for parameters of the MacroNet, the gate, a specialist's encoder and its own head."""
+    for parameters of the MacroNet, the gate, a specialist's encoder and its own head (with
+    gate_input=all the encoder's gradient also flows through the gate)."""
     torch.manual_seed(2)
-    policy = build_policy(3, small_model(), [1, 1, 2]).double().eval()
+    policy = build_policy(3, small_model(gate_input=gate_input), [1, 1, 2]).double().eval()
     macro_x, micro_x, state = _inputs(seed=3)
     weights = torch.randn(7, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
 
@@ -326,10 +350,14 @@ def test_schedule_each_module_on_its_own_clock(tmp_path: Path) -> None:
         assert clocks[name] == [sum(1 for s in steps if s <= e) for e in range(12)], name
 
 
+# the layer above: the gate on the MacroNet, the gate on every embedding, SPEC's DecisionHead
+HEADS = [("mixture", "macro"), ("mixture", "all"), ("concat", "macro")]
+
+
 @pytest.mark.parametrize("estimator", ["reinforce", "baseline", "expected", "all_actions"])
-@pytest.mark.parametrize("combine", ["mixture", "concat"])
+@pytest.mark.parametrize(("combine", "gate_input"), HEADS)
 def test_both_combines_train_with_every_estimator(
-    tmp_path: Path, estimator: str, combine: str
+    tmp_path: Path, estimator: str, combine: str, gate_input: str
 ) -> None:
     cfg = compose_config(
         *specialists_overrides(
@@ -338,6 +366,7 @@ def test_both_combines_train_with_every_estimator(
             "trainer.eval_every=2",
             f"trainer.estimator={estimator}",
             f"model.combine={combine}",
+            f"model.gate_input={gate_input}",
         )
     )
     seen: list[dict[str, float]] = []
@@ -355,6 +384,9 @@ def test_both_combines_train_with_every_estimator(
     ckpt = load_checkpoint(result.last_checkpoint)
     policy = policy_from_checkpoint(ckpt)
     assert isinstance(policy, SpecialistPolicy) and policy.names == ["price", "fast", "volume"]
+    if combine == "mixture":
+        assert isinstance(policy.head, MixtureHead)
+        assert policy.head.gate_input == GateInput(gate_input)
 
 
 def test_validation_steps_carry_gate_columns_and_stats(tmp_path: Path) -> None:
@@ -375,13 +407,25 @@ def test_validation_steps_carry_gate_columns_and_stats(tmp_path: Path) -> None:
     stats = compute_stats(steps, n_bootstrap=0)
     assert stats["Mean Gate price"] == pytest.approx(float(steps["g_price"].mean()))
     assert stats["Mean P(BUY) of fast"] == pytest.approx(float(steps["fast_p_buy"].mean()))
+    # who decides the trades: g_k (P_k(BUY) + P_k(SELL)) summed, as a share over specialists
+    intent = {
+        n: float((steps[f"g_{n}"] * (steps[f"{n}_p_buy"] + steps[f"{n}_p_sell"])).sum())
+        for n in ("price", "fast", "volume")
+    }
+    for n, v in intent.items():
+        assert stats[f"Trade Share {n}"] == pytest.approx(v / sum(intent.values()))
+    assert sum(stats[f"Trade Share {n}"] for n in intent) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("combine", ["mixture", "concat"])
-def test_resumed_specialists_run_equals_uninterrupted(tmp_path: Path, combine: str) -> None:
+@pytest.mark.parametrize(("combine", "gate_input"), HEADS)
+def test_resumed_specialists_run_equals_uninterrupted(
+    tmp_path: Path, combine: str, gate_input: str
+) -> None:
     """Stopped after episode 7 (mid-cycle: MacroNet frozen, `volume` off its period) and
     resumed: bit-identical weights, optimizer states and generator to a run in one go."""
-    ov = specialists_overrides(tmp_path, f"model.combine={combine}")
+    ov = specialists_overrides(
+        tmp_path, f"model.combine={combine}", f"model.gate_input={gate_input}"
+    )
     full, resumed = full_and_resumed(tmp_path, ov, 13, 7)
     assert resumed.state.episode == 13 and resumed.state.macro_steps == 2
     assert_identical(full.last_checkpoint, resumed.last_checkpoint)
@@ -420,6 +464,12 @@ def test_backtest_of_a_specialists_checkpoint_shows_who_decides(tmp_path: Path) 
     text = json.dumps(doc)
     for name in ("price", "fast", "volume"):
         assert f"Mean Gate {name}" in text and f"Mean P(BUY) of {name}" in text
+    # every figure is defined in stats.json, the specialists' keys too
+    shown = {k for run in doc["stats"].values() for k in run}
+    assert shown <= set(doc["definitions"])
+    assert "specialist fast" in doc["definitions"]["Mean Gate fast"]
+    assert "SELL" in doc["definitions"]["Mean P(SELL) of volume"]
+    assert "trading probability" in doc["definitions"]["Trade Share price"]
     page = (out / "report.html").read_text()
     assert '"name":"gates"' in page.replace(" ", "") or "gate weight" in page
 

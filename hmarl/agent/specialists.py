@@ -8,7 +8,10 @@ flow), each reading its own microstructure features, with a layer above them. He
   given its embedding, the position and the cash ratio, ``pi_k(a | s_k)``;
 * the layer above reads the MacroNet embedding (and position, cash ratio) and outputs gate
   weights ``g(s)`` over the specialists (a softmax); the policy is the mixture
-  ``pi(a | s) = sum_k g_k(s) pi_k(a | s_k)``. ``model.combine=concat`` keeps SPEC.md's form
+  ``pi(a | s) = sum_k g_k(s) pi_k(a | s_k)``. With ``model.gate_input=all`` the gate also reads
+  every specialist's embedding: the MacroNet sees none of a specialist's features, so a gate on
+  it alone can lean toward a specialist by market context but cannot tell *when* that
+  specialist's reading is worth following. ``model.combine=concat`` keeps SPEC.md's form
   instead: the specialists' embeddings concatenated into the DecisionHead.
 
 Why this fits the trainer unchanged: the specialists' inputs do not depend on the agent's
@@ -45,7 +48,7 @@ from hmarl.agent.policy import (
     MacroNet,
     apply_dropout,
 )
-from hmarl.config import Combine, ModelConfig, SpecialistConfig
+from hmarl.config import SPECIALIST_KEYS, Combine, GateInput, ModelConfig, SpecialistConfig
 
 SPEC_PREFIX = "spec/"  # parameter groups (optimizers, metrics) of the specialists: spec/<name>
 
@@ -84,17 +87,26 @@ class MixtureHead(ActionHead):
     """The gate over the specialists and their own action heads; logits = log of the mixture.
 
     The context ``[..., H_gate + sum_k H_k]`` holds the first-layer pre-activations of the
-    gate (from the MacroNet embedding) and of each specialist's head (from its embedding);
-    position and cash ratio are added per grid state in :meth:`from_context`.
+    gate (from the MacroNet embedding, and with ``gate_input=all`` the specialists' embeddings
+    too) and of each specialist's head (from its embedding); position and cash ratio are added
+    per grid state in :meth:`from_context`. The gate's inputs do not depend on the agent's
+    actions either way, so its context is computed once per batch like the rest.
     """
 
     def __init__(
-        self, macro_dim: int, specs: Sequence[SpecialistConfig], gate_hidden: int, dropout: float
+        self,
+        macro_dim: int,
+        specs: Sequence[SpecialistConfig],
+        gate_hidden: int,
+        dropout: float,
+        gate_input: GateInput = GateInput.macro,
     ) -> None:
         super().__init__()
         self.macro_dim = macro_dim
         self.dims = [s.dim for s in specs]
-        self.gate_in = nn.Linear(macro_dim + N_STATE, gate_hidden)
+        self.gate_input = GateInput(gate_input)
+        gate_dim = macro_dim + (sum(self.dims) if self.gate_input == GateInput.all else 0)
+        self.gate_in = nn.Linear(gate_dim + N_STATE, gate_hidden)
         self.gate_out = nn.Linear(gate_hidden, len(specs))
         self.own_in = nn.ModuleList(nn.Linear(s.dim + N_STATE, s.head_hidden) for s in specs)
         self.own_out = nn.ModuleList(nn.Linear(s.head_hidden, N_ACTIONS) for s in specs)
@@ -113,6 +125,12 @@ class MixtureHead(ActionHead):
             F.linear(x, layer.weight[:, : x.shape[-1]], layer.bias)
             for x, layer in zip(inputs, self._first_layers(), strict=True)
         ]
+        if self.gate_input == GateInput.all:
+            # the gate's columns after the MacroNet's read the specialists' embeddings (two
+            # products, not one over a concatenation: a frozen MacroNet's cached embeddings
+            # then need no input gradient, as in DecisionHead.context)
+            n = self.macro_dim
+            pre[0] = pre[0] + F.linear(micro, self.gate_in.weight[:, n : n + micro.shape[-1]])
         return torch.cat(pre, dim=-1)
 
     def parts_from_context(
@@ -167,7 +185,9 @@ class SpecialistPolicy(HierarchicalPolicy):
         bank = SpecialistBank([3 * n for n in in_features], specs, model.dropout)
         self.micro = bank
         if self.combine == Combine.mixture:
-            self.head = MixtureHead(model.macro_dim, specs, model.gate_hidden, model.dropout)
+            self.head = MixtureHead(
+                model.macro_dim, specs, model.gate_hidden, model.dropout, model.gate_input
+            )
         else:
             self.head = DecisionHead(
                 model.macro_dim, bank.out_dim, model.head_hidden, N_ACTIONS, model.dropout
@@ -198,7 +218,7 @@ def build_policy(
     (``in_features``: each specialist's number of features, from the market)."""
     if not model.specialists:
         fields = asdict(model)
-        for key in ("specialists", "combine", "gate_hidden"):
+        for key in SPECIALIST_KEYS:
             fields.pop(key)
         return HierarchicalPolicy(n_features, **fields)
     return SpecialistPolicy(n_features, in_features, model)

@@ -91,11 +91,11 @@ from hmarl.runtime import setup
 from hmarl.stats import supervised
 from hmarl.stats.baselines import BASELINE_DEFINITIONS
 from hmarl.stats.metrics import (
-    STAT_DEFINITIONS,
     Calendar,
     flag_sentences,
     metric_keys,
     outcome_flags,
+    stat_definition,
     stats_table,
 )
 from hmarl.stats.random_timing import RANDOM_TIMING_DEFINITION, random_timing, random_timing_stats
@@ -345,9 +345,8 @@ def backtest_one(
             advised = advised_record(stats, meta["edge_found_in_training"])
             if advised is not None:
                 doc["advised"] = advised
-            doc["definitions"] = {
-                k: STAT_DEFINITIONS[k] for k in table.index if k in STAT_DEFINITIONS
-            }
+            defined = {k: stat_definition(k) for k in table.index}
+            doc["definitions"] = {k: v for k, v in defined.items() if v is not None}
             label = (
                 f"{cfg.split.value} {meta['first_decision'][:10]} .. {meta['last_decision'][:10]}"
             )

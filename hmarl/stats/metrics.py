@@ -47,7 +47,9 @@ from hmarl.steps import (
 __all__ = [
     "CRYPTO",
     "EXCHANGE",
+    "GATE_PREFIX",
     "STAT_DEFINITIONS",
+    "TRADE_SHARE_PREFIX",
     "Calendar",
     "bootstrap_sharpe_ci",
     "compute_stats",
@@ -63,11 +65,14 @@ __all__ = [
     "sharpe_ratio",
     "short_key",
     "sortino_ratio",
+    "stat_definition",
     "stats_table",
     "trades",
 ]
 
 Stats = dict[str, float | int | str]
+GATE_PREFIX = "Mean Gate "  # + a specialist's name (model=specialists with a gate)
+TRADE_SHARE_PREFIX = "Trade Share "  # + a specialist's name
 FloatArray = npt.NDArray[np.float64]
 
 DAYS_PER_YEAR = 365.25
@@ -520,12 +525,32 @@ def _activity_stats(s: Steps, periods: float) -> Stats:
         if column in s.probs:
             out[f"Mean P({ACTIONS[code]})"] = float(s.probs[column].mean())
     for name, weights in s.gates.items():  # specialists: who decides, and what each wants
-        out[f"Mean Gate {name}"] = float(weights.mean())
+        out[f"{GATE_PREFIX}{name}"] = float(weights.mean())
         for code, action in enumerate(ACTIONS):
             own = s.own.get(own_prob_column(name, code))
             if own is not None:
                 out[f"Mean P({action}) of {name}"] = float(own.mean())
+    out.update(_trade_shares(s))
     return out
+
+
+def _trade_shares(s: Steps) -> Stats:
+    """Each specialist's share of the mixture's trading probability, sum_t g_k (P_k(BUY) +
+    P_k(SELL)) over the same sum for all k.
+
+    Why beside the mean gate: a mixture can give a large weight to a specialist whose own
+    policy always HOLDs (a brake on trading) while another one makes every BUY and SELL; the
+    gate weight then understates who decides the trades, this share does not.
+    """
+    buy, sell = ACTIONS.index("BUY"), ACTIONS.index("SELL")
+    intent: dict[str, float] = {}
+    for name, weights in s.gates.items():
+        p_buy = s.own.get(own_prob_column(name, buy))
+        p_sell = s.own.get(own_prob_column(name, sell))
+        if p_buy is not None and p_sell is not None:
+            intent[name] = float(np.sum(weights * (p_buy + p_sell)))
+    total = sum(intent.values())
+    return {f"{TRADE_SHARE_PREFIX}{k}": v / total if total > 0 else 0.0 for k, v in intent.items()}
 
 
 def _benchmark_stats(s: Steps, r: FloatArray) -> Stats:
@@ -671,6 +696,35 @@ STAT_DEFINITIONS: dict[str, str] = {
     "Random-Timing Percentile [%]": "share of them whose return the strategy beats, ties half",
     "Random-Timing p-value": "(1 + #random-timing returns >= the strategy's) / (N + 1)",
 }
+
+
+def stat_definition(key: str) -> str | None:
+    """The definition of one figure: STAT_DEFINITIONS', or, for the keys named after a
+    specialist (``Mean Gate <name>``, ``Mean P(<action>) of <name>``), the pattern's; None for
+    a key nothing defines."""
+    if key in STAT_DEFINITIONS:
+        return STAT_DEFINITIONS[key]
+    if key.startswith(GATE_PREFIX):
+        name = key.removeprefix(GATE_PREFIX)
+        return (
+            f"mean gate weight g_{name} over the decision bars: the share of the mixture "
+            f"pi = sum_k g_k pi_k given to specialist {name} (the gates sum to 1 on each bar)"
+        )
+    if key.startswith(TRADE_SHARE_PREFIX):
+        name = key.removeprefix(TRADE_SHARE_PREFIX)
+        return (
+            f"specialist {name}'s share of the mixture's trading probability: sum_t g_{name} "
+            f"(P_{name}(BUY) + P_{name}(SELL)) / the same summed over all specialists (0 to 1)"
+        )
+    for action in ACTIONS:
+        head = f"Mean P({action}) of "
+        if key.startswith(head):
+            name = key.removeprefix(head)
+            return (
+                f"mean probability specialist {name}'s own policy pi_{name} gives {action} "
+                "(what it would do alone; the mixture weighs it by its gate)"
+            )
+    return None
 
 
 # ----------------------------------------------------------------------------- what happened

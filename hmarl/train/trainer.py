@@ -54,7 +54,7 @@ from hmarl.market.market_data import MarketData
 from hmarl.market.specialist_data import market_for_model, specialist_inputs
 from hmarl.runtime import setup
 from hmarl.stats.baselines import buy_and_hold_return
-from hmarl.stats.metrics import flag_sentences, metric_keys, outcome_flags
+from hmarl.stats.metrics import GATE_PREFIX, flag_sentences, metric_keys, outcome_flags
 from hmarl.steps import ACTIONS
 from hmarl.tracking import (
     BEST_CHECKPOINT,
@@ -331,15 +331,12 @@ def entropy_coef_at(tc: TrainerConfig, episode: int) -> float:
     return tc.entropy_coef + frac * (tc.entropy_coef_final - tc.entropy_coef)
 
 
-GATE_STAT = "Mean Gate "  # hmarl.stats.metrics: a specialist's mean gate weight
-
-
 def gate_metrics(stats: dict[str, Any]) -> dict[str, float]:
     """``val/gate/<name>``: each specialist's mean gate weight on the validation run."""
     return {
-        f"val/gate/{k[len(GATE_STAT) :]}": float(v)
+        f"val/gate/{k.removeprefix(GATE_PREFIX)}": float(v)
         for k, v in stats.items()
-        if k.startswith(GATE_STAT)
+        if k.startswith(GATE_PREFIX)
     }
 
 
