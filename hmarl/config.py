@@ -32,6 +32,8 @@ class DataSource(str, Enum):
     parquet = "parquet"
     binance = "binance"
     avellaneda = "avellaneda"  # task=quote: the Avellaneda-Stoikov market (generated, no file)
+    ticks_synthetic = "ticks_synthetic"  # task=quote: seeded synthetic tick tapes (no file)
+    ticks = "ticks"  # task=quote: a real tick capture (data.path), cut into time segments
 
 
 class Task(str, Enum):
@@ -41,7 +43,7 @@ class Task(str, Enum):
     quote = "quote"  # market making: a joint (bid, ask) quote (hmarl/train/quote_task.py)
 
 
-QUOTE_MARKETS = (DataSource.avellaneda,)
+QUOTE_MARKETS = (DataSource.avellaneda, DataSource.ticks_synthetic, DataSource.ticks)
 """The ``data.source`` values of quoting markets (``task=quote`` needs one; trading refuses them).
 The market kind key: a tick market joins this tuple with its own ``data.<source>`` block."""
 
@@ -136,6 +138,46 @@ class AvellanedaConfig:
 
 
 @dataclass
+class TicksSyntheticConfig:
+    """The synthetic tick market (``data=ticks_synthetic``): hmarl.data.ticks_synthetic's
+    generator, three independent seeded tapes (train / validation / test, seeds from ``seed``).
+
+    Defaults: scripts/bench_quoting.py ``--market ticks`` (docs/market_making.md), so a run's
+    seed-0 figures stand beside the benchmark's. Prices in ticks of ``quote.tick``, sizes in lots.
+    """
+
+    bid0: int = 10_000  # starting best bid, in ticks
+    move_prob: float = 0.2  # probability that the best bid moves a tick in a step
+    spread_probs: list[float] = field(default_factory=lambda: [0.6, 0.3, 0.1])  # 1, 2, 3 ticks
+    queue_mean: float = 3.0  # displayed lots per level (mean)
+    rate: float = 0.5  # market orders per side per step (mean)
+    size_mean: float = 2.0  # lots per market order (mean, >= 1)
+    depth: int = 8  # book levels kept behind each best quote
+    informed: float = 0.3  # probability that a step's net flow moves the mid its way
+    dt: float = 1.0  # seconds per decision step
+    train_steps: int = 50_000  # decision steps of the train tape
+    val_steps: int = 20_000  # of the validation tape
+    test_steps: int = 20_000  # of the test tape
+    episode_steps: int = 100  # decisions per episode (flat at its start, liquidated at its end)
+
+
+@dataclass
+class TicksConfig:
+    """A real tick capture (``data=ticks``, file in ``data.path``: the websocket capture format
+    of hmarl.sources.ticks) sampled every ``dt`` and cut into consecutive train / validation /
+    test time segments (``data.train_frac``, ``data.val_frac``; test gets the rest).
+
+    Defaults: scripts/bench_quoting.py ``--market real`` on the bundled five-minute capture.
+    """
+
+    dt: float = 0.25  # seconds per decision step (>= 1 ms: the capture's time resolution)
+    lot: float = 0.001  # base-asset units per lot (0.001 BTC)
+    depth: int = 8  # book levels kept behind each best quote (top-of-book size stands in)
+    max_gap: float = 5.0  # seconds without a quote that make the capture refused
+    episode_steps: int = 50  # decisions per episode
+
+
+@dataclass
 class DataConfig:
     """Candle source, validation policy and chronological splits.
 
@@ -171,6 +213,9 @@ class DataConfig:
     val_start: str | None = None  # date splits override the fractions, e.g. "2024-03-01"
     test_start: str | None = None
     avellaneda: AvellanedaConfig = field(default_factory=AvellanedaConfig)  # data=avellaneda
+    # data=ticks_synthetic
+    ticks_synthetic: TicksSyntheticConfig = field(default_factory=TicksSyntheticConfig)
+    ticks: TicksConfig = field(default_factory=TicksConfig)  # data=ticks (file: data.path)
 
 
 @dataclass
@@ -460,6 +505,28 @@ RANGES: dict[type, dict[str, Range]] = {
         "steps": at_least(1),
         "mid0": Range(),
     },
+    TicksSyntheticConfig: {
+        "bid0": at_least(1),
+        "move_prob": fraction(lo_open=False, hi_open=False),
+        "spread_probs": fraction(lo_open=False, hi_open=False),
+        "queue_mean": above(0),
+        "rate": at_least(0),
+        "size_mean": at_least(1),
+        "depth": POSITIVE_INT,
+        "informed": fraction(lo_open=False, hi_open=False),
+        "dt": Range(0.001),
+        "train_steps": POSITIVE_INT,
+        "val_steps": POSITIVE_INT,
+        "test_steps": POSITIVE_INT,
+        "episode_steps": POSITIVE_INT,
+    },
+    TicksConfig: {
+        "dt": Range(0.001),
+        "lot": above(0),
+        "depth": POSITIVE_INT,
+        "max_gap": above(0),
+        "episode_steps": POSITIVE_INT,
+    },
     QuoteConfig: {
         "offsets": at_least(0),
         "tick": above(0),
@@ -617,6 +684,9 @@ def check_task(cfg: Config) -> list[str]:
             f"data={markets}"
         ]
     )
+    probs = cfg.data.ticks_synthetic.spread_probs
+    if cfg.data.source == DataSource.ticks_synthetic and abs(sum(probs) - 1.0) > 1e-9:
+        problems.append(f"data.ticks_synthetic.spread_probs must sum to 1, got {probs}")
     if not cfg.quote.offsets or len(set(cfg.quote.offsets)) != len(cfg.quote.offsets):
         problems.append(f"quote.offsets must be distinct and non-empty, got {cfg.quote.offsets}")
     if cfg.model.specialists:
@@ -666,6 +736,18 @@ def check_specialists(specialists: list[SpecialistConfig]) -> list[str]:
     return problems
 
 
+def check_capture(data: DataConfig, prefix: str) -> list[str]:
+    """``data=ticks`` reads one capture file: ``data.path`` must name an existing file."""
+    if not data.path:
+        return [
+            f"{prefix}path is required for data=ticks: add {prefix}path=<capture .gz> (the "
+            "websocket capture format, docs/market_making.md)"
+        ]
+    if not Path(data.path).is_file():
+        return [f"{prefix}path={data.path} does not exist (or is not a file): give a tick capture"]
+    return []
+
+
 FILE_SOURCES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".zip": "binance"}
 
 
@@ -677,6 +759,8 @@ def check_source(data: DataConfig, prefix: str) -> list[str]:
     """
     if data.path and data.paths:
         return [f"{prefix}path and {prefix}paths are both set: give one market or a list"]
+    if data.source == DataSource.ticks:
+        return check_capture(data, prefix)
     if data.source != DataSource.synthetic and data.source not in QUOTE_MARKETS:
         if data.path or data.paths:
             return []

@@ -1,8 +1,14 @@
 """The backtest of a quoting checkpoint (``task=quote``): what
 ``python -m hmarl.backtest checkpoint=<quoting best.pt>`` runs.
 
-It scores the checkpoint's policy on the market it was trained on, on the fixed seeded paths of
-``split`` (test by default; val also), beside the baselines on the same paths:
+It scores the checkpoint's policy on the market it was trained on, on ``split`` (test by
+default; val also), beside the baselines on the same episodes. On a tick market
+(``data=ticks_synthetic`` | ``ticks``): every whole episode of the split's tape, the greedy
+agent beside no quote, the best fixed symmetric quote (its level chosen on validation) and the
+closed-form quotes with ``sigma``, ``A``, ``k`` estimated on the train tape (NaN, with the reason
+in ``meta.closed_form_missing``, when they cannot be); each objective is the settled reward of
+the one path the tape gives; stats.json adds ``quote_stats_per_day`` (per policy, per UTC day of
+the tape's timestamps). On the Avellaneda-Stoikov market, the fixed seeded paths of ``split``:
 
 * **no quote**; the **best fixed symmetric quote** (the level with the best exact objective:
   on the Avellaneda-Stoikov market a (time, inventory) policy's value does not depend on the
@@ -28,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,10 +51,14 @@ from hmarl.io import append_text, staged_folder, write_csv, write_json
 from hmarl.market.quoting import QuoteParams, QuoteSettlement, posted
 from hmarl.report.quote_html import write_quote_report_html
 from hmarl.stats.metrics import metric_keys
-from hmarl.stats.quoting import batch_quote_stats
+from hmarl.stats.quoting import batch_quote_stats, quote_stats
 from hmarl.tracking import backtest_tracking, git_commit, tracked_run
+from hmarl.train import quote_tape as qt
+from hmarl.train.quote_tape import TapeQuoteMarket
 from hmarl.train.quote_task import (
+    OBJECTIVE,
     SPLIT_SEEDS,
+    QuoteMarket,
     as_numpy,
     evaluate,
     objective_figures,
@@ -70,6 +80,26 @@ BASELINE_DEFINITIONS = {
     "best_fixed": "both sides at the one level with the best exact objective",
     "no_quote": "never quote (objective 0)",
 }
+TAPE_FILL_RULE = (
+    "a bid at P fills from the step's sell trades printing below P in full, and at P for the "
+    "volume beyond the queue ahead (the displayed size at P when the step starts); the ask "
+    "mirrors it; a quote lives one step; a quote that could breach the inventory limits is not "
+    "posted"
+)
+TAPE_BASELINE_DEFINITIONS = {
+    "closed_form": "Gueant's closed-form quotes with sigma, A, k estimated on the train tape "
+    "(hmarl.market.tape_market.estimate_as), rounded to the nearest offset; NaN when A or k "
+    "cannot be estimated > 0",
+    "best_fixed": "both sides at the one level with the best validation objective",
+    "no_quote": "never quote",
+}
+TAPE_NAMES = {
+    qt.AGENT: AGENT,
+    qt.BEST_FIXED: "best_fixed",
+    qt.NO_QUOTE: "no_quote",
+    qt.CLOSED_FORM: "closed_form",
+}
+CLOSED_FORM = "closed_form"
 Run = tuple[np.ndarray, np.ndarray, QuoteSettlement[np.ndarray]]  # states, actions, settlement
 
 
@@ -157,33 +187,24 @@ def steps_frame(params: QuoteParams, batch: QuoteBatch, mid: np.ndarray, run: Ru
     return pd.DataFrame({k: np.asarray(v).reshape(-1) for k, v in columns.items()})
 
 
-def quote_backtest(
-    cfg: BacktestConfig, ckpt: Mapping[str, Any], source: str, out: Path
-) -> BacktestResult:
-    """Score a quoting checkpoint on ``cfg.split``'s paths with its baselines; write the report
-    folder atomically into ``out`` (see the module docstring)."""
-    if cfg.data is not None:
-        raise BacktestError(
-            "data= is for candle checkpoints: a quoting checkpoint is backtested on the market "
-            "it was trained on (its own data.* record); drop data="
-        )
-    split = cfg.split.value
-    if split not in SPLIT_SEEDS:
-        raise BacktestError(
-            f"split={split}: a quoting checkpoint is scored on its fixed seeded paths: use "
-            "split=test (default) or split=val"
-        )
-    tracking, store_reason = backtest_tracking(cfg.tracking, ckpt, cfg.run_id)
-    train_cfg = checkpoint_config(ckpt)
-    market = quote_market(train_cfg)
-    params = market.params
-    if market.fingerprint != ckpt["data_fingerprint"]:
-        raise BacktestError(
-            f"{source}: its recorded market does not match its fingerprint; use an unmodified "
-            "checkpoint"
-        )
+class Scores(NamedTuple):
+    """What a market's scoring gives the report: objectives, statistics, the agent's steps,
+    mean cumulative PnL curves and the market's own entries of ``meta``."""
+
+    values: dict[str, float]
+    stats: dict[str, dict[str, Any]]
+    steps: pd.DataFrame
+    curves: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    extra: dict[str, Any]  # further top-level entries of stats.json
+
+
+def _as_scores(
+    cfg: BacktestConfig, ckpt: Mapping[str, Any], source: str, market: QuoteMarket, split: str
+) -> Scores:
+    """The Avellaneda-Stoikov market: exact objectives on the split's seeded paths."""
+    params, s = market.params, market.settings
     paths = market.paths(split)
-    s = market.settings
     batch = as_batch(
         market.market, params, paths, macro_window=s.macro_window, micro_window=s.micro_window
     )
@@ -198,9 +219,118 @@ def quote_backtest(
         }
         for name, run in runs.items()
     }
-    table = pd.DataFrame(stats)
+    meta = {
+        "episodes": int(paths.dmid.shape[0]),
+        "paths_seed": SPLIT_SEEDS[split],
+        "market": {"source": "avellaneda", **asdict(market.market)},
+        "best_fixed_level": market.best_fixed_level(),
+        "policy": how,
+        "fill_rule": FILL_RULE,
+        "baselines": BASELINE_DEFINITIONS,
+    }
     steps = steps_frame(params, batch, paths.mid, agent)
-    curves = {name: step_pnl(run[2]).cumsum(1).mean(0) for name, run in runs.items()}
+    return Scores(values, stats, steps, _curves(runs), meta, {})
+
+
+def _curves(runs: Mapping[str, Run]) -> dict[str, np.ndarray]:
+    return {name: step_pnl(run[2]).cumsum(1).mean(0) for name, run in runs.items()}
+
+
+def _tape_scores(
+    cfg: BacktestConfig,
+    ckpt: Mapping[str, Any],
+    source: str,
+    market: TapeQuoteMarket,
+    train_cfg: Config,
+    split: str,
+) -> Scores:
+    """A tick market: every whole episode of the split's tape, the greedy agent beside the
+    baselines of :func:`hmarl.train.quote_tape.choices` (settled rewards of one path each)."""
+    if cfg.policy not in ("auto", "greedy"):
+        raise BacktestError(
+            f"policy={cfg.policy}: a tick-market checkpoint is scored greedily (its tape fixes "
+            "every fill); use policy=greedy (default)"
+        )
+    params, tape, data = market.params, market.tape, market.data
+    name, on = qt.SPLITS[split], market.split(split)
+    policy = quote_policy_from_checkpoint(ckpt, source)
+    chosen = qt.choices(policy, tape, params, data, name)
+    periods = qt.periods_per_year(tape)
+    runs: dict[str, Run] = {}
+    values: dict[str, float] = {}
+    stats: dict[str, dict[str, Any]] = {}
+    per_day: dict[str, Any] = {}
+    for policy_name, table in chosen.tables.items():
+        key = TAPE_NAMES[policy_name]
+        states, actions, settled = follow(params, on.batch, table)
+        runs[key] = (states.numpy(), actions.numpy(), as_numpy(settled))
+        values[key] = float(settled.reward.sum(1).mean())
+        parts = qt.run_stats(params, on.batch, table, periods)
+        stats[key] = {OBJECTIVE: values[key], **quote_stats(**parts)}
+        per_day[key] = qt.per_day(tape, on, name, parts)
+    est = data.estimate
+    reason = None
+    if CLOSED_FORM not in values:
+        values[CLOSED_FORM] = math.nan
+        reason = data.estimate_note or f"estimated A={est.A:g}, k={est.k:g}: both must be > 0"
+    rows = on.starts[:, None] + np.arange(tape.episode_steps + 1)
+    split_tape = getattr(tape, name)
+    mid = (split_tape.bid + split_tape.ask) / 2.0 * tape.tick
+    mid = mid[np.minimum(rows, len(mid) - 1)]
+    source_name = train_cfg.data.source.value
+    meta = {
+        "episodes": len(on.starts),
+        "first_row": int(on.starts[0]),
+        "market": {
+            "source": source_name,
+            **asdict(getattr(train_cfg.data, source_name)),
+            "path": train_cfg.data.path,
+            "tick": tape.tick,
+        },
+        "best_fixed_level": chosen.best_fixed_level,
+        "best_fixed_validation": chosen.best_fixed_validation,
+        "closed_form_validation": chosen.closed_form_validation,
+        "estimate_on_train": {"sigma": est.sigma, "A": est.A, "k": est.k},
+        "closed_form_missing": reason,
+        "policy": "greedy (argmax), as validated in training",
+        "fill_rule": TAPE_FILL_RULE,
+        "baselines": TAPE_BASELINE_DEFINITIONS,
+    }
+    steps = steps_frame(params, on.batch, mid, runs[AGENT])
+    return Scores(values, stats, steps, _curves(runs), meta, {"quote_stats_per_day": per_day})
+
+
+def quote_backtest(
+    cfg: BacktestConfig, ckpt: Mapping[str, Any], source: str, out: Path
+) -> BacktestResult:
+    """Score a quoting checkpoint on ``cfg.split``'s paths with its baselines; write the report
+    folder atomically into ``out`` (see the module docstring)."""
+    if cfg.data is not None:
+        raise BacktestError(
+            "data= is for candle checkpoints: a quoting checkpoint is backtested on the market "
+            "it was trained on (its own data.* record); drop data="
+        )
+    split = cfg.split.value
+    if split not in SPLIT_SEEDS:
+        raise BacktestError(
+            f"split={split}: a quoting checkpoint is scored on its fixed validation or test "
+            "split: use split=test (default) or split=val"
+        )
+    tracking, store_reason = backtest_tracking(cfg.tracking, ckpt, cfg.run_id)
+    train_cfg = checkpoint_config(ckpt)
+    market = quote_market(train_cfg)
+    params = market.params
+    if market.fingerprint != ckpt["data_fingerprint"]:
+        raise BacktestError(
+            f"{source}: its recorded market does not match its fingerprint (a changed capture "
+            "file, or a modified checkpoint); back-test it on the data it was trained on"
+        )
+    if isinstance(market, TapeQuoteMarket):
+        scored = _tape_scores(cfg, ckpt, source, market, train_cfg, split)
+    else:
+        scored = _as_scores(cfg, ckpt, source, market, split)
+    values, stats, steps, curves = scored.values, scored.stats, scored.steps, scored.curves
+    table = pd.DataFrame(stats)
     meta: dict[str, Any] = {
         "task": "quote",
         "checkpoint": source,
@@ -209,16 +339,10 @@ def quote_backtest(
         "best_episode": ckpt["train_state"].get("best_episode"),
         "edge_found_in_training": ckpt["train_state"].get("best_edge"),
         "split": split,
-        "episodes": int(paths.dmid.shape[0]),
         "steps_per_episode": market.steps,
-        "paths_seed": SPLIT_SEEDS[split],
-        "market": {"source": train_cfg.data.source.value, **asdict(market.market)},
         "rules": {**asdict(params), "offsets": list(params.offsets)},
-        "best_fixed_level": market.best_fixed_level(),
-        "policy": how,
-        "fill_rule": FILL_RULE,
+        **scored.meta,
         "assumption": NO_IMPACT,
-        "baselines": BASELINE_DEFINITIONS,
         "data_fingerprint": market.fingerprint,
         "hmarl": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -227,10 +351,10 @@ def quote_backtest(
     with tracked_run(tracking, f"backtest {split} {source}", tags) as tracker:
         meta["tracking"] = {"uri": tracking.uri if tracking.enabled else None, "why": store_reason}
         meta["mlflow_run_id"] = tracker.run_id
-        doc = {"meta": meta, "objectives": {k: v for k, v in values.items()}, "stats": stats}
+        doc = {"meta": meta, "objectives": dict(values), "stats": stats, **scored.extra}
         header = (
             f"{source}, split={split}: {meta['episodes']} episodes of {market.steps} steps; "
-            f"policy {how}; {NO_IMPACT}"
+            f"policy {meta['policy']}; {NO_IMPACT}"
         )
         with staged_folder(out, "out") as work:  # renamed to `out` when complete
             files = [
@@ -264,14 +388,18 @@ def summary(
     meta: Mapping[str, Any], values: Mapping[str, float], table: pd.DataFrame, out: Path
 ) -> str:
     """The console summary (kept in backtest.log)."""
-    opt = values["optimum"]
+    opt = values.get("optimum")
+
+    def share(v: float) -> str:
+        return f" ({100 * v / opt:.1f}%)" if opt else ""
+
     lines = [
         f"quoting backtest of {meta['checkpoint']}, split={meta['split']}: "
         f"{meta['episodes']} episodes of {meta['steps_per_episode']} steps; {NO_IMPACT}",
         f"policy: {meta['policy']}",
-        "objective per episode (expected over the fills, given the paths; after fees, minus the "
-        "inventory penalties): "
-        + ", ".join(f"{k} {v:+.4f} ({100 * v / opt:.1f}%)" for k, v in values.items()),
+        "objective per episode (after fees, minus the inventory penalties; on the Avellaneda-"
+        "Stoikov market expected over the fills given the paths, on a tape its one path): "
+        + ", ".join(f"{k} {v:+.4f}{share(v)}" for k, v in values.items()),
         table.to_string(float_format=lambda v: f"{v:,.4f}"),
         f"output: {out.resolve()}"
         + (f"; MLflow run {meta['mlflow_run_id']}" if meta.get("mlflow_run_id") else ""),

@@ -22,7 +22,7 @@ The market does not react to our quotes (no market impact).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from torch import Tensor
 
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_rollout import (
+    TAPE_FEATURES,
     QuoteBatch,
     TapeTables,
     collect_quotes,
@@ -40,6 +41,9 @@ from hmarl.agent.quote_rollout import (
 from hmarl.market.quoting import QuoteParams, joint_action, posted
 from hmarl.market.tape_market import ASEstimate, TapeMarket, closed_form_actions, estimate_as
 from hmarl.stats.quoting import quote_stats, quote_stats_per_day
+
+if TYPE_CHECKING:  # hmarl.train.quoting imports this module
+    from hmarl.train.quoting import QuoteTraining
 
 
 class TapeSplit(NamedTuple):
@@ -54,7 +58,8 @@ class TapeData(NamedTuple):
     train: TapeTables
     validation: TapeSplit
     test: TapeSplit
-    estimate: ASEstimate  # from the train tape
+    estimate: ASEstimate  # from the train tape (NaN: not estimable, see estimate_note)
+    estimate_note: str = ""  # why sigma, A, k could not be estimated ("" when they were)
 
 
 def prepare(
@@ -79,8 +84,13 @@ def prepare(
         starts = t.warmup + market.episode_steps * np.arange(n)
         return TapeSplit(t, starts, table_batch(t, params, starts, market.episode_steps))
 
-    estimate = estimate_as(market.train, market.tick, market.dt)
-    return TapeData(tables("train"), split("validation"), split("test"), estimate)
+    note = ""
+    try:
+        estimate = estimate_as(market.train, market.tick, market.dt)
+    except ValueError as exc:  # the closed-form baseline is then NaN, with this reason
+        nan = float("nan")
+        estimate, note = ASEstimate(nan, nan, nan), f"not estimable on the train tape: {exc}"
+    return TapeData(tables("train"), split("validation"), split("test"), estimate, note)
 
 
 def train_batch(
@@ -185,6 +195,76 @@ def run_stats(
     }
 
 
+class Choices(NamedTuple):
+    """The agent's and every baseline's choice tables on one split's episodes."""
+
+    tables: dict[str, Tensor]  # name -> [S, B, L]
+    best_fixed_level: int  # chosen on validation
+    best_fixed_validation: float
+    closed_form_validation: float  # NaN: the estimated A or k is not > 0
+
+
+AGENT, BEST_FIXED, NO_QUOTE, CLOSED_FORM = (
+    "agent",
+    "best fixed quote",
+    "no quote",
+    "closed form (estimated)",
+)
+
+
+def closed_form_defined(estimate: ASEstimate) -> bool:
+    """The closed form needs an estimated ``A`` and ``k`` above 0."""
+    return estimate.A > 0 and estimate.k > 0
+
+
+def fixed_validation(params: QuoteParams, data: TapeData) -> list[float]:
+    """Every fixed symmetric level's validation objective (levels 1, 2, ...)."""
+    val = data.validation.batch
+    return [score(params, val, fixed_choice(params, val, lv)) for lv in range(1, params.n_levels)]
+
+
+def choices(
+    policy: HierarchicalPolicy,
+    market: TapeMarket,
+    params: QuoteParams,
+    data: TapeData,
+    split: str = "test",
+) -> Choices:
+    """The greedy agent, the best fixed quote (its level chosen on validation), no quote and
+    the closed form (when ``A`` and ``k`` were estimated > 0) on ``split`` (test | validation)."""
+    val = data.validation
+    on = getattr(data, split)
+    fixed_val = fixed_validation(params, data)
+    level = 1 + int(np.argmax(fixed_val))
+    ok = closed_form_defined(data.estimate)
+    tables = {
+        AGENT: greedy_choice(policy, on.batch, params),
+        BEST_FIXED: fixed_choice(params, on.batch, level),
+        NO_QUOTE: fixed_choice(params, on.batch, 0),
+    }
+    cf_val = float("nan")
+    if ok:
+        tables[CLOSED_FORM] = closed_form_choice(params, market, split, on, data.estimate)
+        cf = closed_form_choice(params, market, "validation", val, data.estimate)
+        cf_val = score(params, val.batch, cf)
+    return Choices(tables, level, fixed_val[level - 1], cf_val)
+
+
+def periods_per_year(market: TapeMarket) -> float:
+    """Decision steps a year (the Sharpe ratio's annualisation)."""
+    return 365 * 86_400 / market.dt
+
+
+def per_day(market: TapeMarket, split: TapeSplit, name: str, parts: dict[str, Any]) -> Any:
+    """Per-day statistics of one policy's run on ``split`` (the tape ``name`` of ``market``);
+    empty when the tape has no timestamps."""
+    ts = getattr(market, name).ts
+    if ts is None:
+        return {}
+    rows = (split.starts[:, None] + np.arange(market.episode_steps)).reshape(-1)
+    return quote_stats_per_day(ts[rows], **parts)
+
+
 def evaluate(
     policy: HierarchicalPolicy,
     market: TapeMarket,
@@ -193,38 +273,82 @@ def evaluate(
 ) -> dict[str, Any]:
     """Test and validation objectives of the agent and the baselines, test statistics, and
     the agent's per-day statistics when the test tape has timestamps."""
-    val, test = data.validation, data.test
-    fixed_val = [
-        score(params, val.batch, fixed_choice(params, val.batch, lv))
-        for lv in range(1, params.n_levels)
-    ]
-    level = 1 + int(np.argmax(fixed_val))
-    ok = data.estimate.A > 0 and data.estimate.k > 0  # else the closed form is undefined
-    cf_test = closed_form_choice(params, market, "test", test, data.estimate) if ok else None
-    cf_val = closed_form_choice(params, market, "validation", val, data.estimate) if ok else None
-    choices = {
-        "agent": greedy_choice(policy, test.batch, params),
-        "best fixed quote": fixed_choice(params, test.batch, level),
-        "no quote": fixed_choice(params, test.batch, 0),
-    }
-    if cf_test is not None:
-        choices["closed form (estimated)"] = cf_test
-    periods = 365 * 86_400 / market.dt
-    parts = {name: run_stats(params, test.batch, c, periods) for name, c in choices.items()}
-    nan = float("nan")
-    out: dict[str, Any] = {
-        "test": score(params, test.batch, choices["agent"]),
-        "best_fixed": score(params, test.batch, choices["best fixed quote"]),
-        "best_fixed_level": level,
-        "best_fixed_validation": fixed_val[level - 1],
-        "closed_form": score(params, test.batch, cf_test) if cf_test is not None else nan,
-        "closed_form_validation": score(params, val.batch, cf_val) if cf_val is not None else nan,
-        "no_quote": score(params, test.batch, choices["no quote"]),
+    test = data.test
+    c = choices(policy, market, params, data)
+    periods = periods_per_year(market)
+    parts = {name: run_stats(params, test.batch, t, periods) for name, t in c.tables.items()}
+    cf = c.tables.get(CLOSED_FORM)
+    return {
+        "test": score(params, test.batch, c.tables[AGENT]),
+        "best_fixed": score(params, test.batch, c.tables[BEST_FIXED]),
+        "best_fixed_level": c.best_fixed_level,
+        "best_fixed_validation": c.best_fixed_validation,
+        "closed_form": score(params, test.batch, cf) if cf is not None else float("nan"),
+        "closed_form_validation": c.closed_form_validation,
+        "no_quote": score(params, test.batch, c.tables[NO_QUOTE]),
         "stats": {name: quote_stats(**p) for name, p in parts.items()},
-        "per_day": {},
+        "per_day": per_day(market, test, "test", parts[AGENT]),
     }
-    ts = market.test.ts
-    if ts is not None:
-        rows = (test.starts[:, None] + np.arange(market.episode_steps)).reshape(-1)
-        out["per_day"] = quote_stats_per_day(ts[rows], **parts["agent"])
-    return out
+
+
+SPLITS = {"val": "validation", "test": "test"}  # the entry points' split names -> TapeData's
+
+
+class TapeQuoteMarket:
+    """A tape market behind the entry points' quoting-market interface (the methods of
+    :class:`hmarl.train.quote_task.QuoteMarket`): episodes at random starts of the train tape,
+    seeded by ``(seed, episode)`` so a resumed run draws the same ones; validation and test
+    are every whole episode of their tapes; objectives are settled rewards of the greedy
+    policy's one path (:func:`score`); the baselines are validation's."""
+
+    def __init__(
+        self, params: QuoteParams, settings: QuoteTraining, tape: TapeMarket, fingerprint: str
+    ) -> None:
+        self.params, self.settings, self.tape, self.fingerprint = (
+            params,
+            settings,
+            tape,
+            fingerprint,
+        )
+        self.data = prepare(
+            tape, params, macro_window=settings.macro_window, micro_window=settings.micro_window
+        )
+        self._fixed_val = fixed_validation(params, self.data)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return TAPE_FEATURES
+
+    @property
+    def steps(self) -> int:
+        return self.tape.episode_steps
+
+    def split(self, split: str) -> TapeSplit:
+        return getattr(self.data, SPLITS[split])
+
+    def train_batch(self, episode: int) -> QuoteBatch:
+        rng = np.random.default_rng([self.settings.seed, 1, episode])
+        return train_batch(self.data, self.params, self.tape, self.settings.n_envs, rng)
+
+    def eval_batch(self, split: str) -> QuoteBatch:
+        return self.split(split).batch
+
+    def objective(self, policy: HierarchicalPolicy, batch: QuoteBatch) -> float:
+        return score(self.params, batch, greedy_choice(policy, batch, self.params))
+
+    def best_fixed_level(self) -> int:
+        return 1 + int(np.argmax(self._fixed_val))
+
+    def baselines(self) -> dict[str, float]:
+        """The baselines' validation objectives (what the selection rule's edge compares)."""
+        val = self.data.validation
+        none = score(self.params, val.batch, fixed_choice(self.params, val.batch, 0))
+        out = {"best_fixed": max(self._fixed_val), "no_quote": none}
+        if closed_form_defined(self.data.estimate):
+            cf = closed_form_choice(self.params, self.tape, "validation", val, self.data.estimate)
+            out["closed_form"] = score(self.params, val.batch, cf)
+        return out
+
+    def split_record(self) -> dict[str, list[int]]:
+        """Each evaluation split as [first row, episodes] of its tape."""
+        return {k: [int(self.split(k).starts[0]), len(self.split(k).starts)] for k in SPLITS}

@@ -21,8 +21,12 @@ validation" is the level with the best exact objective.
 
 **The market interface** (:class:`QuoteMarket`): what the run needs of a quoting market is its
 rules, a fingerprint, a training batch per episode, the evaluation batches and the baselines'
-exact objectives and policies. :func:`quote_market` builds it from ``data.source``; a tick market
-(``data=ticks_synthetic``) adds a branch there.
+exact objectives and policies. :func:`quote_market` builds it from ``data.source``: the
+Avellaneda-Stoikov market here, a tick market (``data=ticks_synthetic`` | ``ticks``) as a
+:class:`hmarl.train.quote_tape.TapeQuoteMarket` over a :class:`hmarl.market.tape_market.TapeMarket`
+(validation and test: every whole episode of their tapes, scored by the greedy policy's settled
+reward, mark-to-market included; the baselines: validation's no quote, best fixed quote and
+closed form with sigma, A, k estimated on the train tape).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,17 +58,29 @@ from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
 from hmarl.agent.quote_rollout import QuoteBatch, QuoteTrajectory, collect_quotes
 from hmarl.agent.reinforce import macro_steps_at, make_optimizers
-from hmarl.config import Config, DataSource, flatten, model_from_record, model_record
+from hmarl.config import (
+    Config,
+    ConfigError,
+    DataSource,
+    flatten,
+    model_from_record,
+    model_record,
+)
+from hmarl.data.ticks_synthetic import TickParams
 from hmarl.io import append_text
 from hmarl.market import avellaneda as av
 from hmarl.market.quoting import QuoteParams, QuoteSettlement
+from hmarl.market.tape_market import TapeMarket, split_tape, synthetic_market
 from hmarl.runtime import setup
+from hmarl.sources.tick_tape import tape_from_ticks
+from hmarl.sources.ticks import read_ws_capture
 from hmarl.stats.metrics import metric_keys
 from hmarl.stats.quoting import batch_quote_stats
 from hmarl.tracking import (
     git_commit,
     tracked_run,
 )
+from hmarl.train.quote_tape import TapeQuoteMarket
 from hmarl.train.quoting import (
     TEST_SEED,
     VALIDATION_SEED,
@@ -159,6 +175,17 @@ class QuoteMarket:
     def best_fixed_level(self) -> int:
         return av.best_fixed_quote(self.market, self.params)[0]
 
+    def objective(self, policy: HierarchicalPolicy, batch: QuoteBatch) -> float:
+        """The greedy policy's exact objective over the fills (what selection uses)."""
+        return objective(policy, batch, self.params)
+
+    def split_record(self) -> dict[str, list[int]]:
+        """Each evaluation split as [seed, paths]."""
+        return {k: [seed, self.settings.eval_paths] for k, seed in SPLIT_SEEDS.items()}
+
+
+AnyQuoteMarket = QuoteMarket | TapeQuoteMarket
+
 
 def quote_params(cfg: Config) -> QuoteParams:
     q = cfg.quote
@@ -213,11 +240,14 @@ def quote_settings(cfg: Config) -> QuoteTraining:
     )
 
 
-def quote_market(cfg: Config) -> QuoteMarket:
+def quote_market(cfg: Config) -> AnyQuoteMarket:
     """The quoting market ``data.source`` names (the one place a new market kind plugs in)."""
+    if cfg.data.source in (DataSource.ticks_synthetic, DataSource.ticks):
+        return tape_quote_market(cfg)
     if cfg.data.source != DataSource.avellaneda:
-        raise ValueError(
-            f"data={cfg.data.source.value} is not a quoting market: use data=avellaneda"
+        raise ConfigError(
+            f"data={cfg.data.source.value} is not a quoting market: use data=avellaneda | "
+            "ticks_synthetic | ticks"
         )
     a = cfg.data.avellaneda
     market = av.ASParams(sigma=a.sigma, A=a.A, k=a.k, dt=a.dt, steps=a.steps, mid0=a.mid0)
@@ -225,6 +255,66 @@ def quote_market(cfg: Config) -> QuoteMarket:
     return QuoteMarket(
         quote_params(cfg), quote_settings(cfg), market, hashlib.sha256(doc.encode()).hexdigest()
     )
+
+
+def tape_market(cfg: Config) -> TapeMarket:
+    """The three tapes of ``data=ticks_synthetic`` (seeded by ``seed``) or ``data=ticks`` (the
+    capture in ``data.path``, sampled every ``data.ticks.dt``, cut in time)."""
+    if cfg.data.source == DataSource.ticks_synthetic:
+        t = cfg.data.ticks_synthetic
+        params = TickParams(
+            tick=cfg.quote.tick,
+            bid0=t.bid0,
+            move_prob=t.move_prob,
+            spread_probs=tuple(t.spread_probs),
+            queue_mean=t.queue_mean,
+            rate=t.rate,
+            size_mean=t.size_mean,
+            depth=t.depth,
+            informed=t.informed,
+            dt_ns=round(t.dt * 1e9),
+        )
+        steps = (t.train_steps, t.val_steps, t.test_steps)
+        return synthetic_market(params, cfg.seed, steps, episode_steps=t.episode_steps)
+    r, path = cfg.data.ticks, str(cfg.data.path)
+    tape = tape_from_ticks(
+        read_ws_capture(path),
+        dt_ns=round(r.dt * 1e9),
+        tick=cfg.quote.tick,
+        lot=r.lot,
+        depth=r.depth,
+        max_gap_ns=round(r.max_gap * 1e9),
+        where=path,
+    )
+    shares = (cfg.data.train_frac, cfg.data.val_frac)
+    return split_tape(tape, cfg.quote.tick, r.dt, shares, episode_steps=r.episode_steps)
+
+
+def tape_quote_market(cfg: Config) -> TapeQuoteMarket:
+    """A tick market as the entry points use it; a tape too short for its split, windows or
+    episodes is refused naming the keys to change."""
+    source = cfg.data.source.value
+    block = asdict(cfg.data.ticks_synthetic if source == "ticks_synthetic" else cfg.data.ticks)
+    doc: dict[str, Any] = {"source": source, **block, "tick": cfg.quote.tick}
+    if cfg.data.source == DataSource.ticks_synthetic:
+        doc["seed"] = cfg.seed  # the tapes are drawn from it
+    else:
+        doc["file_sha256"] = hashlib.sha256(Path(str(cfg.data.path)).read_bytes()).hexdigest()
+        doc["shares"] = [cfg.data.train_frac, cfg.data.val_frac]
+    fingerprint = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    try:
+        tapes = tape_market(cfg)
+        return TapeQuoteMarket(quote_params(cfg), quote_settings(cfg), tapes, fingerprint)
+    except ValueError as exc:
+        steps = (
+            "data.ticks.dt (a larger dt gives fewer steps), data.train_frac / data.val_frac"
+            if cfg.data.source == DataSource.ticks
+            else "data.ticks_synthetic.train_steps / val_steps / test_steps"
+        )
+        raise ConfigError(
+            f"data={source}: {exc}; change {steps}, data.{source}.episode_steps or "
+            "features.macro_window"
+        ) from exc
 
 
 def build_quote_policy(
@@ -267,11 +357,15 @@ def run_stats(params: QuoteParams, traj: QuoteTrajectory, steps: int) -> dict[st
 
 @torch.no_grad()
 def evaluate(
-    policy: HierarchicalPolicy, batch: QuoteBatch, params: QuoteParams
+    policy: HierarchicalPolicy,
+    batch: QuoteBatch,
+    params: QuoteParams,
+    score: Callable[[HierarchicalPolicy, QuoteBatch], float] | None = None,
 ) -> tuple[float, QuoteTrajectory]:
-    """The greedy policy's exact objective (:func:`hmarl.train.quoting.objective`, what
-    selection uses) and its run on the batch's sampled fills (for the quote statistics)."""
-    value = objective(policy, batch, params)
+    """The greedy policy's objective (``score``, the market's; by default the exact one of
+    :func:`hmarl.train.quoting.objective`, what selection uses) and its run on the batch's
+    sampled fills (for the quote statistics)."""
+    value = score(policy, batch) if score else objective(policy, batch, params)
     was = policy.training
     policy.eval()  # no dropout; argmax, so the generator draws nothing
     traj = collect_quotes(policy, batch, params, generator=torch.Generator(), greedy=True)
@@ -281,7 +375,10 @@ def evaluate(
 
 def objective_figures(value: float, baselines: Mapping[str, float]) -> dict[str, float]:
     """An objective beside the optimum: its share, and the share of the gap between the best
-    fixed quote and the optimum it closes."""
+    fixed quote and the optimum it closes (the objective alone on a market without a known
+    optimum: a tick market)."""
+    if "optimum" not in baselines:
+        return {OBJECTIVE: value}
     opt, fixed = baselines["optimum"], baselines["best_fixed"]
     return {
         OBJECTIVE: value,
@@ -331,7 +428,7 @@ class QuoteRun:
         elif ckpt["env"] != params_record(self.params):
             problems.append(f"the quoting rules differ: {ckpt['env']} vs this config's")
         elif ckpt["data_fingerprint"] != self.market.fingerprint:
-            problems.append("the market (data.avellaneda.*) differs")
+            problems.append(f"the market (data.{self.cfg.data.source.value}.*) differs")
         if problems:
             raise CheckpointError(
                 f"cannot resume from {path}: {'; '.join(problems)}; resume with "
@@ -359,7 +456,7 @@ class QuoteRun:
                 "micro_window": s.micro_window,
             },
             data_fingerprint=self.market.fingerprint,
-            data_splits={k: [seed, s.eval_paths] for k, seed in SPLIT_SEEDS.items()},
+            data_splits=self.market.split_record(),
         )
         return save_checkpoint(path, payload)
 
@@ -383,7 +480,7 @@ class QuoteRun:
         """The exact validation objective, the quote stats, the edge and `best` (the rule of
         :func:`hmarl.train.selection.improved`, with the objective as the score)."""
         tc, st = self.cfg.trainer, self.state
-        value, traj = evaluate(self.policy, self.val_batch, self.params)
+        value, traj = evaluate(self.policy, self.val_batch, self.params, self.market.objective)
         self.val = {
             **objective_figures(value, self.baselines),
             **run_stats(self.params, traj, self.market.steps),
@@ -504,7 +601,7 @@ def print_summary(result: TrainResult, cfg: Config, run: QuoteRun) -> str:
         f"episodes: {s.episode} (MacroNet steps: {s.macro_steps}); {steps:,} env-steps; wall "
         f"time {result.wall_s:.1f} s; mean {result.steps_per_s:,.0f} env-steps/s (validation "
         "excluded)",
-        "validation objectives per episode (expected wealth change after fees, minus the "
+        "validation objectives per episode (wealth change after fees, minus the "
         "inventory penalties; no market impact assumed): "
         + ", ".join(f"{k} {v:+.4f}" for k, v in b.items())
         + f" (best fixed level {run.market.best_fixed_level()})",
@@ -513,10 +610,15 @@ def print_summary(result: TrainResult, cfg: Config, run: QuoteRun) -> str:
     if s.best_value is None or not v:
         lines.append("no validation kept")
     else:
+        share = (
+            f" = {v['Of the optimum [%]']:.1f}% of the optimum, "
+            f"{v['Gap closed [%]']:.1f}% of the gap from the best fixed quote closed"
+            if "Of the optimum [%]" in v
+            else ""
+        )
         lines.append(
             f"kept episode {s.best_episode} (best.pt): validation objective "
-            f"{v[OBJECTIVE]:+.4f} = {v['Of the optimum [%]']:.1f}% of the optimum, "
-            f"{v['Gap closed [%]']:.1f}% of the gap from the best fixed quote closed; "
+            f"{v[OBJECTIVE]:+.4f}{share}; "
             + ("an edge (beats no quote and the best fixed quote)" if s.best_edge else "no edge")
         )
         if not s.best_edge:
