@@ -30,10 +30,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fake_binance import FakeBinance
 from helpers import REPO, compose_config, run_cli, tiny_overrides
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-from test_binance_download import FakeBinance, publish_day, run, server  # noqa: F401
+from test_binance_download import publish_day, run
 from test_sweep import OPEN_STORE, open_store_together
 
 import hmarl.train.trainer as train_mod
@@ -598,7 +599,7 @@ def test_a_slow_server_cannot_outlast_the_timeout(tmp_path: Path, slow_headers: 
 
 
 def test_a_published_zip_that_is_damaged_is_never_verified(
-    server: tuple[FakeBinance, str],  # noqa: F811
+    server: tuple[FakeBinance, str],
     tmp_path: Path,
 ) -> None:
     """Its checksum matched, so it stayed "verified" and every re-run raised BadZipFile."""

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from hmarl.market.market_data import release_rows
 from hmarl.stats.baselines import momentum_band, settled_frame
 from hmarl.stats.metrics import CRYPTO, Calendar, compute_stats
 
@@ -107,8 +108,16 @@ PREDICT_BLOCK_ROWS = 262_144
 
 
 def features(market: MarketData, rows: IntArray) -> npt.NDArray[np.float32]:
-    """The policy's inputs at decision rows ``rows``: ``[macro | micro]`` window features."""
-    return np.concatenate([market.macro[rows], market.micro[rows]], axis=1)
+    """The policy's inputs at decision rows ``rows``: ``[macro | micro]`` window features.
+
+    The gathered rows are a copy; the cache pages they were read from are released again
+    (:func:`hmarl.market.market_data.release_rows`), so a pass over a long market does not keep
+    the whole memory-mapped cache in this process's memory."""
+    out = np.concatenate([market.macro[rows], market.micro[rows]], axis=1)
+    if rows.size:
+        for windows in (market.macro, market.micro):
+            release_rows(windows, int(rows.min()), int(rows.max()) + 1)
+    return out
 
 
 def labels(close: FloatArray, rows: IntArray, horizon: int, band: float) -> IntArray:
