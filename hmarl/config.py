@@ -895,7 +895,7 @@ class SupervisedConfig:
     max_bin: int = 63  # histogram bins per feature
     subsample: float = 0.5  # share of rows per tree
     colsample: float = 0.5  # share of features per tree
-    max_train_rows: int = 1_000_000  # fit rows at most, evenly spaced over the train split; 0: all
+    max_train_rows: int = 500_000  # fit rows at most, evenly spaced over the train split; 0: all
 
 
 @dataclass

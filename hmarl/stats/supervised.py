@@ -83,7 +83,7 @@ class SupervisedParams:
     max_bin: int = 63  # histogram bins per feature
     subsample: float = 0.5  # share of rows per tree (bagging every round)
     colsample: float = 0.5  # share of features per tree
-    max_train_rows: int = 1_000_000  # fit rows at most, evenly spaced over the train split
+    max_train_rows: int = 500_000  # fit rows at most, evenly spaced over the train split
     seed: int = 0
 
 
