@@ -142,10 +142,23 @@ def _read_binance(label: str, src: Path | io.BytesIO, first: str) -> tuple[pd.Da
     return raw, skip
 
 
+def _release_arrow_pool() -> None:
+    """Hand the memory Arrow freed while decoding a Parquet file back to the system.
+
+    Why: Arrow's allocator (mimalloc or jemalloc) keeps what it freed for reuse, and nothing
+    else in the process allocates through it: on a 10-million-row file about 0.9 GB stayed
+    resident for the whole run after the frame was built (the backtest's peak memory per
+    million rows rose from 0.75 to 0.90 GB)."""
+    import pyarrow as pa  # pandas' Parquet engine, present whenever read_parquet worked
+
+    pa.default_memory_pool().release_unused()
+
+
 def _read_raw(path: Path, fmt: str, log: Log) -> tuple[pd.DataFrame, str, str, int]:
     """(raw table, label, kind, header lines) for one file, the format chosen or detected."""
     if fmt == "parquet" or (fmt == "auto" and path.suffix.lower() in _PARQUET_SUFFIXES):
         raw = pd.read_parquet(path)
+        _release_arrow_pool()
         if not isinstance(raw.index, pd.RangeIndex):
             raw = raw.reset_index()  # a frame saved by pandas keeps its timestamps in the index
         emit(log, f"{path}: parquet, {len(raw)} rows")
