@@ -128,7 +128,8 @@ def score(params: QuoteParams, batch: QuoteBatch, choice: Tensor) -> float:
 def fixed_choice(params: QuoteParams, batch: QuoteBatch, level: int) -> Tensor:
     """Both sides at ``level`` (0: no quote) in every state and step, ``[S, B, L]``."""
     shape = (params.n_states, *batch.dmid.shape)
-    return torch.full(shape, joint_action(params, level, level), dtype=torch.long)
+    action = joint_action(params, level, level)
+    return torch.full(shape, action, dtype=torch.long, device=batch.dmid.device)
 
 
 def closed_form_choice(
