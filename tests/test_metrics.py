@@ -35,11 +35,14 @@ from hmarl.stats.metrics import (
 
 # The fixed series: 10 decision bars of 5 minutes, 24/7. Per-row net returns r are given;
 # equity = cumprod(1 + r). Position story: flat, long 1 (rows 1-3), flip to short 1
-# (rows 4-5, turnover 2), close (row 6), flat, long 0.5 (rows 8-9, still open).
+# (rows 4-5), close (row 6), flat, long 0.5 (rows 8-9, still open). The flip at row 4 is
+# settled as hmarl.market.env charges it: it sells the long (1) and opens the short on the
+# equity left after the fee, turnover T4 = 1 + (1 - F4) with F4 = 0.1% * T4.
+T4, F4 = 2 / 1.001, 0.002 / 1.001
 R = [0.0, 0.02, -0.01, 0.03, -0.02, -0.01, -0.001, 0.0, 0.01, 0.005]
 POSITION = [0.0, 1.0, 1.0, 1.0, -1.0, -1.0, 0.0, 0.0, 0.5, 0.5]
-TURNOVER = [0.0, 1.0, 0.0, 0.0, 2.0, 0.0, 1.0, 0.0, 0.5, 0.0]
-FEE = [0.0, 0.001, 0.0, 0.0, 0.002, 0.0, 0.001, 0.0, 0.0005, 0.0]  # 0.1% * turnover
+TURNOVER = [0.0, 1.0, 0.0, 0.0, T4, 0.0, 1.0, 0.0, 0.5, 0.0]
+FEE = [0.0, 0.001, 0.0, 0.0, F4, 0.0, 0.001, 0.0, 0.0005, 0.0]  # 0.1% * turnover
 ACTION = [0, 1, 0, 0, 2, 0, 1, 0, 1, 0]
 PRICES = [100.0, 100.0, 102.0, 101.0, 104.0, 106.0, 107.0, 107.0, 107.0, 108.0, 108.5]
 P5 = 288 * 365.25  # 5-minute bars, 24/7: 105,192 a year
@@ -130,14 +133,11 @@ def test_calmar_with_daily_exchange_periods(steps: pd.DataFrame) -> None:
 
 
 def test_turnover_fees_and_activity(stats: dict[str, float | int | str]) -> None:
-    assert stats["Turnover [x]"] == pytest.approx(1 + 2 + 1 + 0.5)
-    assert stats["Turnover (Ann.) [x]"] == pytest.approx(4.5 / 10 * P5)
+    assert stats["Turnover [x]"] == pytest.approx(1 + T4 + 1 + 0.5)
+    assert stats["Turnover (Ann.) [x]"] == pytest.approx((2.5 + T4) / 10 * P5)
     # each fee times the equity before its row: rows 1, 4, 6 and 8
     fees = (
-        0.001 * 1.0
-        + 0.002 * PEAK
-        + 0.001 * PEAK * 0.98 * 0.99
-        + 0.0005 * PEAK * 0.98 * 0.99 * 0.999
+        0.001 * 1.0 + F4 * PEAK + 0.001 * PEAK * 0.98 * 0.99 + 0.0005 * PEAK * 0.98 * 0.99 * 0.999
     )
     assert stats["Fees Paid [%]"] == pytest.approx(fees * 100)
     assert stats["Exposure Time [%]"] == pytest.approx(70.0)  # rows 1-5, 8, 9
@@ -148,11 +148,13 @@ def test_turnover_fees_and_activity(stats: dict[str, float | int | str]) -> None
     assert stats["Mean P(SELL)"] == pytest.approx(0.1)
 
 
-# Trade A: long rows 1-3; its exit fee is the half of row 4's fee (turnover 2) that closed it.
-TRADE_A = 1.02 * 0.99 * 1.03 * (1 - 0.002 * 1 / 2) - 1
-# Trade B: short rows 4-5; row 4's (1 - 0.002) is replaced by its own half (1 - 0.001),
-# and the exit fee of row 6 (turnover 1, all of it closing B) is charged.
-TRADE_B = 0.98 * 0.99 * (1 - 0.001) / (1 - 0.002) * (1 - 0.001) - 1
+# Trade A: long rows 1-3; its exit fee is the part of row 4's fee that sold the long:
+# 0.1% * 1 (the rest, 0.1% * (1 - F4), opened the short).
+TRADE_A = 1.02 * 0.99 * 1.03 * (1 - 0.001) - 1
+# Trade B: short rows 4-5; it starts on the equity left after row 4's closing part (so row
+# 4's net return, which includes all of F4, is divided by 1 - 0.001) and pays all of row 6's
+# fee (turnover 1, a close to flat).
+TRADE_B = 0.98 * 0.99 / (1 - 0.001) * (1 - 0.001) - 1
 # Trade C: long 0.5 rows 8-9, open at the end: entry fee is already in r[8], no exit fee.
 TRADE_C = 1.01 * 1.005 - 1
 

@@ -20,6 +20,7 @@ import pytest
 from hmarl.io import write_csv
 from hmarl.market.env import EnvParams, bar_returns, positions_from_actions, settle, traded
 from hmarl.stats.baselines import settled_frame
+from hmarl.stats.metrics import trades
 from hmarl.steps import EQUITY, FEE, NEXT_PRICE, POSITION, PRICE, TURNOVER
 
 
@@ -102,6 +103,59 @@ def test_steps_csv_matches_an_independent_cash_and_units_replay(case: str, tmp_p
     # the test can fail: the old fee, on the target measured before the fee, is off by ~c^2
     naive_fee = env.cost_rate * np.abs(steps[POSITION] - expected["before"]).to_numpy()
     assert np.abs(naive_fee - expected[FEE].to_numpy()).max() > 1e-9
+
+
+def replay_trade_returns(steps: pd.DataFrame, c: float) -> np.ndarray:
+    """Each trade's net return from a cash-and-units replay: a trade starts with the equity
+    left after the part of its entry fee that sold the previous position (``c |units| price``,
+    all of the fee only when closing to flat) and ends with the equity left after the same part
+    of the next bar's fee, or at the last mark if still open."""
+    cash, units = 1.0, 0.0
+    before_trade, closing_fee, last_mark = [], [], 0.0
+    for price, next_price, target in zip(
+        steps[PRICE], steps[NEXT_PRICE], steps[POSITION], strict=True
+    ):
+        equity = cash + units * price
+        fee_value = 0.0
+        for _ in range(200):
+            new = c * abs(target * (equity - fee_value) - units * price)
+            if new == fee_value:
+                break
+            fee_value = new
+        new_units = target * (equity - fee_value) / price
+        sells_all = units != 0.0 and np.sign(new_units) != np.sign(units)
+        before_trade.append(equity)
+        closing_fee.append(c * abs(units) * price if sells_all else 0.0)
+        cash -= (new_units - units) * price + fee_value
+        units = new_units
+        last_mark = cash + units * next_price
+    sign = np.sign(steps[POSITION].to_numpy())
+    out = []
+    k, n = 0, len(sign)
+    while k < n:
+        if sign[k] == 0:
+            k += 1
+            continue
+        end = k
+        while end + 1 < n and sign[end + 1] == sign[k]:
+            end += 1
+        start_equity = before_trade[k] - closing_fee[k]
+        end_equity = before_trade[end + 1] - closing_fee[end + 1] if end + 1 < n else last_mark
+        out.append(end_equity / start_equity - 1.0)
+        k = end + 1
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("case", ["increment", "target", "partial_flips"])
+def test_trade_returns_split_a_flip_fee_as_the_replay_does(case: str) -> None:
+    n = 400
+    market = tiny_market(n + 1, seed=5)
+    positions, env = positions_case(case, n, np.random.default_rng(11))
+    steps = settled_frame(market, 0, n, positions, env)  # type: ignore[arg-type]
+    expected = replay_trade_returns(steps, env.cost_rate)
+    got = trades(steps)["return"].to_numpy()
+    assert got.size == expected.size > 20
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
 def test_the_case_split_and_edge_cases_of_the_fee() -> None:

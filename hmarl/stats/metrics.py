@@ -385,30 +385,43 @@ def _trade_runs(position: FloatArray) -> tuple[npt.NDArray[np.intp], npt.NDArray
     return starts[keep], ends[keep]
 
 
-def _fee_share(fee: FloatArray, turnover: FloatArray, notional: FloatArray) -> FloatArray:
-    """Part of a bar's fee paid on ``notional`` (fee is linear in traded notional)."""
-    share = np.divide(notional, turnover, out=np.ones_like(fee), where=turnover > 0)
+def _flip_entry_part(fee: FloatArray, turnover: FloatArray, target: FloatArray) -> FloatArray:
+    """Part of a flip bar's fee (fraction of equity before it) that opened the new position.
+
+    A flip from exposure ``q`` to ``p`` sells ``|q|`` and opens ``|p|`` of the equity left
+    after the fee (hmarl/market/env.py, "The fee"): ``turnover = |q| + |p| (1 - fee)`` and the
+    fee is linear in it, so the opening part is ``fee * |p| (1 - fee) / turnover`` and the rest,
+    ``cost_rate * |q|``, closed the previous trade. A flip into or out of flat is not a flip:
+    callers give the whole fee to the one trade.
+    """
+    opened = np.abs(target) * (1.0 - fee)
+    share = np.divide(opened, turnover, out=np.ones_like(fee), where=turnover > 0)
     return fee * np.minimum(share, 1.0)
 
 
 def _trade_returns(s: Steps) -> tuple[FloatArray, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Net round-trip return of each trade, with its first and last rows.
 
-    Return = equity after the run's last row / equity before its first row, with the
-    fees attributed to the trade that caused them: the exit fee (paid on the bar after
-    the run, on notional |position at the last row|) is included, and on a sign flip the
-    part of the entry bar's fee that closed the previous trade is excluded. Fees are a
-    fraction of equity at t, so they enter as factors (1 - fee). A trade still open at
-    the last row has paid no exit fee yet.
+    Return = equity after the run's last row / equity just after the part of the entry bar's
+    fee that closed the previous trade (all of the entry fee belongs to the trade unless the bar
+    flips), with the exit fee (paid on the bar after the run) included: all of it on a close to
+    flat, only the closing part on a flip. Split this way, a flip's two trades have exactly the
+    returns of a close followed by a fresh entry at the same prices (tested in test_metrics.py).
+    A trade still open at the last row has paid no exit fee yet.
     """
     starts, ends = _trade_runs(s.position)
     curve = equity_points(s.equity)
-    growth = curve[ends + 1] / curve[starts]
-    entry_fee = _fee_share(s.fee[starts], s.turnover[starts], np.abs(s.position[starts]))
-    growth = growth * (1.0 - entry_fee) / (1.0 - s.fee[starts])
-    closed = ends + 1 < s.position.size
-    nxt = np.minimum(ends + 1, s.position.size - 1)
-    exit_fee = _fee_share(s.fee[nxt], s.turnover[nxt], np.abs(s.position[ends]))
+    n = s.position.size
+    prev = np.where(starts > 0, s.position[np.maximum(starts - 1, 0)], 0.0)
+    entry_flip = prev != 0.0
+    opened = _flip_entry_part(s.fee[starts], s.turnover[starts], s.position[starts])
+    closed_before = np.where(entry_flip, s.fee[starts] - opened, 0.0)
+    growth = curve[ends + 1] / (curve[starts] * (1.0 - closed_before))
+    closed = ends + 1 < n
+    nxt = np.minimum(ends + 1, n - 1)
+    exit_flip = s.position[nxt] != 0.0
+    reopened = _flip_entry_part(s.fee[nxt], s.turnover[nxt], s.position[nxt])
+    exit_fee = np.where(exit_flip, s.fee[nxt] - reopened, s.fee[nxt])
     growth = growth * (1.0 - np.where(closed, exit_fee, 0.0))
     return growth - 1.0, starts, ends
 
@@ -608,7 +621,9 @@ def compute_stats(
       and in calendar days between the peak and the last underwater point.
     - A trade is a maximal run of non-zero position with one sign (a flip closes one
       and opens another); its return compounds equity over the run, net of its entry
-      fee and of its exit fee (paid on the next bar); Win Rate counts closed and open
+      fee and of its exit fee (paid on the next bar; a flip's fee is split into the part
+      that sold the old position, c |q|, and the rest, so the two trades' returns equal
+      a close followed by a fresh entry at the same prices); Win Rate counts closed and open
       trades; Avg. Trade is the arithmetic mean of trade returns.
     - Turnover [x] = sum of turnover (1.0 = one equity's worth traded); Turnover (Ann.)
       = mean turnover per bar * P. Fees Paid = sum(fee_t * equity before t), % of 1.0.
