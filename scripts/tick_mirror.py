@@ -96,8 +96,8 @@ def build(
                 price = float(ticks.quotes["bid_price"].iloc[0])
                 fake = synthetic_ticks(
                     day,
-                    quotes=len(ticks.quotes) // 4,
-                    trades=len(ticks.trades) // 4,
+                    quotes=len(ticks.quotes),
+                    trades=len(ticks.trades),
                     seed=seed + 1000 * i + k,
                     session=when,
                     price=price,

@@ -5,6 +5,7 @@ data.paths=[...]``: one tape per (ticker, day), episodes drawn across them, vali
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from datetime import date
@@ -13,18 +14,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import compose_config
+from fake_binance import FakeBinance
+from helpers import compose_config, load_script
 from test_quote_task import run_main
 from test_quote_ticks_task import TICKS_TINY, TINY
 
 from hmarl.agent.checkpoint import load_checkpoint
 from hmarl.agent.quote_rollout import follow
 from hmarl.backtest.__main__ import main as backtest_main
-from hmarl.backtest.quote_run import scaled_costs
+from hmarl.backtest.quote_run import checkpoint_config, scaled_costs
+from hmarl.backtest.quote_stream import checkpoint_quotes
 from hmarl.backtest.tape_days import ACTIONS
 from hmarl.config import ConfigError
 from hmarl.io import write_parquet
-from hmarl.sources.book import synthetic_ticks
+from hmarl.market.quoting import action_levels
+from hmarl.market.tape_replay import closed_loop, decision_grid, step_trades
+from hmarl.sources.book import load_day, synthetic_ticks
+from hmarl.sources.ticks import Ticks, read_ws_capture
 from hmarl.train import quote_tape as qt
 from hmarl.train.__main__ import main as train_main
 from hmarl.train.quote_tape import TapeQuoteMarket
@@ -225,3 +231,101 @@ def test_many_days_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     code = run_main(train_main, monkeypatch, *MANY, f"data.paths=[{nothing}]")
     assert code == 2
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.pt"))
+
+
+def write_capture(path: Path, ticks: Ticks, symbol: str) -> None:
+    """``ticks`` as a websocket capture (``<ns> <json>`` lines, bookTicker and trade streams)."""
+    stream = symbol.lower()
+    lines = [
+        (r.ts, 0, {"stream": f"{stream}@bookTicker", "data": {"s": symbol, "b": str(r.bid_price),
+         "B": str(r.bid_qty), "a": str(r.ask_price), "A": str(r.ask_qty)}})
+        for r in ticks.quotes.itertuples()
+    ] + [
+        (r.ts, 1, {"stream": f"{stream}@trade", "data": {"e": "trade", "s": symbol,
+         "p": str(r.price), "q": str(r.qty), "m": not r.is_buy}})
+        for r in ticks.trades.itertuples()
+    ]  # fmt: skip
+    text = "".join(f"{ts} {json.dumps(msg)}\n" for ts, _, msg in sorted(lines, key=lambda x: x[:2]))
+    path.write_bytes(gzip.compress(text.encode()))
+
+
+def test_pipeline_from_a_mirror_to_the_report(
+    server: tuple[FakeBinance, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's pipeline, tiny: a capture -> scripts/tick_mirror.py (real-format zips and
+    checksums; a shifted day and a synthetic ticker, both marked generated) -> served on
+    127.0.0.1 -> scripts/download_ticks.py (verified) -> Parquet cache -> train over the
+    days and tickers -> per-day backtest -> aggregates and report.html."""
+    capture = tmp_path / "binance_spot_aaausdt_20240102_ws.gz"
+    ticks = synthetic_ticks(DAYS[0], quotes=3000, trades=600, seed=5, session="13:00-13:10")
+    write_capture(capture, ticks, "AAAUSDT")
+    mirror = tmp_path / "mirror"
+    argv = ["--out", str(mirror), "--capture", str(capture), "--shifted-days", "1"]
+    assert load_script("tick_mirror").main([*argv, "--synthetic", "BBBUSDT"]) == 0
+    provenance = (mirror / "MIRROR.md").read_text()
+    assert "| AAAUSDT | 2024-01-02 | real rows of the capture" in provenance
+    assert "| AAAUSDT | 2024-01-03 | GENERATED: the capture shifted 1 d" in provenance
+    assert provenance.count("GENERATED: synthetic_ticks") == 2
+    fake, base = server
+    for f in mirror.rglob("*.zip*"):
+        fake.bodies["/" + f.relative_to(mirror).as_posix()] = [f.read_bytes()]
+    cache = tmp_path / "cache"
+    download = ["AAAUSDT", "BBBUSDT", "2024-01-02", "2024-01-03", "--cache", str(cache)]
+    assert load_script("download_ticks").main([*download, "--base-url", base, "--no-progress"]) == 0
+    assert sum(path.endswith(".CHECKSUM") for path in fake.requests) == 8  # every zip verified
+    cached = load_day(cache, "AAAUSDT", DAYS[0])  # the capture's rows, stamps to the ms
+    assert np.allclose(cached.quotes["ask_price"], ticks.quotes["ask_price"], rtol=0, atol=1e-8)
+    assert np.array_equal(cached.quotes["ts"], ticks.quotes["ts"] // 1_000_000 * 1_000_000)
+    assert np.array_equal(cached.trades["is_buy"], ticks.trades["is_buy"])
+
+    best = train(
+        tmp_path, monkeypatch, *MANY, f"data.paths=[{cache}/*USDT/*]", "trainer.episodes=2"
+    )
+    out = tmp_path / "bt"
+    args = (f"checkpoint={best}", f"out={out}", "tracking=none", "fee_multipliers=[1]")
+    assert run_main(backtest_main, monkeypatch, *args) == 0
+    daily = pd.read_csv(out / "days" / "daily_metrics.csv")
+    assert daily[["ticker", "day"]].values.tolist() == [
+        [t, f"{d}"] for t in ("AAAUSDT", "BBBUSDT") for d in DAYS
+    ]
+    assert (out / "days" / "AAAUSDT" / "2024-01-03" / "day.png").is_file()
+    by_liquidity = pd.read_csv(out / "days" / "aggregated_by_liquidity.csv", index_col=0)
+    assert by_liquidity["Days [#]"].sum() == 4
+    assert "Quoting backtest" in (out / "report.html").read_text()
+
+
+def test_a_checkpoint_quote_stream_on_raw_ticks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/hft_check.py --checkpoint: the checkpoint's greedy quotes rebuilt from raw
+    ticks are, price for price, the quotes its backtest plays on the test tape (in every
+    inventory state); none in the feature warm-up; the closed loop keeps the limits."""
+    capture = tmp_path / "binance_spot_aaausdt_20240102_ws.gz"
+    ticks = synthetic_ticks(DAYS[0], quotes=3000, trades=900, seed=7, session="13:00-13:10")
+    write_capture(capture, ticks, "AAAUSDT")
+    best = train(tmp_path, monkeypatch, *MANY, f"data.path={capture}", "trainer.episodes=2")
+    ckpt = load_checkpoint(best)
+    raw = read_ws_capture(capture)
+    grid = decision_grid(raw, 1_000_000_000)
+    bid_all, ask_all, params = checkpoint_quotes(ckpt, raw, grid, "best.pt")
+    assert np.isnan(bid_all[:15]).all() and np.isnan(ask_all[:15]).all()  # window 16
+    market = quote_market(checkpoint_config(ckpt))
+    assert isinstance(market, TapeQuoteMarket)
+    test = market.data.test
+    choice = qt.greedy_choice(quote_policy_from_checkpoint(ckpt), test.batch, params).numpy()
+    first = len(market.tape.train.bid) + len(market.tape.validation.bid)  # test tape's row 0
+    rows = first + test.starts[:, None] + np.arange(market.tape.episode_steps)  # [B, L]
+    bid_lv, ask_lv = action_levels(params)
+    offsets = np.concatenate([[np.nan], params.offsets])
+    expect_bid = grid.bid[rows][None] - offsets[bid_lv[choice]] * params.tick  # [S, B, L]
+    expect_ask = grid.ask[rows][None] + offsets[ask_lv[choice]] * params.tick
+    got_bid, got_ask = bid_all[rows].transpose(2, 0, 1), ask_all[rows].transpose(2, 0, 1)
+    assert np.allclose(got_bid, expect_bid, equal_nan=True)
+    assert np.allclose(got_ask, expect_ask, equal_nan=True)
+    assert np.isfinite(got_bid).any() or np.isfinite(got_ask).any()
+    trades = step_trades(raw, grid, params.tick, 0.001)
+    replay = closed_loop(grid, trades, bid_all, ask_all, params, 0.001)
+    assert np.abs(replay.inventory()).max() <= params.max_inventory
+    synthetic = {**ckpt["config"], "data": {**ckpt["config"]["data"], "source": "ticks_synthetic"}}
+    with pytest.raises(ValueError, match=r"synthetic\.pt: not a checkpoint trained on real ticks"):
+        checkpoint_quotes({**ckpt, "config": synthetic}, raw, grid, "synthetic.pt")
