@@ -6,6 +6,7 @@ data.paths=[...]``: one tape per (ticker, day), episodes drawn across them, vali
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import re
 from datetime import date
@@ -329,3 +330,26 @@ def test_a_checkpoint_quote_stream_on_raw_ticks(
     synthetic = {**ckpt["config"], "data": {**ckpt["config"]["data"], "source": "ticks_synthetic"}}
     with pytest.raises(ValueError, match=r"synthetic\.pt: not a checkpoint trained on real ticks"):
         checkpoint_quotes({**ckpt, "config": synthetic}, raw, grid, "synthetic.pt")
+
+
+def test_hft_check_replays_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/hft_check.py --checkpoint (in the [hft] environment): our row is the closed
+    loop of the checkpoint's quotes, and hftbacktest replays the same stream."""
+    if importlib.util.find_spec("hftbacktest") is None:
+        pytest.skip("hftbacktest is not installed: the [hft] extra (docs/market_making_ticks.md)")
+    capture = tmp_path / "binance_spot_aaausdt_20240102_ws.gz"
+    ticks = synthetic_ticks(DAYS[0], quotes=3000, trades=900, seed=7, session="13:00-13:10")
+    write_capture(capture, ticks, "AAAUSDT")
+    best = train(tmp_path, monkeypatch, *MANY, f"data.path={capture}", "trainer.episodes=2")
+    out = tmp_path / "check.csv"
+    argv = ["--capture", str(capture), "--checkpoint", str(best), "--out", str(out)]
+    assert load_script("hft_check").main(argv) == 0
+    table = pd.read_csv(out).set_index("engine")
+    raw = read_ws_capture(capture)
+    grid = decision_grid(raw, 1_000_000_000)  # the checkpoint's dt, not --dt's default
+    bid_all, ask_all, params = checkpoint_quotes(load_checkpoint(best), raw, grid, "best.pt")
+    ours = closed_loop(grid, step_trades(raw, grid, 0.01, 0.001), bid_all, ask_all, params, 0.001)
+    row = table.loc["ours (tape rule)"]
+    assert (row["bid_fills"], row["ask_fills"]) == (ours.bid_fill.sum(), ours.ask_fill.sum())
+    assert row["pnl"] == pytest.approx(ours.pnl(grid.mid_end, 0.001))
+    assert {"hftbacktest risk_adverse", "hftbacktest power_prob"} <= set(table.index)
