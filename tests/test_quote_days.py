@@ -220,6 +220,13 @@ def test_many_days_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     nothing = f"{tmp_path}/nowhere/*"
     with pytest.raises(ConfigError, match=rf"data\.paths: '{re.escape(nothing)}' matches no file"):
         quote_market(compose_config(*MANY, f"data.paths=[{nothing}]"))
+    with pytest.raises(ConfigError, match=r"data\.ticks\.session: session '25:00-26:00'"):
+        compose_config(*MANY, f"data.paths=[{cache}/*/*]", "data.ticks.session=25:00-26:00")
+    zips = tmp_path / "zips"
+    zips.mkdir()
+    (zips / "AAAUSDT-bookTicker-2024-01-02.zip").write_bytes(b"PK")
+    with pytest.raises(ConfigError, match=r"AAAUSDT-bookTicker-2024-01-02\.zip is a dump zip"):
+        quote_market(compose_config(*MANY, f"data.paths=[{zips}/*]"))
     short = synthetic_ticks(DAYS[0], quotes=300, trades=50, seed=3, session="13:00-13:01")
     folder = cache / "CCCUSDT" / "2024-01-02"
     write_parquet(folder / "quotes.parquet", short.quotes)
