@@ -22,9 +22,12 @@ the tape's timestamps). On the Avellaneda-Stoikov market, the fixed seeded paths
 It writes one report folder, whole or absent (the trading backtest's
 :func:`hmarl.io.staged_folder`, under :func:`hmarl.backtest.run.backtest`'s lock): stats.json,
 stats.csv, steps.csv (the policy's every step: mid, quotes, fills, inventory, cash, reward
-parts), report.html, config.json and backtest.log; and logs it to MLflow as a run tagged
-``kind=backtest`` beside its training run. **The market does not react to the quotes** (no
-market impact): every figure rests on that.
+parts), cost_sensitivity.csv (every policy at each of ``fee_multipliers``: maker fee and
+liquidation cost scaled, baselines re-chosen), seeds.csv (``seeds=K`` sampled runs), on a tick
+market ``days/`` (per UTC day and ticker: :mod:`hmarl.backtest.quote_days` through
+:mod:`hmarl.backtest.tape_days`), report.html, config.json and backtest.log; and logs it to
+MLflow as a run tagged ``kind=backtest`` beside its training run. **The market does not react
+to the quotes** (no market impact): every figure rests on that.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ tape fill rule, and writes::
     <out>/aggregated_by_ticker.csv      per ticker: days, PnL and fills summed, the rest averaged
     <out>/aggregated_by_liquidity.csv   the same per liquidity bucket
 
+A trained checkpoint's days are written by the same two functions (:func:`day_result`,
+:func:`write_days`) from :mod:`hmarl.backtest.quote_days`, so the files read the same whoever
+quoted.
+
 **Liquidity buckets**: the (ticker, day)s evaluated together are ranked by traded notional
 (sum of price x size of the day's trades, quote currency) and cut into terciles ``low``,
 ``mid``, ``high`` (fewer buckets when fewer than three ticker-days are evaluated).
