@@ -175,6 +175,7 @@ class TicksConfig:
     depth: int = 8  # book levels kept behind each best quote (top-of-book size stands in)
     max_gap: float = 5.0  # seconds without a quote that make the capture refused
     episode_steps: int = 50  # decisions per episode
+    session: str | None = None  # UTC window of the day kept, e.g. "13:00-20:50"; None: all
 
 
 @dataclass
@@ -186,7 +187,8 @@ class DataConfig:
 
     source: DataSource = DataSource.synthetic  # synthetic | csv | parquet | binance
     path: str | None = None  # file, zip or directory; required unless synthetic
-    # several markets (files or globs, each its own market): python -m hmarl.walkforward only
+    # several markets (files or globs, each its own market); data=ticks: one tape per
+    # (ticker, UTC day) of each capture file or cached day folder (docs/market_making_ticks.md)
     paths: list[str] = field(default_factory=list)
     n_candles: int = 105_120  # synthetic: number of bars (one year of 5-minute bars)
     market_seed: int = 0  # synthetic: market seed (separate from `seed` so sweeps share a market)
@@ -737,11 +739,23 @@ def check_specialists(specialists: list[SpecialistConfig]) -> list[str]:
 
 
 def check_capture(data: DataConfig, prefix: str) -> list[str]:
-    """``data=ticks`` reads one capture file: ``data.path`` must name an existing file."""
+    """``data=ticks`` reads one capture file (``data.path`` must name an existing file) or the
+    files and day folders of ``data.paths`` (each entry is checked when the tapes are read:
+    one that matches nothing is refused by name before training); ``data.ticks.session``
+    must read as a UTC window."""
+    if data.ticks.session is not None:
+        from hmarl.sources.book import parse_session  # pandas-heavy: only when a session is set
+
+        try:
+            parse_session(data.ticks.session)
+        except ValueError as exc:
+            return [f"{prefix}ticks.session: {exc}"]
+    if data.paths:
+        return []
     if not data.path:
         return [
             f"{prefix}path is required for data=ticks: add {prefix}path=<capture .gz> (the "
-            "websocket capture format, docs/market_making.md)"
+            f"websocket capture format, docs/market_making.md) or {prefix}paths=[...]"
         ]
     if not Path(data.path).is_file():
         return [f"{prefix}path={data.path} does not exist (or is not a file): give a tick capture"]

@@ -4,9 +4,12 @@
     python scripts/hft_check.py --cache data/ticks --symbols BTCUSDT --days 2024-01-02 \
         2024-01-03 --session 13:00-20:50 --tick 0.1 --lot 0.001
     python scripts/hft_check.py --quotes quotes.csv --trades trades.csv --dt 0.5
+    python scripts/hft_check.py --checkpoint runs/capture/checkpoints/best.pt   # a trained agent
 
 Per ticker and day: the Avellaneda-Stoikov closed-form quotes (sigma, A, k estimated on that
-day's ticks, or given; ``--offset N``: a fixed quote N ticks behind each best) are run closed-
+day's ticks, or given; ``--offset N``: a fixed quote N ticks behind each best; ``--checkpoint``:
+a quoting checkpoint trained on real ticks, its greedy quotes from its own features, with its
+``dt``, tick, lot and inventory limit, hmarl/backtest/quote_stream.py) are run closed-
 loop with our tape rule (hmarl/market/tape_replay.py) at a decision step ``--dt``; the stream
 actually posted is then replayed through hftbacktest (zero latency, no partial fills, each
 queue model of ``--queue``). Printed per day and engine: fills per side, PnL (cash plus the
@@ -27,9 +30,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hmarl.agent.checkpoint import load_checkpoint
+from hmarl.backtest.quote_stream import checkpoint_quotes, checkpoint_settings
 from hmarl.backtest.tape_days import add_setup_arguments, quote_run, setup_from_arguments
 from hmarl.io import write_csv
-from hmarl.market.tape_replay import Replay, explain_differences, replay_stream
+from hmarl.market.tape_replay import (
+    Grid,
+    Replay,
+    closed_loop,
+    decision_grid,
+    explain_differences,
+    replay_stream,
+    step_trades,
+)
 from hmarl.sources.book import add_source_arguments, days_from_arguments
 from hmarl.sources.ticks import Ticks
 
@@ -50,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--A", type=float, default=None, help="arrival rate at the mid, 1/s")
     parser.add_argument("--k", type=float, default=None, help="decay per price unit")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="a data=ticks quoting checkpoint's quotes"
+    )
     parser.add_argument("--queue", nargs="+", default=["risk_adverse", "power_prob"])
     parser.add_argument("--out", type=Path, default=None, help="write the table as CSV")
     return parser.parse_args(argv)
@@ -84,21 +100,43 @@ def row(
     return out
 
 
+def checkpoint_run(ticks: Ticks, args: argparse.Namespace) -> tuple[Replay, Grid, str]:
+    """The checkpoint's greedy quotes run closed-loop with our tape rule on these ticks."""
+    grid = decision_grid(ticks, round(args.dt * 1e9))
+    trades = step_trades(ticks, grid, args.tick, args.lot)
+    source = str(args.checkpoint)
+    bid_all, ask_all, params = checkpoint_quotes(args.ckpt, ticks, grid, source)
+    replay = closed_loop(
+        grid, trades, bid_all, ask_all, params, args.lot, book_cross=args.book_cross
+    )
+    quoted = int(np.isfinite(bid_all[:, params.start]).sum())
+    what = (
+        f"checkpoint {source}: offsets {list(params.offsets)} ticks, Q {params.max_inventory} "
+        f"lots; flat-inventory bid quoted on {quoted} steps"
+    )
+    return replay, grid, what
+
+
 def check_day(
     ticker: str, day: date, ticks: Ticks, args: argparse.Namespace
 ) -> list[dict[str, object]]:
     """The closed-loop stream with our rule, and its replay through hftbacktest."""
     from hmarl.market.hft_replay import hft_events, hft_replay
 
-    setup = setup_from_arguments(args)
-    ours, grid, market, params = quote_run(ticks, setup, A=args.A, k=args.k, offset=args.offset)
-    phi = params.phi
+    if args.checkpoint is not None:
+        ours, grid, what = checkpoint_run(ticks, args)
+    else:
+        setup = setup_from_arguments(args)
+        ours, grid, market, params = quote_run(ticks, setup, A=args.A, k=args.k, offset=args.offset)
+        what = (
+            f"sigma {market.sigma:.4g}/sqrt(s), A {market.A:.4g}/s, k {market.k:.4g}/price, "
+            f"phi {params.phi:.3g}"
+        )
     ties = int(np.isin(ticks.trades["ts"].to_numpy(np.int64), grid.edges).sum())
     print(
         f"{ticker} {day}: {len(ticks.quotes)} quotes, {len(ticks.trades)} trades, "
-        f"{grid.steps} steps of "
-        f"{args.dt:g} s; sigma {market.sigma:.4g}/sqrt(s), A {market.A:.4g}/s, "
-        f"k {market.k:.4g}/price, phi {phi:.3g}; {ties} trades stamped exactly at a decision time"
+        f"{grid.steps} steps of {args.dt:g} s; {what}; {ties} trades stamped exactly at a "
+        "decision time"
     )
     label = "ours (tape rule + book_cross)" if args.book_cross else "ours (tape rule)"
     rows = [row(ticker, day, label, ours, grid.mid_end, args.lot, None)]
@@ -152,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        if args.checkpoint is not None:
+            args.ckpt = load_checkpoint(args.checkpoint)
+            settings = checkpoint_settings(args.ckpt, str(args.checkpoint))
+            print(f"the checkpoint's settings replace --dt, --tick, --lot: {settings}")
+            args.dt, args.tick, args.lot = settings["dt"], settings["tick"], settings["lot"]
         days = days_from_arguments(args, CAPTURE)
         rows = [r for (ticker, day), t in days.items() for r in check_day(ticker, day, t, args)]
     except ValueError as exc:  # includes DataError: a bad row, named

@@ -140,17 +140,30 @@ def test_train_sweep_and_backtest_through_the_entry_points(
     out = tmp_path / "bt"
     best = sweep / "0" / "checkpoints" / "best.pt"
     args = (f"checkpoint={best}", f"out={out}", "tracking=none")  # its MLflow run: as trading's
-    assert run_main(backtest_main, monkeypatch, *args) == 0
+    assert run_main(backtest_main, monkeypatch, *args, "seeds=2") == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "backtest.log",
         "config.json",
+        "cost_sensitivity.csv",
         "report.html",
+        "seeds.csv",
         "stats.csv",
         "stats.json",
         "steps.csv",
     ]
     doc = json.loads((out / "stats.json").read_text())
     objectives = doc["objectives"]
+    # fee multipliers (1, 2, 3 by default): nothing beats the optimum at any of them; this
+    # market has no maker fee and no liquidation cost, so the figures do not move
+    costs = pd.read_csv(out / "cost_sensitivity.csv")
+    assert costs["fee_multiplier"].unique().tolist() == [1.0, 2.0, 3.0]
+    for _, at in costs.groupby("fee_multiplier"):
+        value = at.set_index("policy")["Objective [price x lots]"]
+        assert value.idxmax() == "optimum" and value["no_quote"] == 0.0
+        assert value.to_dict() == pytest.approx(objectives)
+    # seeds=2: two sampled runs, and the sampled policy's exact objective, below the optimum
+    assert doc["seeds"]["seed"] == [0, 1] and len(pd.read_csv(out / "seeds.csv")) == 2
+    assert doc["seeds"]["expected_objective"] <= objectives["optimum"]
     assert set(objectives) == {"agent", "optimum", "closed_form", "best_fixed", "no_quote"}
     assert objectives["no_quote"] == 0.0
     assert max(objectives.values()) == objectives["optimum"]  # nothing beats the optimum

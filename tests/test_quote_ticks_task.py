@@ -57,6 +57,17 @@ def test_tick_market_configs_and_bad_values(tmp_path: Path) -> None:
     )
     assert t.informed == 0.3 and t.dt == 1.0 and cfg.quote.offsets == [0, 1, 2, 4]
     assert cfg.quote.tick == 0.01 and cfg.quote.liquidation_cost == 0.005
+    # the benchmark's trainer values, applied after task=quote's (conf/task_data/); the
+    # command line still wins, and the Avellaneda-Stoikov market keeps task=quote's 150 x 32
+    assert (cfg.trainer.episodes, cfg.trainer.n_envs) == (500, 8)
+    assert (cfg.features.macro_window, cfg.features.micro_window) == (64, 8)
+    assert cfg.trainer.macro_every == 11 and cfg.trainer.estimator.value == "expected"
+    cfg = compose_config("+experiment=mm_asym_1_10", "data=ticks_synthetic", "trainer.n_envs=3")
+    assert (cfg.trainer.episodes, cfg.trainer.n_envs) == (500, 3)
+    cfg = compose_config("+experiment=mm_asym_1_10")
+    assert cfg.data.source.value == "avellaneda"
+    assert (cfg.trainer.episodes, cfg.trainer.n_envs, cfg.features.macro_window) == (150, 32, 64)
+    assert compose_config().trainer.episodes == compose_config("task=trade").trainer.episodes
     with pytest.raises(ConfigError, match=r"data\.ticks_synthetic\.informed must be in"):
         compose_config(
             "+experiment=mm_asym_1_10", "data=ticks_synthetic", "data.ticks_synthetic.informed=2"

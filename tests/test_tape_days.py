@@ -13,8 +13,7 @@ from fake_binance import FakeBinance, zip_csv
 from helpers import load_script
 
 from hmarl.backtest.tape_days import QuoteSetup, evaluate_days, liquidity_buckets, quote_run
-from hmarl.sources.book import synthetic_ticks, tick_file
-from hmarl.sources.ticks import Ticks
+from hmarl.sources.book import dump_csv, synthetic_ticks, tick_file
 
 DAYS = (date(2024, 1, 2), date(2024, 1, 3))
 CAPTURE = "binance_spot_btcusdt_20240809_ws.gz"
@@ -105,35 +104,6 @@ def test_cli_on_generic_csv_with_a_session(
     assert cli.main([*argv, "--drop-crossed", "--no-plots", "--out", str(tmp_path / "fixed")]) == 0
 
 
-def dump_text(ticks: Ticks) -> dict[str, str]:
-    """The ticks in the bookTicker and aggTrades dump layouts (headers, ms stamps)."""
-    q, t = ticks.quotes, ticks.trades
-    ms_q, ms_t = q["ts"] // 1_000_000, t["ts"] // 1_000_000
-    book = pd.DataFrame(
-        {
-            "update_id": np.arange(len(q)),
-            "best_bid_price": q["bid_price"].round(2),
-            "best_bid_qty": q["bid_qty"].round(3),
-            "best_ask_price": q["ask_price"].round(2),
-            "best_ask_qty": q["ask_qty"].round(3),
-            "transaction_time": ms_q,
-            "event_time": ms_q + 2,
-        }
-    )
-    trades = pd.DataFrame(
-        {
-            "agg_trade_id": np.arange(len(t)),
-            "price": t["price"].round(2),
-            "quantity": t["qty"].round(3),
-            "first_trade_id": np.arange(len(t)),
-            "last_trade_id": np.arange(len(t)),
-            "transact_time": ms_t,
-            "is_buyer_maker": np.where(t["is_buy"], "false", "true"),
-        }
-    )
-    return {"bookTicker": book.to_csv(index=False), "aggTrades": trades.to_csv(index=False)}
-
-
 def test_pipeline_from_a_mirror(server: tuple[FakeBinance, str], tmp_path: Path) -> None:
     """download -> verify -> Parquet cache -> per-day evaluation -> aggregates, two tickers."""
     fake, base = server
@@ -141,7 +111,7 @@ def test_pipeline_from_a_mirror(server: tuple[FakeBinance, str], tmp_path: Path)
         ticks = synthetic_ticks(
             DAYS[0], quotes=2000, trades=700 * (i + 1), seed=i, session="13:00-14:00"
         )
-        for kind, text in dump_text(ticks).items():
+        for kind, text in dump_csv(ticks).items():
             remote = tick_file(ticker, kind, DAYS[0], base_url=base)
             fake.publish(remote.url.removeprefix(base), remote.name, zip_csv(remote.name, text))
     cache = tmp_path / "cache"

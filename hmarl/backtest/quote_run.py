@@ -22,16 +22,19 @@ the tape's timestamps). On the Avellaneda-Stoikov market, the fixed seeded paths
 It writes one report folder, whole or absent (the trading backtest's
 :func:`hmarl.io.staged_folder`, under :func:`hmarl.backtest.run.backtest`'s lock): stats.json,
 stats.csv, steps.csv (the policy's every step: mid, quotes, fills, inventory, cash, reward
-parts), report.html, config.json and backtest.log; and logs it to MLflow as a run tagged
-``kind=backtest`` beside its training run. **The market does not react to the quotes** (no
-market impact): every figure rests on that.
+parts), cost_sensitivity.csv (every policy at each of ``fee_multipliers``: maker fee and
+liquidation cost scaled, baselines re-chosen), seeds.csv (``seeds=K`` sampled runs), on a tick
+market ``days/`` (per UTC day and ticker: :mod:`hmarl.backtest.quote_days` through
+:mod:`hmarl.backtest.tape_days`), report.html, config.json and backtest.log; and logs it to
+MLflow as a run tagged ``kind=backtest`` beside its training run. **The market does not react
+to the quotes** (no market impact): every figure rests on that.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -45,7 +48,9 @@ from hmarl import __version__
 from hmarl.agent.checkpoint import checkpoint_episode
 from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes, follow
 from hmarl.agent.quote_update import exact_objective
+from hmarl.backtest import quote_days
 from hmarl.backtest.report import BacktestResult
+from hmarl.backtest.tape_days import write_days
 from hmarl.config import BacktestConfig, BacktestError, Config, flatten, to_config
 from hmarl.io import append_text, staged_folder, write_csv, write_json
 from hmarl.market.quoting import QuoteParams, QuoteSettlement, posted
@@ -58,6 +63,7 @@ from hmarl.train.quote_tape import TapeQuoteMarket
 from hmarl.train.quote_task import (
     OBJECTIVE,
     SPLIT_SEEDS,
+    AnyQuoteMarket,
     QuoteMarket,
     as_numpy,
     evaluate,
@@ -236,6 +242,24 @@ def _curves(runs: Mapping[str, Run]) -> dict[str, np.ndarray]:
     return {name: step_pnl(run[2]).cumsum(1).mean(0) for name, run in runs.items()}
 
 
+def _cat_runs(runs: Sequence[Run]) -> Run:
+    """Runs of several tapes as one (episodes stacked)."""
+    if len(runs) == 1:
+        return runs[0]
+    states = np.concatenate([r[0] for r in runs])
+    actions = np.concatenate([r[1] for r in runs])
+    settled = QuoteSettlement(*(np.concatenate(x) for x in zip(*(r[2] for r in runs), strict=True)))
+    return states, actions, settled
+
+
+def _cat_parts(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`hmarl.train.quote_tape.run_stats` of several tapes as one run (arrays joined)."""
+    return {
+        k: np.concatenate([p[k] for p in parts]) if isinstance(v, np.ndarray) else v
+        for k, v in parts[0].items()
+    }
+
+
 def _tape_scores(
     cfg: BacktestConfig,
     ckpt: Mapping[str, Any],
@@ -243,61 +267,211 @@ def _tape_scores(
     market: TapeQuoteMarket,
     train_cfg: Config,
     split: str,
+    *,
+    days: bool = True,
 ) -> Scores:
-    """A tick market: every whole episode of the split's tape, the greedy agent beside the
-    baselines of :func:`hmarl.train.quote_tape.choices` (settled rewards of one path each)."""
+    """A tick market: every whole episode of the split of every tape, the greedy agent beside
+    the baselines of :func:`hmarl.train.quote_tape.pooled_choices` (settled rewards of one
+    path each, averaged over the episodes of every tape); statistics per UTC day and ticker,
+    and the agent's day files (:mod:`hmarl.backtest.quote_days`) in ``extra["days"]``."""
     if cfg.policy not in ("auto", "greedy"):
         raise BacktestError(
             f"policy={cfg.policy}: a tick-market checkpoint is scored greedily (its tape fixes "
-            "every fill); use policy=greedy (default)"
+            "every fill); use policy=greedy (default) and seeds=K for sampled runs"
         )
-    params, tape, data = market.params, market.tape, market.data
-    name, on = qt.SPLITS[split], market.split(split)
+    params, name = market.params, qt.SPLITS[split]
     policy = quote_policy_from_checkpoint(ckpt, source)
-    chosen = qt.choices(policy, tape, params, data, name)
-    periods = qt.periods_per_year(tape)
-    runs: dict[str, Run] = {}
-    values: dict[str, float] = {}
-    stats: dict[str, dict[str, Any]] = {}
-    per_day: dict[str, Any] = {}
-    for policy_name, table in chosen.tables.items():
-        key = TAPE_NAMES[policy_name]
-        states, actions, settled = follow(params, on.batch, table)
-        runs[key] = (states.numpy(), actions.numpy(), as_numpy(settled))
-        values[key] = float(settled.reward.sum(1).mean())
-        parts = qt.run_stats(params, on.batch, table, periods)
-        stats[key] = {OBJECTIVE: values[key], **quote_stats(**parts)}
-        per_day[key] = qt.per_day(tape, on, name, parts)
-    est = data.estimate
+    chosen, _ = qt.pooled_choices(policy, market.parts, params, name)
+    periods = qt.periods_per_year(market.tape)
+    runs: dict[str, list[Run]] = {}
+    parts: dict[str, list[dict[str, Any]]] = {}
+    frames: list[pd.DataFrame] = []
+    first_path = 0
+    for part, c in zip(market.parts, chosen, strict=True):
+        on: qt.TapeSplit = getattr(part.data, name)
+        for policy_name, table in c.tables.items():
+            key = TAPE_NAMES[policy_name]
+            states, actions, settled = follow(params, on.batch, table)
+            runs.setdefault(key, []).append((states.numpy(), actions.numpy(), as_numpy(settled)))
+            parts.setdefault(key, []).append(qt.run_stats(params, on.batch, table, periods))
+        rows = on.starts[:, None] + np.arange(part.market.episode_steps + 1)
+        tape = getattr(part.market, name)
+        mid = (tape.bid + tape.ask) / 2.0 * part.market.tick
+        steps = steps_frame(params, on.batch, mid[np.minimum(rows, len(mid) - 1)], runs[AGENT][-1])
+        steps.insert(0, "tape", part.name)
+        steps["path"] += first_path
+        first_path += len(on.starts)
+        frames.append(steps)
+    joined = {key: _cat_runs(r) for key, r in runs.items()}
+    values = {key: float(run[2].reward.sum(1).mean()) for key, run in joined.items()}
+    stats = {
+        key: {OBJECTIVE: values[key], **quote_stats(**_cat_parts(p))} for key, p in parts.items()
+    }
+    per_day = {key: _per_day(market, name, p) for key, p in parts.items()}
+    estimates = {p.name: p.data.estimate for p in market.parts}
     reason = None
     if CLOSED_FORM not in values:
         values[CLOSED_FORM] = math.nan
-        reason = data.estimate_note or f"estimated A={est.A:g}, k={est.k:g}: both must be > 0"
-    rows = on.starts[:, None] + np.arange(tape.episode_steps + 1)
-    split_tape = getattr(tape, name)
-    mid = (split_tape.bid + split_tape.ask) / 2.0 * tape.tick
-    mid = mid[np.minimum(rows, len(mid) - 1)]
+        reason = "; ".join(
+            f"{p.name}: "
+            + (
+                p.data.estimate_note
+                or f"estimated A={p.data.estimate.A:g}, k={p.data.estimate.k:g}: both must be > 0"
+            )
+            for p in market.parts
+            if not qt.closed_form_defined(p.data.estimate)
+        )
+    est = market.data.estimate
     source_name = train_cfg.data.source.value
+    baselines = market.baselines()
     meta = {
-        "episodes": len(on.starts),
-        "first_row": int(on.starts[0]),
+        "episodes": sum(len(getattr(p.data, name).starts) for p in market.parts),
+        "first_row": int(getattr(market.data, name).starts[0]),
         "market": {
             "source": source_name,
             **asdict(getattr(train_cfg.data, source_name)),
             "path": train_cfg.data.path,
-            "tick": tape.tick,
+            "paths": list(train_cfg.data.paths),
+            "tick": market.tape.tick,
         },
-        "best_fixed_level": chosen.best_fixed_level,
-        "best_fixed_validation": chosen.best_fixed_validation,
-        "closed_form_validation": chosen.closed_form_validation,
+        "tapes": {p.name: len(getattr(p.data, name).starts) for p in market.parts},
+        "best_fixed_level": chosen[0].best_fixed_level,
+        "best_fixed_validation": chosen[0].best_fixed_validation,
+        "closed_form_validation": baselines.get(CLOSED_FORM, math.nan),
         "estimate_on_train": {"sigma": est.sigma, "A": est.A, "k": est.k},
+        "estimates_on_train": {n: e._asdict() for n, e in estimates.items()},
         "closed_form_missing": reason,
         "policy": "greedy (argmax), as validated in training",
         "fill_rule": TAPE_FILL_RULE,
         "baselines": TAPE_BASELINE_DEFINITIONS,
     }
-    steps = steps_frame(params, on.batch, mid, runs[AGENT])
-    return Scores(values, stats, steps, _curves(runs), meta, {"quote_stats_per_day": per_day})
+    extra: dict[str, Any] = {"quote_stats_per_day": per_day}
+    steps = pd.concat(frames, ignore_index=True)
+    if not days:
+        return Scores(values, stats, steps, _curves(joined), meta, extra)
+    lot = train_cfg.data.ticks.lot if source_name == "ticks" else 1.0
+    day_frames = [
+        quote_days.part_steps(
+            p, name, f, quote_days.action_probabilities(policy, getattr(p.data, name), params), lot
+        )
+        for p, f in zip(market.parts, frames, strict=True)
+    ]
+    extra["days"] = quote_days.agent_days(
+        market.parts, day_frames, per_day, params, periods=periods, lot=lot
+    )
+    return Scores(values, stats, steps, _curves(joined), meta, extra)
+
+
+def _per_day(market: TapeQuoteMarket, name: str, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One policy's statistics per UTC day (keyed ``YYYY-MM-DD``; ``"TICKER YYYY-MM-DD"`` when
+    the market has several tickers), each ticker's tapes joined in time order."""
+    by_ticker: dict[str, list[int]] = {}
+    for i, p in enumerate(market.parts):
+        by_ticker.setdefault(p.ticker, []).append(i)
+    out: dict[str, Any] = {}
+    for ticker, idx in by_ticker.items():
+        joined = _cat_parts([parts[i] for i in idx])
+        days = qt.per_day_of(
+            [market.parts[i].market for i in idx],
+            [getattr(market.parts[i].data, name) for i in idx],
+            name,
+            joined,
+        )
+        prefix = f"{ticker} " if len(by_ticker) > 1 else ""
+        out.update({prefix + day: v for day, v in days.items()})
+    return out
+
+
+PNL_EPISODE = "PnL per episode [price x lots]"
+
+
+def _scores(
+    cfg: BacktestConfig,
+    ckpt: Mapping[str, Any],
+    source: str,
+    market: AnyQuoteMarket,
+    train_cfg: Config,
+    split: str,
+    days: bool = True,
+) -> Scores:
+    """The market's scoring (``days``: with the tick market's day files, which the fee
+    multipliers' re-scorings skip)."""
+    if isinstance(market, TapeQuoteMarket):
+        return _tape_scores(cfg, ckpt, source, market, train_cfg, split, days=days)
+    return _as_scores(cfg, ckpt, source, market, split)
+
+
+def scaled_costs(params: QuoteParams, multiplier: float) -> QuoteParams:
+    """The rules with the maker fee and the final liquidation cost times ``multiplier``."""
+    return replace(
+        params,
+        maker_fee=params.maker_fee * multiplier,
+        liquidation_cost=params.liquidation_cost * multiplier,
+    )
+
+
+def cost_sensitivity(
+    cfg: BacktestConfig,
+    ckpt: Mapping[str, Any],
+    source: str,
+    market: AnyQuoteMarket,
+    train_cfg: Config,
+    split: str,
+    scored: Scores,
+) -> pd.DataFrame:
+    """Every policy's objective and PnL per episode at each of ``fee_multipliers``: the maker
+    fee (a rebate when negative: it scales too) and the liquidation cost times the multiplier,
+    every baseline re-chosen under those costs (the best fixed level on validation, the closed
+    form's fee term, the optimum), the agent's quotes unchanged (it was trained at 1x)."""
+    rows = []
+    for m in cfg.fee_multipliers:
+        if m == 1.0:
+            at = scored
+        else:
+            scaled = market.with_params(scaled_costs(market.params, m))
+            at = _scores(cfg, ckpt, source, scaled, train_cfg, split, days=False)
+        for name, value in at.values.items():
+            per_episode = at.curves[name][-1] if name in at.curves else math.nan
+            rows.append(
+                {
+                    "fee_multiplier": m,
+                    "policy": name,
+                    OBJECTIVE: value,
+                    PNL_EPISODE: float(per_episode),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def seed_runs(
+    cfg: BacktestConfig, ckpt: Mapping[str, Any], source: str, market: AnyQuoteMarket, split: str
+) -> dict[str, Any]:
+    """``seeds`` sampled runs of the checkpoint's policy (seeds 0..K-1) on the split's
+    episodes: each run's settled objective (mark-to-market included) and PnL per episode, their
+    mean and std; on the Avellaneda-Stoikov market also the sampled policy's exact objective
+    over its actions and the fills (the same for every seed)."""
+    policy = quote_policy_from_checkpoint(ckpt, source)
+    batch, params = market.eval_batch(split), market.params
+    objectives, pnl = [], []
+    with torch.no_grad():
+        for seed in range(cfg.seeds):
+            traj = collect_quotes(
+                policy, batch, params, generator=torch.Generator().manual_seed(seed)
+            )
+            objectives.append(float(traj.settlement.reward.sum(1).mean()))
+            pnl.append(float(step_pnl(as_numpy(traj.settlement)).sum(1).mean()))
+    out: dict[str, Any] = {
+        "seed": list(range(cfg.seeds)),
+        OBJECTIVE: objectives,
+        PNL_EPISODE: pnl,
+        "mean": float(np.mean(objectives)),
+        "std": float(np.std(objectives, ddof=1)) if len(objectives) > 1 else 0.0,
+        "pnl_mean": float(np.mean(pnl)),
+    }
+    if isinstance(market, QuoteMarket):
+        probs = traj.grid_probs.permute(1, 2, 0, 3).double()
+        out["expected_objective"] = exact_objective(params, batch, probs)
+    return out
 
 
 def quote_backtest(
@@ -325,11 +499,11 @@ def quote_backtest(
             f"{source}: its recorded market does not match its fingerprint (a changed capture "
             "file, or a modified checkpoint); back-test it on the data it was trained on"
         )
-    if isinstance(market, TapeQuoteMarket):
-        scored = _tape_scores(cfg, ckpt, source, market, train_cfg, split)
-    else:
-        scored = _as_scores(cfg, ckpt, source, market, split)
+    scored = _scores(cfg, ckpt, source, market, train_cfg, split)
     values, stats, steps, curves = scored.values, scored.stats, scored.steps, scored.curves
+    days = scored.extra.pop("days", None)
+    costs = cost_sensitivity(cfg, ckpt, source, market, train_cfg, split, scored)
+    seeds = seed_runs(cfg, ckpt, source, market, split) if cfg.seeds else None
     table = pd.DataFrame(stats)
     meta: dict[str, Any] = {
         "task": "quote",
@@ -351,7 +525,14 @@ def quote_backtest(
     with tracked_run(tracking, f"backtest {split} {source}", tags) as tracker:
         meta["tracking"] = {"uri": tracking.uri if tracking.enabled else None, "why": store_reason}
         meta["mlflow_run_id"] = tracker.run_id
-        doc = {"meta": meta, "objectives": dict(values), "stats": stats, **scored.extra}
+        doc = {
+            "meta": meta,
+            "objectives": dict(values),
+            "stats": stats,
+            **scored.extra,
+            "cost_sensitivity": costs.to_dict(orient="records"),
+            **({"seeds": seeds} if seeds else {}),
+        }
         header = (
             f"{source}, split={split}: {meta['episodes']} episodes of {market.steps} steps; "
             f"policy {meta['policy']}; {NO_IMPACT}"
@@ -362,12 +543,19 @@ def quote_backtest(
                 write_csv(work / "stats.csv", table),
                 write_csv(work / "steps.csv", steps, index=False),
                 write_json(work / "config.json", flatten(asdict(cfg))),
+                write_csv(work / "cost_sensitivity.csv", costs, index=False),
             ]
+            if seeds:
+                runs = pd.DataFrame({k: seeds[k] for k in ("seed", OBJECTIVE, PNL_EPISODE)})
+                files.append(write_csv(work / "seeds.csv", runs, index=False))
+            if days:
+                what = "the checkpoint's greedy quotes"
+                write_days(days, work / "days", plots=cfg.plots, what=what)
             if cfg.report_html:
                 files.append(
                     write_quote_report_html(work / "report.html", steps, curves, table, header)
                 )
-            text = summary(meta, values, table, out)
+            text = summary(meta, values, table, out, costs, seeds)
             files.append(append_text(work / "backtest.log", text))
             files = [out / p.name for p in files]
         result = BacktestResult(out, stats, table, steps, meta, files, tracker.run_id)
@@ -385,7 +573,12 @@ def quote_backtest(
 
 
 def summary(
-    meta: Mapping[str, Any], values: Mapping[str, float], table: pd.DataFrame, out: Path
+    meta: Mapping[str, Any],
+    values: Mapping[str, float],
+    table: pd.DataFrame,
+    out: Path,
+    costs: pd.DataFrame | None = None,
+    seeds: Mapping[str, Any] | None = None,
 ) -> str:
     """The console summary (kept in backtest.log)."""
     opt = values.get("optimum")
@@ -401,6 +594,21 @@ def summary(
         "Stoikov market expected over the fills given the paths, on a tape its one path): "
         + ", ".join(f"{k} {v:+.4f}{share(v)}" for k, v in values.items()),
         table.to_string(float_format=lambda v: f"{v:,.4f}"),
+    ]
+    if costs is not None and len(costs) > 1:
+        lines += [
+            "cost sensitivity (maker fee and liquidation cost x multiplier; objective per "
+            "episode):",
+            costs.pivot(index="fee_multiplier", columns="policy", values=OBJECTIVE).to_string(
+                float_format=lambda v: f"{v:+.4f}"
+            ),
+        ]
+    if seeds:
+        lines.append(
+            f"sampled policy, {len(seeds['seed'])} seeds: objective per episode mean "
+            f"{seeds['mean']:+.4f}, std {seeds['std']:.4f} (greedy {values[AGENT]:+.4f})"
+        )
+    lines += [
         f"output: {out.resolve()}"
         + (f"; MLflow run {meta['mlflow_run_id']}" if meta.get("mlflow_run_id") else ""),
     ]

@@ -16,6 +16,10 @@ tape fill rule, and writes::
     <out>/aggregated_by_ticker.csv      per ticker: days, PnL and fills summed, the rest averaged
     <out>/aggregated_by_liquidity.csv   the same per liquidity bucket
 
+A trained checkpoint's days are written by the same two functions (:func:`day_result`,
+:func:`write_days`) from :mod:`hmarl.backtest.quote_days`, so the files read the same whoever
+quoted.
+
 **Liquidity buckets**: the (ticker, day)s evaluated together are ranked by traded notional
 (sum of price x size of the day's trades, quote currency) and cut into terciles ``low``,
 ``mid``, ``high`` (fewer buckets when fewer than three ticker-days are evaluated).
@@ -116,65 +120,89 @@ def quote_run(
     return replay, grid, market, params
 
 
-def evaluate_day(ticks: Ticks, ticker: str, day: date, setup: QuoteSetup) -> DayResult:
-    """The closed-form quotes on one day's ticks: metrics and step log (module docstring)."""
-    replay, grid, market, params = quote_run(ticks, setup)
-    mid = np.append(grid.mid, grid.mid_end)
-    dmid = np.diff(mid)
-    q = replay.inventory().astype(np.float64)
-    bid_edge = np.where(replay.bid_fill, grid.mid - replay.bid_px, 0.0)
-    ask_edge = np.where(replay.ask_fill, replay.ask_px - grid.mid, 0.0)
-    spread = bid_edge + ask_edge
-    mtm = q * dmid
-    zeros = np.zeros(grid.steps)
-    bid_posted, ask_posted = np.isfinite(replay.bid_px), np.isfinite(replay.ask_px)
-    steps_per_year = 365 * 86_400 / setup.dt
+def action_kinds(bid_posted: np.ndarray, ask_posted: np.ndarray) -> np.ndarray:
+    """Each step's action as one of :data:`ACTIONS` (what was posted)."""
+    return np.select(
+        [bid_posted & ask_posted, bid_posted, ask_posted], list(ACTIONS[:3]), ACTIONS[3]
+    )
+
+
+def day_result(
+    ticker: str,
+    day: date,
+    *,
+    ts: np.ndarray,
+    best_bid: np.ndarray,
+    best_ask: np.ndarray,
+    bid_quote: np.ndarray,
+    ask_quote: np.ndarray,
+    bid_fill: np.ndarray,
+    ask_fill: np.ndarray,
+    inventory: np.ndarray,
+    spread: np.ndarray,
+    mtm: np.ndarray,
+    fee: np.ndarray | None = None,
+    terminal: np.ndarray | None = None,
+    max_inventory: int,
+    periods: float,
+    lot: float,
+    size: Mapping[str, Any],
+    probabilities: Mapping[str, float] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> DayResult:
+    """One (ticker, day)'s metrics and step log from its per-step arrays ``[L]``, whoever
+    chose the quotes (the closed form here, a trained checkpoint in
+    :mod:`hmarl.backtest.quote_run`): the one place the files' columns are defined.
+
+    ``bid_quote`` / ``ask_quote``: our prices, NaN where not posted; ``size``: the day's size
+    (``Steps``, ``Traded notional [quote]`` at least; the liquidity buckets rank the latter);
+    ``probabilities``: the policy's mean probability of each of :data:`ACTIONS` in percent
+    (None: a deterministic policy, the share of steps); ``extra``: further metrics.
+    """
+    zeros = np.zeros(len(ts))
+    fee = zeros if fee is None else fee
+    terminal = zeros if terminal is None else terminal
+    bid_posted, ask_posted = np.isfinite(bid_quote), np.isfinite(ask_quote)
+    q = np.asarray(inventory, dtype=np.float64)
     stats = quote_stats(
         inventory=q,
-        bid_fill=replay.bid_fill,
-        ask_fill=replay.ask_fill,
+        bid_fill=bid_fill,
+        ask_fill=ask_fill,
         bid_posted=bid_posted,
         ask_posted=ask_posted,
         spread=spread,
-        fee=zeros,
+        fee=fee,
         mtm=mtm,
-        terminal=zeros,
-        max_inventory=params.max_inventory,
-        periods=steps_per_year,
+        terminal=terminal,
+        max_inventory=max_inventory,
+        periods=periods,
     )
-    step_pnl = spread + mtm
-    action = np.select(
-        [bid_posted & ask_posted, bid_posted, ask_posted], list(ACTIONS[:3]), ACTIONS[3]
-    )
-    trades = ticks.trades
-    notional = float((trades["price"] * trades["qty"]).sum())
+    step_pnl = spread - fee + mtm - terminal
+    action = action_kinds(bid_posted, ask_posted)
+    if probabilities is None:
+        probabilities = {a: 100.0 * float((action == a).mean()) for a in ACTIONS}
     metrics: dict[str, Any] = {
         "ticker": ticker,
         "day": str(day),
-        "Steps [#]": grid.steps,
-        "Book updates [#]": len(ticks.quotes),
-        "Trades [#]": len(trades),
-        "Traded notional [quote]": notional,
+        **size,
         **stats,
-        "PnL [quote]": stats["PnL [price x lots]"] * setup.lot,
-        "Step PnL mean [price x lots]": float(step_pnl.mean()),
-        "Final inventory [lots]": float(q[-1]),
-        "sigma [price/sqrt(s)]": market.sigma,
-        "A [1/s]": market.A,
-        "k [1/price]": market.k,
+        "PnL [quote]": stats["PnL [price x lots]"] * lot,
+        "Step PnL mean [price x lots]": float(step_pnl.mean()) if len(step_pnl) else 0.0,
+        "Final inventory [lots]": float(q[-1]) if len(q) else 0.0,
+        **(extra or {}),
         **{f"Action {a} [#]": int((action == a).sum()) for a in ACTIONS},
-        **{f"Mean probability of {a} [%]": 100.0 * float((action == a).mean()) for a in ACTIONS},
+        **{f"Mean probability of {a} [%]": float(probabilities[a]) for a in ACTIONS},
     }
     steps = pd.DataFrame(
         {
-            "ts": pd.to_datetime(grid.edges[:-1], utc=True),
-            "best_bid": grid.bid,
-            "best_ask": grid.ask,
-            "mid": grid.mid,
-            "bid_quote": replay.bid_px,
-            "ask_quote": replay.ask_px,
-            "bid_fill": replay.bid_fill,
-            "ask_fill": replay.ask_fill,
+            "ts": pd.to_datetime(np.asarray(ts, dtype=np.int64), utc=True),
+            "best_bid": best_bid,
+            "best_ask": best_ask,
+            "mid": (np.asarray(best_bid) + np.asarray(best_ask)) / 2.0,
+            "bid_quote": bid_quote,
+            "ask_quote": ask_quote,
+            "bid_fill": np.asarray(bid_fill, dtype=bool),
+            "ask_fill": np.asarray(ask_fill, dtype=bool),
             "action": action,
             "inventory": q,
             "step_pnl": step_pnl,
@@ -182,6 +210,41 @@ def evaluate_day(ticks: Ticks, ticker: str, day: date, setup: QuoteSetup) -> Day
         }
     )
     return DayResult(metrics=metrics, steps=steps)
+
+
+def evaluate_day(ticks: Ticks, ticker: str, day: date, setup: QuoteSetup) -> DayResult:
+    """The closed-form quotes on one day's ticks: metrics and step log (module docstring)."""
+    replay, grid, market, params = quote_run(ticks, setup)
+    mid = np.append(grid.mid, grid.mid_end)
+    q = replay.inventory().astype(np.float64)
+    bid_edge = np.where(replay.bid_fill, grid.mid - replay.bid_px, 0.0)
+    ask_edge = np.where(replay.ask_fill, replay.ask_px - grid.mid, 0.0)
+    trades = ticks.trades
+    size = {
+        "Steps [#]": grid.steps,
+        "Book updates [#]": len(ticks.quotes),
+        "Trades [#]": len(trades),
+        "Traded notional [quote]": float((trades["price"] * trades["qty"]).sum()),
+    }
+    return day_result(
+        ticker,
+        day,
+        ts=grid.edges[:-1],
+        best_bid=grid.bid,
+        best_ask=grid.ask,
+        bid_quote=replay.bid_px,
+        ask_quote=replay.ask_px,
+        bid_fill=replay.bid_fill,
+        ask_fill=replay.ask_fill,
+        inventory=q,
+        spread=bid_edge + ask_edge,
+        mtm=q * np.diff(mid),
+        max_inventory=params.max_inventory,
+        periods=365 * 86_400 / setup.dt,
+        lot=setup.lot,
+        size=size,
+        extra={"sigma [price/sqrt(s)]": market.sigma, "A [1/s]": market.A, "k [1/price]": market.k},
+    )
 
 
 def liquidity_buckets(notional: pd.Series) -> pd.Series:
@@ -205,19 +268,23 @@ def aggregate(daily: pd.DataFrame, by: str) -> pd.DataFrame:
     return out
 
 
-def evaluate_days(
-    days: Mapping[tuple[str, date], Ticks], out: Path, setup: QuoteSetup, *, plots: bool = True
+def write_days(
+    results: Mapping[tuple[str, date], DayResult],
+    out: Path,
+    *,
+    plots: bool = True,
+    what: str = "closed-form quotes",
 ) -> pd.DataFrame:
-    """Evaluate every (ticker, day), write the files of the module docstring under ``out`` and
-    return ``daily_metrics`` (one row per ticker-day)."""
+    """Write every (ticker, day)'s files and the daily and aggregate tables of the module
+    docstring under ``out``; return ``daily_metrics`` (one row per ticker-day). ``what``
+    names the quotes in each figure's title."""
     rows = []
-    for (ticker, day), ticks in sorted(days.items()):
-        result = evaluate_day(ticks, ticker, day, setup)
+    for (ticker, day), result in sorted(results.items()):
         folder = out / ticker / f"{day:%Y-%m-%d}"
         write_json(folder / "metrics.json", result.metrics)
         write_csv(folder / "steps.csv", result.steps, index=False)
         if plots:
-            title = f"{ticker} {day}: closed-form quotes on the tape rule (no market impact)"
+            title = f"{ticker} {day}: {what} on the tape rule (no market impact)"
             write_png(folder / "day.png", quote_day_figure(result.steps, title))
         rows.append(result.metrics)
     daily = pd.DataFrame(rows)
@@ -226,6 +293,18 @@ def evaluate_days(
     write_csv(out / "aggregated_by_ticker.csv", aggregate(daily, "ticker"))
     write_csv(out / "aggregated_by_liquidity.csv", aggregate(daily, "liquidity"))
     return daily
+
+
+def evaluate_days(
+    days: Mapping[tuple[str, date], Ticks], out: Path, setup: QuoteSetup, *, plots: bool = True
+) -> pd.DataFrame:
+    """Evaluate every (ticker, day), write the files of the module docstring under ``out`` and
+    return ``daily_metrics`` (one row per ticker-day)."""
+    results = {
+        (ticker, day): evaluate_day(ticks, ticker, day, setup)
+        for (ticker, day), ticks in sorted(days.items())
+    }
+    return write_days(results, out, plots=plots)
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:

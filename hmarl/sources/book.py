@@ -48,6 +48,7 @@ in [13:00, 20:50); a window that wraps midnight (``"22:00-02:00"``) is allowed.
 from __future__ import annotations
 
 import argparse
+import io
 import re
 import zipfile
 from collections.abc import Callable, Sequence
@@ -302,6 +303,16 @@ def read_trade_dump(
     return check_trades(trades, where, repairs, log)
 
 
+DAY_FILES = ("quotes.parquet", "trades.parquet")  # a cached day's files, in Ticks' order
+
+
+def capture_ticker(path: Path) -> str:
+    """A capture's ticker: ``binance_<market>_<symbol>_<day>_ws.gz`` names its symbol; else
+    the file's name up to its first dot, upper-cased."""
+    parts = path.name.split("_")
+    return (parts[2] if len(parts) > 3 else path.name.split(".")[0]).upper()
+
+
 def day_dir(cache: Path, symbol: str, day: date) -> Path:
     """``<cache>/<SYMBOL>/<YYYY-MM-DD>``: a day's Parquet files."""
     return cache / symbol / f"{day:%Y-%m-%d}"
@@ -352,7 +363,7 @@ def download_ticks(
     for i, (symbol, day) in enumerate((s.upper(), d) for s in symbols for d in days):
         book_zip, trade_zip = report.paths[2 * i], report.paths[2 * i + 1]
         folder = day_dir(cache, symbol, day)
-        quotes_path, trades_path = folder / "quotes.parquet", folder / "trades.parquet"
+        quotes_path, trades_path = (folder / f for f in DAY_FILES)
         if not (quotes_path.is_file() and trades_path.is_file()):
             write_parquet(quotes_path, read_book_ticker(book_zip, repairs, log))
             write_parquet(trades_path, read_trade_dump(trade_zip, trades, repairs, log))
@@ -377,7 +388,7 @@ def download_ticks(
 def load_day(cache: Path, symbol: str, day: date) -> Ticks:
     """A cached day (written by :func:`download_ticks`) as :class:`Ticks`."""
     folder = day_dir(cache, symbol.upper(), day)
-    paths = folder / "quotes.parquet", folder / "trades.parquet"
+    paths = tuple(folder / f for f in DAY_FILES)
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise DataError(
@@ -385,6 +396,50 @@ def load_day(cache: Path, symbol: str, day: date) -> Ticks:
             f"(python scripts/download_ticks.py {symbol.upper()} {day} {day} --cache {cache})"
         )
     return Ticks(quotes=pd.read_parquet(paths[0]), trades=pd.read_parquet(paths[1]))
+
+
+# --- writing the dump layouts (a local mirror's files) -------------------------------------
+
+
+def dump_csv(ticks: Ticks) -> dict[str, str]:
+    """``ticks`` in the ``bookTicker`` and ``aggTrades`` dump layouts (header rows, ms stamps,
+    prices and sizes to 8 decimals as Binance publishes them): what :func:`read_book_ticker`
+    and :func:`read_trade_dump` read back. Why here: a local mirror (``scripts/tick_mirror.py``,
+    the tests' fake server) serves files in the real formats, written from :class:`Ticks`."""
+    q, t = ticks.quotes, ticks.trades
+    ms_q, ms_t = q["ts"].to_numpy(np.int64) // 1_000_000, t["ts"].to_numpy(np.int64) // 1_000_000
+    book = pd.DataFrame(
+        {
+            "update_id": np.arange(len(q)),
+            "best_bid_price": q["bid_price"].round(8),
+            "best_bid_qty": q["bid_qty"].round(8),
+            "best_ask_price": q["ask_price"].round(8),
+            "best_ask_qty": q["ask_qty"].round(8),
+            "transaction_time": ms_q,
+            "event_time": ms_q,
+        }
+    )
+    ids = np.arange(len(t))
+    trades = pd.DataFrame(
+        {
+            "agg_trade_id": ids,
+            "price": t["price"].round(8),
+            "quantity": t["qty"].round(8),
+            "first_trade_id": ids,
+            "last_trade_id": ids,
+            "transact_time": ms_t,
+            "is_buyer_maker": np.where(t["is_buy"].to_numpy(bool), "false", "true"),
+        }
+    )
+    return {"bookTicker": book.to_csv(index=False), "aggTrades": trades.to_csv(index=False)}
+
+
+def dump_zip(name: str, text: str) -> bytes:
+    """A dump zip as Binance publishes it: ``<name without .zip>.csv`` inside ``name``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name.removesuffix(".zip") + ".csv", text)
+    return buffer.getvalue()
 
 
 # --- generic CSV --------------------------------------------------------------------------
@@ -521,9 +576,7 @@ def days_from_arguments(args: argparse.Namespace, capture: Path) -> dict[tuple[s
         path = args.capture or capture
         if not path.is_file():
             raise ValueError(f"{path} is absent: pass --capture, --cache or --quotes/--trades")
-        # binance_<market>_<symbol>_<day>_ws.gz names its symbol; else the file's stem.
-        parts = path.name.split("_")
-        ticker = args.ticker or (parts[2] if len(parts) > 3 else path.name.split(".")[0]).upper()
+        ticker = args.ticker or capture_ticker(path)
         days = {(ticker, d): t for d, t in split_days(read_ws_capture(path)).items()}
     if args.session:
         days = {key: session_filter(ticks, args.session) for key, ticks in days.items()}

@@ -21,6 +21,8 @@ The market does not react to our quotes (no market impact).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -259,11 +261,21 @@ def periods_per_year(market: TapeMarket) -> float:
 def per_day(market: TapeMarket, split: TapeSplit, name: str, parts: dict[str, Any]) -> Any:
     """Per-day statistics of one policy's run on ``split`` (the tape ``name`` of ``market``);
     empty when the tape has no timestamps."""
-    ts = getattr(market, name).ts
-    if ts is None:
-        return {}
-    rows = (split.starts[:, None] + np.arange(market.episode_steps)).reshape(-1)
-    return quote_stats_per_day(ts[rows], **parts)
+    return per_day_of([market], [split], name, parts)
+
+
+def per_day_of(
+    markets: Sequence[TapeMarket], splits: Sequence[TapeSplit], name: str, parts: dict[str, Any]
+) -> Any:
+    """:func:`per_day` of one policy's run over several tapes of one ticker, in time order
+    (``parts``: their :func:`run_stats` joined in the same order)."""
+    stamps = []
+    for market, split in zip(markets, splits, strict=True):
+        ts = getattr(market, name).ts
+        if ts is None:
+            return {}
+        stamps.append(ts[(split.starts[:, None] + np.arange(market.episode_steps)).reshape(-1)])
+    return quote_stats_per_day(np.concatenate(stamps), **parts)
 
 
 def evaluate(
@@ -295,26 +307,116 @@ def evaluate(
 SPLITS = {"val": "validation", "test": "test"}  # the entry points' split names -> TapeData's
 
 
+@dataclass(frozen=True)
+class TapePart:
+    """One tape of a market: a (ticker, day) of ``data=ticks data.paths=[...]``, its own three
+    time segments, tables and estimates; or the whole market of ``data=ticks_synthetic`` and of
+    one capture."""
+
+    name: str  # the ticker (a part of a many-tape market is named "TICKER day")
+    ticker: str
+    market: TapeMarket
+    data: TapeData
+
+    @property
+    def train_starts(self) -> int:
+        """How many train episode starts the tape holds (its weight when drawing episodes)."""
+        return max(
+            0, len(self.data.train.dmid) - self.market.episode_steps - self.data.train.warmup + 1
+        )
+
+
+def cat_batches(batches: Sequence[QuoteBatch]) -> QuoteBatch:
+    """Batches of several tapes as one (episodes stacked; every episode stays inside its tape)."""
+    if len(batches) == 1:
+        return batches[0]
+    return QuoteBatch(*(torch.cat(fields, 0) for fields in zip(*batches, strict=True)))
+
+
+def pooled_fixed_validation(params: QuoteParams, parts: Sequence[TapePart]) -> list[float]:
+    """Every fixed symmetric level's validation objective over every tape's episodes pooled."""
+    if len(parts) == 1:
+        return fixed_validation(params, parts[0].data)
+    val = cat_batches([p.data.validation.batch for p in parts])
+    return [score(params, val, fixed_choice(params, val, lv)) for lv in range(1, params.n_levels)]
+
+
+def pooled_choices(
+    policy: HierarchicalPolicy, parts: Sequence[TapePart], params: QuoteParams, split: str
+) -> tuple[list[Choices], list[float]]:
+    """:func:`choices` of every tape on ``split`` (validation | test), the best fixed level
+    chosen on the pooled validation episodes, the closed form with each tape's own estimates
+    (present only when every tape's are defined); and the fixed levels' validation objectives."""
+    fixed_val = pooled_fixed_validation(params, parts)
+    level = 1 + int(np.argmax(fixed_val))
+    all_cf = all(closed_form_defined(p.data.estimate) for p in parts)
+    out = []
+    for p in parts:
+        on = getattr(p.data, split)
+        tables = {
+            AGENT: greedy_choice(policy, on.batch, params),
+            BEST_FIXED: fixed_choice(params, on.batch, level),
+            NO_QUOTE: fixed_choice(params, on.batch, 0),
+        }
+        if all_cf:
+            tables[CLOSED_FORM] = closed_form_choice(params, p.market, split, on, p.data.estimate)
+        out.append(Choices(tables, level, fixed_val[level - 1], float("nan")))
+    return out, fixed_val
+
+
 class TapeQuoteMarket:
-    """A tape market behind the entry points' quoting-market interface (the methods of
-    :class:`hmarl.train.quote_task.QuoteMarket`): episodes at random starts of the train tape,
-    seeded by ``(seed, episode)`` so a resumed run draws the same ones; validation and test
-    are every whole episode of their tapes; objectives are settled rewards of the greedy
-    policy's one path (:func:`score`); the baselines are validation's."""
+    """One or several tapes behind the entry points' quoting-market interface (the methods of
+    :class:`hmarl.train.quote_task.QuoteMarket`): episodes at random starts of the train tapes
+    (each episode's tape drawn in proportion to its train starts), seeded by ``(seed,
+    episode)`` so a resumed run draws the same ones; validation and test are every whole
+    episode of every tape, pooled; objectives are settled rewards of the greedy policy's one
+    path (:func:`score`), averaged over those episodes; the baselines are validation's.
+
+    Why tapes and not one long tape: the tapes of several days or tickers are not one series;
+    laid end to end, a window, a step's move or an episode would span the night between two
+    days or the jump between two instruments. Each tape keeps its own windows, splits and
+    estimates; only the episodes are pooled.
+    """
 
     def __init__(
-        self, params: QuoteParams, settings: QuoteTraining, tape: TapeMarket, fingerprint: str
+        self,
+        params: QuoteParams,
+        settings: QuoteTraining,
+        tapes: TapeMarket | Sequence[tuple[str, TapeMarket]],
+        fingerprint: str,
     ) -> None:
-        self.params, self.settings, self.tape, self.fingerprint = (
-            params,
-            settings,
-            tape,
-            fingerprint,
-        )
-        self.data = prepare(
-            tape, params, macro_window=settings.macro_window, micro_window=settings.micro_window
-        )
-        self._fixed_val = fixed_validation(params, self.data)
+        self.params, self.settings, self.fingerprint = params, settings, fingerprint
+        named = [("SYNTHETIC", tapes)] if isinstance(tapes, TapeMarket) else list(tapes)
+        parts = []
+        for name, tape in named:
+            try:
+                data = prepare(
+                    tape,
+                    params,
+                    macro_window=settings.macro_window,
+                    micro_window=settings.micro_window,
+                )
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}" if len(named) > 1 else str(exc)) from exc
+            parts.append(TapePart(name, name.split(" ")[0], tape, data))
+        self.parts: list[TapePart] = parts
+        short = [p.name for p in parts if p.train_starts < 1]
+        if short:
+            raise ValueError(
+                f"the train tape of {', '.join(short)} is shorter than one episode of "
+                f"{parts[0].market.episode_steps} steps after the window's warm-up"
+            )
+        self._fixed_val = pooled_fixed_validation(params, parts)
+
+    @property
+    def tape(self) -> TapeMarket:
+        """The first tape (a one-tape market's only one)."""
+        return self.parts[0].market
+
+    @property
+    def data(self) -> TapeData:
+        """The first tape's tables (a one-tape market's only ones)."""
+        return self.parts[0].data
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -325,14 +427,29 @@ class TapeQuoteMarket:
         return self.tape.episode_steps
 
     def split(self, split: str) -> TapeSplit:
+        """The first tape's split (a one-tape market's only one)."""
         return getattr(self.data, SPLITS[split])
 
     def train_batch(self, episode: int) -> QuoteBatch:
         rng = np.random.default_rng([self.settings.seed, 1, episode])
-        return train_batch(self.data, self.params, self.tape, self.settings.n_envs, rng)
+        n = self.settings.n_envs
+        if len(self.parts) == 1:
+            return train_batch(self.data, self.params, self.tape, n, rng)
+        weights = np.array([p.train_starts for p in self.parts], dtype=np.float64)
+        counts = np.bincount(
+            rng.choice(len(self.parts), size=n, p=weights / weights.sum()),
+            minlength=len(self.parts),
+        )
+        return cat_batches(
+            [
+                train_batch(p.data, self.params, p.market, int(c), rng)
+                for p, c in zip(self.parts, counts, strict=True)
+                if c
+            ]
+        )
 
     def eval_batch(self, split: str) -> QuoteBatch:
-        return self.split(split).batch
+        return cat_batches([getattr(p.data, SPLITS[split]).batch for p in self.parts])
 
     def objective(self, policy: HierarchicalPolicy, batch: QuoteBatch) -> float:
         return score(self.params, batch, greedy_choice(policy, batch, self.params))
@@ -342,14 +459,36 @@ class TapeQuoteMarket:
 
     def baselines(self) -> dict[str, float]:
         """The baselines' validation objectives (what the selection rule's edge compares)."""
-        val = self.data.validation
-        none = score(self.params, val.batch, fixed_choice(self.params, val.batch, 0))
+        val = self.eval_batch("val")
+        none = score(self.params, val, fixed_choice(self.params, val, 0))
         out = {"best_fixed": max(self._fixed_val), "no_quote": none}
-        if closed_form_defined(self.data.estimate):
-            cf = closed_form_choice(self.params, self.tape, "validation", val, self.data.estimate)
-            out["closed_form"] = score(self.params, val.batch, cf)
+        if all(closed_form_defined(p.data.estimate) for p in self.parts):
+            cf = [
+                closed_form_choice(
+                    self.params, p.market, "validation", p.data.validation, p.data.estimate
+                )
+                for p in self.parts
+            ]
+            out["closed_form"] = score(self.params, val, torch.cat(cf, 1))
         return out
 
+    def with_params(self, params: QuoteParams) -> TapeQuoteMarket:
+        """The same tapes under other costs or penalties (the backtest's fee multipliers; the
+        tables depend on the offsets and the tick only, which must stay)."""
+        if (params.offsets, params.tick) != (self.params.offsets, self.params.tick):
+            raise ValueError("with_params keeps the offsets and the tick (the tapes' tables)")
+        other = copy.copy(self)
+        other.params = params
+        other._fixed_val = pooled_fixed_validation(params, self.parts)
+        return other
+
     def split_record(self) -> dict[str, list[int]]:
-        """Each evaluation split as [first row, episodes] of its tape."""
-        return {k: [int(self.split(k).starts[0]), len(self.split(k).starts)] for k in SPLITS}
+        """Each evaluation split as [first row, episodes] of the first tape (one-tape markets),
+        with ``episodes`` counted over every tape."""
+        return {
+            k: [
+                int(self.split(k).starts[0]),
+                sum(len(getattr(p.data, SPLITS[k]).starts) for p in self.parts),
+            ]
+            for k in SPLITS
+        }

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -69,11 +70,13 @@ from hmarl.config import (
 from hmarl.data.ticks_synthetic import TickParams
 from hmarl.io import append_text
 from hmarl.market import avellaneda as av
+from hmarl.market.many import MarketsError, market_paths
 from hmarl.market.quoting import QuoteParams, QuoteSettlement
 from hmarl.market.tape_market import TapeMarket, split_tape, synthetic_market
 from hmarl.runtime import setup
+from hmarl.sources.book import DAY_FILES, capture_ticker, session_filter, split_days
 from hmarl.sources.tick_tape import tape_from_ticks
-from hmarl.sources.ticks import read_ws_capture
+from hmarl.sources.ticks import Ticks, read_ws_capture
 from hmarl.stats.metrics import metric_keys
 from hmarl.stats.quoting import batch_quote_stats
 from hmarl.tracking import (
@@ -179,6 +182,10 @@ class QuoteMarket:
         """The greedy policy's exact objective over the fills (what selection uses)."""
         return objective(policy, batch, self.params)
 
+    def with_params(self, params: QuoteParams) -> QuoteMarket:
+        """The same market under other costs or penalties (the backtest's fee multipliers)."""
+        return replace(self, params=params)
+
     def split_record(self) -> dict[str, list[int]]:
         """Each evaluation split as [seed, paths]."""
         return {k: [seed, self.settings.eval_paths] for k, seed in SPLIT_SEEDS.items()}
@@ -276,35 +283,112 @@ def tape_market(cfg: Config) -> TapeMarket:
         )
         steps = (t.train_steps, t.val_steps, t.test_steps)
         return synthetic_market(params, cfg.seed, steps, episode_steps=t.episode_steps)
-    r, path = cfg.data.ticks, str(cfg.data.path)
+    path, session = str(cfg.data.path), cfg.data.ticks.session
+    ticks = read_ws_capture(path)
+    return _split(cfg, session_filter(ticks, session) if session else ticks, path)
+
+
+def _split(cfg: Config, ticks: Ticks, where: str) -> TapeMarket:
+    """One tape of ``ticks`` every ``data.ticks.dt``, cut into its three time segments."""
+    r = cfg.data.ticks
     tape = tape_from_ticks(
-        read_ws_capture(path),
+        ticks,
         dt_ns=round(r.dt * 1e9),
         tick=cfg.quote.tick,
         lot=r.lot,
         depth=r.depth,
         max_gap_ns=round(r.max_gap * 1e9),
-        where=path,
+        where=where,
     )
     shares = (cfg.data.train_frac, cfg.data.val_frac)
     return split_tape(tape, cfg.quote.tick, r.dt, shares, episode_steps=r.episode_steps)
 
 
+def tick_files(cfg: Config) -> list[tuple[str, Path]]:
+    """``(ticker, path)`` of every entry of ``data.paths`` (files or globs): a websocket
+    capture (the ticker from a ``binance_<market>_<symbol>_<day>_ws.gz`` name, else the file's
+    stem) or a day folder of ``scripts/download_ticks.py``'s cache
+    (``<cache>/<SYMBOL>/<day>/`` holding quotes.parquet and trades.parquet)."""
+    out = []
+    for found in market_paths(cfg.data.paths):
+        path = Path(found)
+        if path.is_dir():
+            if not all((path / f).is_file() for f in DAY_FILES):
+                raise MarketsError(
+                    f"data.paths: {path} is a folder without {' and '.join(DAY_FILES)}: give "
+                    "capture files or the day folders of scripts/download_ticks.py's cache"
+                )
+            out.append((path.parent.name.upper(), path))
+        elif path.suffix == ".zip":
+            raise MarketsError(
+                f"data.paths: {path} is a dump zip: give the cache's day folders "
+                "(<cache>/<SYMBOL>/<day>, e.g. 'data/ticks/*USDT/*') that download_ticks.py "
+                "parsed them into"
+            )
+        else:
+            out.append((capture_ticker(path), path))
+    return out
+
+
+def tick_tapes(cfg: Config) -> list[tuple[str, TapeMarket]]:
+    """``data=ticks data.paths=[...]``: one tape per (ticker, UTC day) of every file, each cut
+    into its own train / validation / test time segments, named ``"TICKER YYYY-MM-DD"``; a
+    (ticker, day) given twice is refused."""
+    tapes: dict[str, TapeMarket] = {}
+    session = cfg.data.ticks.session
+    for ticker, path in tick_files(cfg):
+        if path.is_dir():
+            ticks = Ticks(*(pd.read_parquet(path / f) for f in DAY_FILES))
+        else:
+            ticks = read_ws_capture(path)
+        if session:  # before the days are cut: a day outside the session is no tape
+            ticks = session_filter(ticks, session)
+        for day, day_ticks in split_days(ticks).items():
+            name = f"{ticker} {day}"
+            if name in tapes:
+                raise MarketsError(f"data.paths: {name} is given twice (again in {path})")
+            tapes[name] = _split(cfg, day_ticks, f"{path} ({day})")
+    if not tapes:
+        raise MarketsError(f"data.paths={cfg.data.paths}: no quotes in the files (or session)")
+    return sorted(tapes.items())  # "TICKER YYYY-MM-DD": each ticker's days in time order
+
+
+def _file_digest(cfg: Config) -> list[str]:
+    """SHA-256 of every file the market reads (a day folder: its two files)."""
+    if not cfg.data.paths:
+        return [hashlib.sha256(Path(str(cfg.data.path)).read_bytes()).hexdigest()]
+    digests = []
+    for _, path in tick_files(cfg):
+        files = [path / f for f in DAY_FILES] if path.is_dir() else [path]
+        digests += [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    return digests
+
+
 def tape_quote_market(cfg: Config) -> TapeQuoteMarket:
     """A tick market as the entry points use it; a tape too short for its split, windows or
-    episodes is refused naming the keys to change."""
+    episodes, or a ``data.paths`` entry that names no file, is refused naming the keys to
+    change (and the tape)."""
     source = cfg.data.source.value
     block = asdict(cfg.data.ticks_synthetic if source == "ticks_synthetic" else cfg.data.ticks)
     doc: dict[str, Any] = {"source": source, **block, "tick": cfg.quote.tick}
-    if cfg.data.source == DataSource.ticks_synthetic:
-        doc["seed"] = cfg.seed  # the tapes are drawn from it
-    else:
-        doc["file_sha256"] = hashlib.sha256(Path(str(cfg.data.path)).read_bytes()).hexdigest()
-        doc["shares"] = [cfg.data.train_frac, cfg.data.val_frac]
-    fingerprint = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
     try:
-        tapes = tape_market(cfg)
+        if cfg.data.source == DataSource.ticks_synthetic:
+            doc["seed"] = cfg.seed  # the tapes are drawn from it
+        else:
+            digests = _file_digest(cfg)
+            doc["file_sha256"] = digests[0] if not cfg.data.paths else digests
+            doc["shares"] = [cfg.data.train_frac, cfg.data.val_frac]
+        fingerprint = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        tapes: TapeMarket | list[tuple[str, TapeMarket]]
+        if cfg.data.paths:
+            tapes = tick_tapes(cfg)
+        elif cfg.data.source == DataSource.ticks:
+            tapes = [(capture_ticker(Path(str(cfg.data.path))), tape_market(cfg))]
+        else:
+            tapes = tape_market(cfg)
         return TapeQuoteMarket(quote_params(cfg), quote_settings(cfg), tapes, fingerprint)
+    except MarketsError as exc:
+        raise ConfigError(str(exc)) from exc
     except ValueError as exc:
         steps = (
             "data.ticks.dt (a larger dt gives fewer steps), data.train_frac / data.val_frac"
