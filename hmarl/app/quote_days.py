@@ -128,9 +128,12 @@ def list_days(folders: Iterable[Path]) -> tuple[list[TickDay], list[str]]:
 
 
 def load_ticks(
-    chosen: Sequence[TickDay], session: str | None = None
+    chosen: Sequence[TickDay], session: str | None = None, max_gap: float = 5.0
 ) -> dict[tuple[str, date], Ticks]:
-    """The ticks of each chosen (ticker, day), cut to the UTC ``session`` (``13:00-20:50``)."""
+    """The ticks of each chosen (ticker, day), cut to the UTC ``session`` (``13:00-20:50``),
+    each day's book checked as a quoting tape is (crossed quotes, negative sizes, times out
+    of order, a quote gap over ``max_gap`` seconds: refused naming the day and the row)."""
+    from hmarl.data.ticks_synthetic import check_top_of_book
     from hmarl.sources.book import load_day, session_filter, split_days
 
     if not chosen:
@@ -147,10 +150,16 @@ def load_ticks(
                 ticks = split_days(_generic(Path(d.path)))[d.day]
             if session:
                 ticks = session_filter(ticks, session)
+            if ticks.quotes.empty:
+                raise PageError(f"{d.label}: no quotes in the session {session}; widen it")
+            q = ticks.quotes
+            check_top_of_book(
+                *(q[c].to_numpy() for c in ("ts", "bid_price", "ask_price", "bid_qty", "ask_qty")),
+                max_gap_ns=round(max_gap * 1e9),
+                where=d.label,
+            )
         except (ValueError, OSError, KeyError) as exc:
-            raise PageError(f"{d.label}: {exc}") from exc
-        if ticks.quotes.empty:
-            raise PageError(f"{d.label}: no quotes in the session {session}; widen it")
+            raise PageError(str(exc) if d.label in str(exc) else f"{d.label}: {exc}") from exc
         out[(d.ticker, d.day)] = ticks
     return out
 
@@ -199,7 +208,7 @@ def run_days(
 
     quotes, market = policy_quotes(ckpt, str(local), on_day=on_day)
     step(f"reading {len(chosen)} ticker-day(s)")
-    days = load_ticks(chosen, session)
+    days = load_ticks(chosen, session, market.max_gap)
     out = Path(tempfile.mkdtemp(prefix="days-", dir=out_root))
     setup = policy_setup(market, f"checkpoint {run_id[:8]} {checkpoint}", quotes=quotes)
     evaluate_days(days, out / AGENT, setup)
