@@ -67,16 +67,16 @@ class QuoteStore:
 _QUOTE_STORES: dict[str, QuoteStore] = {}  # one per test process (module fixtures share it)
 
 
-def make_quote_store(root: Path, uri: str | None = None) -> QuoteStore:
+def make_quote_store(root: Path, uri: str | None = None, backtest: bool = True) -> QuoteStore:
     """A 2-episode quoting run on the synthetic tick market (experiment ``quoting``, in
-    ``uri``'s store or a new one under ``root``), its test backtest, and a tick folder of tiny
-    synthetic days (made once per test process and store)."""
+    ``uri``'s store or a new one under ``root``), its test backtest (``backtest``), and a tick
+    folder of tiny synthetic days (made once per test process and store)."""
     uri = uri or f"sqlite:///{root}/mlflow.db"
     if uri in _QUOTE_STORES:
         return _QUOTE_STORES[uri]
     import datetime as dt
 
-    from hmarl.backtest.run import backtest
+    from hmarl.backtest.run import backtest as run_backtest
     from hmarl.config import BacktestConfig
     from hmarl.sources.book import synthetic_ticks
     from hmarl.train.quote_task import train_quote_task
@@ -84,8 +84,9 @@ def make_quote_store(root: Path, uri: str | None = None) -> QuoteStore:
     cfg = compose_config(*QUOTE_TINY, f"tracking.uri={uri}", "tracking.experiment=quoting")
     run = train_quote_task(cfg, root / "quote", progress=False)
     assert run.run_id and run.best_checkpoint is not None
-    bt = BacktestConfig(checkpoint=str(run.best_checkpoint), tracking=cfg.tracking, plots=False)
-    backtest(bt, root / "quote-backtest")
+    if backtest:
+        bt = BacktestConfig(checkpoint=str(run.best_checkpoint), tracking=cfg.tracking, plots=False)
+        run_backtest(bt, root / "quote-backtest")
     ticks = root / "ticks"
     days = (("AAA", "2024-01-02"), ("AAA", "2024-01-03"), ("BBB", "2024-01-02"))
     for i, (ticker, day) in enumerate((*days, ("BAD", "2024-01-02"))):
