@@ -342,6 +342,12 @@ def test_page_runs_the_per_day_demo(
     assert len(daily[0]) == 3
     assert len(at.get("download_button")) == len(demo.TABLES) + 2
     assert len(at.get("image")) == 1  # the chosen ticker-day's day.png
+    # the period backtest of a quoting run: its own market's test split, not a traceback
+    at.button(key="bt_go").click()
+    at = at.run()
+    assert not at.exception, at.exception
+    assert any("quoting backtest on its market's test split" in s.value for s in at.success)
+    assert len(at.get("iframe")) == 1
     # a file that fails validation: one line on the page
     at.multiselect(key="qd_tickers").set_value(["BAD"])
     at = at.run()

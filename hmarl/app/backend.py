@@ -314,6 +314,18 @@ def report_page(result: BacktestResult) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def backtest_line(result: BacktestResult) -> str:
+    """The page's line on a finished backtest: its bars and period, or for a quoting
+    checkpoint (which is scored on its own market's split) its episodes."""
+    m, where = result.meta, f"report: {result.out_dir / 'report.html'}"
+    if m.get("task") == "quote":
+        return (
+            f"quoting backtest on its market's {m['split']} split: {m['episodes']} episodes of "
+            f"{m['steps_per_episode']} steps (no market impact); {where}"
+        )
+    return f"{m['bars']} bars, {m['first_decision']} .. {m['last_decision']}; {where}"
+
+
 def page_store() -> str:
     """The store the page opens first."""
     return os.environ.get(STORE_ENV, DEFAULT_URI)

@@ -125,10 +125,7 @@ with backtest_tab:
             )
             status.update(label=f"Backtest written to {result.out_dir}", state="complete")
         st.session_state["report"] = str(result.out_dir)
-        st.success(
-            f"{result.meta['bars']} bars, {result.meta['first_decision']} .. "
-            f"{result.meta['last_decision']}; report: {result.out_dir / 'report.html'}"
-        )
+        st.success(app.backtest_line(result))
         for note in result.meta.get("flags", []):
             st.warning(f"flag: {note}")
         st.iframe(app.report_page(result), height=1100)  # components.v1.html: removed 2026-06
