@@ -307,7 +307,9 @@ def test_per_day_demo_functions(quote_store: QuoteStore, store: Store, tmp_path:
     behind = ((posted["best_bid"] - posted["bid_quote"]) / 0.01).round()
     assert len(posted) > 0 and set(behind) <= {0.0, 1.0, 2.0, 4.0}  # the trained offsets
     assert json.loads(files["metrics.json"].read_text())["ticker"] == "AAA"
-    assert "metric" in demo.day_metrics(result, "AAA", "2024-01-02")
+    metrics = demo.day_metrics(result, "AAA", "2024-01-02").set_index("metric")["value"]
+    pnl = result.daily.set_index(["ticker", "day"]).loc[("AAA", "2024-01-02"), "PnL [quote]"]
+    assert metrics["PnL [quote]"] == f"{pnl:.6g}" and metrics["ticker"] == "AAA"
     bad = [d for d in offered if (d.ticker, str(d.day)) == quote_store.bad]
     with pytest.raises(app.PageError, match=r"BAD 2024-01-02 .*crossed"):
         demo.run_days(client, quote_store.run_id, "best.pt", bad, tmp_path)

@@ -258,4 +258,5 @@ def day_metrics(result: DaysResult, ticker: str, day: str) -> pd.DataFrame:
     if row.empty:
         raise PageError(f"no metrics for {ticker} {day} in {result.out}")
     series = row.iloc[0]
-    return pd.DataFrame({"metric": series.index, "value": [str(v) for v in series.to_numpy()]})
+    text = [f"{v:.6g}" if isinstance(v, float) else str(v) for v in series.to_numpy()]
+    return pd.DataFrame({"metric": series.index, "value": text})
