@@ -21,6 +21,14 @@ report says so. Runs whose selected validation returns have no variance (a polic
 never trades) have no skew, kurtosis or PSR (NaN) and are left out of the Deflated Sharpe,
 by name.
 
+Quoting runs (``task=quote``) are compared on their own figures: the objective that selected
+``best.pt`` (price x lots per episode, after fees, minus the inventory penalties), its share of
+the exact optimum where one is known, PnL, fills and inventory, beside the baselines' objectives
+on the same validation paths (tags ``baseline_*``) and the linked quoting backtest's figures;
+never on trading's columns, which a quoting run leaves NaN. A selection mixing the two tasks is
+refused with both named (:func:`one_task`) unless one task is chosen; the page shows such an
+experiment as two tables.
+
 ``scripts/compare_runs.py`` and ``notebooks/compare_runs.ipynb`` both call :func:`compare`.
 One pipeline (select runs, tabulate, aggregate, deflate, plot, write) that reads top to
 bottom; MLflow access itself lives in :mod:`hmarl.tracking`.
