@@ -28,6 +28,7 @@ from hmarl.report.compare import (
     compare,
     difference_line,
     format_summary,
+    market_key,
     paired_differences,
     report,
 )
@@ -342,6 +343,19 @@ def test_compare_quoting_runs_on_their_own_figures(mixed: QuoteStore, tmp_path: 
     assert f"val objective {row['val_objective']:+.4g} vs no quote +0, best fixed" in text
     assert "val_objective" in text.splitlines()[2]  # the summary table's header
     assert result.files["bars"].read_bytes()[:8] == PNG
+
+
+def test_the_seeds_of_a_synthetic_tick_market_are_one_market() -> None:
+    """Its tapes are drawn from each seed, so its fingerprint differs per seed; the seeds of a
+    quoting sweep there were each a group of one."""
+    base = {"data.source": "ticks_synthetic", "seed": "0", "data.ticks_synthetic.informed": "0.3",
+            "quote.phi": "2e-05"}  # fmt: skip
+    seed0 = market_key({"data_fingerprint": "a" * 64}, base)
+    assert seed0 == market_key({"data_fingerprint": "b" * 64}, {**base, "seed": "1"})
+    assert seed0 != market_key({}, {**base, "data.ticks_synthetic.informed": "0.0"})
+    assert seed0 != market_key({}, {**base, "quote.phi": "0.01"})
+    other = {"data.source": "avellaneda", "seed": "0"}
+    assert market_key({"data_fingerprint": "c" * 64}, other) == "c" * 64
 
 
 def test_a_mixed_selection_is_refused_unless_one_task_is_chosen(

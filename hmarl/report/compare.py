@@ -36,6 +36,8 @@ bottom; MLflow access itself lives in :mod:`hmarl.tracking`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -252,6 +254,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "name": run.info.run_name,
         "experiment": tags.get(GROUP_TAG, "default"),
         "data_fingerprint": tags.get("data_fingerprint", "unknown"),
+        "market_key": market_key(tags, params),
         **{k: params.get(p, "None") for k, p in MARKET_PARAMS.items()},
         "seed": params.get("seed"),
         "status": run.info.status,
@@ -269,6 +272,18 @@ def run_row(run: Run) -> dict[str, Any]:
     if row["task"] == QUOTE:
         row.update({col: _float(tags.get(tag)) for col, tag in QUOTE_BASELINE_TAGS.items()})
     return row
+
+
+def market_key(tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+    """What makes two runs' market the same: the data fingerprint, except on the synthetic tick
+    market (``data=ticks_synthetic``), whose tapes are drawn from each run's seed (so its
+    fingerprint differs per seed): there it is a hash of the generator's and the quoting rules'
+    params, so a sweep's seeds form one group as on every other market."""
+    if params.get("data.source") != "ticks_synthetic":
+        return tags.get("data_fingerprint", "unknown")
+    keys = sorted(k for k in params if k.startswith(("data.ticks_synthetic.", "quote.")))
+    doc = json.dumps({k: params[k] for k in keys}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
 
 
 def run_task(run: Run) -> str:
@@ -326,7 +341,7 @@ def data_name(params: Mapping[str, str]) -> str:
         a = {k: params.get(f"data.avellaneda.{k}", "?") for k in ("sigma", "A", "k")}
         return f"avellaneda sigma={a['sigma']} A={a['A']} k={a['k']}"
     if source == "ticks_synthetic":  # its tapes are drawn from the run's seed
-        return "ticks_synthetic (tapes of each seed)"
+        return "ticks_synthetic (tapes drawn from each seed)"
     path = params.get("data.path") or "?"
     start, end = (params.get(k, "None") for k in ("data.start", "data.end"))
     if (start, end) == ("None", "None"):
@@ -350,7 +365,8 @@ def market_label(frame: pd.DataFrame) -> pd.Series:
     """Each run's market: its readable name, ``[fingerprint[:8]]``, bar and cost settings (a
     quoting run's: ``quote``; its fingerprint covers the market and the bars and costs of
     ``env.*`` do not apply)."""
-    head = frame["data"].astype(str) + " [" + frame["data_fingerprint"].astype(str).str[:8] + "]"
+    key = frame["market_key"] if "market_key" in frame else frame["data_fingerprint"]
+    head = frame["data"].astype(str) + " [" + key.astype(str).str[:8] + "]"
     trading = (
         head
         + " bars="
