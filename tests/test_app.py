@@ -310,6 +310,20 @@ def test_per_day_demo_functions(quote_store: QuoteStore, store: Store, tmp_path:
     metrics = demo.day_metrics(result, "AAA", "2024-01-02").set_index("metric")["value"]
     pnl = result.daily.set_index(["ticker", "day"]).loc[("AAA", "2024-01-02"), "PnL [quote]"]
     assert metrics["PnL [quote]"] == f"{pnl:.6g}" and metrics["ticker"] == "AAA"
+    # another tick (an instrument quoted on 0.02): the trained offsets in its ticks
+    wide = demo.run_days(
+        client, quote_store.run_id, "best.pt", chosen[:1], tmp_path, closed_form=False, tick=0.02
+    )
+    steps = pd.read_csv(demo.day_files(wide, "AAA", "2024-01-02")["steps.csv"])
+    posted = steps.dropna(subset=["bid_quote"])
+    behind = ((posted["best_bid"] - posted["bid_quote"]) / 0.02).round(6)
+    assert len(posted) > 0 and set(behind) <= {0.0, 1.0, 2.0, 4.0}
+    assert not (wide.out / demo.CLOSED_FORM).exists()
+    with pytest.raises(app.PageError, match="tick must be > 0"):
+        demo.run_days(client, quote_store.run_id, "best.pt", chosen[:1], tmp_path, tick=-1.0)
+    with pytest.raises(app.PageError, match="'x' is not a number"):
+        demo.optional_number("x", "lot")
+    assert demo.optional_number(" ", "lot") is None
     bad = [d for d in offered if (d.ticker, str(d.day)) == quote_store.bad]
     with pytest.raises(app.PageError, match=r"BAD 2024-01-02 .*crossed"):
         demo.run_days(client, quote_store.run_id, "best.pt", bad, tmp_path)

@@ -167,13 +167,17 @@ with days_tab:
     picked_tickers = col_t.multiselect("Tickers", tickers, default=tickers[:1], key="qd_tickers")
     day_options = sorted({str(d.day) for d in offered if d.ticker in picked_tickers})
     picked_days = col_d.multiselect("Days", day_options, default=day_options, key="qd_days")
-    col_s, col_b = st.columns(2)
+    col_s, col_tick, col_lot, col_b = st.columns(4)
     session = col_s.text_input(
         "UTC session (optional, e.g. 13:00-20:50)", value="", key="qd_session"
     )
+    tick_text = col_tick.text_input("Tick (empty: the checkpoint's)", value="", key="qd_tick")
+    lot_text = col_lot.text_input("Lot (empty: the checkpoint's)", value="", key="qd_lot")
     baseline = col_b.checkbox("Closed-form quotes beside it", value=True, key="qd_baseline")
     if st.button("Run per-day evaluation", key="qd_go", type="primary"):
         days = [d for d in offered if d.ticker in picked_tickers and str(d.day) in picked_days]
+        tick = shown("tick", lambda: demo.optional_number(tick_text, "tick"))
+        lot = shown("lot", lambda: demo.optional_number(lot_text, "lot"))
         if not days:
             st.error("days: choose at least one ticker and one of its days")
             st.stop()
@@ -182,7 +186,7 @@ with days_tab:
                 "per-day evaluation",
                 lambda: demo.run_days(
                     client, q_run, q_checkpoint, days, OUT_ROOT, session=session.strip() or None,
-                    closed_form=baseline, step=st.write,
+                    closed_form=baseline, tick=tick, lot=lot, step=st.write,
                 ),
             )  # fmt: skip
             status.update(label=f"Per-day evaluation written to {ran.out}", state="complete")

@@ -185,11 +185,14 @@ def run_days(
     *,
     session: str | None = None,
     closed_form: bool = True,
+    tick: float | None = None,
+    lot: float | None = None,
     step: Callable[[str], None] = lambda _: None,
 ) -> DaysResult:
     """Run a quoting checkpoint on each chosen day (and the closed-form quotes beside it),
     writing ``tape_days``' files under a new folder of ``out_root``; ``step`` is told each
-    stage and each day (the page's progress box)."""
+    stage and each day (the page's progress box). ``tick`` / ``lot`` replace the checkpoint's
+    (an instrument quoted on another tick, or sized in other lots)."""
     from hmarl.agent.checkpoint import load_checkpoint
     from hmarl.backtest.checkpoint_quotes import policy_quotes, policy_setup
     from hmarl.backtest.tape_days import QuoteSetup, evaluate_days
@@ -206,7 +209,10 @@ def run_days(
         done[0] += 1
         step(f"the checkpoint on day {done[0]} of {len(chosen)}")
 
-    quotes, market = policy_quotes(ckpt, str(local), on_day=on_day)
+    for name, value in (("tick", tick), ("lot", lot)):
+        if value is not None and not value > 0:
+            raise PageError(f"{name} must be > 0, got {value}; leave it empty for the checkpoint's")
+    quotes, market = policy_quotes(ckpt, str(local), tick=tick, lot=lot, on_day=on_day)
     step(f"reading {len(chosen)} ticker-day(s)")
     days = load_ticks(chosen, session, market.max_gap)
     out = Path(tempfile.mkdtemp(prefix="days-", dir=out_root))
@@ -218,6 +224,17 @@ def run_days(
         evaluate_days(days, out / CLOSED_FORM, base)
     step("tables")
     return read_days(out, write=True)
+
+
+def optional_number(text: str, name: str) -> float | None:
+    """A number typed on the page, or None when left empty; anything else is a PageError."""
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        why = f"{name}: {text!r} is not a number; leave it empty for the default"
+        raise PageError(why) from exc
 
 
 def read_days(out: Path, write: bool = False) -> DaysResult:
