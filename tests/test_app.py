@@ -91,6 +91,11 @@ def test_launcher_arguments() -> None:
     ]
     with pytest.raises(SystemExit, match="only --store URI"):
         launcher.split_args(["--", "--stor", "x"])
+    both = ["--", "--ticks", "data/ticks", "--store", "sqlite:///y.db"]
+    assert launcher.split_args(both)[1] == "sqlite:///y.db"
+    assert launcher.page_options(both[1:]) == {"--ticks": "data/ticks", "--store": "sqlite:///y.db"}
+    with pytest.raises(SystemExit, match="--ticks DIR"):
+        launcher.split_args(["--", "--ticks"])
 
 
 def test_launcher_help_names_the_real_command(capsys: pytest.CaptureFixture[str]) -> None:
