@@ -9,7 +9,7 @@
 Per ticker and day: the Avellaneda-Stoikov closed-form quotes (sigma, A, k estimated on that
 day's ticks, or given; ``--offset N``: a fixed quote N ticks behind each best; ``--checkpoint``:
 a quoting checkpoint trained on real ticks, its greedy quotes from its own features, with its
-``dt``, tick, lot and inventory limit, hmarl/backtest/quote_stream.py) are run closed-
+``dt``, tick, lot and inventory limit, hmarl/backtest/checkpoint_quotes.py) are run closed-
 loop with our tape rule (hmarl/market/tape_replay.py) at a decision step ``--dt``; the stream
 actually posted is then replayed through hftbacktest (zero latency, no partial fills, each
 queue model of ``--queue``). Printed per day and engine: fills per side, PnL (cash plus the
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from hmarl.agent.checkpoint import load_checkpoint
-from hmarl.backtest.quote_stream import checkpoint_quotes, checkpoint_settings
+from hmarl.backtest.checkpoint_quotes import checkpoint_market, checkpoint_quotes
 from hmarl.backtest.tape_days import add_setup_arguments, quote_run, setup_from_arguments
 from hmarl.io import write_csv
 from hmarl.market.tape_replay import (
@@ -192,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.checkpoint is not None:
             args.ckpt = load_checkpoint(args.checkpoint)
-            settings = checkpoint_settings(args.ckpt, str(args.checkpoint))
-            print(f"the checkpoint's settings replace --dt, --tick, --lot: {settings}")
-            args.dt, args.tick, args.lot = settings["dt"], settings["tick"], settings["lot"]
+            market = checkpoint_market(args.ckpt, str(args.checkpoint))
+            args.dt, args.tick, args.lot = market.dt, market.params.tick, market.lot
+            print(
+                "the checkpoint's settings replace --dt, --tick, --lot: "
+                f"dt {args.dt:g} s, tick {args.tick:g}, lot {args.lot:g}"
+            )
         days = days_from_arguments(args, CAPTURE)
         rows = [r for (ticker, day), t in days.items() for r in check_day(ticker, day, t, args)]
     except ValueError as exc:  # includes DataError: a bad row, named

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from app_store import Store, make_store
+from app_store import QuoteStore, Store, make_quote_store, make_store
 
 import hmarl.app.__main__ as launcher
 from hmarl.app import backend as app
+from hmarl.app import quote_days as demo
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
@@ -88,6 +91,11 @@ def test_launcher_arguments() -> None:
     ]
     with pytest.raises(SystemExit, match="only --store URI"):
         launcher.split_args(["--", "--stor", "x"])
+    both = ["--", "--ticks", "data/ticks", "--store", "sqlite:///y.db"]
+    assert launcher.split_args(both)[1] == "sqlite:///y.db"
+    assert launcher.page_options(both[1:]) == {"--ticks": "data/ticks", "--store": "sqlite:///y.db"}
+    with pytest.raises(SystemExit, match="--ticks DIR"):
+        launcher.split_args(["--", "--ticks"])
 
 
 def test_launcher_help_names_the_real_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,6 +144,7 @@ def test_page_lists_runs_and_backtests_a_period(
         "Learning curves",
         "Validation and comparison",
         "Backtest a period",
+        "Quote per day",
     ]
     run = next(o for o in at.selectbox(key="bt_run").options if store.run_id[:8] in o)
     at.selectbox(key="bt_run").set_value(run)
@@ -201,3 +210,175 @@ def test_candle_file_shorter_than_the_windows_is_refused(store: Store, tmp_path:
             client, store.uri, "hmarl", store.run_id, "best.pt", period, tmp_path / "bt"
         )
     assert "short.csv" in app.message(info.value)
+
+
+# ----------------------------------------------------------------------------- quoting runs
+
+
+@pytest.fixture(scope="module")
+def quote_store(tmp_path_factory: pytest.TempPathFactory) -> QuoteStore:
+    return make_quote_store(tmp_path_factory.mktemp("quote"))
+
+
+def test_quoting_runs_list_with_their_own_figures(quote_store: QuoteStore) -> None:
+    """Quoting runs were listed with trading's columns, every one NaN."""
+    from mlflow.tracking import MlflowClient
+
+    client = app.open_page_store(quote_store.uri)
+    runs = app.training_runs(client, "quoting")
+    tables = app.run_tables(runs)
+    assert list(tables) == ["quote"]
+    table = tables["quote"]
+    assert list(table.columns[:5]) == ["name", "data", "edge", "val_objective", "val_no_quote"]
+    assert not {"val_sharpe", "val_return_pct", "val_buy_and_hold_pct"} & set(table.columns)
+    # a tick market has no optimum: no column of NaN for it
+    assert not {"val_of_optimum_pct", "test_optimum"} & set(table.columns)
+    row = runs.loc[quote_store.run_id]
+    mlflow_run = MlflowClient(tracking_uri=quote_store.uri).get_run(quote_store.run_id)
+    history = client.get_metric_history(quote_store.run_id, "val/objective_price_x_lots")
+    at_best = {m.step: m.value for m in history}[int(row["best_episode"])]
+    assert row["val_objective"] == at_best
+    assert row["val_best_fixed"] == pytest.approx(
+        float(mlflow_run.data.tags["baseline_best_fixed"])
+    )
+    assert row["val_no_quote"] == 0.0 and row["val_fills_bid"] >= 0
+    backtests = app.backtests_of(client, [quote_store.run_id])
+    assert len(backtests) == 1 and backtests["task"].iloc[0] == "quote"
+    assert row["test_objective"] == pytest.approx(backtests["objective"].iloc[0])
+    assert math.isfinite(row["test_best_fixed"]) and row["test_no_quote"] == 0.0
+    summary = app.comparison_table(runs, "quote")
+    assert summary["val_objective_mean"].iloc[0] == pytest.approx(row["val_objective"])
+    assert "val_sharpe_mean" not in summary
+    curves = app.learning_curves(client, runs, [quote_store.run_id])
+    assert len(curves["val/objective_price_x_lots"]) == 2  # evaluations at episodes 0 and 2
+
+
+def test_a_quoting_backtest_has_its_own_line(quote_store: QuoteStore) -> None:
+    """The page's period backtest of a quoting run raised KeyError 'bars' after it ran."""
+    from types import SimpleNamespace
+
+    out = quote_store.root / "quote-backtest"
+    meta = json.loads((out / "stats.json").read_text())["meta"]
+    line = app.backtest_line(SimpleNamespace(meta=meta, out_dir=out))  # type: ignore[arg-type]
+    assert line.startswith("quoting backtest on its market's test split: ")
+    assert f"{meta['episodes']} episodes of 20 steps" in line and "report.html" in line
+
+
+def test_a_mixed_selection_is_two_tables_and_compare_refuses_it() -> None:
+    from hmarl.report.compare import one_task
+
+    runs = pd.DataFrame(
+        {
+            "name": ["t0", "q0", "q1"],
+            "task": ["trade", "quote", "quote"],
+            "val_sharpe": [1.0, math.nan, math.nan],
+            "val_objective": [math.nan, 2.0, 3.0],
+            "val_of_optimum_pct": [math.nan, 90.0, math.nan],
+            "test_optimum": [math.nan, math.nan, math.nan],
+        },
+        index=["a", "b", "c"],
+    )
+    tables = app.run_tables(runs)
+    assert list(tables) == ["trade", "quote"]
+    assert list(tables["trade"].index) == ["a"] and "val_objective" not in tables["trade"]
+    assert list(tables["quote"].index) == ["b", "c"] and "val_sharpe" not in tables["quote"]
+    assert "val_of_optimum_pct" in tables["quote"]  # known for one run: shown
+    assert "test_optimum" not in tables["quote"]  # known for none: not a column of NaN
+    with pytest.raises(ValueError, match=r"mixes 1 trading runs \(t0\) and 2 quoting runs"):
+        one_task(runs)
+    assert one_task(runs.loc[["b", "c"]]) == "quote"
+
+
+def test_per_day_demo_functions(quote_store: QuoteStore, store: Store, tmp_path: Path) -> None:
+    """The checkpoint's quotes day by day through tape_days: files, tables, the closed form
+    beside it, quotes at the policy's offsets behind the best; bad choices are PageErrors."""
+    client = app.open_page_store(quote_store.uri)
+    offered, problems = demo.list_days([quote_store.ticks])
+    assert not problems
+    labels = {(d.ticker, str(d.day)) for d in offered}
+    assert labels == {*quote_store.days, quote_store.bad}
+    chosen = [d for d in offered if (d.ticker, str(d.day)) in quote_store.days]
+    seen: list[str] = []
+    result = demo.run_days(
+        client, quote_store.run_id, "best.pt", chosen, tmp_path, step=seen.append
+    )
+    assert "the checkpoint on day 3 of 3" in seen
+    assert len(result.daily) == 3 and set(result.daily["ticker"]) == {"AAA", "BBB"}
+    assert list(result.by_day.index) == ["2024-01-02", "2024-01-03"]
+    assert list(result.by_day["Days [#]"]) == [2, 1]  # ticker-days per day
+    assert list(result.by_ticker.index) == ["AAA", "BBB"]
+    assert set(result.by_liquidity.index) == {"low", "mid", "high"}
+    assert result.by_ticker.loc["AAA", "PnL [quote]"] == pytest.approx(
+        result.daily.loc[result.daily["ticker"] == "AAA", "PnL [quote]"].sum()
+    )
+    assert "PnL [quote] closed form" in result.versus
+    for name in demo.TABLES:
+        assert (result.out / demo.AGENT / name).is_file(), name
+    files = demo.day_files(result, "AAA", "2024-01-02")
+    assert set(files) == {"metrics.json", "steps.csv", "day.png"}
+    steps = pd.read_csv(files["steps.csv"])
+    warmup = 16 - 1  # the tiny checkpoint's macro window
+    assert steps["bid_quote"].iloc[:warmup].isna().all()
+    posted = steps.dropna(subset=["bid_quote"])
+    behind = ((posted["best_bid"] - posted["bid_quote"]) / 0.01).round()
+    assert len(posted) > 0 and set(behind) <= {0.0, 1.0, 2.0, 4.0}  # the trained offsets
+    assert json.loads(files["metrics.json"].read_text())["ticker"] == "AAA"
+    metrics = demo.day_metrics(result, "AAA", "2024-01-02").set_index("metric")["value"]
+    pnl = result.daily.set_index(["ticker", "day"]).loc[("AAA", "2024-01-02"), "PnL [quote]"]
+    assert metrics["PnL [quote]"] == f"{pnl:.6g}" and metrics["ticker"] == "AAA"
+    # another tick (an instrument quoted on 0.02): the trained offsets in its ticks
+    wide = demo.run_days(
+        client, quote_store.run_id, "best.pt", chosen[:1], tmp_path, closed_form=False, tick=0.02
+    )
+    steps = pd.read_csv(demo.day_files(wide, "AAA", "2024-01-02")["steps.csv"])
+    posted = steps.dropna(subset=["bid_quote"])
+    behind = ((posted["best_bid"] - posted["bid_quote"]) / 0.02).round(6)
+    assert len(posted) > 0 and set(behind) <= {0.0, 1.0, 2.0, 4.0}
+    assert not (wide.out / demo.CLOSED_FORM).exists()
+    with pytest.raises(app.PageError, match="tick must be > 0"):
+        demo.run_days(client, quote_store.run_id, "best.pt", chosen[:1], tmp_path, tick=-1.0)
+    with pytest.raises(app.PageError, match="'x' is not a number"):
+        demo.optional_number("x", "lot")
+    assert demo.optional_number(" ", "lot") is None
+    bad = [d for d in offered if (d.ticker, str(d.day)) == quote_store.bad]
+    with pytest.raises(app.PageError, match=r"BAD 2024-01-02 .*crossed"):
+        demo.run_days(client, quote_store.run_id, "best.pt", bad, tmp_path)
+    with pytest.raises(app.PageError, match="choose at least one"):
+        demo.run_days(client, quote_store.run_id, "best.pt", [], tmp_path)
+    with pytest.raises(app.PageError, match="no quotes in the session"):
+        demo.load_ticks(chosen[:1], "01:00-02:00")
+    trading = app.open_page_store(store.uri)
+    with pytest.raises(ValueError, match="is a trading checkpoint") as info:
+        demo.run_days(trading, store.run_id, "best.pt", chosen[:1], tmp_path)
+    assert "Traceback" not in app.message(info.value)
+
+
+def test_page_runs_the_per_day_demo(
+    quote_store: QuoteStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(demo.TICKS_ENV, str(quote_store.ticks))
+    at = page(quote_store, monkeypatch, tmp_path)  # type: ignore[arg-type]
+    assert not at.exception, at.exception
+    assert at.tabs[-1].label == "Quote per day"
+    shown_runs = at.dataframe[0].value  # the runs tab's first table
+    assert "val_objective" in shown_runs and "val_sharpe" not in shown_runs
+    at.multiselect(key="qd_tickers").set_value(["AAA", "BBB"])
+    at = at.run()
+    assert at.multiselect(key="qd_days").options == ["2024-01-02", "2024-01-03"]
+    at.checkbox(key="qd_baseline").uncheck()  # the functions' test runs the closed form
+    at.button(key="qd_go").click()
+    at = at.run()
+    assert not at.exception, at.exception
+    assert not errors(at), errors(at)
+    assert any("3 ticker-day(s)" in s.value for s in at.success)
+    daily = [d.value for d in at.dataframe if "liquidity" in d.value.columns]
+    assert len(daily[0]) == 3
+    assert len(at.get("download_button")) == len(demo.TABLES) + 2
+    assert len(at.get("image")) == 1  # the chosen ticker-day's day.png
+    # a file that fails validation: one line on the page
+    at.multiselect(key="qd_tickers").set_value(["BAD"])
+    at = at.run()
+    at.button(key="qd_go").click()
+    at = at.run()
+    assert not at.exception, at.exception
+    assert any("BAD 2024-01-02" in e and "crossed" in e for e in errors(at)), errors(at)

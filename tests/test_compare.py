@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from app_store import QuoteStore, make_quote_store
+from helpers import load_script
 
 from hmarl.config import Config
 from hmarl.report.compare import (
@@ -26,6 +28,7 @@ from hmarl.report.compare import (
     compare,
     difference_line,
     format_summary,
+    market_key,
     paired_differences,
     report,
 )
@@ -311,6 +314,65 @@ def test_compare_runs_cli(sweep: tuple[str, str, Path], tmp_path: Path) -> None:
     assert (tmp_path / "cli" / "learning_curves.png").read_bytes()[:8] == PNG
     bad = subprocess.run([*cmd[:2], "--tag", "novalue"], capture_output=True, text=True)
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- quoting runs
+
+
+@pytest.fixture(scope="module")
+def mixed(sweep: tuple[str, str, Path]) -> QuoteStore:
+    """The sweep's store plus a quoting run (experiment ``quoting``) and its test backtest."""
+    uri, _, tmp = sweep
+    return make_quote_store(tmp / "quote", uri)
+
+
+def test_compare_quoting_runs_on_their_own_figures(mixed: QuoteStore, tmp_path: Path) -> None:
+    """Quoting runs were compared on trading's columns, all NaN."""
+    result = compare(mixed.uri, tmp_path / "q", experiments=["quoting"])
+    runs, summary = result.runs, result.summary
+    assert result.task == "quote" and list(runs.index) == [mixed.run_id]
+    assert "val_objective_mean" in summary and "val_sharpe_mean" not in summary
+    assert not {"val_sharpe", "test_sharpe", "val_return_pct"} & set(runs.columns)
+    row = runs.iloc[0]
+    assert result.has_test and math.isfinite(row["test_objective"])
+    assert row["test_no_quote"] == 0.0 and math.isfinite(row["test_best_fixed"])
+    assert math.isnan(row["val_optimum"])  # a tick market: no known optimum
+    assert set(result.histories["key"]) == {"reward/mean", "val/objective_price_x_lots"}
+    text = report(result)
+    assert "quoting runs (task=quote)" in text and "Deflated Sharpe" not in text
+    assert f"val objective {row['val_objective']:+.4g} vs no quote +0, best fixed" in text
+    assert "val_objective" in text.splitlines()[2]  # the summary table's header
+    assert result.files["bars"].read_bytes()[:8] == PNG
+
+
+def test_the_seeds_of_a_synthetic_tick_market_are_one_market() -> None:
+    """Its tapes are drawn from each seed, so its fingerprint differs per seed; the seeds of a
+    quoting sweep there were each a group of one."""
+    base = {"data.source": "ticks_synthetic", "seed": "0", "data.ticks_synthetic.informed": "0.3",
+            "quote.phi": "2e-05"}  # fmt: skip
+    seed0 = market_key({"data_fingerprint": "a" * 64}, base)
+    assert seed0 == market_key({"data_fingerprint": "b" * 64}, {**base, "seed": "1"})
+    assert seed0 != market_key({}, {**base, "data.ticks_synthetic.informed": "0.0"})
+    assert seed0 != market_key({}, {**base, "quote.phi": "0.01"})
+    other = {"data.source": "avellaneda", "seed": "0"}
+    assert market_key({"data_fingerprint": "c" * 64}, other) == "c" * 64
+
+
+def test_a_mixed_selection_is_refused_unless_one_task_is_chosen(
+    mixed: QuoteStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match=r"mixes 4 trading runs .* and 1 quoting runs .*--task"):
+        compare(mixed.uri, tmp_path / "all")
+    trading = compare(mixed.uri, tmp_path / "trade", task="trade")
+    assert len(trading.runs) == 4 and "val_objective" not in trading.runs
+    quoting = compare(mixed.uri, tmp_path / "quote", task="quote")
+    assert list(quoting.runs.index) == [mixed.run_id]
+    cli = load_script("compare_runs")
+    assert cli.main(["--tracking-uri", mixed.uri, "--out", str(tmp_path / "cli")]) == 2
+    assert "--task trade or --task quote" in capsys.readouterr().err
+    args = ["--tracking-uri", mixed.uri, "--out", str(tmp_path / "cli"), "--task", "quote"]
+    assert cli.main(args) == 0
+    assert "val objective" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- the notebook

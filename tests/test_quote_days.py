@@ -23,8 +23,8 @@ from test_quote_ticks_task import TICKS_TINY, TINY
 from hmarl.agent.checkpoint import load_checkpoint
 from hmarl.agent.quote_rollout import follow
 from hmarl.backtest.__main__ import main as backtest_main
+from hmarl.backtest.checkpoint_quotes import checkpoint_quotes
 from hmarl.backtest.quote_run import checkpoint_config, scaled_costs
-from hmarl.backtest.quote_stream import checkpoint_quotes
 from hmarl.backtest.tape_days import ACTIONS
 from hmarl.config import ConfigError
 from hmarl.io import write_parquet
@@ -334,9 +334,11 @@ def test_a_checkpoint_quote_stream_on_raw_ticks(
     trades = step_trades(raw, grid, params.tick, 0.001)
     replay = closed_loop(grid, trades, bid_all, ask_all, params, 0.001)
     assert np.abs(replay.inventory()).max() <= params.max_inventory
-    synthetic = {**ckpt["config"], "data": {**ckpt["config"]["data"], "source": "ticks_synthetic"}}
-    with pytest.raises(ValueError, match=r"synthetic\.pt: not a checkpoint trained on real ticks"):
-        checkpoint_quotes({**ckpt, "config": synthetic}, raw, grid, "synthetic.pt")
+    coarse = decision_grid(raw, 2_000_000_000)  # not the checkpoint's dt: refused, not misread
+    with pytest.raises(ValueError, match=r"best\.pt: the tape has .* dt must be the checkpoint"):
+        checkpoint_quotes(ckpt, raw, coarse, "best.pt")
+    with pytest.raises(ValueError, match=r"trade\.pt is a trading checkpoint"):
+        checkpoint_quotes({**ckpt, "task": "trade"}, raw, grid, "trade.pt")
 
 
 def test_hft_check_replays_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,12 @@
 """``python -m hmarl.app``: launch the Streamlit page (:mod:`hmarl.app.page`).
 
 Options before ``--`` go to ``streamlit run``; ``--store URI`` after it is the MLflow store
-the page opens first (default ``sqlite:///mlflow.db`` in the working directory)::
+the page opens first (default ``sqlite:///mlflow.db`` in the working directory), ``--ticks DIR``
+a folder of tick files for the per-day quoting demo (beside the bundled capture)::
 
     python -m hmarl.app                                   # http://localhost:8501
     python -m hmarl.app --server.headless true --server.port 8600 -- --store sqlite:///x.db
+    python -m hmarl.app -- --ticks data/ticks             # the tick downloader's cache
 
 Streamlit's usage statistics are off unless asked for (``--browser.gatherUsageStats true``):
 the page is a local tool and must not make the browser reach an outside host.
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hmarl.app.backend import STORE_ENV
+from hmarl.app.quote_days import TICKS_ENV
 from hmarl.tracking import DEFAULT_URI
 
 PAGE = Path(__file__).with_name("page.py")
@@ -38,12 +41,22 @@ def split_args(argv: Sequence[str]) -> tuple[list[str], str]:
     streamlit_args = args[: args.index("--")] if "--" in args else args
     if not any(a.split("=")[0] == USAGE_STATS for a in streamlit_args):
         streamlit_args = [USAGE_STATS, "false", *streamlit_args]
-    store = os.environ.get(STORE_ENV, DEFAULT_URI)
-    if page_args[:1] == ["--store"] and len(page_args) == 2:
-        store = page_args[1]
-    elif page_args:
-        raise SystemExit(f"error: after -- only --store URI is understood, got {page_args}")
+    store = page_options(page_args).get("--store", os.environ.get(STORE_ENV, DEFAULT_URI))
     return streamlit_args, store
+
+
+PAGE_OPTIONS = ("--store", "--ticks")
+
+
+def page_options(page_args: Sequence[str]) -> dict[str, str]:
+    """The page's own options after ``--``: ``--store URI`` and ``--ticks DIR``, each once."""
+    args = list(page_args)
+    pairs = dict(zip(args[::2], args[1::2], strict=False))
+    if len(args) % 2 or set(pairs) - set(PAGE_OPTIONS) or len(pairs) * 2 != len(args):
+        raise SystemExit(
+            f"error: after -- only --store URI and --ticks DIR are understood, got {args}"
+        )
+    return pairs
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,13 +69,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     streamlit_args, store = split_args(argv)
     os.environ[STORE_ENV] = store
+    ticks = page_options(argv[argv.index("--") + 1 :] if "--" in argv else []).get("--ticks")
+    if ticks:
+        os.environ[TICKS_ENV] = ticks
     sys.argv = ["streamlit", "run", *streamlit_args, str(PAGE)]
     streamlit_cli.main()
 
 
 def usage() -> str:
     """``python -m hmarl.app --help``: this module's docstring, with the real command."""
-    return "usage: python -m hmarl.app [STREAMLIT OPTIONS] [-- --store URI]\n" + (__doc__ or "")
+    return "usage: python -m hmarl.app [STREAMLIT OPTIONS] [-- --store URI --ticks DIR]\n" + (
+        __doc__ or ""
+    )
 
 
 if __name__ == "__main__":

@@ -20,12 +20,16 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from hmarl.report.compare import (
-    CURVE_KEYS,
+    QUOTE,
+    TRADE,
     aggregate,
+    curve_keys,
     experiment_ids,
     load_runs,
     metric_histories,
     open_store,
+    task_columns,
+    tasks_of,
 )
 from hmarl.tracking import CHECKPOINT_DIR, DEFAULT_URI, run_checkpoints, search_all
 
@@ -40,6 +44,20 @@ STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")  # the page lists every t
 RUN_COLUMNS = ("name", "data", "edge", "val_return_pct", "val_buy_and_hold_pct", "flags",
                "val_sharpe", "val_n_trades", "test_sharpe", "test_return_pct", "seed", "status",
                "best_episode", "group", "market")  # fmt: skip
+# a quoting run (task=quote): its objective beside no quote, the best fixed quote and the closed
+# form on the same validation paths (and the optimum's share where one is known), fills, inventory
+QUOTE_RUN_COLUMNS = ("name", "data", "edge", "val_objective", "val_of_optimum_pct",
+                     "val_gap_closed_pct", "val_no_quote", "val_best_fixed", "val_closed_form",
+                     "val_optimum", "val_pnl", "val_fills_bid", "val_fills_ask",
+                     "val_inventory_abs_mean", "val_time_at_limits_pct", "flags", "test_objective",
+                     "test_of_optimum_pct", "test_no_quote", "test_best_fixed", "test_closed_form",
+                     "test_optimum", "seed", "status", "best_episode", "group",
+                     "market")  # fmt: skip
+# known only on the Avellaneda-Stoikov market (a tick market has no optimum): not shown as
+# a column of NaN when no run of the table has them
+OPTIONAL_QUOTE_COLUMNS = ("val_of_optimum_pct", "val_gap_closed_pct", "val_optimum",
+                          "test_of_optimum_pct", "test_optimum")  # fmt: skip
+TASK_TITLES = {TRADE: "Trading runs", QUOTE: "Quoting runs (task=quote; price x lots per episode)"}
 PAGE_BACKTEST = (  # a page backtest: the report's figures, fewer repetitions (seconds, not tens)
     "fee_multipliers=[1.0]",
     "n_bootstrap=200",
@@ -128,16 +146,20 @@ def backtests_of(client: MlflowClient, run_ids: Sequence[str]) -> pd.DataFrame:
             # backtest stays RUNNING, with no metrics): anything else is flagged incomplete
             "complete": r.info.status == "FINISHED",
             "flags": r.data.tags.get("flags", ""),
+            "task": r.data.tags.get("task", TRADE),
             "sharpe": r.data.metrics.get("sharpe"),
             "return_pct": r.data.metrics.get("return_pct"),
+            # a quoting backtest's figure: the agent's objective (price x lots per episode)
+            "objective": r.data.metrics.get("agent/objective_price_x_lots"),
             "buy_and_hold/return_pct": r.data.metrics.get("buy_and_hold/return_pct"),
             "started": pd.Timestamp(r.info.start_time, unit="ms", tz="UTC"),
         }
         for r in runs
         if r.data.tags.get("train_run_id") in wanted
     ]
-    columns = ["train_run_id", "backtest_run_id", "split", "status", "complete", "flags", "sharpe",
-               "return_pct", "buy_and_hold/return_pct", "started"]  # fmt: skip
+    columns = ["train_run_id", "backtest_run_id", "split", "status", "complete", "flags", "task",
+               "sharpe", "return_pct", "objective", "buy_and_hold/return_pct",
+               "started"]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values("started", ascending=False, ignore_index=True)
 
@@ -145,24 +167,51 @@ def backtests_of(client: MlflowClient, run_ids: Sequence[str]) -> pd.DataFrame:
 def learning_curves(
     client: MlflowClient, runs: pd.DataFrame, run_ids: Sequence[str]
 ) -> dict[str, pd.DataFrame]:
-    """Per curve key (``reward/mean``, ``val/sharpe``): a frame of episode x run label."""
-    history = metric_histories(client, run_ids, CURVE_KEYS)
+    """Per curve key (``reward/mean``, ``val/sharpe``; quoting runs' validation objective when
+    the runs hold some): a frame of episode x run label."""
+    keys = list(dict.fromkeys(k for t in tasks_of(runs.loc[list(run_ids)]) for k in curve_keys(t)))
+    history = metric_histories(client, run_ids, keys)
     out: dict[str, pd.DataFrame] = {}
-    for key in CURVE_KEYS:
+    for key in keys:
         part = history[history["key"] == key]
         wide = part.pivot_table(index="step", columns="run_id", values="value", aggfunc="last")
         out[key] = wide.rename(columns=lambda rid: run_label(runs, rid))
     return out
 
 
-def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per group: mean, std and 95% CI over seeds (``hmarl.report.compare.aggregate``)."""
-    return aggregate(runs)
+def comparison_table(runs: pd.DataFrame, task: str = TRADE) -> pd.DataFrame:
+    """Per group of one task's runs: mean, std and 95% CI over seeds of that task's figures
+    (``hmarl.report.compare.aggregate``)."""
+    return aggregate(of_task(runs, task), task_columns(task))
 
 
-def run_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs as the page lists them: identity, validation and test figures."""
-    return runs[[c for c in RUN_COLUMNS if c in runs.columns]]
+def of_task(runs: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The runs of one task (a frame without a ``task`` column holds trading runs)."""
+    if "task" not in runs:
+        return runs if task == TRADE else runs.iloc[:0]
+    return runs[runs["task"] == task]
+
+
+def run_table(runs: pd.DataFrame, task: str = TRADE) -> pd.DataFrame:
+    """One task's runs as the page lists them: identity, validation and test figures (a
+    quoting run's own figures, never trading columns of NaN)."""
+    part = of_task(runs, task)
+    if task != QUOTE:
+        return part[[c for c in RUN_COLUMNS if c in part.columns]]
+    empty = [c for c in OPTIONAL_QUOTE_COLUMNS if c in part and part[c].isna().all()]
+    return part[[c for c in QUOTE_RUN_COLUMNS if c in part.columns and c not in empty]]
+
+
+def run_tables(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per task the selection holds (trading first), its table: a mixed selection is shown as
+    separate tables, never one table of two kinds of figures."""
+    return {task: run_table(runs, task) for task in tasks_of(runs)}
+
+
+def validation_table(runs: pd.DataFrame, task: str = TRADE) -> pd.DataFrame:
+    """The validation that selected each run's ``best.pt``, in its task's figures."""
+    table = run_table(runs, task)
+    return table[[c for c in table.columns if c.startswith("val_")]]
 
 
 def checkpoints_of(client: MlflowClient, run_id: str) -> list[str]:
@@ -263,6 +312,18 @@ def report_page(result: BacktestResult) -> str:
     if not path.is_file():
         raise PageError(f"{path} was not written (report_html=false?)")
     return path.read_text(encoding="utf-8")
+
+
+def backtest_line(result: BacktestResult) -> str:
+    """The page's line on a finished backtest: its bars and period, or for a quoting
+    checkpoint (which is scored on its own market's split) its episodes."""
+    m, where = result.meta, f"report: {result.out_dir / 'report.html'}"
+    if m.get("task") == "quote":
+        return (
+            f"quoting backtest on its market's {m['split']} split: {m['episodes']} episodes of "
+            f"{m['steps_per_episode']} steps (no market impact); {where}"
+        )
+    return f"{m['bars']} bars, {m['first_decision']} .. {m['last_decision']}; {where}"
 
 
 def page_store() -> str:

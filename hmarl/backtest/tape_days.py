@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -64,6 +64,9 @@ from hmarl.stats.quoting import quote_stats
 ACTIONS = ("both", "bid only", "ask only", "none")
 LIQUIDITY = ("low", "mid", "high")
 _SUMMED = ("PnL [price x lots]", "PnL [quote]", "Fills bid [#]", "Fills ask [#]")
+QuoteTable = Callable[[Ticks, Grid], tuple[np.ndarray, np.ndarray]]
+"""A policy's quotes on a day: bid and ask prices ``[L, S]`` per step and inventory state (NaN:
+no quote), e.g. a trained checkpoint's (hmarl.backtest.checkpoint_quotes.policy_quotes)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class QuoteSetup:
     skew_ticks: float = 1.0  # closed-form skew per lot held (sets phi)
     fit_ticks: int = 200  # deepest offset of the A, k fit
     book_cross: bool = False  # also fill when the opposite best quote reaches ours
+    quotes: QuoteTable | None = None  # a policy's quotes in place of the closed form
+    label: str = "closed-form quotes"  # what quoted, in each day's plot title
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,8 @@ def quote_run(
         offsets=(0.0,), tick=setup.tick, max_inventory=setup.max_inventory, phi=phi
     )
     bid_all, ask_all = as_quote_prices(grid, market, params)
+    if setup.quotes is not None:
+        bid_all, ask_all = setup.quotes(ticks, grid)
     if offset is not None:
         bid_all = np.repeat((grid.bid - offset * setup.tick)[:, None], params.n_states, 1)
         ask_all = np.repeat((grid.ask + offset * setup.tick)[:, None], params.n_states, 1)
@@ -304,7 +311,7 @@ def evaluate_days(
         (ticker, day): evaluate_day(ticks, ticker, day, setup)
         for (ticker, day), ticks in sorted(days.items())
     }
-    return write_days(results, out, plots=plots)
+    return write_days(results, out, plots=plots, what=setup.label)
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:

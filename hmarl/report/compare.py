@@ -21,6 +21,14 @@ report says so. Runs whose selected validation returns have no variance (a polic
 never trades) have no skew, kurtosis or PSR (NaN) and are left out of the Deflated Sharpe,
 by name.
 
+Quoting runs (``task=quote``) are compared on their own figures: the objective that selected
+``best.pt`` (price x lots per episode, after fees, minus the inventory penalties), its share of
+the exact optimum where one is known, PnL, fills and inventory, beside the baselines' objectives
+on the same validation paths (tags ``baseline_*``) and the linked quoting backtest's figures;
+never on trading's columns, which a quoting run leaves NaN. A selection mixing the two tasks is
+refused with both named (:func:`one_task`) unless one task is chosen; the page shows such an
+experiment as two tables.
+
 ``scripts/compare_runs.py`` and ``notebooks/compare_runs.ipynb`` both call :func:`compare`.
 One pipeline (select runs, tabulate, aggregate, deflate, plot, write) that reads top to
 bottom; MLflow access itself lives in :mod:`hmarl.tracking`.
@@ -28,6 +36,8 @@ bottom; MLflow access itself lives in :mod:`hmarl.tracking`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -97,6 +107,63 @@ SUMMARY_COLUMNS = (
 CURVE_KEYS = ("reward/mean", "val/sharpe")
 STEPS_KEY = "perf/steps_per_s"
 
+# Quoting runs (``task=quote``, docs/market_making.md) log other figures: an objective (price x
+# lots per episode, after fees, minus the inventory penalties), fills and inventory, and the
+# baselines' validation objectives as tags. They get their own columns, never trading's.
+TASK_PARAM = "task"  # a run's task: the tag ``task`` (quoting runs), else the param, else trade
+TRADE, QUOTE = "trade", "quote"
+QUOTE_TRAIN_METRICS = {
+    "val_objective": "val/objective_price_x_lots",
+    "val_of_optimum_pct": "val/of_the_optimum_pct",
+    "val_gap_closed_pct": "val/gap_closed_pct",
+    "val_pnl": "val/pnl_price_x_lots",
+    "val_fills_bid": "val/fills_bid_n",
+    "val_fills_ask": "val/fills_ask_n",
+    "val_fill_ratio_pct": "val/fill_ratio_pct",
+    "val_inventory_abs_mean": "val/inventory_abs_mean_lots",
+    "val_time_at_limits_pct": "val/time_at_limits_pct",
+}
+# column -> tag of a quoting training run: each baseline's validation objective
+QUOTE_BASELINE_TAGS = {
+    "val_no_quote": "baseline_no_quote",
+    "val_best_fixed": "baseline_best_fixed",
+    "val_closed_form": "baseline_closed_form",
+    "val_optimum": "baseline_optimum",
+}
+# column -> metric key of a quoting backtest (hmarl.backtest.quote_run: "<policy>/<key>")
+QUOTE_TEST_METRICS = {
+    "test_objective": "agent/objective_price_x_lots",
+    "test_of_optimum_pct": "agent/of_the_optimum_pct",
+    "test_pnl": "agent/pnl_price_x_lots",
+    "test_fills_bid": "agent/fills_bid_n",
+    "test_fills_ask": "agent/fills_ask_n",
+    "test_inventory_abs_mean": "agent/inventory_abs_mean_lots",
+    "test_no_quote": "no_quote/objective_price_x_lots",
+    "test_best_fixed": "best_fixed/objective_price_x_lots",
+    "test_closed_form": "closed_form/objective_price_x_lots",
+    "test_optimum": "optimum/objective_price_x_lots",
+}
+QUOTE_SUMMARY_COLUMNS = (
+    "val_objective",
+    "val_of_optimum_pct",
+    "val_gap_closed_pct",
+    "val_pnl",
+    "val_fills_bid",
+    "val_fills_ask",
+    "val_inventory_abs_mean",
+    "val_best_fixed",
+    "val_closed_form",
+    "val_optimum",
+    "test_objective",
+    "test_of_optimum_pct",
+    "test_best_fixed",
+    "test_closed_form",
+    "test_optimum",
+    "wall_s",
+    "steps_per_s",
+)
+QUOTE_CURVE_KEYS = ("reward/mean", "val/objective_price_x_lots")
+
 
 class Comparison(NamedTuple):
     """Everything :func:`compare` found and wrote."""
@@ -108,6 +175,7 @@ class Comparison(NamedTuple):
     dsr: dict[str, dict[str, Any]]  # per market: best run with an edge and its DSR, or "error"
     has_test: bool  # False: no linked test backtests, validation only
     files: dict[str, Path]  # name -> written file
+    task: str = TRADE  # the runs' task: trade, or quote (objective, fills, baselines)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -186,6 +254,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "name": run.info.run_name,
         "experiment": tags.get(GROUP_TAG, "default"),
         "data_fingerprint": tags.get("data_fingerprint", "unknown"),
+        "market_key": market_key(tags, params),
         **{k: params.get(p, "None") for k, p in MARKET_PARAMS.items()},
         "seed": params.get("seed"),
         "status": run.info.status,
@@ -198,8 +267,61 @@ def run_row(run: Run) -> dict[str, Any]:
         "edge": verdict(tags),
         "val_buy_and_hold_pct": _float(tags.get("val_buy_and_hold_pct")),
         "wall_s": _wall_s(run),
+        "task": run_task(run),
     }
+    if row["task"] == QUOTE:
+        row.update({col: _float(tags.get(tag)) for col, tag in QUOTE_BASELINE_TAGS.items()})
     return row
+
+
+def market_key(tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+    """What makes two runs' market the same: the data fingerprint, except on the synthetic tick
+    market (``data=ticks_synthetic``), whose tapes are drawn from each run's seed (so its
+    fingerprint differs per seed): there it is a hash of the generator's and the quoting rules'
+    params, so a sweep's seeds form one group as on every other market."""
+    if params.get("data.source") != "ticks_synthetic":
+        return tags.get("data_fingerprint", "unknown")
+    keys = sorted(k for k in params if k.startswith(("data.ticks_synthetic.", "quote.")))
+    doc = json.dumps({k: params[k] for k in keys}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def run_task(run: Run) -> str:
+    """``trade`` or ``quote``: the run's ``task`` tag, else its ``task`` param (a run logged
+    before the quoting task existed has neither and is a trading run)."""
+    return str(run.data.tags.get(TASK_PARAM) or run.data.params.get(TASK_PARAM) or TRADE)
+
+
+def tasks_of(runs: pd.DataFrame) -> list[str]:
+    """The tasks a selection holds, trade first."""
+    found = set(runs["task"]) if "task" in runs else {TRADE}
+    return [t for t in (TRADE, QUOTE) if t in found]
+
+
+def task_columns(task: str) -> tuple[str, ...]:
+    """The summary columns of a task's runs."""
+    return QUOTE_SUMMARY_COLUMNS if task == QUOTE else SUMMARY_COLUMNS
+
+
+def curve_keys(task: str) -> tuple[str, ...]:
+    """The learning curves of a task's runs (the validation score each is selected on)."""
+    return QUOTE_CURVE_KEYS if task == QUOTE else CURVE_KEYS
+
+
+def one_task(runs: pd.DataFrame) -> str:
+    """The selection's task; a selection mixing trading and quoting runs is refused, naming
+    both: their figures are different quantities (a Sharpe ratio and a return against an
+    objective in price x lots), so one table or one mean over both would mean nothing."""
+    tasks = tasks_of(runs)
+    if len(tasks) > 1:
+        counts = runs["task"].value_counts()
+        names = {t: ", ".join(sorted(map(str, runs.loc[runs["task"] == t, "name"]))) for t in tasks}
+        raise ValueError(
+            f"the selection mixes {counts[TRADE]} trading runs ({names[TRADE]}) and "
+            f"{counts[QUOTE]} quoting runs ({names[QUOTE]}), whose figures are different "
+            "quantities; compare one task at a time: --task trade or --task quote"
+        )
+    return tasks[0]
 
 
 def _float(text: str | None) -> float:
@@ -215,6 +337,11 @@ def data_name(params: Mapping[str, str]) -> str:
     source = params.get("data.source", "?")
     if source == "synthetic":
         return f"synthetic seed {params.get('data.market_seed', '?')}"
+    if source == "avellaneda":  # the quoting task's simulated market
+        a = {k: params.get(f"data.avellaneda.{k}", "?") for k in ("sigma", "A", "k")}
+        return f"avellaneda sigma={a['sigma']} A={a['A']} k={a['k']}"
+    if source == "ticks_synthetic":  # its tapes are drawn from the run's seed
+        return "ticks_synthetic (tapes drawn from each seed)"
     path = params.get("data.path") or "?"
     start, end = (params.get(k, "None") for k in ("data.start", "data.end"))
     if (start, end) == ("None", "None"):
@@ -235,12 +362,14 @@ def verdict(tags: Mapping[str, str]) -> str:
 
 
 def market_label(frame: pd.DataFrame) -> pd.Series:
-    """Each run's market: its readable name, ``[fingerprint[:8]]``, bar and cost settings."""
-    return (
-        frame["data"].astype(str)
-        + " ["
-        + frame["data_fingerprint"].astype(str).str[:8]
-        + "] bars="
+    """Each run's market: its readable name, ``[fingerprint[:8]]``, bar and cost settings (a
+    quoting run's: ``quote``; its fingerprint covers the market and the bars and costs of
+    ``env.*`` do not apply)."""
+    key = frame["market_key"] if "market_key" in frame else frame["data_fingerprint"]
+    head = frame["data"].astype(str) + " [" + key.astype(str).str[:8] + "]"
+    trading = (
+        head
+        + " bars="
         + frame["bars"].astype(str)
         + " costs="
         + frame["commission"].astype(str)
@@ -248,6 +377,9 @@ def market_label(frame: pd.DataFrame) -> pd.Series:
         + frame["slippage_bps"].astype(str)
         + "bps"
     )
+    if "task" not in frame:
+        return trading
+    return trading.where(frame["task"] != QUOTE, head + " quote")
 
 
 def name_groups(frame: pd.DataFrame) -> pd.DataFrame:
@@ -287,15 +419,30 @@ def selected_validation(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFram
     gets NaN. Metrics undefined without variance (skew, kurtosis, PSR) are NaN for runs
     whose selected returns have none.
     """
-    history = metric_histories(client, runs.index, list(TRAIN_METRICS.values()))
+    task = runs["task"] if "task" in runs else pd.Series(TRADE, index=runs.index)
+    out = pd.DataFrame(index=runs.index)
+    for name, metrics in ((TRADE, TRAIN_METRICS), (QUOTE, QUOTE_TRAIN_METRICS)):
+        part = runs[task == name]
+        if part.empty:  # no columns of a task the selection lacks (they would be all NaN)
+            continue
+        out = out.join(_at_best_episode(client, part, metrics), how="left")
+        if name == TRADE:
+            flat = part.index[~(out.loc[part.index, "val_volatility_ann_pct"] > 0)]
+            out.loc[flat, list(UNDEFINED_WITHOUT_VARIANCE)] = math.nan
+    return out
+
+
+def _at_best_episode(
+    client: MlflowClient, runs: pd.DataFrame, metrics: Mapping[str, str]
+) -> pd.DataFrame:
+    """``metrics`` (column -> key) at each run's ``best_episode`` step (NaN without one)."""
+    history = metric_histories(client, runs.index, list(metrics.values()))
     best = runs["best_episode"].reindex(history["run_id"]).to_numpy()
     picked = history[history["step"].to_numpy() == best]
     wide = picked.pivot_table(index="run_id", columns="key", values="value", aggfunc="last")
     out = pd.DataFrame(index=runs.index)
-    for col, key in TRAIN_METRICS.items():
+    for col, key in metrics.items():
         out[col] = wide[key].reindex(runs.index) if key in wide else math.nan
-    flat = ~(out["val_volatility_ann_pct"] > 0)
-    out.loc[flat, list(UNDEFINED_WITHOUT_VARIANCE)] = math.nan
     return out
 
 
@@ -313,23 +460,27 @@ def metric_histories(
 
 
 def backtest_metrics_by_run(
-    client: MlflowClient, ids: Sequence[str], train_ids: Iterable[str]
+    client: MlflowClient,
+    ids: Sequence[str],
+    train_ids: Iterable[str],
+    metrics: Mapping[str, str] = TEST_METRICS,
 ) -> pd.DataFrame:
     """Test-split backtest metrics per training run id (the newest backtest of each).
 
     Searched in ``ids`` whatever experiments the training runs were selected from: a
-    backtest is linked by its ``train_run_id`` tag, not by where it was logged.
+    backtest is linked by its ``train_run_id`` tag, not by where it was logged. ``metrics``
+    (column -> key): :data:`TEST_METRICS`, or :data:`QUOTE_TEST_METRICS` for quoting runs.
     """
     wanted = set(train_ids)
     runs = search_all(client, ids, "tags.kind = 'backtest' and tags.split = 'test'")
     rows = [
         {"run_id": r.data.tags["train_run_id"], "start": r.info.start_time}
-        | {col: r.data.metrics.get(key, math.nan) for col, key in TEST_METRICS.items()}
+        | {col: r.data.metrics.get(key, math.nan) for col, key in metrics.items()}
         for r in runs
         if r.data.tags.get("train_run_id") in wanted and r.info.status == "FINISHED"
     ]
     if not rows:
-        return pd.DataFrame(columns=["run_id", *TEST_METRICS]).set_index("run_id")
+        return pd.DataFrame(columns=["run_id", *metrics]).set_index("run_id")
     frame = pd.DataFrame(rows).sort_values("start").drop_duplicates("run_id", keep="last")
     return frame.drop(columns="start").set_index("run_id")
 
@@ -341,18 +492,24 @@ def load_runs(
     parent_run_id: str | None = None,
     tags: Mapping[str, str] | None = None,
     statuses: Sequence[str] = ("FINISHED",),
+    task: str | None = None,
 ) -> pd.DataFrame:
     """Training runs of the selection, one row each (index run_id), with test metrics joined.
 
     Runs in other states (FAILED, KILLED, still RUNNING) are left out by default: a crashed
     run's last validation is not a result. ``steps_per_s`` is the median over episodes,
-    robust to the first episode's warm-up.
+    robust to the first episode's warm-up. ``task`` (``trade`` / ``quote``) keeps that
+    task's runs only; a ``task`` column says each run's, and each task's runs carry their own
+    figures (trading: Sharpe, return; quoting: objective, fills, inventory, baselines).
     """
     query = run_filter("train", parent_run_id, tags)
     runs = [r for r in search_all(client, ids, query) if r.info.status in statuses]
+    if task is not None:
+        runs = [r for r in runs if run_task(r) == task]
     if not runs:
+        which = f" of task={task}" if task is not None else ""
         raise ValueError(
-            f"no training runs with status in {list(statuses)} match {query!r} "
+            f"no training runs{which} with status in {list(statuses)} match {query!r} "
             f"in experiment ids {list(ids)}"
         )
     frame = name_groups(pd.DataFrame([run_row(r) for r in runs]).set_index("run_id"))
@@ -361,8 +518,12 @@ def load_runs(
     frame = frame.join(selected_validation(client, frame))
     steps = metric_histories(client, frame.index, [STEPS_KEY])
     frame["steps_per_s"] = steps.groupby("run_id")["value"].median().reindex(frame.index)
-    tests = backtest_metrics_by_run(client, experiment_ids(client), frame.index)
-    return frame.join(tests).sort_values(["group", "seed"])
+    every = experiment_ids(client)
+    for name, metrics in ((TRADE, TEST_METRICS), (QUOTE, QUOTE_TEST_METRICS)):
+        part = frame.index[frame["task"] == name]
+        if len(part):
+            frame = frame.join(backtest_metrics_by_run(client, every, part, metrics))
+    return frame.sort_values(["group", "seed"])
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -575,10 +736,19 @@ def plot_learning_curves(
     return write_png(path, fig)
 
 
-def plot_group_bars(summary: pd.DataFrame, path: Path, has_test: bool) -> Path:
-    """Bars per experiment with 95% error bars: Sharpe and return, validation (and test)."""
+TRADE_BARS = (("sharpe", "Sharpe (ann.)"), ("return_pct", "Return [%]"))
+QUOTE_BARS = (("objective", "Objective [price x lots]"), ("best_fixed", "Best fixed quote"))
+
+
+def plot_group_bars(
+    summary: pd.DataFrame,
+    path: Path,
+    has_test: bool,
+    metrics: Sequence[tuple[str, str]] = TRADE_BARS,
+) -> Path:
+    """Bars per experiment with 95% error bars: Sharpe and return (a quoting selection: the
+    objective and the best fixed quote's on the same paths), validation (and test)."""
     splits = ["val", "test"] if has_test else ["val"]
-    metrics = [("sharpe", "Sharpe (ann.)"), ("return_pct", "Return [%]")]
     fig, axes = panels(len(metrics))
     x = np.arange(len(summary))
     width = 0.8 / len(splits)
@@ -606,32 +776,68 @@ def compare(
     tags: Mapping[str, str] | None = None,
     latest: bool = False,
     n_trials: int | None = None,
+    task: str | None = None,
 ) -> Comparison:
     """Load, aggregate, plot and write ``runs.csv``, ``summary.csv`` and two PNGs.
 
     Selection: the training runs of ``experiments`` (MLflow experiment names; all when
     empty), optionally children of ``parent_run_id`` (or of the newest sweep when
-    ``latest``), optionally with every tag of ``tags``.
+    ``latest``), optionally with every tag of ``tags``, optionally of one ``task``. A
+    selection holding trading and quoting runs is refused (:func:`one_task`) unless ``task``
+    picks one: quoting runs are compared on their objective, fills and inventory beside no
+    quote, the best fixed quote and the closed form (and the optimum where one is known).
     """
     client = open_store(uri)
     ids = experiment_ids(client, experiments)
     if latest and parent_run_id is None:
         parent_run_id = latest_sweep(client, ids)
-    runs = load_runs(client, ids, parent_run_id=parent_run_id, tags=tags)
-    has_test = bool(runs["test_sharpe"].notna().any())
-    summary = aggregate(runs)
-    histories = metric_histories(client, runs.index, CURVE_KEYS)
-    columns = ["val_sharpe", "test_sharpe"] if has_test else ["val_sharpe"]
+    runs = load_runs(client, ids, parent_run_id=parent_run_id, tags=tags, task=task)
+    kind = one_task(runs)
+    score = "objective" if kind == QUOTE else "sharpe"
+    has_test = bool(runs[f"test_{score}"].notna().any())
+    summary = aggregate(runs, task_columns(kind))
+    keys = curve_keys(kind)
+    histories = metric_histories(client, runs.index, keys)
+    columns = [f"val_{score}", f"test_{score}"] if has_test else [f"val_{score}"]
     differences = pd.concat([paired_differences(runs, c) for c in columns], ignore_index=True)
     out = Path(out_dir)
+    bars = QUOTE_BARS if kind == QUOTE else TRADE_BARS
     files = {
         "runs": write_csv(out / "runs.csv", runs),
         "summary": write_csv(out / "summary.csv", summary),
-        "learning_curves": plot_learning_curves(runs, histories, out / "learning_curves.png"),
-        "bars": plot_group_bars(summary, out / "groups.png", has_test),
+        "learning_curves": plot_learning_curves(runs, histories, out / "learning_curves.png", keys),
+        "bars": plot_group_bars(summary, out / "groups.png", has_test, bars),
     }
-    dsr = best_runs(runs, n_trials)
-    return Comparison(runs, summary, histories, differences, dsr, has_test, files)
+    dsr = best_quote_runs(runs) if kind == QUOTE else best_runs(runs, n_trials)
+    return Comparison(runs, summary, histories, differences, dsr, has_test, files, kind)
+
+
+def best_quote_runs(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per market: the quoting run with the best validation objective among those that found
+    an edge (beat no quote and the best fixed quote on validation), or why there is none.
+
+    No Deflated Sharpe here: the objective is not a Sharpe ratio, and a quoting run is selected
+    on it, exact over the fills (Avellaneda-Stoikov) or the tape's one path.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for market, part in runs.groupby("market", sort=True):
+        edges = part[part["edge_found"].fillna(False).astype(bool)].dropna(subset=["val_objective"])
+        if edges.empty:
+            out[str(market)] = {
+                "error": f"no best run: none of its {len(part)} runs beat no quote and the "
+                "best fixed quote on validation"
+            }
+            continue
+        best_id = str(edges["val_objective"].idxmax())
+        row = edges.loc[best_id].to_dict()
+        out[str(market)] = {
+            "run_id": best_id,
+            "name": row["name"],
+            "group": row["group"],
+            "val_objective": float(row["val_objective"]),
+            "n_trials": len(part),
+        }
+    return out
 
 
 def difference_line(r: Mapping[Any, Any]) -> str:
@@ -648,6 +854,12 @@ def best_lines(market: str, d: Mapping[str, Any]) -> list[str]:
     """The report's lines on one market's best run (or why it has none)."""
     if "error" in d:
         return [f"{market}: {d['error']}"]
+    if "val_objective" in d:  # a quoting selection (best_quote_runs)
+        return [
+            f"{market}: best run among those that found an edge, by val objective: "
+            f"{d['name']} ({d['group']}, {d['run_id']}) val objective {d['val_objective']:.4g} "
+            f"price x lots, best of {d['n_trials']} runs (no Deflated Sharpe: not a Sharpe)"
+        ]
     lines = [
         f"{market}: best run among those that found an edge, by val Sharpe: {d['name']} "
         f"({d['group']}, {d['run_id']}) val Sharpe {d['val_sharpe']:.3g}; expected max Sharpe "
@@ -662,6 +874,30 @@ def best_lines(market: str, d: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def run_lines(runs: pd.DataFrame, task: str) -> list[str]:
+    """Per run, its verdict beside the baselines of its task: buy & hold for trading; no
+    quote, the best fixed quote and the closed form (and the optimum's share) for quoting."""
+    if task != QUOTE:
+        return [
+            "per run: the training run's verdict; validation return vs buy & hold on the same bars",
+            *(f"  {r.name} ({r.group}): {r.edge}; val return {r.val_return_pct:+.2f}% vs buy & "
+              f"hold {r.val_buy_and_hold_pct:+.2f}%"
+              + (f"; flags: {r.flags}" if r.flags not in ("", "none") else "")
+              for r in runs.itertuples()),
+        ]  # fmt: skip
+    lines = ["per run: the verdict; validation objective vs the baselines on the same paths"]
+    for r in runs.itertuples():
+        share = float(r.val_of_optimum_pct)  # type: ignore[arg-type]
+        optimum = f" ({share:.1f}% of the optimum)" if math.isfinite(share) else ""
+        lines.append(
+            f"  {r.name} ({r.group}): {r.edge}; val objective {r.val_objective:+.4g}{optimum} vs "
+            f"no quote {r.val_no_quote:+.4g}, best fixed {r.val_best_fixed:+.4g}, closed form "
+            f"{r.val_closed_form:+.4g}"
+            + (f"; flags: {r.flags}" if r.flags not in ("", "none") else "")
+        )
+    return lines
+
+
 def report(result: Comparison) -> str:
     """The printed report: the table, what each group holds, test source, the DSR, files."""
     d, runs = result.dsr, result.runs
@@ -669,18 +905,16 @@ def report(result: Comparison) -> str:
     lines = [
         "mean ± 95% CI half-width (sd std) over seeds; val = the validation that selected "
         "best.pt (tag best_episode)",
-        format_summary(result.summary),
+        *(["quoting runs (task=quote): objective, PnL in price x lots per episode; "
+           "no market impact assumed"] if result.task == QUOTE else []),
+        format_summary(result.summary, task_columns(result.task)),
         "",
         f"market: {markets[0]}" if len(markets) == 1 else
         f"{len(markets)} markets (never pooled; the group name carries the market): "
         + "; ".join(markets),
         *(f"WARNING: group {g} mixes {what}" for g, what in
           runs.groupby("group")["mixes"].first().items() if what),
-        "per run: the training run's verdict; validation return vs buy & hold on the same bars",
-        *(f"  {r.name} ({r.group}): {r.edge}; val return {r.val_return_pct:+.2f}% vs buy & "
-          f"hold {r.val_buy_and_hold_pct:+.2f}%"
-          + (f"; flags: {r.flags}" if r.flags not in ("", "none") else "")
-          for r in runs.itertuples()),
+        *run_lines(runs, result.task),
         "test: from kind=backtest split=test runs linked by train_run_id"
         if result.has_test
         else "test: no linked test backtests found (run `python -m hmarl.backtest run_id=<id>`); "
