@@ -25,6 +25,7 @@ from hmarl.data.ticks_synthetic import Tape
 from hmarl.market.avellaneda import ASParams, ASPaths, action_tables, features
 from hmarl.market.env import cash_ratio
 from hmarl.market.quoting import (
+    NO_QUOTE,
     QuoteParams,
     QuoteSettlement,
     action_levels,
@@ -96,8 +97,15 @@ def follow(
     b_idx = torch.arange(n_env, device=choice.device).unsqueeze(1)
     k_idx = torch.arange(length, device=choice.device).unsqueeze(0)
     actions = choice[states, b_idx, k_idx]
+    return states, actions, settle_visited(params, batch, states, actions)
+
+
+def settle_visited(
+    params: QuoteParams, batch: QuoteBatch, states: Tensor, actions: Tensor
+) -> QuoteSettlement:
+    """Settle the visited ``states`` and ``actions`` ``[B, L]`` on the batch's market."""
     a = actions.unsqueeze(-1)
-    settlement = settle_quotes(
+    return settle_quotes(
         params,
         states,
         actions,
@@ -107,7 +115,37 @@ def follow(
         batch.ask_edge.gather(-1, a).squeeze(-1),
         batch.dmid,
     )
-    return states, actions, settlement
+
+
+def head_context(
+    policy: HierarchicalPolicy,
+    batch: QuoteBatch,
+    generator: torch.Generator,
+    train_macro: bool,
+    *,
+    step_major: bool = False,
+) -> tuple[Tensor, list[Tensor | None]]:
+    """MacroNet and MicroNet over every step (masks drawn iff ``policy.training``, MacroNet's
+    pass in the graph iff ``train_macro``), the head's context ``[B, L, H1]`` from them and
+    the head's dropout masks ``[B, L, H_i]``: the part of a rollout that does not depend on
+    the inventory. ``step_major``: the context and masks come as ``[L, B, ...]`` (the towers
+    run on the transposed inputs, so no copy of the context is made) with the same values
+    and the same draws from ``generator``."""
+    lead = tuple(batch.dmid.shape)
+
+    def mask(shape: tuple[int, ...], p: float) -> Tensor | None:
+        m = draw_mask(shape, p, generator) if policy.training else None
+        return m.transpose(0, 1) if step_major and m is not None else m
+
+    def rows(x: Tensor) -> Tensor:
+        return x.transpose(0, 1) if step_major else x
+
+    macro_mask = mask(policy.macro.mask_shape(lead), policy.macro.p)
+    with torch.set_grad_enabled(train_macro and torch.is_grad_enabled()):
+        macro_emb = policy.macro(rows(batch.macro), macro_mask)
+    micro_emb = policy.micro(rows(batch.micro), mask(policy.micro.mask_shape(lead), policy.micro.p))
+    ctx = policy.head.context(macro_emb, micro_emb)
+    return ctx, [mask(shape, policy.head.p) for shape in policy.head.mask_shapes(lead)]
 
 
 def collect_quotes(
@@ -124,17 +162,7 @@ def collect_quotes(
     n_env, length = batch.dmid.shape
     lead = (n_env, length)
     device = batch.macro.device
-
-    # ---- context: MacroNet and MicroNet over every step, masks kept ----
-    def mask(shape: tuple[int, ...], p: float) -> Tensor | None:
-        return draw_mask(shape, p, generator) if policy.training else None
-
-    macro_mask = mask(policy.macro.mask_shape(lead), policy.macro.p)
-    with torch.set_grad_enabled(train_macro and torch.is_grad_enabled()):
-        macro_emb = policy.macro(batch.macro, macro_mask)
-    micro_emb = policy.micro(batch.micro, mask(policy.micro.mask_shape(lead), policy.micro.p))
-    ctx = policy.head.context(macro_emb, micro_emb)  # [B, L, H1]
-    head_masks = [mask(shape, policy.head.p) for shape in policy.head.mask_shapes(lead)]
+    ctx, head_masks = head_context(policy, batch, generator, train_macro)
 
     # ---- every inventory state's quote probabilities, then the look-up loop ----
     inv = inventory_inputs(params, device)
@@ -167,6 +195,73 @@ def collect_quotes(
         settlement=settlement,
         grid_probs=probs_all,
         grid_logits=grid_logits,
+    )
+
+
+class QuoteSample(NamedTuple):
+    """What a sampling-only rollout (:func:`sample_quotes`) returns: the visited path only."""
+
+    states: Tensor  # [B, L] inventory-grid state before each step
+    actions: Tensor  # [B, L] joint quote actions
+    probs: Tensor  # [B, L, A] the probabilities the actions were drawn from
+    settlement: QuoteSettlement
+
+
+@torch.no_grad()
+def sample_quotes(
+    policy: HierarchicalPolicy,
+    batch: QuoteBatch,
+    params: QuoteParams,
+    *,
+    generator: torch.Generator,
+    greedy: bool = False,
+) -> QuoteSample:
+    """The batch's ``B`` episodes without gradients, the head run at the visited inventory only.
+
+    Why: :func:`collect_quotes` runs the head for all ``S`` inventory states because the exact
+    estimators and the choice tables need every state's probabilities; a collection that
+    needs only the path (evaluation, a throughput comparison) then pays ``S`` head passes per
+    step for one. Here the towers and the head's context still run once over the whole batch
+    (:func:`head_context`, the factored part), and a loop over the ``L`` steps runs the rest
+    of the head on ``B`` rows at a time, at each episode's current inventory. The generator
+    draws the same masks and uniforms in the same order as :func:`collect_quotes`, and the
+    same inverse-CDF rule picks the action, so both give the same path (up to float rounding
+    of the head's products on other shapes; ``tests/test_quote_update.py`` checks it).
+    """
+    n_env, length = batch.dmid.shape
+    device = batch.macro.device
+    # step-major, so that each step reads contiguous rows of the context
+    ctx_steps, mask_steps = head_context(policy, batch, generator, False, step_major=True)
+    u_steps = None
+    if not greedy:
+        u = torch.rand((n_env, length), generator=generator, device=generator.device)
+        u_steps = u.to(device).t().unsqueeze(-1).contiguous()  # [L, B, 1]
+    # a posted quote's fill moves the inventory: +1 for the bid, -1 for the ask, [L, B, A]
+    bid_lv, ask_lv = (torch.as_tensor(x, device=device) for x in action_levels(params))
+    up = (batch.bid_fill & (bid_lv != NO_QUOTE)).transpose(0, 1).long().contiguous()
+    down = (batch.ask_fill & (ask_lv != NO_QUOTE)).transpose(0, 1).long().contiguous()
+    inv = inventory_inputs(params, device)
+    top, last = params.n_states - 1, params.n_actions - 1
+    states = torch.empty((length, n_env), dtype=torch.int64, device=device)
+    actions = torch.empty_like(states)
+    probs = torch.empty((length, n_env, params.n_actions), dtype=ctx_steps.dtype, device=device)
+    s = torch.full((n_env,), params.start, dtype=torch.int64, device=device)
+    for k in range(length):
+        pos = inv[s]
+        masks = [None if m is None else m[k] for m in mask_steps]
+        p = torch.softmax(policy.head.from_context(ctx_steps[k], pos, cash_ratio(pos), masks), -1)
+        if u_steps is None:
+            a = p.argmax(-1)
+        else:
+            # collect_quotes's (u > cum[:-1]).sum() as one search of the sorted cum
+            a = torch.searchsorted(p.cumsum(-1), u_steps[k])[:, 0].clamp_(max=last)
+        states[k], actions[k], probs[k] = s, a, p
+        a = a.unsqueeze(-1)
+        bid, ask = up[k].gather(1, a).squeeze(1), down[k].gather(1, a).squeeze(1)
+        s = s + bid * (s < top) - ask * (s > 0)  # the posting rule: no bid at the top, ...
+    states, actions = states.t().contiguous(), actions.t().contiguous()
+    return QuoteSample(
+        states, actions, probs.transpose(0, 1), settle_visited(params, batch, states, actions)
     )
 
 
