@@ -137,8 +137,8 @@ def head_context(
         m = draw_mask(shape, p, generator) if policy.training else None
         return m.transpose(0, 1) if step_major and m is not None else m
 
-    def rows(x: Tensor) -> Tensor:
-        return x.transpose(0, 1) if step_major else x
+    def rows(x: Tensor) -> Tensor:  # a copy of the inputs (3N columns), not of the context
+        return x.transpose(0, 1).contiguous() if step_major else x
 
     macro_mask = mask(policy.macro.mask_shape(lead), policy.macro.p)
     with torch.set_grad_enabled(train_macro and torch.is_grad_enabled()):
