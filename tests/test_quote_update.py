@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from hmarl.agent import quote_rollout
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
 from hmarl.agent.quote_rollout import (
@@ -84,12 +85,15 @@ def test_the_rollout_follows_the_fills_and_settles_like_the_environment() -> Non
 @pytest.mark.parametrize("kind", ["as", "tape"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("greedy", [False, True])
+@pytest.mark.parametrize("block_rows", [2048, 20])
 def test_the_sampling_only_rollout_walks_the_same_path_as_the_all_states_one(
-    kind: str, training: bool, greedy: bool
+    kind: str, training: bool, greedy: bool, block_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same generator gives the same masks, uniforms, states (limits included: the
-    posting rule), actions, acting probabilities and settlement as collect_quotes."""
-    _, policy, batch = _setup(6, seed=4, steps=36, kind=kind)
+    posting rule), actions, acting probabilities and settlement as collect_quotes, with the
+    towers in one block or in blocks of 3 steps (the last one short)."""
+    monkeypatch.setattr(quote_rollout, "BLOCK_ROWS", block_rows)
+    _, policy, batch = _setup(6, seed=4, steps=35, kind=kind)
     policy.train(training)
     with torch.no_grad():
         ref = collect_quotes(
