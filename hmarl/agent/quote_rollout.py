@@ -260,12 +260,19 @@ def sample_quotes(
     step_masks = RolloutMasks(
         steps(masks.macro), steps(masks.micro), [steps(m) for m in masks.head]
     )
-    # a posted quote's fill moves the inventory: +1 for the bid, -1 for the ask, [L, B, A]
+    # each action's fills on the path, [L, B, A]: 1 the bid's, 2 the ask's, 3 both; the move
+    # from state s is move[s, fills] (the posting rule: no bid at the top, no ask at the bottom)
     bid_lv, ask_lv = (torch.as_tensor(x, device=device) for x in action_levels(params))
-    up = (batch.bid_fill & (bid_lv != NO_QUOTE)).transpose(0, 1).long().contiguous()
-    down = (batch.ask_fill & (ask_lv != NO_QUOTE)).transpose(0, 1).long().contiguous()
+    fills = (batch.bid_fill & (bid_lv != NO_QUOTE)).long() + 2 * (
+        batch.ask_fill & (ask_lv != NO_QUOTE)
+    ).long()
+    fills = fills.transpose(0, 1).contiguous()
+    grid = torch.arange(params.n_states, device=device).unsqueeze(1)
+    code = torch.arange(4, device=device)
+    move = (code % 2) * (grid < params.n_states - 1) - (code // 2) * (grid > 0)  # [S, 4]
     inv = inventory_inputs(params, device)
-    top, last = params.n_states - 1, params.n_actions - 1
+    cash = cash_ratio(inv)
+    last = params.n_actions - 1
     states = torch.empty((length, n_env), dtype=torch.int64, device=device)
     actions = torch.empty_like(states)
     probs = torch.empty((length, n_env, params.n_actions), dtype=macro_x.dtype, device=device)
@@ -277,18 +284,15 @@ def sample_quotes(
         part = RolloutMasks(macro_m, micro_m, [])
         ctx = tower_context(policy, macro_x[k0:k1], micro_x[k0:k1], part, False)
         for k in range(k0, k1):
-            pos = inv[s]
             head_masks = [None if m is None else m[k] for m in step_masks.head]
-            logits = policy.head.from_context(ctx[k - k0], pos, cash_ratio(pos), head_masks)
+            logits = policy.head.from_context(ctx[k - k0], inv[s], cash[s], head_masks)
             p = torch.softmax(logits, -1)
             if u_steps is None:
-                a = p.argmax(-1)
+                a = p.argmax(-1, keepdim=True)  # [B, 1]
             else:  # collect_quotes's (u > cum[:-1]).sum() as one search of the sorted cum
-                a = torch.searchsorted(p.cumsum(-1), u_steps[k])[:, 0].clamp_(max=last)
-            states[k], actions[k], probs[k] = s, a, p
-            a = a.unsqueeze(-1)
-            bid, ask = up[k].gather(1, a).squeeze(1), down[k].gather(1, a).squeeze(1)
-            s = s + bid * (s < top) - ask * (s > 0)  # the posting rule: no bid at the top, ...
+                a = torch.searchsorted(p.cumsum(-1), u_steps[k]).clamp_(max=last)
+            states[k], actions[k], probs[k] = s, a[:, 0], p
+            s = s + move[s, fills[k].gather(1, a)[:, 0]]
     states, actions = states.t().contiguous(), actions.t().contiguous()
     return QuoteSample(
         states, actions, probs.transpose(0, 1), settle_visited(params, batch, states, actions)
