@@ -156,6 +156,54 @@ def tower_context(
     return policy.head.context(macro_emb, policy.micro(micro_x, masks.micro))
 
 
+GRID_BLOCK_ROWS = 256
+"""Rows (env steps) per block of the no-gradient all-states pass, each for every state: the
+block's activations stay in cache (measured on the shared CPU, one thread, 256 envs x 100
+steps x 11 states: the head 197 ms in one pass, 96 ms in blocks of 256 rows, bit-identical)."""
+
+
+def choose(probs: Tensor, u: Tensor | None) -> Tensor:
+    """The action drawn from ``probs [..., A]`` with the uniforms ``u [...]`` by inverse CDF,
+    the number of cumulative probabilities below ``u`` (the last action takes any rounding
+    shortfall of the sum); the argmax when ``u`` is None (greedy)."""
+    if u is None:
+        return probs.argmax(-1)
+    cum = probs.cumsum(-1)
+    index = torch.searchsorted(cum, u.unsqueeze(-1).contiguous()).squeeze(-1)
+    return index.clamp_(max=probs.shape[-1] - 1)
+
+
+def grid_choice(
+    policy: HierarchicalPolicy,
+    ctx: Tensor,
+    inv: Tensor,
+    head_masks: list[Tensor | None],
+    u: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Every inventory state's probabilities ``[S, B, L, A]`` and drawn action ``[S, B, L]``
+    (:func:`choose`; ``u [B, L]``, the same for every state), without gradients, in blocks
+    of :data:`GRID_BLOCK_ROWS` rows of the context."""
+    n_states, lead = inv.shape[0], ctx.shape[:-1]
+    rows = ctx.reshape(-1, ctx.shape[-1])
+    masks = [None if m is None else m.reshape(-1, m.shape[-1]) for m in head_masks]
+    flat_u = None if u is None else u.reshape(-1)
+    probs_all: Tensor | None = None
+    choice = torch.empty((n_states, rows.shape[0]), dtype=torch.int64, device=ctx.device)
+    for a in range(0, rows.shape[0], GRID_BLOCK_ROWS):
+        b = a + GRID_BLOCK_ROWS
+        logits = policy.head.all_states(
+            rows[a:b], inv, [None if m is None else m[a:b] for m in masks]
+        )
+        probs = torch.softmax(logits, dim=-1)  # [S, rows, A]
+        if probs_all is None:
+            probs_all = probs.new_empty((n_states, rows.shape[0], probs.shape[-1]))
+        probs_all[:, a:b] = probs
+        block_u = None if flat_u is None else flat_u[a:b].expand(n_states, -1)
+        choice[:, a:b] = choose(probs, block_u)
+    assert probs_all is not None  # a batch has at least one row
+    return probs_all.view(n_states, *lead, -1), choice.view(n_states, *lead)
+
+
 def collect_quotes(
     policy: HierarchicalPolicy,
     batch: QuoteBatch,
@@ -180,16 +228,14 @@ def collect_quotes(
     if keep_grid_logits and torch.is_grad_enabled():
         grid_logits = policy.head.all_states(ctx, inv, head_masks)  # [S, B, L, A]
     with torch.no_grad():
-        logits = grid_logits.detach() if grid_logits is not None else None
-        if logits is None:
-            logits = policy.head.all_states(ctx.detach(), inv, head_masks)
-        probs_all = torch.softmax(logits, dim=-1)
-        if greedy:
-            choice = probs_all.argmax(-1)  # [S, B, L]
-        else:
+        u = None
+        if not greedy:  # the same uniforms for every state
             u = torch.rand(lead, generator=generator, device=generator.device).to(device)
-            cum = probs_all.cumsum(-1)[..., :-1]
-            choice = (u.unsqueeze(0).unsqueeze(-1) > cum).sum(-1)  # same uniforms, every state
+        if grid_logits is not None:
+            probs_all = torch.softmax(grid_logits.detach(), dim=-1)
+            choice = choose(probs_all, None if u is None else u.expand(probs_all.shape[:-1]))
+        else:
+            probs_all, choice = grid_choice(policy, ctx.detach(), inv, head_masks, u)
     states, actions, settlement = follow(params, batch, choice)
     b_idx = torch.arange(n_env, device=device).unsqueeze(1)
     k_idx = torch.arange(length, device=device).unsqueeze(0)
@@ -250,7 +296,7 @@ def sample_quotes(
     u_steps = None
     if not greedy:
         u = torch.rand((n_env, length), generator=generator, device=generator.device)
-        u_steps = u.to(device).t().unsqueeze(-1).contiguous()  # [L, B, 1]
+        u_steps = u.to(device).t().contiguous()  # [L, B]
 
     # step-major views [L, B, ...], so that a block of steps is a block of contiguous rows
     def steps(x: Tensor | None) -> Tensor | None:
@@ -272,7 +318,6 @@ def sample_quotes(
     move = (code % 2) * (grid < params.n_states - 1) - (code // 2) * (grid > 0)  # [S, 4]
     inv = inventory_inputs(params, device)
     cash = cash_ratio(inv)
-    last = params.n_actions - 1
     states = torch.empty((length, n_env), dtype=torch.int64, device=device)
     actions = torch.empty_like(states)
     probs = torch.empty((length, n_env, params.n_actions), dtype=macro_x.dtype, device=device)
@@ -287,12 +332,9 @@ def sample_quotes(
             head_masks = [None if m is None else m[k] for m in step_masks.head]
             logits = policy.head.from_context(ctx[k - k0], inv[s], cash[s], head_masks)
             p = torch.softmax(logits, -1)
-            if u_steps is None:
-                a = p.argmax(-1, keepdim=True)  # [B, 1]
-            else:  # collect_quotes's (u > cum[:-1]).sum() as one search of the sorted cum
-                a = torch.searchsorted(p.cumsum(-1), u_steps[k]).clamp_(max=last)
-            states[k], actions[k], probs[k] = s, a[:, 0], p
-            s = s + move[s, fills[k].gather(1, a)[:, 0]]
+            a = choose(p, None if u_steps is None else u_steps[k])  # [B]
+            states[k], actions[k], probs[k] = s, a, p
+            s = s + move[s, fills[k].gather(1, a.unsqueeze(1)).squeeze(1)]
     states, actions = states.t().contiguous(), actions.t().contiguous()
     return QuoteSample(
         states, actions, probs.transpose(0, 1), settle_visited(params, batch, states, actions)
