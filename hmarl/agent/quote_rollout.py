@@ -4,11 +4,17 @@ As in trading (hmarl/agent/rollout.py), the market does not react to the agent: 
 inputs are fixed per episode batch and only the inventory depends on actions. One batch costs
 
 1. one batched pass of MacroNet and MicroNet over every ``B x L`` step, dropout masks kept;
-2. the head for every inventory-grid state ``[S, B, L, A]`` with the same masks;
+2. the head for every inventory-grid state ``[S, B, L, A]`` with the same masks (without
+   gradients in row blocks, :func:`grid_choice`, so that the activations stay in cache);
 3. a look-up loop: the action of the current state, then the next state from the step's fills
    (the market's verdict for each action, drawn before the loop: in the Avellaneda-Stoikov
    market from the step's uniforms, on a tape from the tape), with the posting rule;
 4. vectorised settlement (:func:`hmarl.market.quoting.settle_quotes`).
+
+:func:`collect_quotes` does that (what training needs: the exact estimators read every
+state's probabilities). :func:`sample_quotes` is the sampling-only rollout for a collection
+without gradients: the same towers, batched, and the head at the visited inventory only, one
+step at a time, which walks the same path for the same generator.
 """
 
 from __future__ import annotations
