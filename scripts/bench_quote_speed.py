@@ -1,77 +1,113 @@
-"""Quoting env-steps per second: the factored rollout against a gym loop, same policy.
+"""Quoting env-steps per second: the factored rollouts against a gym loop, same policy.
 
 The gym loop steps :class:`hmarl.market.quote_env.QuoteEnv` (the environment the gymnasium
 wrapper and PPO step) one env at a time, running the hierarchical policy on each observation
-(batch 1, no gradient), as a gym-style trainer collects experience. The factored rollout
-(:func:`hmarl.agent.quote_rollout.collect_quotes`) runs ``n_envs`` episodes in one batch. Both
-on the Avellaneda-Stoikov benchmark market, measured in the same run; the ratio is printed.
+(batch 1, no gradient), as a gym-style trainer collects experience. The factored rollouts run
+``n_envs`` episodes in one batch, the towers once over every step of the batch:
 
-    OMP_NUM_THREADS=1 python scripts/bench_quote_speed.py
+* ``sample`` (:func:`hmarl.agent.quote_rollout.sample_quotes`): the head at the visited
+  inventory only, step by step: what a collection without gradients needs;
+* ``all-states`` (:func:`hmarl.agent.quote_rollout.collect_quotes`): the head at every
+  inventory state, what training collects (the exact estimators read every state).
+
+Both on the Avellaneda-Stoikov benchmark market, without gradients, each timed batch paying
+its own market generation and tensors, as the gym loop pays its env's. The measurements are
+interleaved (one batch of each, then gym episodes, repeated) and each figure is the median
+over the repeats. Two clocks: wall time, and this process's CPU time (one thread: the time it
+actually ran). Why both: on a shared machine other jobs' load takes the CPU away from many
+small steps (the gym loop) more than from a few large products (the rollouts), which inflates
+the wall-clock ratio; the CPU-time ratio is the one that does not depend on the neighbours.
+
+    OMP_NUM_THREADS=1 python scripts/bench_quote_speed.py [--n-envs 64 256]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
-from hmarl.agent.quote_rollout import as_batch, collect_quotes
+from hmarl.agent.quote_rollout import as_batch, collect_quotes, sample_quotes
 from hmarl.market import avellaneda as av
 from hmarl.market.quote_env import QuoteEnv
 
 MACRO, MICRO = 64, 8
 
 
+def gym_episode(env: QuoteEnv, policy: HierarchicalPolicy, seed: int, gen: torch.Generator) -> int:
+    """One episode stepped one observation at a time; returns its number of steps."""
+    n_in = 3 * len(av.FEATURES)
+    obs, _ = env.reset(seed=seed)
+    done, steps = False, 0
+    while not done:
+        x = torch.from_numpy(obs).unsqueeze(0)
+        logits = policy.head(
+            policy.macro(x[:, :n_in]), policy.micro(x[:, n_in : 2 * n_in]), x[:, -2], x[:, -1]
+        )
+        action = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
+        obs, _, done, _, _ = env.step(action)
+        steps += 1
+    return steps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-envs", type=int, default=64)
-    ap.add_argument("--gym-episodes", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--n-envs", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--gym-episodes", type=int, default=2, help="per repeat")
+    ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(1)
     from bench_quoting import MARKET, PARAMS  # the learning benchmark's market
 
     torch.manual_seed(0)
     policy = quote_policy(len(av.FEATURES), PARAMS).eval()
-
-    # ---- the factored rollout: one batch of n_envs episodes (sampling, no gradient) ----
     gen = torch.Generator().manual_seed(0)
-    times = []
-    for rep in range(args.repeats):
-        start = time.perf_counter()
-        paths = av.generate(MARKET, args.n_envs, rep, history=MACRO)
-        batch = as_batch(MARKET, PARAMS, paths, macro_window=MACRO, micro_window=MICRO)
-        with torch.no_grad():
-            collect_quotes(policy, batch, PARAMS, generator=gen)
-        times.append(time.perf_counter() - start)
-    factored = args.n_envs * MARKET.steps / float(np.median(times))
-
-    # ---- the gym loop: one env, one observation at a time, the same policy ----
+    rollouts: dict[str, Callable[..., object]] = {
+        "sample": sample_quotes,
+        "all-states": collect_quotes,
+    }
+    rates: dict[tuple[str, int], list[tuple[float, float]]] = {}  # (wall, cpu) env-steps/s
+    gym_rates: list[tuple[float, float]] = []
     env = QuoteEnv(MARKET, PARAMS, macro_window=MACRO, micro_window=MICRO, seed=0)
-    n_in = 3 * len(av.FEATURES)
-    steps, start = 0, time.perf_counter()
     with torch.no_grad():
-        for episode in range(args.gym_episodes):
-            obs, _ = env.reset(seed=episode)
-            done = False
-            while not done:
-                x = torch.from_numpy(obs).unsqueeze(0)
-                logits = policy.head(
-                    policy.macro(x[:, :n_in]),
-                    policy.micro(x[:, n_in : 2 * n_in]),
-                    x[:, -2],
-                    x[:, -1],
-                )
-                action = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen))
-                obs, _, done, _, _ = env.step(action)
-                steps += 1
-    gym = steps / (time.perf_counter() - start)
-    print(f"factored rollout: {factored:,.0f} env-steps/s ({args.n_envs} envs x {MARKET.steps})")
-    print(f"gym loop, one env: {gym:,.0f} env-steps/s ({steps} steps)")
-    print(f"ratio: {factored / gym:.0f}x")
+        for rep in range(args.repeats):
+            for n_envs in args.n_envs:
+                for name, rollout in rollouts.items():
+                    start, cpu = time.perf_counter(), time.process_time()
+                    paths = av.generate(MARKET, n_envs, rep, history=MACRO)
+                    batch = as_batch(MARKET, PARAMS, paths, macro_window=MACRO, micro_window=MICRO)
+                    rollout(policy, batch, PARAMS, generator=gen)
+                    rates.setdefault((name, n_envs), []).append(
+                        per_second(n_envs * MARKET.steps, start, cpu)
+                    )
+            start, cpu, steps = time.perf_counter(), time.process_time(), 0
+            for episode in range(args.gym_episodes):
+                steps += gym_episode(env, policy, rep * args.gym_episodes + episode, gen)
+            gym_rates.append(per_second(steps, start, cpu))
+    gym_wall, gym_cpu = np.median(gym_rates, axis=0)
+    n_gym = args.repeats * args.gym_episodes * MARKET.steps
+    print(
+        f"gym loop, one env: {gym_wall:,.0f} env-steps/s wall, {gym_cpu:,.0f} per CPU second "
+        f"({n_gym} steps)"
+    )
+    for (name, n_envs), values in rates.items():
+        wall, cpu = np.median(values, axis=0)
+        print(
+            f"factored {name:>10}, {n_envs:>4} envs x {MARKET.steps}: {wall:,.0f} env-steps/s "
+            f"wall ({wall / gym_wall:.0f}x), {cpu:,.0f} per CPU second ({cpu / gym_cpu:.0f}x)"
+        )
+
+
+def per_second(steps: int, wall_start: float, cpu_start: float) -> tuple[float, float]:
+    """Env-steps per second of wall time and of this process's CPU time since the starts."""
+    wall = time.perf_counter() - wall_start
+    cpu = max(time.process_time() - cpu_start, 1e-9)
+    return steps / wall, steps / cpu
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from hmarl.agent import quote_rollout
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
 from hmarl.agent.quote_rollout import (
@@ -16,6 +17,7 @@ from hmarl.agent.quote_rollout import (
     QuoteBatch,
     as_batch,
     collect_quotes,
+    sample_quotes,
     tape_batch,
 )
 from hmarl.agent.quote_update import quote_grid_values, quote_policy_loss, quote_update
@@ -78,6 +80,35 @@ def test_the_rollout_follows_the_fills_and_settles_like_the_environment() -> Non
     # the acting probabilities are those of the visited state
     idx = torch.arange(6).unsqueeze(1), torch.arange(30).unsqueeze(0)
     torch.testing.assert_close(traj.probs, traj.grid_probs[s, idx[0], idx[1]])
+
+
+@pytest.mark.parametrize("kind", ["as", "tape"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("greedy", [False, True])
+@pytest.mark.parametrize("block_rows", [2048, 20])
+def test_the_sampling_only_rollout_walks_the_same_path_as_the_all_states_one(
+    kind: str, training: bool, greedy: bool, block_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same generator gives the same masks, uniforms, states (limits included: the
+    posting rule), actions, acting probabilities and settlement as collect_quotes, with the
+    towers in one block or in blocks of 3 steps (the last one short)."""
+    monkeypatch.setattr(quote_rollout, "BLOCK_ROWS", block_rows)
+    _, policy, batch = _setup(6, seed=4, steps=35, kind=kind)
+    policy.train(training)
+    with torch.no_grad():
+        ref = collect_quotes(
+            policy, batch, PARAMS, generator=torch.Generator().manual_seed(5), greedy=greedy
+        )
+    out = sample_quotes(
+        policy, batch, PARAMS, generator=torch.Generator().manual_seed(5), greedy=greedy
+    )
+    assert torch.equal(out.states, ref.states)
+    assert torch.equal(out.actions, ref.actions)
+    torch.testing.assert_close(out.probs, ref.probs, rtol=1e-12, atol=1e-12)
+    for got, want in zip(out.settlement, ref.settlement, strict=True):
+        torch.testing.assert_close(got, want, rtol=0.0, atol=0.0)
+    if not greedy:  # sampled paths reach the limits, where the posting rule withdraws a side
+        assert int(ref.states.min()) == 0 or int(ref.states.max()) == PARAMS.n_states - 1
 
 
 def _grad(policy: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,17 @@ def test_matches_naive_per_t_computation(window: int, shape: tuple[int, int]) ->
     assert (excess[finite] <= 0).all(), f"worst excess {excess[finite].max():.3g}"
 
 
+def test_wide_inputs_sum_row_by_row_bit_identical_to_narrow_ones() -> None:
+    """A wide matrix (the row-by-row prefix sums) gives, column for column, exactly the
+    statistics of its narrow slices (numpy's cumulative sum), across row blocks too."""
+    x = messy_matrix(90, 100, seed=3)  # 300 summed columns: >= WIDE_COLUMNS
+    wide = window_stats(x, 7, chunk=40).reshape(90, 3, 100)
+    for cols in (slice(0, 30), slice(30, 100)):
+        narrow = window_stats(x[:, cols], 7, chunk=40)
+        np.testing.assert_array_equal(wide[:, :, cols].reshape(90, -1), narrow)
+    np.testing.assert_array_equal(window_stats(x, 7).reshape(90, 3, 100), wide)
+
+
 def test_rows_before_a_full_window_and_short_inputs_are_nan() -> None:
     x = np.arange(20.0).reshape(10, 2)
     out = window_stats(x, 4)

@@ -67,8 +67,9 @@ class Encoder(ContextTower):
         self.in_dim, self.hidden, self.out_dim = in_dim, hidden, out_dim
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        h = apply_dropout(F.relu(self.fc1(x)), mask, self.p, self.training)
-        return F.relu(self.fc2(h))
+        inplace = not torch.is_grad_enabled()  # no graph to keep: skip a copy of each layer
+        h = apply_dropout(F.relu(self.fc1(x), inplace), mask, self.p, self.training)
+        return F.relu(self.fc2(h), inplace)
 
     def mask_shape(self, lead: Sequence[int]) -> tuple[int, ...]:
         return (*lead, self.hidden)
