@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from helpers import assert_identical, compose_config, full_and_resumed
 
 from hmarl.agent.checkpoint import load_checkpoint
+from hmarl.agent.quote_rollout import collect_quotes
+from hmarl.agent.quote_update import exact_objective
 from hmarl.backtest.__main__ import main as backtest_main
+from hmarl.backtest.quote_run import OBJECTIVE, checkpoint_config
 from hmarl.config import ConfigError
 from hmarl.train.__main__ import main as train_main
 from hmarl.train.quote_task import quote_market, quote_policy_from_checkpoint
@@ -164,6 +168,17 @@ def test_train_sweep_and_backtest_through_the_entry_points(
     # seeds=2: two sampled runs, and the sampled policy's exact objective, below the optimum
     assert doc["seeds"]["seed"] == [0, 1] and len(pd.read_csv(out / "seeds.csv")) == 2
     assert doc["seeds"]["expected_objective"] <= objectives["optimum"]
+    # the runs walked by sample_quotes: collect_quotes's figures, exactly
+    ckpt = load_checkpoint(best)
+    policy, market = quote_policy_from_checkpoint(ckpt), quote_market(checkpoint_config(ckpt))
+    batch = market.eval_batch("test")
+    for seed, value in zip(doc["seeds"]["seed"], doc["seeds"][OBJECTIVE], strict=True):
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(seed)
+            traj = collect_quotes(policy, batch, market.params, generator=gen)
+        assert value == float(traj.settlement.reward.sum(1).mean())
+    probs = traj.every_state().permute(1, 2, 0, 3).double()
+    assert doc["seeds"]["expected_objective"] == exact_objective(market.params, batch, probs)
     assert set(objectives) == {"agent", "optimum", "closed_form", "best_fixed", "no_quote"}
     assert objectives["no_quote"] == 0.0
     assert max(objectives.values()) == objectives["optimum"]  # nothing beats the optimum

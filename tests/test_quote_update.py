@@ -3,6 +3,7 @@ fills, as tests/test_expected.py does for trading."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -17,6 +18,7 @@ from hmarl.agent.quote_rollout import (
     QuoteBatch,
     as_batch,
     collect_quotes,
+    collect_visited,
     sample_quotes,
     tape_batch,
 )
@@ -24,7 +26,16 @@ from hmarl.agent.quote_update import quote_grid_values, quote_policy_loss, quote
 from hmarl.agent.reinforce import discounted_returns, make_optimizers
 from hmarl.data.ticks_synthetic import TickParams, generate_tape
 from hmarl.market import avellaneda as av
-from hmarl.market.quoting import MOVES, QuoteParams, expected_rewards, outcomes, settle_quotes
+from hmarl.market.quoting import (
+    MOVES,
+    QuoteParams,
+    expected_rewards,
+    outcomes,
+    settle_quotes,
+)
+from hmarl.train import quote_tape as qt
+from hmarl.train import quote_task, quoting
+from hmarl.train.quoting import QuoteTraining, quote_episode
 
 MARKET = av.ASParams(steps=5, A=60.0, dt=0.02)
 PARAMS = QuoteParams(offsets=(1, 3), tick=0.3, max_inventory=2, phi=0.05, alpha=0.2)
@@ -313,3 +324,94 @@ def test_on_a_tape_the_exact_values_of_a_greedy_policy_are_its_realised_rewards(
     torch.testing.assert_close(
         values.v[:, 0, params.start], traj.settlement.reward.sum(1), rtol=1e-10, atol=1e-12
     )
+
+
+def _float32(kind: str) -> tuple[HierarchicalPolicy, QuoteBatch]:
+    """A float32 policy in training mode (dropout on) and batch, as training runs them."""
+    _, policy, batch = _setup(6, seed=7, steps=30, kind=kind)
+    batch = batch._replace(macro=batch.macro.float(), micro=batch.micro.float())
+    return policy.float().train(), batch
+
+
+@pytest.mark.parametrize("kind", ["as", "tape"])
+@pytest.mark.parametrize("estimator", ["reinforce", "baseline"])
+@pytest.mark.parametrize("update_macro", [True, False])
+def test_training_on_the_visited_states_updates_bit_for_bit_like_the_all_states_collection(
+    kind: str, estimator: str, update_macro: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """quote_episode collects reinforce's and baseline's episodes without the all-states pass
+    (collect_quotes is not called) and the trajectory, the update's metrics, the weights and the
+    optimizers' state are those of collect_quotes then quote_update, bit for bit; the
+    generator is left in the same state (the next episode draws the same masks)."""
+    policy, batch = _float32(kind)
+    twin = copy.deepcopy(policy)
+    settings = QuoteTraining(estimator=estimator, entropy_coef=0.01)
+    lrs = {"lr_macro": 1e-2, "lr_micro": 1e-2, "lr_head": 1e-2}
+    opts, twin_opts = make_optimizers(policy, **lrs), make_optimizers(twin, **lrs)
+    gen, twin_gen = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+
+    ref = collect_quotes(twin, batch, PARAMS, generator=twin_gen, train_macro=update_macro)
+    got = collect_visited(policy, batch, PARAMS, generator=torch.Generator().manual_seed(3))
+    for name in ("states", "actions", "positions", "cash", "probs", "ctx"):
+        assert torch.equal(getattr(got, name), getattr(ref, name)), name
+    assert all(torch.equal(a, b) for a, b in zip(got.settlement, ref.settlement, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(got.head_masks, ref.head_masks, strict=True))
+    assert int(ref.states.min()) == 0 or int(ref.states.max()) == PARAMS.n_states - 1
+
+    def no_all_states(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the all-states collection ran")
+
+    monkeypatch.setattr(quoting, "collect_quotes", no_all_states)
+    metrics = quote_episode(policy, opts, batch, PARAMS, settings, update_macro, gen)
+    want = quote_update(
+        twin,
+        twin_opts,
+        ref,
+        batch,
+        PARAMS,
+        gamma=settings.gamma,
+        entropy_coef=settings.entropy_coef,
+        grad_clip=settings.grad_clip,
+        update_macro=update_macro,
+        estimator=estimator,
+    )
+    assert metrics == want
+    assert metrics["param_delta/head"] > 0 and (metrics["param_delta/macro"] > 0) == update_macro
+    for (name, p), q in zip(policy.state_dict().items(), twin.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    for key, opt in opts.items():
+        state, twin_state = opt.state_dict()["state"], twin_opts[key].state_dict()["state"]
+        for i, slots in state.items():
+            assert all(torch.equal(v, twin_state[i][k]) for k, v in slots.items()), key
+    assert torch.equal(gen.get_state(), twin_gen.get_state())
+
+
+def test_a_visited_states_trajectory_has_no_grid_for_the_exact_estimators() -> None:
+    """all_actions reads every state's probabilities: from collect_visited's trajectory it is
+    refused with the collection to use, not run on a missing table."""
+    policy, batch = _float32("as")
+    traj = collect_visited(policy, batch, PARAMS, generator=torch.Generator().manual_seed(0))
+    assert traj.grid_probs is None
+    returns = discounted_returns(traj.settlement.reward, 1.0)
+    with pytest.raises(ValueError, match="collect_quotes"):
+        quote_policy_loss(policy, traj, batch, PARAMS, returns, "all_actions", 1.0)
+
+
+@pytest.mark.parametrize("kind", ["as", "tape"])
+def test_the_greedy_evaluations_walk_the_all_states_path(kind: str) -> None:
+    """The evaluations that walk one greedy path per episode (the run's quote statistics, a
+    tape's validation score) use sample_quotes: the same path, settlement and score as from
+    collect_quotes and the choice table."""
+    policy, batch = _float32(kind)
+    with torch.no_grad():
+        policy.eval()
+        ref = collect_quotes(policy, batch, PARAMS, generator=torch.Generator(), greedy=True)
+    policy.train()
+    _, run = quote_task.evaluate(policy, batch, PARAMS, score=lambda p, b: 0.0)
+    assert policy.training  # left as it was
+    assert torch.equal(run.states, ref.states) and torch.equal(run.actions, ref.actions)
+    assert all(torch.equal(a, b) for a, b in zip(run.settlement, ref.settlement, strict=True))
+    assert quote_task.run_stats(PARAMS, run, 30) == quote_task.run_stats(PARAMS, ref, 30)
+    tables = qt.score(PARAMS, batch, qt.greedy_choice(policy, batch, PARAMS))
+    assert qt.greedy_score(policy, batch, PARAMS) == tables
+    assert policy.training

@@ -19,6 +19,7 @@ step at a time, which walks the same path for the same generator.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -65,8 +66,18 @@ class QuoteTrajectory(NamedTuple):
     ctx: Tensor  # [B, L, H1] head context, with the graph of the modules being trained
     head_masks: list[Tensor | None]
     settlement: QuoteSettlement
-    grid_probs: Tensor  # [S, B, L, A] every state's probabilities, no graph
+    grid_probs: Tensor | None  # [S, B, L, A] every state's probabilities, no graph (None:
+    # collect_visited's, which runs the head at the visited states only)
     grid_logits: Tensor | None = None  # [S, B, L, A] with graph (keep_grid_logits)
+
+    def every_state(self) -> Tensor:
+        """:attr:`grid_probs`, or an error naming the collection that has every state's."""
+        if self.grid_probs is None:
+            raise ValueError(
+                "this trajectory has the visited states' probabilities only "
+                "(collect_visited): collect it with collect_quotes for every state's"
+            )
+        return self.grid_probs
 
 
 def next_states(params: QuoteParams, batch: QuoteBatch, choice: Tensor) -> Tensor:
@@ -292,26 +303,113 @@ def sample_quotes(
     step for one. Here the towers and the head's context still run batched over all ``B``
     episodes and a block of steps at a time (:func:`tower_context`, the factored part), and
     a loop over the block's steps runs the rest of the head on ``B`` rows at a time, at each
-    episode's current inventory. The generator draws the same masks and uniforms in the same
-    order as :func:`collect_quotes`, and the same inverse-CDF rule picks the action, so both
-    give the same path (up to float rounding of the products on other shapes;
-    ``tests/test_quote_update.py`` checks it)."""
+    episode's current inventory (:func:`visit`). The generator draws the same masks and
+    uniforms in the same order as :func:`collect_quotes`, and the same inverse-CDF rule picks
+    the action, so both give the same path (up to float rounding of the products on other
+    shapes; ``tests/test_quote_update.py`` checks it)."""
     n_env, length = batch.dmid.shape
-    device = batch.macro.device
-    masks = rollout_masks(policy, (n_env, length), generator)
-    u_steps = None
-    if not greedy:
-        u = torch.rand((n_env, length), generator=generator, device=generator.device)
-        u_steps = u.to(device).t().contiguous()  # [L, B]
-
-    # step-major views [L, B, ...], so that a block of steps is a block of contiguous rows
-    def steps(x: Tensor | None) -> Tensor | None:
-        return None if x is None else x.transpose(0, 1)
-
+    masks, u = _masks_and_uniforms(policy, (n_env, length), generator, greedy, batch)
     macro_x, micro_x = (x.transpose(0, 1).contiguous() for x in (batch.macro, batch.micro))
-    step_masks = RolloutMasks(
-        steps(masks.macro), steps(masks.micro), [steps(m) for m in masks.head]
+    macro_m, micro_m = (_steps(m) for m in masks[:2])
+    block = max(1, BLOCK_ROWS // n_env)
+
+    def contexts() -> Iterator[tuple[int, Tensor]]:
+        """The head's context of each block of steps, step-major ``[k1 - k0, B, H1]``."""
+        for k0 in range(0, length, block):
+            k1 = min(k0 + block, length)
+            part = RolloutMasks(
+                None if macro_m is None else macro_m[k0:k1],
+                None if micro_m is None else micro_m[k0:k1],
+                [],
+            )
+            yield k0, tower_context(policy, macro_x[k0:k1], micro_x[k0:k1], part, False)
+
+    states, actions, probs = visit(policy, batch, params, contexts(), masks.head, u)
+    return QuoteSample(states, actions, probs, settle_visited(params, batch, states, actions))
+
+
+def collect_visited(
+    policy: HierarchicalPolicy,
+    batch: QuoteBatch,
+    params: QuoteParams,
+    *,
+    generator: torch.Generator,
+    train_macro: bool = True,
+) -> QuoteTrajectory:
+    """:func:`collect_quotes` for the estimators that read the visited states only
+    (``reinforce``, ``baseline``): the same trajectory without every state's probabilities
+    (``grid_probs`` is None), at a fraction of the cost.
+
+    Why: those estimators' loss is log pi at the visited (state, action) pairs, which
+    :func:`hmarl.agent.quote_update.quote_policy_loss` computes in one batched head pass with
+    gradient from the trajectory's context; the all-states head pass of :func:`collect_quotes`
+    (``S`` head passes per step) would only serve to walk the path. Here the towers run once
+    with gradient over every ``B x L`` step, as in :func:`collect_quotes` (the same context,
+    the same graph), and the path is walked by :func:`visit` on that context, detached: the
+    head at each episode's current inventory, without gradients. The generator draws the same
+    masks and uniforms in the same order, so the path, the settlement and the update are
+    those of :func:`collect_quotes` (bit for bit where the head's rows round the same on both
+    shapes, which ``tests/test_quote_update.py`` checks, and the training runs of
+    docs/market_making.md compared with the all-states collection)."""
+    n_env, length = batch.dmid.shape
+    masks, u = _masks_and_uniforms(policy, (n_env, length), generator, False, batch)
+    ctx = tower_context(policy, batch.macro, batch.micro, masks, train_macro)  # [B, L, H1]
+    contexts = iter([(0, ctx.detach().transpose(0, 1))])
+    with torch.no_grad():
+        states, actions, probs = visit(policy, batch, params, contexts, masks.head, u)
+    positions = inventory_inputs(params, batch.macro.device)[states]
+    return QuoteTrajectory(
+        states=states,
+        actions=actions,
+        positions=positions,
+        cash=cash_ratio(positions),
+        probs=probs,
+        ctx=ctx,
+        head_masks=masks.head,
+        settlement=settle_visited(params, batch, states, actions),
+        grid_probs=None,
     )
+
+
+def _masks_and_uniforms(
+    policy: HierarchicalPolicy,
+    lead: tuple[int, int],
+    generator: torch.Generator,
+    greedy: bool,
+    batch: QuoteBatch,
+) -> tuple[RolloutMasks, Tensor | None]:
+    """The masks, then the uniforms ``[B, L]`` (None if ``greedy``) on the batch's device, drawn
+    in :func:`collect_quotes`'s order."""
+    masks = rollout_masks(policy, lead, generator)
+    if greedy:
+        return masks, None
+    u = torch.rand(lead, generator=generator, device=generator.device)
+    return masks, u.to(batch.macro.device)
+
+
+def _steps(x: Tensor | None) -> Tensor | None:
+    """A ``[B, L, ...]`` tensor as a step-major view ``[L, B, ...]``."""
+    return None if x is None else x.transpose(0, 1)
+
+
+def visit(
+    policy: HierarchicalPolicy,
+    batch: QuoteBatch,
+    params: QuoteParams,
+    contexts: Iterator[tuple[int, Tensor]],
+    head_masks: list[Tensor | None],
+    u: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Walk the batch's episodes from flat, the head at each episode's current inventory
+    (without gradients): the visited states and actions ``[B, L]`` and the probabilities the
+    actions were drawn from ``[B, L, A]``.
+
+    ``contexts`` yields ``(k0, ctx)`` for consecutive blocks of steps, ``ctx`` the head's
+    context step-major ``[n, B, H1]`` for steps ``k0 .. k0 + n - 1`` (so that the caller
+    decides how the towers run: in blocks, or once with gradient); ``head_masks`` are the
+    head's masks ``[B, L, H]``; ``u [B, L]`` the step's uniforms (None: argmax)."""
+    n_env, length = batch.dmid.shape
+    device = batch.dmid.device
     # each action's fills on the path, [L, B, A]: 1 the bid's, 2 the ask's, 3 both; the move
     # from state s is move[s, fills] (the posting rule: no bid at the top, no ask at the bottom)
     bid_lv, ask_lv = (torch.as_tensor(x, device=device) for x in action_levels(params))
@@ -324,27 +422,24 @@ def sample_quotes(
     move = (code % 2) * (grid < params.n_states - 1) - (code // 2) * (grid > 0)  # [S, 4]
     inv = inventory_inputs(params, device)
     cash = cash_ratio(inv)
+    step_masks = [_steps(m) for m in head_masks]
+    u_steps = None if u is None else u.t().contiguous()  # [L, B]
     states = torch.empty((length, n_env), dtype=torch.int64, device=device)
     actions = torch.empty_like(states)
-    probs = torch.empty((length, n_env, params.n_actions), dtype=macro_x.dtype, device=device)
+    probs: Tensor | None = None
     s = torch.full((n_env,), params.start, dtype=torch.int64, device=device)
-    block = max(1, BLOCK_ROWS // n_env)
-    for k0 in range(0, length, block):
-        k1 = min(k0 + block, length)
-        macro_m, micro_m = (None if m is None else m[k0:k1] for m in step_masks[:2])
-        part = RolloutMasks(macro_m, micro_m, [])
-        ctx = tower_context(policy, macro_x[k0:k1], micro_x[k0:k1], part, False)
-        for k in range(k0, k1):
-            head_masks = [None if m is None else m[k] for m in step_masks.head]
-            logits = policy.head.from_context(ctx[k - k0], inv[s], cash[s], head_masks)
+    for k0, ctx in contexts:
+        for k in range(k0, k0 + ctx.shape[0]):
+            masks = [None if m is None else m[k] for m in step_masks]
+            logits = policy.head.from_context(ctx[k - k0], inv[s], cash[s], masks)
             p = torch.softmax(logits, -1)
+            if probs is None:
+                probs = p.new_empty((length, n_env, p.shape[-1]))
             a = choose(p, None if u_steps is None else u_steps[k])  # [B]
             states[k], actions[k], probs[k] = s, a, p
             s = s + move[s, fills[k].gather(1, a.unsqueeze(1)).squeeze(1)]
-    states, actions = states.t().contiguous(), actions.t().contiguous()
-    return QuoteSample(
-        states, actions, probs.transpose(0, 1), settle_visited(params, batch, states, actions)
-    )
+    assert probs is not None  # an episode has at least one step
+    return states.t().contiguous(), actions.t().contiguous(), probs.transpose(0, 1)
 
 
 def as_batch(

@@ -122,7 +122,7 @@ def quote_policy_loss(
         logp_all = torch.log_softmax(logits, dim=-1)  # [B, L, A], with graph
         if estimator == "all_actions":
             values = quote_grid_values(
-                params, batch, traj.grid_probs.permute(1, 2, 0, 3), gamma, occupancy=False
+                params, batch, traj.every_state().permute(1, 2, 0, 3), gamma, occupancy=False
             )
             s_k = traj.states.view(*traj.states.shape, 1, 1).expand(-1, -1, 1, params.n_actions)
             adv = (values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2)  # [B, L, A]

@@ -46,7 +46,15 @@ from omegaconf import OmegaConf
 
 from hmarl import __version__
 from hmarl.agent.checkpoint import checkpoint_episode
-from hmarl.agent.quote_rollout import QuoteBatch, as_batch, collect_quotes, follow
+from hmarl.agent.quote_rollout import (
+    QuoteBatch,
+    QuoteSample,
+    QuoteTrajectory,
+    as_batch,
+    collect_quotes,
+    follow,
+    sample_quotes,
+)
 from hmarl.agent.quote_update import exact_objective
 from hmarl.backtest import quote_days
 from hmarl.backtest.report import BacktestResult
@@ -124,6 +132,7 @@ def _agent_run(
 ) -> tuple[float, Run, str]:
     """The policy on the batch: greedy (as validated in training) or sampled with a seed."""
     policy = quote_policy_from_checkpoint(ckpt, source)
+    traj: QuoteSample | QuoteTrajectory
     if cfg.policy in ("auto", "greedy"):
         value, traj = evaluate(policy, batch, params)
         how = "greedy (argmax), as validated in training"
@@ -133,7 +142,7 @@ def _agent_run(
         with torch.no_grad():
             gen = torch.Generator().manual_seed(seed)
             traj = collect_quotes(policy, batch, params, generator=gen)
-            value = exact_objective(params, batch, traj.grid_probs.permute(1, 2, 0, 3).double())
+            value = exact_objective(params, batch, traj.every_state().permute(1, 2, 0, 3).double())
         how = f"sampled (seed {seed}); its objective is exact over its own action noise too"
     run = (traj.states.numpy(), traj.actions.numpy(), as_numpy(traj.settlement))
     return value, run, how
@@ -453,13 +462,10 @@ def seed_runs(
     policy = quote_policy_from_checkpoint(ckpt, source)
     batch, params = market.eval_batch(split), market.params
     objectives, pnl = [], []
-    with torch.no_grad():
-        for seed in range(cfg.seeds):
-            traj = collect_quotes(
-                policy, batch, params, generator=torch.Generator().manual_seed(seed)
-            )
-            objectives.append(float(traj.settlement.reward.sum(1).mean()))
-            pnl.append(float(step_pnl(as_numpy(traj.settlement)).sum(1).mean()))
+    for seed in range(cfg.seeds):  # one path each: the sampling-only rollout walks it
+        run = sample_quotes(policy, batch, params, generator=torch.Generator().manual_seed(seed))
+        objectives.append(float(run.settlement.reward.sum(1).mean()))
+        pnl.append(float(step_pnl(as_numpy(run.settlement)).sum(1).mean()))
     out: dict[str, Any] = {
         "seed": list(range(cfg.seeds)),
         OBJECTIVE: objectives,
@@ -468,8 +474,10 @@ def seed_runs(
         "std": float(np.std(objectives, ddof=1)) if len(objectives) > 1 else 0.0,
         "pnl_mean": float(np.mean(pnl)),
     }
-    if isinstance(market, QuoteMarket):
-        probs = traj.grid_probs.permute(1, 2, 0, 3).double()
+    if isinstance(market, QuoteMarket):  # every state's probabilities, once (eval: no masks)
+        with torch.no_grad():
+            grid = collect_quotes(policy, batch, params, generator=torch.Generator(), greedy=True)
+        probs = grid.every_state().permute(1, 2, 0, 3).double()
         out["expected_objective"] = exact_objective(params, batch, probs)
     return out
 

@@ -37,6 +37,7 @@ from hmarl.agent.quote_rollout import (
     TapeTables,
     collect_quotes,
     follow,
+    sample_quotes,
     table_batch,
     tape_tables,
 )
@@ -119,7 +120,23 @@ def greedy_choice(policy: HierarchicalPolicy, batch: QuoteBatch, params: QuotePa
         traj = collect_quotes(policy, batch, params, generator=gen, greedy=True)
     finally:
         policy.train(was)
-    return traj.grid_probs.argmax(-1)
+    return traj.every_state().argmax(-1)
+
+
+@torch.no_grad()
+def greedy_score(policy: HierarchicalPolicy, batch: QuoteBatch, params: QuoteParams) -> float:
+    """:func:`score` of the greedy policy (dropout off), what validation on a tape reads.
+
+    Why not ``score(params, batch, greedy_choice(...))``: the score plays one path per episode,
+    so the sampling-only rollout (:func:`hmarl.agent.quote_rollout.sample_quotes`, the head at
+    the visited inventory only) walks the same path without the all-states pass."""
+    was = policy.training
+    policy.eval()
+    try:
+        run = sample_quotes(policy, batch, params, generator=torch.Generator(), greedy=True)
+    finally:
+        policy.train(was)
+    return float(run.settlement.reward.sum(1).mean())
 
 
 def score(params: QuoteParams, batch: QuoteBatch, choice: Tensor) -> float:
@@ -452,7 +469,7 @@ class TapeQuoteMarket:
         return cat_batches([getattr(p.data, SPLITS[split]).batch for p in self.parts])
 
     def objective(self, policy: HierarchicalPolicy, batch: QuoteBatch) -> float:
-        return score(self.params, batch, greedy_choice(policy, batch, self.params))
+        return greedy_score(policy, batch, self.params)
 
     def best_fixed_level(self) -> int:
         return 1 + int(np.argmax(self._fixed_val))

@@ -57,7 +57,7 @@ from hmarl.agent.checkpoint import (
 )
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
-from hmarl.agent.quote_rollout import QuoteBatch, QuoteTrajectory, collect_quotes
+from hmarl.agent.quote_rollout import QuoteBatch, QuoteSample, QuoteTrajectory, sample_quotes
 from hmarl.agent.reinforce import macro_steps_at, make_optimizers
 from hmarl.config import (
     Config,
@@ -428,7 +428,9 @@ def as_numpy(settlement: QuoteSettlement[torch.Tensor]) -> QuoteSettlement[np.nd
     return QuoteSettlement(*(x.cpu().numpy() for x in settlement))
 
 
-def run_stats(params: QuoteParams, traj: QuoteTrajectory, steps: int) -> dict[str, Any]:
+def run_stats(
+    params: QuoteParams, traj: QuoteTrajectory | QuoteSample, steps: int
+) -> dict[str, Any]:
     """Per-episode quote statistics of a run (Sharpe over one episode's steps)."""
     return batch_quote_stats(
         params,
@@ -445,14 +447,15 @@ def evaluate(
     batch: QuoteBatch,
     params: QuoteParams,
     score: Callable[[HierarchicalPolicy, QuoteBatch], float] | None = None,
-) -> tuple[float, QuoteTrajectory]:
+) -> tuple[float, QuoteSample]:
     """The greedy policy's objective (``score``, the market's; by default the exact one of
     :func:`hmarl.train.quoting.objective`, what selection uses) and its run on the batch's
-    sampled fills (for the quote statistics)."""
+    sampled fills (for the quote statistics): one path per episode, so the sampling-only
+    rollout (the head at the visited inventory only) walks it."""
     value = score(policy, batch) if score else objective(policy, batch, params)
     was = policy.training
     policy.eval()  # no dropout; argmax, so the generator draws nothing
-    traj = collect_quotes(policy, batch, params, generator=torch.Generator(), greedy=True)
+    traj = sample_quotes(policy, batch, params, generator=torch.Generator(), greedy=True)
     policy.train(was)
     return value, traj
 

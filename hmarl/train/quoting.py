@@ -27,7 +27,13 @@ import torch
 
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
-from hmarl.agent.quote_rollout import TAPE_FEATURES, QuoteBatch, as_batch, collect_quotes
+from hmarl.agent.quote_rollout import (
+    TAPE_FEATURES,
+    QuoteBatch,
+    as_batch,
+    collect_quotes,
+    collect_visited,
+)
 from hmarl.agent.quote_update import exact_objective, quote_update
 from hmarl.agent.reinforce import macro_steps_at, make_optimizers
 from hmarl.market import avellaneda as av
@@ -38,6 +44,8 @@ from hmarl.train.quote_tape import TapeResult
 
 VALIDATION_SEED, TEST_SEED = 10_000_019, 20_000_003
 """Seeds of the fixed evaluation paths (training paths use ``(seed, episode)``)."""
+VISITED_ESTIMATORS = ("reinforce", "baseline")
+"""The estimators whose loss reads the visited states' log-probabilities only."""
 
 
 @dataclass(frozen=True)
@@ -122,15 +130,22 @@ def quote_episode(
 ) -> dict[str, float]:
     """One training episode on ``batch`` (any quoting market's): the rollout and one update,
     MacroNet's iff ``update_macro`` (the asymmetric schedule). Returns the update's metrics
-    (the reward's parts, losses, gradient norms)."""
-    traj = collect_quotes(
-        policy,
-        batch,
-        params,
-        generator=generator,
-        train_macro=update_macro,
-        keep_grid_logits=settings.estimator == "expected",
-    )
+    (the reward's parts, losses, gradient norms).
+
+    The estimators that read log pi at the visited states only (:data:`VISITED_ESTIMATORS`)
+    collect without the all-states head pass (:func:`collect_visited`: the same path and
+    update, cheaper); ``expected`` and ``all_actions`` read every state's probabilities."""
+    if settings.estimator in VISITED_ESTIMATORS:
+        traj = collect_visited(policy, batch, params, generator=generator, train_macro=update_macro)
+    else:
+        traj = collect_quotes(
+            policy,
+            batch,
+            params,
+            generator=generator,
+            train_macro=update_macro,
+            keep_grid_logits=settings.estimator == "expected",
+        )
     return quote_update(
         policy,
         optimizers,
@@ -272,7 +287,7 @@ def _train_on_tape(
         params,
         settings,
         lambda _: qt.train_batch(data, params, market, settings.n_envs, rng),
-        lambda p: qt.score(params, val, qt.greedy_choice(p, val, params)),
+        lambda p: qt.greedy_score(p, val, params),
     )
     figures = qt.evaluate(policy, market, params, data)
     result = TapeResult(
