@@ -10,15 +10,26 @@ wrapper and PPO step) one env at a time, running the hierarchical policy on each
 * ``all-states`` (:func:`hmarl.agent.quote_rollout.collect_quotes`): the head at every
   inventory state, what training collects (the exact estimators read every state).
 
-Both on the Avellaneda-Stoikov benchmark market, without gradients, each timed batch paying
-its own market generation and tensors, as the gym loop pays its env's. The measurements are
-interleaved (one batch of each, then gym episodes, repeated) and each figure is the median
-over the repeats. Two clocks: wall time, and this process's CPU time (one thread: the time it
-actually ran). Why both: on a shared machine other jobs' load takes the CPU away from many
-small steps (the gym loop) more than from a few large products (the rollouts), which inflates
-the wall-clock ratio; the CPU-time ratio is the one that does not depend on the neighbours.
+Both on the Avellaneda-Stoikov benchmark market, without gradients. And training, with
+gradients, the ``reinforce`` estimator, the task's settings (dropout 0, the 1:10 MacroNet
+schedule), a copy of the same network:
 
-    OMP_NUM_THREADS=1 python scripts/bench_quote_speed.py [--n-envs 64 256]
+* ``train collect`` (:func:`hmarl.agent.quote_rollout.collect_visited`): the collection alone
+  as training uses it for ``reinforce`` and ``baseline`` (towers with gradient, the path walked
+  at the visited inventory);
+* ``train step`` (:func:`hmarl.train.quoting.quote_episode`): that collection and the update;
+* ``train step all-states``: ``collect_quotes`` and the same update, the step before
+  ``collect_visited`` (the same update, bit for bit: ``tests/test_quote_update.py``).
+
+Each timed batch pays its own market generation and tensors, as the gym loop pays its env's. The
+measurements are interleaved (one batch of each, then gym episodes, repeated) and each figure is
+the median over the repeats. Two clocks: wall time, and this process's CPU time (one thread: the
+time it actually ran). Why both: on a shared machine other jobs' load takes the CPU away from
+many small steps (the gym loop) more than from a few large products (the rollouts), which
+inflates the wall-clock ratio; the CPU-time ratio is the one that does not depend on the
+neighbours.
+
+    cd scripts && OMP_NUM_THREADS=1 python bench_quote_speed.py [--n-envs 64 256]
 """
 
 from __future__ import annotations
@@ -32,9 +43,18 @@ import torch
 
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_policy import quote_policy
-from hmarl.agent.quote_rollout import as_batch, collect_quotes, sample_quotes
+from hmarl.agent.quote_rollout import (
+    QuoteBatch,
+    as_batch,
+    collect_quotes,
+    collect_visited,
+    sample_quotes,
+)
+from hmarl.agent.quote_update import quote_update
+from hmarl.agent.reinforce import macro_steps_at, make_optimizers
 from hmarl.market import avellaneda as av
 from hmarl.market.quote_env import QuoteEnv
+from hmarl.train.quoting import QuoteTraining, quote_episode
 
 MACRO, MICRO = 64, 8
 
@@ -66,39 +86,77 @@ def main() -> None:
 
     torch.manual_seed(0)
     policy = quote_policy(len(av.FEATURES), PARAMS).eval()
+    torch.manual_seed(0)  # the same weights, the task's dropout (0), in training mode
+    train_policy = quote_policy(len(av.FEATURES), PARAMS, dropout=0.0).train()
+    settings = QuoteTraining(estimator="reinforce")
+    optimizers = make_optimizers(
+        train_policy,
+        lr_macro=settings.lr_macro,
+        lr_micro=settings.lr_micro,
+        lr_head=settings.lr_head,
+    )
     gen = torch.Generator().manual_seed(0)
-    rollouts: dict[str, Callable[..., object]] = {
-        "sample": sample_quotes,
-        "all-states": collect_quotes,
+    episode = 0
+
+    def all_states_step(batch: QuoteBatch, update_macro: bool) -> None:
+        traj = collect_quotes(train_policy, batch, PARAMS, generator=gen, train_macro=update_macro)
+        quote_update(
+            train_policy,
+            optimizers,
+            traj,
+            batch,
+            PARAMS,
+            gamma=settings.gamma,
+            entropy_coef=settings.entropy_coef,
+            grad_clip=settings.grad_clip,
+            update_macro=update_macro,
+            estimator=settings.estimator,
+            exploration=settings.exploration,
+        )
+
+    rollouts: dict[str, Callable[[QuoteBatch, bool], object]] = {
+        "sample": lambda b, _: sample_quotes(policy, b, PARAMS, generator=gen),
+        "all-states": lambda b, _: collect_quotes(policy, b, PARAMS, generator=gen),
+        "train collect": lambda b, m: collect_visited(
+            train_policy, b, PARAMS, generator=gen, train_macro=m
+        ),
+        "train step": lambda b, m: quote_episode(
+            train_policy, optimizers, b, PARAMS, settings, m, gen
+        ),
+        "train step all-states": all_states_step,
     }
     rates: dict[tuple[str, int], list[tuple[float, float]]] = {}  # (wall, cpu) env-steps/s
     gym_rates: list[tuple[float, float]] = []
     env = QuoteEnv(MARKET, PARAMS, macro_window=MACRO, micro_window=MICRO, seed=0)
-    with torch.no_grad():
-        for rep in range(args.repeats):
-            for n_envs in args.n_envs:
-                for name, rollout in rollouts.items():
-                    start, cpu = time.perf_counter(), time.process_time()
+    for rep in range(args.repeats):
+        for n_envs in args.n_envs:
+            for name, rollout in rollouts.items():
+                training = name.startswith("train")
+                update_macro = macro_steps_at(episode, settings.macro_every)
+                episode += training
+                start, cpu = time.perf_counter(), time.process_time()
+                with torch.set_grad_enabled(training):
                     paths = av.generate(MARKET, n_envs, rep, history=MACRO)
                     batch = as_batch(MARKET, PARAMS, paths, macro_window=MACRO, micro_window=MICRO)
-                    rollout(policy, batch, PARAMS, generator=gen)
-                    rates.setdefault((name, n_envs), []).append(
-                        per_second(n_envs * MARKET.steps, start, cpu)
-                    )
-            start, cpu, steps = time.perf_counter(), time.process_time(), 0
-            for episode in range(args.gym_episodes):
-                steps += gym_episode(env, policy, rep * args.gym_episodes + episode, gen)
-            gym_rates.append(per_second(steps, start, cpu))
+                    rollout(batch, update_macro)
+                rates.setdefault((name, n_envs), []).append(
+                    per_second(n_envs * MARKET.steps, start, cpu)
+                )
+        start, cpu, steps = time.perf_counter(), time.process_time(), 0
+        with torch.no_grad():
+            for k in range(args.gym_episodes):
+                steps += gym_episode(env, policy, rep * args.gym_episodes + k, gen)
+        gym_rates.append(per_second(steps, start, cpu))
     gym_wall, gym_cpu = np.median(gym_rates, axis=0)
     n_gym = args.repeats * args.gym_episodes * MARKET.steps
     print(
         f"gym loop, one env: {gym_wall:,.0f} env-steps/s wall, {gym_cpu:,.0f} per CPU second "
         f"({n_gym} steps)"
     )
-    for (name, n_envs), values in rates.items():
+    for (name, n_envs), values in sorted(rates.items(), key=lambda kv: kv[0][1]):
         wall, cpu = np.median(values, axis=0)
         print(
-            f"factored {name:>10}, {n_envs:>4} envs x {MARKET.steps}: {wall:,.0f} env-steps/s "
+            f"factored {name:>21}, {n_envs:>4} envs x {MARKET.steps}: {wall:,.0f} env-steps/s "
             f"wall ({wall / gym_wall:.0f}x), {cpu:,.0f} per CPU second ({cpu / gym_cpu:.0f}x)"
         )
 
