@@ -11,10 +11,13 @@ inputs are fixed per episode batch and only the inventory depends on actions. On
    market from the step's uniforms, on a tape from the tape), with the posting rule;
 4. vectorised settlement (:func:`hmarl.market.quoting.settle_quotes`).
 
-:func:`collect_quotes` does that (what training needs: the exact estimators read every
-state's probabilities). :func:`sample_quotes` is the sampling-only rollout for a collection
-without gradients: the same towers, batched, and the head at the visited inventory only, one
-step at a time, which walks the same path for the same generator.
+:func:`collect_quotes` does that (what training with the exact estimators needs: they read
+every state's probabilities). :func:`sample_quotes` is the sampling-only rollout for a
+collection without gradients: the same towers, batched, and the head at the visited inventory
+only, one step at a time (:func:`visit`), which walks the same path for the same generator.
+:func:`collect_visited` is training's collection for the estimators that read the visited
+states only (``reinforce``, ``baseline``): the towers with gradient as in
+:func:`collect_quotes`, the path walked as in :func:`sample_quotes`.
 """
 
 from __future__ import annotations
