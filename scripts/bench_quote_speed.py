@@ -50,11 +50,10 @@ from hmarl.agent.quote_rollout import (
     collect_visited,
     sample_quotes,
 )
-from hmarl.agent.quote_update import quote_update
 from hmarl.agent.reinforce import macro_steps_at, make_optimizers
 from hmarl.market import avellaneda as av
 from hmarl.market.quote_env import QuoteEnv
-from hmarl.train.quoting import QuoteTraining, quote_episode
+from hmarl.train.quoting import QuoteTraining, quote_episode, settings_update
 
 MACRO, MICRO = 64, 8
 
@@ -100,19 +99,7 @@ def main() -> None:
 
     def all_states_step(batch: QuoteBatch, update_macro: bool) -> None:
         traj = collect_quotes(train_policy, batch, PARAMS, generator=gen, train_macro=update_macro)
-        quote_update(
-            train_policy,
-            optimizers,
-            traj,
-            batch,
-            PARAMS,
-            gamma=settings.gamma,
-            entropy_coef=settings.entropy_coef,
-            grad_clip=settings.grad_clip,
-            update_macro=update_macro,
-            estimator=settings.estimator,
-            exploration=settings.exploration,
-        )
+        settings_update(train_policy, optimizers, traj, batch, PARAMS, settings, update_macro)
 
     rollouts: dict[str, Callable[[QuoteBatch, bool], object]] = {
         "sample": lambda b, _: sample_quotes(policy, b, PARAMS, generator=gen),

@@ -35,7 +35,7 @@ from hmarl.market.quoting import (
 )
 from hmarl.train import quote_tape as qt
 from hmarl.train import quote_task, quoting
-from hmarl.train.quoting import QuoteTraining, quote_episode
+from hmarl.train.quoting import QuoteTraining, quote_episode, settings_update
 
 MARKET = av.ASParams(steps=5, A=60.0, dt=0.02)
 PARAMS = QuoteParams(offsets=(1, 3), tick=0.3, max_inventory=2, phi=0.05, alpha=0.2)
@@ -363,18 +363,7 @@ def test_training_on_the_visited_states_updates_bit_for_bit_like_the_all_states_
 
     monkeypatch.setattr(quoting, "collect_quotes", no_all_states)
     metrics = quote_episode(policy, opts, batch, PARAMS, settings, update_macro, gen)
-    want = quote_update(
-        twin,
-        twin_opts,
-        ref,
-        batch,
-        PARAMS,
-        gamma=settings.gamma,
-        entropy_coef=settings.entropy_coef,
-        grad_clip=settings.grad_clip,
-        update_macro=update_macro,
-        estimator=estimator,
-    )
+    want = settings_update(twin, twin_opts, ref, batch, PARAMS, settings, update_macro)
     assert metrics == want
     assert metrics["param_delta/head"] > 0 and (metrics["param_delta/macro"] > 0) == update_macro
     for (name, p), q in zip(policy.state_dict().items(), twin.state_dict().values(), strict=True):

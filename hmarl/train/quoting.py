@@ -30,6 +30,7 @@ from hmarl.agent.quote_policy import quote_policy
 from hmarl.agent.quote_rollout import (
     TAPE_FEATURES,
     QuoteBatch,
+    QuoteTrajectory,
     as_batch,
     collect_quotes,
     collect_visited,
@@ -146,6 +147,21 @@ def quote_episode(
             train_macro=update_macro,
             keep_grid_logits=settings.estimator == "expected",
         )
+    return settings_update(policy, optimizers, traj, batch, params, settings, update_macro)
+
+
+def settings_update(
+    policy: HierarchicalPolicy,
+    optimizers: dict[str, torch.optim.Adam],
+    traj: QuoteTrajectory,
+    batch: QuoteBatch,
+    params: QuoteParams,
+    settings: QuoteTraining,
+    update_macro: bool,
+) -> dict[str, float]:
+    """:func:`hmarl.agent.quote_update.quote_update` with the run's settings: the update of
+    :func:`quote_episode`, for a trajectory collected otherwise (the speed benchmark's
+    all-states step)."""
     return quote_update(
         policy,
         optimizers,
