@@ -351,7 +351,10 @@ def test_training_on_the_visited_states_updates_bit_for_bit_like_the_all_states_
     gen, twin_gen = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
 
     ref = collect_quotes(twin, batch, PARAMS, generator=twin_gen, train_macro=update_macro)
-    got = collect_visited(policy, batch, PARAMS, generator=torch.Generator().manual_seed(3))
+    got = collect_visited(
+        policy, batch, PARAMS, generator=torch.Generator().manual_seed(3), train_macro=update_macro
+    )
+    assert got.ctx.requires_grad and got.grid_probs is None
     for name in ("states", "actions", "positions", "cash", "probs", "ctx"):
         assert torch.equal(getattr(got, name), getattr(ref, name)), name
     assert all(torch.equal(a, b) for a, b in zip(got.settlement, ref.settlement, strict=True))
