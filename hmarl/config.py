@@ -274,6 +274,10 @@ class ModelConfig:
     # the gate's inputs (mixture only): macro (the MacroNet embedding) | all (and the
     # specialists' embeddings); concat's DecisionHead reads them all anyway
     gate_input: GateInput = GateInput.macro
+    # weight of each specialist's own policy-gradient term (mixture, trainer.estimator=
+    # all_actions): every pi_k is also pushed along the mixture's exact advantages as if it
+    # acted alone, whatever its gate weight; 0 = the mixture's gradient only (docs/specialists.md)
+    solo_coef: float = 0.0
 
 
 @dataclass
@@ -549,6 +553,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "head_hidden": POSITIVE_INT,
         "dropout": fraction(lo_open=False),
         "gate_hidden": POSITIVE_INT,
+        "solo_coef": at_least(0),
     },
     SpecialistConfig: {
         "window": at_least(2),
@@ -661,6 +666,7 @@ def _cross_checks(cfg: Config) -> list[str]:
     problems += check_dates(cfg.data, "data.")
     problems += check_device(cfg.device)
     problems += check_specialists(cfg.model.specialists)
+    problems += check_solo(cfg)
     problems += check_task(cfg)
     return problems
 
@@ -694,7 +700,7 @@ def check_task(cfg: Config) -> list[str]:
     return problems
 
 
-SPECIALIST_KEYS = ("specialists", "combine", "gate_hidden", "gate_input")
+SPECIALIST_KEYS = ("specialists", "combine", "gate_hidden", "gate_input", "solo_coef")
 
 
 def model_record(model: ModelConfig) -> dict[str, Any]:
@@ -734,6 +740,25 @@ def check_specialists(specialists: list[SpecialistConfig]) -> list[str]:
         if not spec.features:
             problems.append(f"{key}.features ({spec.name}) is empty; name at least one feature")
     return problems
+
+
+def check_solo(cfg: Config) -> list[str]:
+    """``model.solo_coef`` weighs each specialist's own term of the ``all_actions`` estimator
+    (hmarl/agent/reinforce.py): it needs a mixture of specialists and that estimator."""
+    model = cfg.model
+    if model.solo_coef == 0:
+        return []
+    if not model.specialists or model.combine != Combine.mixture:
+        return [
+            f"model.solo_coef={model.solo_coef} weighs the specialists' own policies: it needs "
+            "model=specialists with model.combine=mixture (or set model.solo_coef=0)"
+        ]
+    if cfg.trainer.estimator != Estimator.all_actions:
+        return [
+            f"model.solo_coef={model.solo_coef} needs trainer.estimator=all_actions, got "
+            f"{cfg.trainer.estimator.value} (or set model.solo_coef=0)"
+        ]
+    return []
 
 
 def check_capture(data: DataConfig, prefix: str) -> list[str]:

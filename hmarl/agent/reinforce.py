@@ -41,6 +41,7 @@ from hmarl.agent.expected import (
     occupancy_weighted,
 )
 from hmarl.agent.rollout import Trajectory, entropy_of, grid_tensors, visited_log_probs
+from hmarl.agent.specialists import MixtureHead
 
 if TYPE_CHECKING:
     from hmarl.agent.policy import HierarchicalPolicy
@@ -163,8 +164,12 @@ def policy_loss(
     model: GridModel | None = None,
     gamma: float = 0.99,
     exploration: str = "entropy",
+    solo_coef: float = 0.0,
 ) -> PolicyLoss:
-    """The policy loss of one estimator, with the entropy and exploration bonus per step."""
+    """The policy loss of one estimator, with the entropy and exploration bonus per step.
+
+    ``solo_coef`` (``all_actions`` with a mixture of specialists only): adds each specialist's
+    own term ``-solo_coef * sum_a pi_k(a|s) A(s, a)`` (:func:`solo_surrogate`)."""
     if estimator in ("reinforce", "baseline"):
         logp_all = visited_log_probs(policy, traj)  # [B, L, 3]
         b_logp = logp_all.gather(-1, traj.actions.unsqueeze(-1)).squeeze(-1)
@@ -186,6 +191,8 @@ def policy_loss(
         adv = (values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2)  # [B, L, 3]
         weight = (adv / scale).to(logp_all.dtype)  # no graph
         loss = -(weight * logp_all.exp()).sum(dim=(1, 2)).mean()
+        if solo_coef > 0:
+            loss = loss + solo_coef * solo_surrogate(policy, traj, weight)
         return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration))
     logits = traj.grid_logits  # [S, B, L, 3], kept by the rollout (collect's keep_grid_logits)
     if logits is None:
@@ -196,6 +203,26 @@ def policy_loss(
     loss, logp = expected_surrogate(logits, values, scale)
     weighted = _entropy_and_bonus(logp, exploration, lambda x: occupancy_weighted(values, x))
     return PolicyLoss(loss.mean(), *weighted)
+
+
+def solo_surrogate(policy: HierarchicalPolicy, traj: Trajectory, weight: Tensor) -> Tensor:
+    """Every specialist's own ``all_actions`` loss, as if it acted alone: ``-sum_k sum_a
+    pi_k(a|s) A(s, a)`` summed over the steps, mean over trajectories (``weight``: the scaled
+    exact advantages ``[B, L, 3]`` of the visited states, no graph).
+
+    Why: in the mixture ``pi = sum_k g_k pi_k`` specialist k's policy gets the gradient
+    ``g_k A``, so a specialist the gate has turned away from stops learning, and the gate
+    never learns that it could act well (a mixture of experts' rich get richer). The
+    advantages are the mixture's (its exact grid values), so each ``pi_k`` climbs toward the
+    actions that are best given how the team acts on; the gate, which gets no gradient from
+    this term, can then weigh specialists by what each would do alone. Its gradient reaches
+    only the specialists' groups (their encoders and own heads).
+    """
+    head = policy.head
+    if not isinstance(head, MixtureHead):
+        raise ValueError("model.solo_coef > 0 needs a mixture of specialists (model=specialists)")
+    _, own = head.parts_from_context(traj.ctx, traj.positions, traj.cash, traj.head_masks)
+    return -(weight.unsqueeze(-2) * own.exp()).sum(dim=(1, 2, 3)).mean()
 
 
 @torch.no_grad()
@@ -223,6 +250,7 @@ def reinforce_update(
     model: GridModel | None = None,
     exploration: str = "entropy",
     frozen: Collection[str] = (),
+    solo_coef: float = 0.0,
 ) -> dict[str, float]:
     """One REINFORCE update from a collected batch of trajectories; returns episode metrics.
 
@@ -237,7 +265,7 @@ def reinforce_update(
     # The exploration term is summed over t like the policy term, so that entropy_coef weighs
     # one step's bonus against one step's normalised return whatever the episode length.
     loss_policy, b_entropy, b_bonus = policy_loss(
-        policy, traj, b_returns, estimator, model, gamma, exploration
+        policy, traj, b_returns, estimator, model, gamma, exploration, solo_coef
     )
     loss = loss_policy - entropy_coef * b_bonus.sum(dim=1).mean()
     entropy = b_entropy.mean()  # per step, for logging

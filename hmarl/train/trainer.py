@@ -460,6 +460,7 @@ class Trainer:
             model=self.grid_model,
             exploration=tc.exploration.value,
             frozen=frozen_groups(self.cfg.model, episode),
+            solo_coef=self.cfg.model.solo_coef,
         )
         self.entropies.append(metrics["entropy"])
         if update_macro:
