@@ -278,6 +278,10 @@ class ModelConfig:
     # all_actions): every pi_k is also pushed along the mixture's exact advantages as if it
     # acted alone, whatever its gate weight; 0 = the mixture's gradient only (docs/specialists.md)
     solo_coef: float = 0.0
+    # weight of the gate's log-barrier, mean_k log g_k + log K, as a multiple of the action's
+    # exploration weight at that episode (trainer.entropy_coef and its schedule): no specialist
+    # is ruled out for good while the policy still explores; 0 = none (docs/specialists.md)
+    gate_barrier: float = 0.0
 
 
 @dataclass
@@ -554,6 +558,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "dropout": fraction(lo_open=False),
         "gate_hidden": POSITIVE_INT,
         "solo_coef": at_least(0),
+        "gate_barrier": at_least(0),
     },
     SpecialistConfig: {
         "window": at_least(2),
@@ -666,7 +671,7 @@ def _cross_checks(cfg: Config) -> list[str]:
     problems += check_dates(cfg.data, "data.")
     problems += check_device(cfg.device)
     problems += check_specialists(cfg.model.specialists)
-    problems += check_solo(cfg)
+    problems += check_mixture_terms(cfg)
     problems += check_task(cfg)
     return problems
 
@@ -700,7 +705,14 @@ def check_task(cfg: Config) -> list[str]:
     return problems
 
 
-SPECIALIST_KEYS = ("specialists", "combine", "gate_hidden", "gate_input", "solo_coef")
+SPECIALIST_KEYS = (
+    "specialists",
+    "combine",
+    "gate_hidden",
+    "gate_input",
+    "solo_coef",
+    "gate_barrier",
+)
 
 
 def model_record(model: ModelConfig) -> dict[str, Any]:
@@ -742,17 +754,20 @@ def check_specialists(specialists: list[SpecialistConfig]) -> list[str]:
     return problems
 
 
-def check_solo(cfg: Config) -> list[str]:
-    """``model.solo_coef`` weighs each specialist's own term of the ``all_actions`` estimator
-    (hmarl/agent/reinforce.py): it needs a mixture of specialists and that estimator."""
+def check_mixture_terms(cfg: Config) -> list[str]:
+    """``model.solo_coef`` (each specialist's own term of the ``all_actions`` estimator) and
+    ``model.gate_barrier`` (hmarl/agent/reinforce.py) need a mixture of specialists; the first
+    also needs that estimator."""
     model = cfg.model
-    if model.solo_coef == 0:
-        return []
-    if not model.specialists or model.combine != Combine.mixture:
-        return [
-            f"model.solo_coef={model.solo_coef} weighs the specialists' own policies: it needs "
-            "model=specialists with model.combine=mixture (or set model.solo_coef=0)"
-        ]
+    mixture = bool(model.specialists) and model.combine == Combine.mixture
+    problems = [
+        f"model.{key}={value} acts on the specialists' gate and own policies: it needs "
+        f"model=specialists with model.combine=mixture (or set model.{key}=0)"
+        for key, value in (("solo_coef", model.solo_coef), ("gate_barrier", model.gate_barrier))
+        if value != 0 and not mixture
+    ]
+    if problems or model.solo_coef == 0:
+        return problems
     if cfg.trainer.estimator != Estimator.all_actions:
         return [
             f"model.solo_coef={model.solo_coef} needs trainer.estimator=all_actions, got "

@@ -14,7 +14,7 @@ from helpers import assert_identical, compose_config, full_and_resumed, tiny_ove
 
 from hmarl.agent.checkpoint import load_checkpoint, policy_from_checkpoint
 from hmarl.agent.policy import HierarchicalPolicy, count_parameters
-from hmarl.agent.reinforce import solo_surrogate
+from hmarl.agent.reinforce import gate_bonus, solo_surrogate
 from hmarl.agent.rollout import market_tensors
 from hmarl.agent.specialists import (
     MixtureHead,
@@ -251,6 +251,12 @@ def test_solo_term_is_each_specialists_own_loss_and_spares_the_gate() -> None:
         assert moved == name.startswith("spec/"), name
 
 
+@pytest.fixture(scope="module")
+def plain_episode(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    """The first episode's metrics of the tiny specialists run, without the mixture's terms."""
+    return _first_episode(tmp_path_factory.mktemp("plain"))
+
+
 def _first_episode(tmp_path: Path, *extra: str) -> dict[str, float]:
     cfg = compose_config(*specialists_overrides(tmp_path, "trainer.episodes=1", *extra))
     seen: list[dict[str, float]] = []
@@ -258,10 +264,12 @@ def _first_episode(tmp_path: Path, *extra: str) -> dict[str, float]:
     return seen[0]
 
 
-def test_solo_coef_moves_the_specialists_not_the_gate(tmp_path: Path) -> None:
+def test_solo_coef_moves_the_specialists_not_the_gate(
+    tmp_path: Path, plain_episode: dict[str, float]
+) -> None:
     """One episode from the same seed with and without model.solo_coef: the same rollout, so
     the gate and the MacroNet get the same gradient and step; each specialist's differs."""
-    plain = _first_episode(tmp_path / "plain")
+    plain = plain_episode
     solo = _first_episode(tmp_path / "solo", "model.solo_coef=0.5")
     assert solo["reward/mean"] == plain["reward/mean"]
     for key in ("grad_norm/head", "grad_norm/macro", "param_delta/head", "param_delta/macro"):
@@ -272,9 +280,44 @@ def test_solo_coef_moves_the_specialists_not_the_gate(tmp_path: Path) -> None:
         ), name
 
 
+def test_gate_barrier_is_the_gates_log_barrier_on_the_exploration_schedule(
+    tmp_path: Path, plain_episode: dict[str, float]
+) -> None:
+    """gate_bonus = mean_k log g_k + log K at the visited states (0 at a uniform gate, < 0
+    otherwise); model.gate_barrier weighs it by the exploration weight of the episode, so it
+    changes the gate's step while trainer.entropy_coef > 0 and nothing when it is 0."""
+    torch.manual_seed(8)
+    policy = build_policy(3, small_model(gate_input="all"), [1, 1, 2]).double().eval()
+    assert isinstance(policy.head, MixtureHead)
+    macro_x, micro_x, state = _inputs(seed=9)
+    ctx = policy.head.context(policy.macro(macro_x), policy.micro(micro_x))
+    traj = SimpleNamespace(ctx=ctx, positions=state[:, 0], cash=state[:, 1], head_masks=None)
+    parts = decision_parts(policy, ctx, state[:, 0], state[:, 1])
+    assert parts is not None
+    want = parts[0].log().mean(-1) + np.log(3)
+    bonus = gate_bonus(policy, traj)  # type: ignore[arg-type]
+    torch.testing.assert_close(bonus, want)
+    assert bool((bonus < 0).all())
+    with torch.no_grad():
+        policy.head.gate_out.weight.zero_()
+        policy.head.gate_out.bias.zero_()
+    assert float(gate_bonus(policy, traj).detach().abs().max()) < 1e-12  # type: ignore[arg-type]
+
+    plain = plain_episode
+    barrier = _first_episode(tmp_path / "barrier", "model.gate_barrier=10")
+    assert barrier["reward/mean"] == plain["reward/mean"]
+    assert barrier["grad_norm/head"] != pytest.approx(plain["grad_norm/head"], rel=1e-3)
+    no_explore = ("trainer.entropy_coef=0", "trainer.entropy_coef_final=0")
+    plain0 = _first_episode(tmp_path / "plain0", *no_explore)
+    barrier0 = _first_episode(tmp_path / "barrier0", "model.gate_barrier=10", *no_explore)
+    assert barrier0["grad_norm/head"] == plain0["grad_norm/head"]
+
+
 def test_solo_coef_needs_a_mixture_and_the_all_actions_estimator() -> None:
     with pytest.raises(ConfigError, match=r"model.solo_coef=0.5 .* needs model=specialists"):
         compose_config("model.solo_coef=0.5")
+    with pytest.raises(ConfigError, match=r"model.gate_barrier=1.0 .* needs model=specialists"):
+        compose_config("model=specialists", "model.combine=concat", "model.gate_barrier=1")
     with pytest.raises(ConfigError, match=r"needs trainer.estimator=all_actions, got expected"):
         compose_config("model=specialists", "model.solo_coef=0.5", "trainer.estimator=expected")
     with pytest.raises(ConfigError, match=r"model.solo_coef must be"):

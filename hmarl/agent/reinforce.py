@@ -225,6 +225,24 @@ def solo_surrogate(policy: HierarchicalPolicy, traj: Trajectory, weight: Tensor)
     return -(weight.unsqueeze(-2) * own.exp()).sum(dim=(1, 2, 3)).mean()
 
 
+def gate_bonus(policy: HierarchicalPolicy, traj: Trajectory) -> Tensor:
+    """The gate's log-barrier at the visited states, ``mean_k log g_k + log K`` ``[B, L]``
+    (``-KL(uniform || g)``, 0 at a uniform gate), to be maximised.
+
+    Why: the gate steps every episode and soon leans on whichever specialist helps first; a
+    softmax near 0 or 1 has almost no gradient, so a specialist that learns later (a flow
+    reader whose edge needs its own head to form) is never weighed again. The barrier's push
+    on a weight's logit does not vanish as the weight goes to 0 (as ``exploration_bonus``'s
+    ``log_barrier`` for actions); weighed by the exploration schedule it fades to nothing by
+    the last episode when ``trainer.entropy_coef_final=0``.
+    """
+    head = policy.head
+    if not isinstance(head, MixtureHead):
+        raise ValueError("model.gate_barrier > 0 needs a mixture (model=specialists)")
+    log_gate, _ = head.parts_from_context(traj.ctx, traj.positions, traj.cash, traj.head_masks)
+    return log_gate.mean(-1) + math.log(log_gate.shape[-1])
+
+
 @torch.no_grad()
 def _grid_values(
     model: GridModel, traj: Trajectory, probs: Tensor, gamma: float, occupancy: bool = True
@@ -251,6 +269,7 @@ def reinforce_update(
     exploration: str = "entropy",
     frozen: Collection[str] = (),
     solo_coef: float = 0.0,
+    gate_barrier: float = 0.0,
 ) -> dict[str, float]:
     """One REINFORCE update from a collected batch of trajectories; returns episode metrics.
 
@@ -268,6 +287,8 @@ def reinforce_update(
         policy, traj, b_returns, estimator, model, gamma, exploration, solo_coef
     )
     loss = loss_policy - entropy_coef * b_bonus.sum(dim=1).mean()
+    if gate_barrier > 0:
+        loss = loss - entropy_coef * gate_barrier * gate_bonus(policy, traj).sum(dim=1).mean()
     entropy = b_entropy.mean()  # per step, for logging
 
     # ---- update: every module computes its gradient; the schedule picks who steps ----

@@ -461,6 +461,7 @@ class Trainer:
             exploration=tc.exploration.value,
             frozen=frozen_groups(self.cfg.model, episode),
             solo_coef=self.cfg.model.solo_coef,
+            gate_barrier=self.cfg.model.gate_barrier,
         )
         self.entropies.append(metrics["entropy"])
         if update_macro:
