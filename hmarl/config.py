@@ -274,13 +274,13 @@ class ModelConfig:
     # the gate's inputs (mixture only): macro (the MacroNet embedding) | all (and the
     # specialists' embeddings); concat's DecisionHead reads them all anyway
     gate_input: GateInput = GateInput.macro
-    # weight of each specialist's own policy-gradient term (mixture, trainer.estimator=
-    # all_actions): every pi_k is also pushed along the mixture's exact advantages as if it
-    # acted alone, whatever its gate weight; 0 = the mixture's gradient only (docs/specialists.md)
+    # weight of each specialist's own policy-gradient term (mixture only): every pi_k is also
+    # pushed along the mixture's exact advantages as if it acted alone, whatever its gate
+    # weight; 0 = the mixture's gradient only (docs/specialists.md)
     solo_coef: float = 0.0
     # weight of the gate's log-barrier, mean_k log g_k + log K, as a multiple of the action's
     # exploration weight at that episode (trainer.entropy_coef and its schedule): no specialist
-    # is ruled out for good while the policy still explores; 0 = none (docs/specialists.md)
+    # is ruled out for good while the policy still explores; 0 = none (mixture only)
     gate_barrier: float = 0.0
 
 
@@ -755,25 +755,17 @@ def check_specialists(specialists: list[SpecialistConfig]) -> list[str]:
 
 
 def check_mixture_terms(cfg: Config) -> list[str]:
-    """``model.solo_coef`` (each specialist's own term of the ``all_actions`` estimator) and
-    ``model.gate_barrier`` (hmarl/agent/reinforce.py) need a mixture of specialists; the first
-    also needs that estimator."""
+    """``model.solo_coef`` and ``model.gate_barrier`` (hmarl/agent/reinforce.py) act on the
+    specialists' own policies and gate: SPEC's model has neither. ``model.combine=concat``
+    has neither either and ignores them, as it ignores ``gate_input`` (mixture-only keys, so
+    that ``model=specialists model.combine=concat`` runs as written)."""
     model = cfg.model
-    mixture = bool(model.specialists) and model.combine == Combine.mixture
-    problems = [
+    return [
         f"model.{key}={value} acts on the specialists' gate and own policies: it needs "
-        f"model=specialists with model.combine=mixture (or set model.{key}=0)"
+        f"model=specialists (or set model.{key}=0)"
         for key, value in (("solo_coef", model.solo_coef), ("gate_barrier", model.gate_barrier))
-        if value != 0 and not mixture
+        if value != 0 and not model.specialists
     ]
-    if problems or model.solo_coef == 0:
-        return problems
-    if cfg.trainer.estimator != Estimator.all_actions:
-        return [
-            f"model.solo_coef={model.solo_coef} needs trainer.estimator=all_actions, got "
-            f"{cfg.trainer.estimator.value} (or set model.solo_coef=0)"
-        ]
-    return []
 
 
 def check_capture(data: DataConfig, prefix: str) -> list[str]:

@@ -264,13 +264,16 @@ def _first_episode(tmp_path: Path, *extra: str) -> dict[str, float]:
     return seen[0]
 
 
+@pytest.mark.parametrize("estimator", ["all_actions", "expected"])
 def test_solo_coef_moves_the_specialists_not_the_gate(
-    tmp_path: Path, plain_episode: dict[str, float]
+    tmp_path: Path, plain_episode: dict[str, float], estimator: str
 ) -> None:
     """One episode from the same seed with and without model.solo_coef: the same rollout, so
-    the gate and the MacroNet get the same gradient and step; each specialist's differs."""
-    plain = plain_episode
-    solo = _first_episode(tmp_path / "solo", "model.solo_coef=0.5")
+    the gate and the MacroNet get the same gradient and step; each specialist's differs (with
+    `expected` too: the term takes the grid's exact advantages at the visited states)."""
+    extra = f"trainer.estimator={estimator}"
+    plain = plain_episode if estimator == "all_actions" else _first_episode(tmp_path / "p", extra)
+    solo = _first_episode(tmp_path / "solo", "model.solo_coef=0.5", extra)
     assert solo["reward/mean"] == plain["reward/mean"]
     for key in ("grad_norm/head", "grad_norm/macro", "param_delta/head", "param_delta/macro"):
         assert solo[key] == pytest.approx(plain[key], rel=1e-6), key
@@ -313,15 +316,22 @@ def test_gate_barrier_is_the_gates_log_barrier_on_the_exploration_schedule(
     assert barrier0["grad_norm/head"] == plain0["grad_norm/head"]
 
 
-def test_solo_coef_needs_a_mixture_and_the_all_actions_estimator() -> None:
+def test_mixture_terms_need_specialists_and_concat_ignores_them(tmp_path: Path) -> None:
+    """SPEC's model refuses model.solo_coef / gate_barrier (nothing to act on); concat has no
+    gate or own policies either and trains as without them (as it ignores gate_input)."""
     with pytest.raises(ConfigError, match=r"model.solo_coef=0.5 .* needs model=specialists"):
         compose_config("model.solo_coef=0.5")
     with pytest.raises(ConfigError, match=r"model.gate_barrier=1.0 .* needs model=specialists"):
-        compose_config("model=specialists", "model.combine=concat", "model.gate_barrier=1")
-    with pytest.raises(ConfigError, match=r"needs trainer.estimator=all_actions, got expected"):
-        compose_config("model=specialists", "model.solo_coef=0.5", "trainer.estimator=expected")
+        compose_config("model.gate_barrier=1")
     with pytest.raises(ConfigError, match=r"model.solo_coef must be"):
         compose_config("model=specialists", "model.solo_coef=-1")
+    concat = ("model.combine=concat", "model.solo_coef=0", "model.gate_barrier=0")
+    plain = _first_episode(tmp_path / "plain", *concat)
+    terms = _first_episode(
+        tmp_path / "terms", "model.combine=concat", "model.solo_coef=1", "model.gate_barrier=1"
+    )
+    assert terms["loss/total"] == plain["loss/total"]
+    assert terms["grad_norm/head"] == plain["grad_norm/head"]
 
 
 # ----------------------------------------------------------------------------- data

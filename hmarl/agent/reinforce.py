@@ -168,14 +168,38 @@ def policy_loss(
 ) -> PolicyLoss:
     """The policy loss of one estimator, with the entropy and exploration bonus per step.
 
-    ``solo_coef`` (``all_actions`` with a mixture of specialists only): adds each specialist's
-    own term ``-solo_coef * sum_a pi_k(a|s) A(s, a)`` (:func:`solo_surrogate`)."""
+    ``solo_coef`` (a mixture of specialists): adds each specialist's own term
+    ``-solo_coef * sum_a pi_k(a|s) A(s, a)`` at the visited states with the grid's exact
+    advantages, whatever the estimator of the mixture's own gradient (:func:`solo_surrogate`).
+    """
+    result, weight = _estimator_loss(policy, traj, returns, estimator, model, gamma, exploration)
+    if solo_coef <= 0:
+        return result
+    if model is None:
+        raise ValueError("model.solo_coef needs the grid model (GridModel)")
+    if weight is None:
+        weight = visited_advantages(model, traj, gamma, float(returns.std()) + 1e-8)
+    solo = solo_surrogate(policy, traj, weight)
+    return result._replace(loss=result.loss + solo_coef * solo)
+
+
+def _estimator_loss(
+    policy: HierarchicalPolicy,
+    traj: Trajectory,
+    returns: Tensor,
+    estimator: str,
+    model: GridModel | None,
+    gamma: float,
+    exploration: str,
+) -> tuple[PolicyLoss, Tensor | None]:
+    """:func:`policy_loss` without the specialists' own term; with ``all_actions`` also the
+    scaled advantages it weighed (reused by that term), else None."""
     if estimator in ("reinforce", "baseline"):
         logp_all = visited_log_probs(policy, traj)  # [B, L, 3]
         b_logp = logp_all.gather(-1, traj.actions.unsqueeze(-1)).squeeze(-1)
         adv = normalise(returns) if estimator == "reinforce" else leave_one_out(returns)
         loss = -(b_logp * adv.to(b_logp.dtype)).sum(dim=1).mean()
-        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration))
+        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration)), None
     if estimator not in ("expected", "all_actions"):
         raise ValueError(f"trainer.estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if model is None:
@@ -183,17 +207,9 @@ def policy_loss(
     scale = float(returns.std()) + 1e-8  # the same scale as reinforce's normalised returns
     if estimator == "all_actions":
         logp_all = visited_log_probs(policy, traj)  # [B, L, 3], with graph
-        if traj.grid_probs is None or traj.states is None:
-            raise ValueError("trainer.estimator=all_actions needs a trajectory from collect()")
-        probs = traj.grid_probs.permute(1, 2, 0, 3)  # [B, L, S, 3]
-        values = _grid_values(model, traj, probs, gamma, occupancy=False)
-        s_k = traj.states.view(*traj.states.shape, 1, 1).expand(-1, -1, 1, 3)  # [B, L, 1, 3]
-        adv = (values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2)  # [B, L, 3]
-        weight = (adv / scale).to(logp_all.dtype)  # no graph
+        weight = visited_advantages(model, traj, gamma, scale).to(logp_all.dtype)  # no graph
         loss = -(weight * logp_all.exp()).sum(dim=(1, 2)).mean()
-        if solo_coef > 0:
-            loss = loss + solo_coef * solo_surrogate(policy, traj, weight)
-        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration))
+        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration)), weight
     logits = traj.grid_logits  # [S, B, L, 3], kept by the rollout (collect's keep_grid_logits)
     if logits is None:
         positions = grid_tensors(model.grid, traj.ctx.device)[1]
@@ -202,11 +218,23 @@ def policy_loss(
     values = _grid_values(model, traj, probs, gamma)
     loss, logp = expected_surrogate(logits, values, scale)
     weighted = _entropy_and_bonus(logp, exploration, lambda x: occupancy_weighted(values, x))
-    return PolicyLoss(loss.mean(), *weighted)
+    return PolicyLoss(loss.mean(), *weighted), None
+
+
+def visited_advantages(model: GridModel, traj: Trajectory, gamma: float, scale: float) -> Tensor:
+    """The exact advantages ``A(s_t, a)`` of every action at the visited states over ``scale``,
+    ``[B, L, 3]`` float64, no graph (the ``all_actions`` estimator's weights)."""
+    if traj.grid_probs is None or traj.states is None:
+        raise ValueError("the visited states' advantages need a trajectory from collect()")
+    probs = traj.grid_probs.permute(1, 2, 0, 3)  # [B, L, S, 3]
+    values = _grid_values(model, traj, probs, gamma, occupancy=False)
+    s_k = traj.states.view(*traj.states.shape, 1, 1).expand(-1, -1, 1, 3)  # [B, L, 1, 3]
+    adv = (values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2)  # [B, L, 3]
+    return adv / scale
 
 
 def solo_surrogate(policy: HierarchicalPolicy, traj: Trajectory, weight: Tensor) -> Tensor:
-    """Every specialist's own ``all_actions`` loss, as if it acted alone: ``-sum_k sum_a
+    """Every specialist's own ``all_actions``-style loss, as if it acted alone: ``-sum_k sum_a
     pi_k(a|s) A(s, a)`` summed over the steps, mean over trajectories (``weight``: the scaled
     exact advantages ``[B, L, 3]`` of the visited states, no graph).
 
@@ -222,7 +250,7 @@ def solo_surrogate(policy: HierarchicalPolicy, traj: Trajectory, weight: Tensor)
     if not isinstance(head, MixtureHead):
         raise ValueError("model.solo_coef > 0 needs a mixture of specialists (model=specialists)")
     _, own = head.parts_from_context(traj.ctx, traj.positions, traj.cash, traj.head_masks)
-    return -(weight.unsqueeze(-2) * own.exp()).sum(dim=(1, 2, 3)).mean()
+    return -(weight.to(own.dtype).unsqueeze(-2) * own.exp()).sum(dim=(1, 2, 3)).mean()
 
 
 def gate_bonus(policy: HierarchicalPolicy, traj: Trajectory) -> Tensor:
