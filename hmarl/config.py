@@ -276,6 +276,14 @@ class ModelConfig:
     # the gate's inputs (mixture only): macro (the MacroNet embedding) | all (and the
     # specialists' embeddings); concat's DecisionHead reads them all anyway
     gate_input: GateInput = GateInput.macro
+    # weight of each specialist's own policy-gradient term (mixture only): every pi_k is also
+    # pushed along the mixture's exact advantages as if it acted alone, whatever its gate
+    # weight; 0 = the mixture's gradient only (docs/specialists.md)
+    solo_coef: float = 0.0
+    # weight of the gate's log-barrier, mean_k log g_k + log K, as a multiple of the action's
+    # exploration weight at that episode (trainer.entropy_coef and its schedule): no specialist
+    # is ruled out for good while the policy still explores; 0 = none (mixture only)
+    gate_barrier: float = 0.0
 
 
 @dataclass
@@ -551,6 +559,8 @@ RANGES: dict[type, dict[str, Range]] = {
         "head_hidden": POSITIVE_INT,
         "dropout": fraction(lo_open=False),
         "gate_hidden": POSITIVE_INT,
+        "solo_coef": at_least(0),
+        "gate_barrier": at_least(0),
     },
     SpecialistConfig: {
         "window": at_least(2),
@@ -663,6 +673,7 @@ def _cross_checks(cfg: Config) -> list[str]:
     problems += check_dates(cfg.data, "data.")
     problems += check_device(cfg.device)
     problems += check_specialists(cfg.model.specialists)
+    problems += check_mixture_terms(cfg)
     problems += check_task(cfg)
     return problems
 
@@ -696,7 +707,14 @@ def check_task(cfg: Config) -> list[str]:
     return problems
 
 
-SPECIALIST_KEYS = ("specialists", "combine", "gate_hidden", "gate_input")
+SPECIALIST_KEYS = (
+    "specialists",
+    "combine",
+    "gate_hidden",
+    "gate_input",
+    "solo_coef",
+    "gate_barrier",
+)
 
 
 def model_record(model: ModelConfig) -> dict[str, Any]:
@@ -736,6 +754,20 @@ def check_specialists(specialists: list[SpecialistConfig]) -> list[str]:
         if not spec.features:
             problems.append(f"{key}.features ({spec.name}) is empty; name at least one feature")
     return problems
+
+
+def check_mixture_terms(cfg: Config) -> list[str]:
+    """``model.solo_coef`` and ``model.gate_barrier`` (hmarl/agent/reinforce.py) act on the
+    specialists' own policies and gate: SPEC's model has neither. ``model.combine=concat``
+    has neither either and ignores them, as it ignores ``gate_input`` (mixture-only keys, so
+    that ``model=specialists model.combine=concat`` runs as written)."""
+    model = cfg.model
+    return [
+        f"model.{key}={value} acts on the specialists' gate and own policies: it needs "
+        f"model=specialists (or set model.{key}=0)"
+        for key, value in (("solo_coef", model.solo_coef), ("gate_barrier", model.gate_barrier))
+        if value != 0 and not model.specialists
+    ]
 
 
 def check_capture(data: DataConfig, prefix: str) -> list[str]:

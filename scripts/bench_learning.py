@@ -114,6 +114,29 @@ FLOW_SPECIALISTS = (
 )
 
 
+SPECIALIST_FIELDS = ("window", "hidden", "dim", "head_hidden", "lr", "every")
+
+
+def set_specialists(
+    specs: Sequence[SpecialistConfig], settings: Sequence[str]
+) -> tuple[SpecialistConfig, ...]:
+    """The benchmark's specialists with ``--specialist NAME.KEY=VALUE`` applied (a screen of one
+    specialist's window, sizes, rate or period without editing :data:`FLOW_SPECIALISTS`)."""
+    out = [SpecialistConfig(**vars(s)) for s in specs]
+    by_name = {s.name: s for s in out}
+    for item in settings:
+        target, _, value = item.partition("=")
+        name, _, key = target.partition(".")
+        if name not in by_name or key not in SPECIALIST_FIELDS or not value:
+            raise SystemExit(
+                f"--specialist {item!r}: give NAME.KEY=VALUE, NAME one of {sorted(by_name)}, "
+                f"KEY one of {list(SPECIALIST_FIELDS)} (e.g. --specialist flow.window=8)"
+            )
+        spec = by_name[name]
+        setattr(spec, key, type(getattr(spec, key))(value))
+    return tuple(out)
+
+
 @dataclass
 class Market:
     name: str
@@ -518,6 +541,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --ablate: only the runs with a specialist removed (the full model's runs are "
         "in an earlier JSON; --table merges the two)",
     )
+    ap.add_argument(
+        "--specialist",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="change one of planted_flow's specialists for every run, e.g. flow.window=8 "
+        f"(KEY: {', '.join(SPECIALIST_FIELDS)}); repeatable",
+    )
     ap.add_argument("--out", default="bench_learning.json", help="JSON of every run + summary")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -542,6 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_table(args.table)
     seeds = args.seeds or (3 if args.quick else 10)
     first = args.first_seed
+    set_specialists(FLOW_SPECIALISTS, args.specialist)  # a bad --specialist stops here
     variants = plan_variants(args.markets, args.ablate, args.ablations_only)
     # seed-major: a benchmark stopped early has the first seeds of every market, not some markets
     tasks = [(v, seed) for seed in range(first, first + seeds) for v in variants]
@@ -552,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
         common = (args.overrides, tmp, args.episodes, args.planted_drift, args.threads)
-        common += (args.data_dir, args.trace)
+        common += (args.data_dir, args.trace, tuple(args.specialist))
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
             futures = [
@@ -613,6 +645,7 @@ def print_table(paths: Sequence[Path]) -> int:
         try:
             data = json.loads(path.read_text())
             runs, these = data["runs"], list(data["overrides"])
+            these += [f"--specialist {x}" for x in data.get("specialist", [])]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"cannot read benchmark JSON {path}: {exc}") from exc
         if overrides is not None and these != overrides:
@@ -658,6 +691,7 @@ def _write(
     payload = {
         "complete": complete,
         "overrides": args.overrides,
+        "specialist": args.specialist,
         "seeds": seeds,
         "episodes": args.episodes,
         "planted_drift": args.planted_drift,
@@ -678,12 +712,15 @@ def _job(
     threads: int,
     data_dir: Path,
     trace: bool,
+    specialist: Sequence[str] = (),
     without: str | None = None,
 ) -> dict[str, Any]:
     """One (market, seed) run in a worker process; the planted regimes use the run's seed."""
     torch.set_num_threads(threads)
     market = make_market(name, Path(work), planted_drift, seed, data_dir)
     market.without = without
+    if market.specialists:
+        market.specialists = set_specialists(market.specialists, specialist)
     return one_run(market, seed, overrides, Path(work), episodes, trace)
 
 

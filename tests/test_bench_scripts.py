@@ -175,6 +175,18 @@ def test_ablation_plans() -> None:
         plan(["planted_flow"], None, ablations_only=True)
 
 
+def test_specialist_settings_change_one_field_of_one_specialist() -> None:
+    flow = bench_learning.FLOW_SPECIALISTS
+    specs = bench_learning.set_specialists(flow, ["flow.window=8", "flow.lr=1e-3"])
+    by_name = {s.name: s for s in specs}
+    assert by_name["flow"].window == 8 and by_name["flow"].lr == 1e-3
+    assert by_name["price"] == flow[0] and by_name["volume"] == flow[2]
+    assert flow[1].window == 12  # the module's definition is untouched
+    for bad in ("flow.window", "nope.window=8", "flow.features=x"):
+        with pytest.raises(SystemExit, match=r"give NAME\.KEY=VALUE"):
+            bench_learning.set_specialists(flow, [bad])
+
+
 def test_table_merges_the_parts_of_one_benchmark(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

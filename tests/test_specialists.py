@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from helpers import assert_identical, compose_config, full_and_resumed, tiny_ove
 
 from hmarl.agent.checkpoint import load_checkpoint, policy_from_checkpoint
 from hmarl.agent.policy import HierarchicalPolicy, count_parameters
+from hmarl.agent.reinforce import gate_bonus, solo_surrogate
 from hmarl.agent.rollout import market_tensors
 from hmarl.agent.specialists import (
     MixtureHead,
@@ -214,6 +216,122 @@ def test_mixture_gradient_matches_finite_differences(gate_input: str) -> None:
             assert abs((up - down) / (2 * eps) - float(grad[i])) < 1e-7, (name, i)
             checked += 1
     assert checked >= 20
+
+
+def test_solo_term_is_each_specialists_own_loss_and_spares_the_gate() -> None:
+    """model.solo_coef's term: -sum_k sum_a pi_k(a|s) w(s, a) (summed over steps, mean over
+    trajectories), written out from each specialist's own head; its gradient reaches every
+    specialist's encoder and own head, never the gate or the MacroNet (even when the gate reads
+    the specialists' embeddings)."""
+    torch.manual_seed(5)
+    policy = build_policy(3, small_model(gate_input="all"), [1, 1, 2]).double().eval()
+    assert isinstance(policy, SpecialistPolicy) and isinstance(policy.head, MixtureHead)
+    macro_x, micro_x, state = _inputs(seed=6)
+    ctx = policy.head.context(policy.macro(macro_x), policy.micro(micro_x))
+    g = torch.Generator().manual_seed(7)
+    weight = torch.randn(2, 7, 3, generator=g, dtype=torch.float64)  # 2 trajectories x 7 steps
+    traj = SimpleNamespace(
+        ctx=ctx.expand(2, -1, -1),
+        positions=state[:, 0].expand(2, -1),
+        cash=state[:, 1].expand(2, -1),
+        head_masks=None,
+    )
+    loss = solo_surrogate(policy, traj, weight)  # type: ignore[arg-type]
+    head, bank = policy.head, policy.micro
+    embs = [enc(x) for enc, x in zip(bank.encoders, micro_x.split(bank.in_dims, -1), strict=True)]  # type: ignore[union-attr]
+    want = torch.zeros((), dtype=torch.float64)
+    for emb, own_in, own_out in zip(embs, head.own_in, head.own_out, strict=True):
+        pi_k = torch.softmax(own_out(torch.relu(own_in(torch.cat([emb, state], -1)))), -1)
+        want = want - (weight * pi_k).sum() / 2
+    torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+    policy.zero_grad()
+    loss.backward()
+    for name, params in policy.parameter_groups().items():
+        moved = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params)
+        assert moved == name.startswith("spec/"), name
+
+
+@pytest.fixture(scope="module")
+def plain_episode(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    """The first episode's metrics of the tiny specialists run, without the mixture's terms."""
+    return _first_episode(tmp_path_factory.mktemp("plain"))
+
+
+def _first_episode(tmp_path: Path, *extra: str) -> dict[str, float]:
+    cfg = compose_config(*specialists_overrides(tmp_path, "trainer.episodes=1", *extra))
+    seen: list[dict[str, float]] = []
+    train(cfg, tmp_path / "run", progress=False, on_episode=lambda e, m, p, o: seen.append(m))
+    return seen[0]
+
+
+@pytest.mark.parametrize("estimator", ["all_actions", "expected"])
+def test_solo_coef_moves_the_specialists_not_the_gate(
+    tmp_path: Path, plain_episode: dict[str, float], estimator: str
+) -> None:
+    """One episode from the same seed with and without model.solo_coef: the same rollout, so
+    the gate and the MacroNet get the same gradient and step; each specialist's differs (with
+    `expected` too: the term takes the grid's exact advantages at the visited states)."""
+    extra = f"trainer.estimator={estimator}"
+    plain = plain_episode if estimator == "all_actions" else _first_episode(tmp_path / "p", extra)
+    solo = _first_episode(tmp_path / "solo", "model.solo_coef=0.5", extra)
+    assert solo["reward/mean"] == plain["reward/mean"]
+    for key in ("grad_norm/head", "grad_norm/macro", "param_delta/head", "param_delta/macro"):
+        assert solo[key] == pytest.approx(plain[key], rel=1e-6), key
+    for name in ("price", "fast", "volume"):
+        assert solo[f"grad_norm/spec/{name}"] != pytest.approx(
+            plain[f"grad_norm/spec/{name}"], rel=1e-3
+        ), name
+
+
+def test_gate_barrier_is_the_gates_log_barrier_on_the_exploration_schedule(
+    tmp_path: Path, plain_episode: dict[str, float]
+) -> None:
+    """gate_bonus = mean_k log g_k + log K at the visited states (0 at a uniform gate, < 0
+    otherwise); model.gate_barrier weighs it by the exploration weight of the episode, so it
+    changes the gate's step while trainer.entropy_coef > 0 and nothing when it is 0."""
+    torch.manual_seed(8)
+    policy = build_policy(3, small_model(gate_input="all"), [1, 1, 2]).double().eval()
+    assert isinstance(policy.head, MixtureHead)
+    macro_x, micro_x, state = _inputs(seed=9)
+    ctx = policy.head.context(policy.macro(macro_x), policy.micro(micro_x))
+    traj = SimpleNamespace(ctx=ctx, positions=state[:, 0], cash=state[:, 1], head_masks=None)
+    parts = decision_parts(policy, ctx, state[:, 0], state[:, 1])
+    assert parts is not None
+    want = parts[0].log().mean(-1) + np.log(3)
+    bonus = gate_bonus(policy, traj)  # type: ignore[arg-type]
+    torch.testing.assert_close(bonus, want)
+    assert bool((bonus < 0).all())
+    with torch.no_grad():
+        policy.head.gate_out.weight.zero_()
+        policy.head.gate_out.bias.zero_()
+    assert float(gate_bonus(policy, traj).detach().abs().max()) < 1e-12  # type: ignore[arg-type]
+
+    plain = plain_episode
+    barrier = _first_episode(tmp_path / "barrier", "model.gate_barrier=10")
+    assert barrier["reward/mean"] == plain["reward/mean"]
+    assert barrier["grad_norm/head"] != pytest.approx(plain["grad_norm/head"], rel=1e-3)
+    no_explore = ("trainer.entropy_coef=0", "trainer.entropy_coef_final=0")
+    plain0 = _first_episode(tmp_path / "plain0", *no_explore)
+    barrier0 = _first_episode(tmp_path / "barrier0", "model.gate_barrier=10", *no_explore)
+    assert barrier0["grad_norm/head"] == plain0["grad_norm/head"]
+
+
+def test_mixture_terms_need_specialists_and_concat_ignores_them(tmp_path: Path) -> None:
+    """SPEC's model refuses model.solo_coef / gate_barrier (nothing to act on); concat has no
+    gate or own policies either and trains as without them (as it ignores gate_input)."""
+    with pytest.raises(ConfigError, match=r"model.solo_coef=0.5 .* needs model=specialists"):
+        compose_config("model.solo_coef=0.5")
+    with pytest.raises(ConfigError, match=r"model.gate_barrier=1.0 .* needs model=specialists"):
+        compose_config("model.gate_barrier=1")
+    with pytest.raises(ConfigError, match=r"model.solo_coef must be"):
+        compose_config("model=specialists", "model.solo_coef=-1")
+    concat = ("model.combine=concat", "model.solo_coef=0", "model.gate_barrier=0")
+    plain = _first_episode(tmp_path / "plain", *concat)
+    terms = _first_episode(
+        tmp_path / "terms", "model.combine=concat", "model.solo_coef=1", "model.gate_barrier=1"
+    )
+    assert terms["loss/total"] == plain["loss/total"]
+    assert terms["grad_norm/head"] == plain["grad_norm/head"]
 
 
 # ----------------------------------------------------------------------------- data

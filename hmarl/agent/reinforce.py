@@ -41,6 +41,7 @@ from hmarl.agent.expected import (
     occupancy_weighted,
 )
 from hmarl.agent.rollout import Trajectory, entropy_of, grid_tensors, visited_log_probs
+from hmarl.agent.specialists import MixtureHead
 
 if TYPE_CHECKING:
     from hmarl.agent.policy import HierarchicalPolicy
@@ -163,14 +164,42 @@ def policy_loss(
     model: GridModel | None = None,
     gamma: float = 0.99,
     exploration: str = "entropy",
+    solo_coef: float = 0.0,
 ) -> PolicyLoss:
-    """The policy loss of one estimator, with the entropy and exploration bonus per step."""
+    """The policy loss of one estimator, with the entropy and exploration bonus per step.
+
+    ``solo_coef`` (a mixture of specialists): adds each specialist's own term
+    ``-solo_coef * sum_a pi_k(a|s) A(s, a)`` at the visited states with the grid's exact
+    advantages, whatever the estimator of the mixture's own gradient (:func:`solo_surrogate`).
+    """
+    result, weight = _estimator_loss(policy, traj, returns, estimator, model, gamma, exploration)
+    if solo_coef <= 0:
+        return result
+    if model is None:
+        raise ValueError("model.solo_coef needs the grid model (GridModel)")
+    if weight is None:
+        weight = visited_advantages(model, traj, gamma, float(returns.std()) + 1e-8)
+    solo = solo_surrogate(policy, traj, weight)
+    return result._replace(loss=result.loss + solo_coef * solo)
+
+
+def _estimator_loss(
+    policy: HierarchicalPolicy,
+    traj: Trajectory,
+    returns: Tensor,
+    estimator: str,
+    model: GridModel | None,
+    gamma: float,
+    exploration: str,
+) -> tuple[PolicyLoss, Tensor | None]:
+    """:func:`policy_loss` without the specialists' own term; with ``all_actions`` also the
+    scaled advantages it weighed (reused by that term), else None."""
     if estimator in ("reinforce", "baseline"):
         logp_all = visited_log_probs(policy, traj)  # [B, L, 3]
         b_logp = logp_all.gather(-1, traj.actions.unsqueeze(-1)).squeeze(-1)
         adv = normalise(returns) if estimator == "reinforce" else leave_one_out(returns)
         loss = -(b_logp * adv.to(b_logp.dtype)).sum(dim=1).mean()
-        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration))
+        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration)), None
     if estimator not in ("expected", "all_actions"):
         raise ValueError(f"trainer.estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if model is None:
@@ -178,15 +207,9 @@ def policy_loss(
     scale = float(returns.std()) + 1e-8  # the same scale as reinforce's normalised returns
     if estimator == "all_actions":
         logp_all = visited_log_probs(policy, traj)  # [B, L, 3], with graph
-        if traj.grid_probs is None or traj.states is None:
-            raise ValueError("trainer.estimator=all_actions needs a trajectory from collect()")
-        probs = traj.grid_probs.permute(1, 2, 0, 3)  # [B, L, S, 3]
-        values = _grid_values(model, traj, probs, gamma, occupancy=False)
-        s_k = traj.states.view(*traj.states.shape, 1, 1).expand(-1, -1, 1, 3)  # [B, L, 1, 3]
-        adv = (values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2)  # [B, L, 3]
-        weight = (adv / scale).to(logp_all.dtype)  # no graph
+        weight = visited_advantages(model, traj, gamma, scale).to(logp_all.dtype)  # no graph
         loss = -(weight * logp_all.exp()).sum(dim=(1, 2)).mean()
-        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration))
+        return PolicyLoss(loss, *_entropy_and_bonus(logp_all, exploration)), weight
     logits = traj.grid_logits  # [S, B, L, 3], kept by the rollout (collect's keep_grid_logits)
     if logits is None:
         positions = grid_tensors(model.grid, traj.ctx.device)[1]
@@ -195,7 +218,57 @@ def policy_loss(
     values = _grid_values(model, traj, probs, gamma)
     loss, logp = expected_surrogate(logits, values, scale)
     weighted = _entropy_and_bonus(logp, exploration, lambda x: occupancy_weighted(values, x))
-    return PolicyLoss(loss.mean(), *weighted)
+    return PolicyLoss(loss.mean(), *weighted), None
+
+
+def visited_advantages(model: GridModel, traj: Trajectory, gamma: float, scale: float) -> Tensor:
+    """The exact advantages ``A(s_t, a)`` of every action at the visited states over ``scale``,
+    ``[B, L, 3]`` float64, no graph (the ``all_actions`` estimator's weights)."""
+    if traj.grid_probs is None or traj.states is None:
+        raise ValueError("the visited states' advantages need a trajectory from collect()")
+    probs = traj.grid_probs.permute(1, 2, 0, 3)  # [B, L, S, 3]
+    values = _grid_values(model, traj, probs, gamma, occupancy=False)
+    s_k = traj.states.view(*traj.states.shape, 1, 1).expand(-1, -1, 1, 3)  # [B, L, 1, 3]
+    adv = (values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2)  # [B, L, 3]
+    return adv / scale
+
+
+def solo_surrogate(policy: HierarchicalPolicy, traj: Trajectory, weight: Tensor) -> Tensor:
+    """Every specialist's own ``all_actions``-style loss, as if it acted alone: ``-sum_k sum_a
+    pi_k(a|s) A(s, a)`` summed over the steps, mean over trajectories (``weight``: the scaled
+    exact advantages ``[B, L, 3]`` of the visited states, no graph).
+
+    Why: in the mixture ``pi = sum_k g_k pi_k`` specialist k's policy gets the gradient
+    ``g_k A``, so a specialist the gate has turned away from stops learning, and the gate
+    never learns that it could act well (a mixture of experts' rich get richer). The
+    advantages are the mixture's (its exact grid values), so each ``pi_k`` climbs toward the
+    actions that are best given how the team acts on; the gate, which gets no gradient from
+    this term, can then weigh specialists by what each would do alone. Its gradient reaches
+    only the specialists' groups (their encoders and own heads).
+    """
+    head = policy.head
+    if not isinstance(head, MixtureHead):
+        raise ValueError("model.solo_coef > 0 needs a mixture of specialists (model=specialists)")
+    _, own = head.parts_from_context(traj.ctx, traj.positions, traj.cash, traj.head_masks)
+    return -(weight.to(own.dtype).unsqueeze(-2) * own.exp()).sum(dim=(1, 2, 3)).mean()
+
+
+def gate_bonus(policy: HierarchicalPolicy, traj: Trajectory) -> Tensor:
+    """The gate's log-barrier at the visited states, ``mean_k log g_k + log K`` ``[B, L]``
+    (``-KL(uniform || g)``, 0 at a uniform gate), to be maximised.
+
+    Why: the gate steps every episode and soon leans on whichever specialist helps first; a
+    softmax near 0 or 1 has almost no gradient, so a specialist that learns later (a flow
+    reader whose edge needs its own head to form) is never weighed again. The barrier's push
+    on a weight's logit does not vanish as the weight goes to 0 (as ``exploration_bonus``'s
+    ``log_barrier`` for actions); weighed by the exploration schedule it fades to nothing by
+    the last episode when ``trainer.entropy_coef_final=0``.
+    """
+    head = policy.head
+    if not isinstance(head, MixtureHead):
+        raise ValueError("model.gate_barrier > 0 needs a mixture (model=specialists)")
+    log_gate, _ = head.parts_from_context(traj.ctx, traj.positions, traj.cash, traj.head_masks)
+    return log_gate.mean(-1) + math.log(log_gate.shape[-1])
 
 
 @torch.no_grad()
@@ -223,6 +296,8 @@ def reinforce_update(
     model: GridModel | None = None,
     exploration: str = "entropy",
     frozen: Collection[str] = (),
+    solo_coef: float = 0.0,
+    gate_barrier: float = 0.0,
 ) -> dict[str, float]:
     """One REINFORCE update from a collected batch of trajectories; returns episode metrics.
 
@@ -237,9 +312,11 @@ def reinforce_update(
     # The exploration term is summed over t like the policy term, so that entropy_coef weighs
     # one step's bonus against one step's normalised return whatever the episode length.
     loss_policy, b_entropy, b_bonus = policy_loss(
-        policy, traj, b_returns, estimator, model, gamma, exploration
+        policy, traj, b_returns, estimator, model, gamma, exploration, solo_coef
     )
     loss = loss_policy - entropy_coef * b_bonus.sum(dim=1).mean()
+    if gate_barrier > 0:
+        loss = loss - entropy_coef * gate_barrier * gate_bonus(policy, traj).sum(dim=1).mean()
     entropy = b_entropy.mean()  # per step, for logging
 
     # ---- update: every module computes its gradient; the schedule picks who steps ----

@@ -46,7 +46,15 @@ from hmarl.agent.rollout import (
 )
 from hmarl.agent.specialists import build_policy, frozen_groups, specialist_rates
 from hmarl.cli import Interrupted
-from hmarl.config import Config, Task, TrainerConfig, flatten, model_from_record, model_record
+from hmarl.config import (
+    Combine,
+    Config,
+    Task,
+    TrainerConfig,
+    flatten,
+    model_from_record,
+    model_record,
+)
 from hmarl.io import append_text, atomic_write, write_text
 from hmarl.market.env import EnvParams, position_grid
 from hmarl.market.many import Markets, check_episode_fits, load_markets
@@ -448,6 +456,8 @@ class Trainer:
             train_macro=update_macro,
             keep_grid_logits=tc.estimator.value == "expected",
         )
+        model = self.cfg.model
+        mixture = bool(model.specialists) and model.combine == Combine.mixture  # concat: no gate
         metrics = reinforce_update(
             self.policy,
             self.optimizers,
@@ -460,6 +470,8 @@ class Trainer:
             model=self.grid_model,
             exploration=tc.exploration.value,
             frozen=frozen_groups(self.cfg.model, episode),
+            solo_coef=model.solo_coef if mixture else 0.0,
+            gate_barrier=model.gate_barrier if mixture else 0.0,
         )
         self.entropies.append(metrics["entropy"])
         if update_macro:
