@@ -310,24 +310,28 @@ def stitched_report(
     calendar = Calendar()
     runs = stitched_runs([t.runs for t in tests], edges)
     stats = stats_of(runs, calendar, 0, cfg.seed)
-    nulls = {}
+    nulls: dict[str, dict[str, float | int]] = {}
     from hmarl.market.env import EnvParams
 
     env = EnvParams.from_config(cfg.env)
     band = None
     if wf.random_timing > 0:
         for name in (ADVISED, NETWORK):
-            null = random_timing(
-                runs[name],
-                market_returns(runs[name]),
-                env,
-                n=wf.random_timing,
-                seed=cfg.seed,
-                calendar=calendar,
-            )
-            nulls[name] = random_timing_stats(null)
+            if name == NETWORK and runs[NETWORK].equals(runs[ADVISED]):
+                # every fold found an edge: the same record, the same seed, the same null
+                nulls[name] = nulls[ADVISED]
+            else:
+                null = random_timing(
+                    runs[name],
+                    market_returns(runs[name]),
+                    env,
+                    n=wf.random_timing,
+                    seed=cfg.seed,
+                    calendar=calendar,
+                )
+                nulls[name] = random_timing_stats(null)
+                band = null.band if name == ADVISED else band
             stats[name] = {**stats[name], **nulls[name]}
-            band = null.band if name == ADVISED else band
     table = stats_table(stats)
     first, last = runs[ADVISED].index[0], runs[ADVISED].index[-1]
     doc = {
