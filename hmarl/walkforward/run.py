@@ -11,7 +11,8 @@
    ``fold.json`` (written when its training completed) is not trained again: re-running the
    same command with ``walkforward.out=<folder>`` resumes.
 3. Test and stitch: each fold's ``best.pt`` and the baselines run on its test split
-   (:mod:`hmarl.walkforward.evaluate`); the test segments are stitched
+   (:mod:`hmarl.walkforward.evaluate`) in the process that trained it, right after its
+   training (:func:`fold_job`); here, the test segments are stitched
    (:mod:`hmarl.walkforward.stitch`) and every record's statistics come from
    :func:`hmarl.stats.metrics.compute_stats`.
 4. Report: ``folds.csv``, ``markets.csv``, ``buckets.csv``, ``walkforward.json`` and per market
