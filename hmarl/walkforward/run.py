@@ -11,7 +11,8 @@
    ``fold.json`` (written when its training completed) is not trained again: re-running the
    same command with ``walkforward.out=<folder>`` resumes.
 3. Test and stitch: each fold's ``best.pt`` and the baselines run on its test split
-   (:mod:`hmarl.walkforward.evaluate`); the test segments are stitched
+   (:mod:`hmarl.walkforward.evaluate`) in the process that trained it, right after its
+   training (:func:`fold_job`); here, the test segments are stitched
    (:mod:`hmarl.walkforward.stitch`) and every record's statistics come from
    :func:`hmarl.stats.metrics.compute_stats`.
 4. Report: ``folds.csv``, ``markets.csv``, ``buckets.csv``, ``walkforward.json`` and per market
@@ -162,59 +163,96 @@ def one_fold(plans: list[MarketPlan], number: int) -> list[MarketPlan]:
     return [replace(p, folds=[p.folds[number]]) for p in plans]
 
 
-def train_folds(
+def fold_job(
+    cfg: Config,
+    fold_dir: str,
+    overrides: list[str],
+    parent_run_id: str | None,
+    root: str,
+    record: dict[str, Any] | None,
+    wf: WalkForwardConfig | None,
+) -> tuple[dict[str, Any], FoldTest | None]:
+    """One fold in one process: train it unless ``record`` (its ``fold.json``) says it was,
+    then, with ``wf`` given, test it (:func:`hmarl.walkforward.evaluate.evaluate_fold`).
+
+    Why the test runs here, in the fold's worker: a fold's test (its supervised baseline's fit
+    above all) used to run in the launching process after every training, one fold after
+    another, while the workers sat idle; here the folds' tests run ``walkforward.jobs`` at once,
+    each right after its own training, in a process that has its imports already done. The
+    result is the same: the test reads only the fold's checkpoint and data.
+    """
+    if record is None:
+        record = {**train_fold(cfg, fold_dir, overrides, parent_run_id, root), "trained": True}
+    if wf is None:
+        return record, None
+    test = evaluate_fold(
+        cfg,
+        Path(record["checkpoint"]),
+        momentum_lookbacks=list(wf.momentum_lookbacks),
+        random_timing_n=wf.random_timing,
+        calendar=Calendar(),
+        supervised_cfg=wf.supervised,
+    )
+    return record, test
+
+
+def run_folds(
     cfg: Config,
     wf: WalkForwardConfig,
     plans: list[MarketPlan],
     out: Path,
     overrides: list[str],
-) -> dict[tuple[str, int], dict[str, Any]]:
-    """Train every fold without a ``fold.json``; returns each fold's record, by (market, fold)."""
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    todo = []
+    *,
+    test: bool = True,
+) -> dict[tuple[str, int], tuple[dict[str, Any], FoldTest | None]]:
+    """Train every fold without a ``fold.json`` and (``test``) test every fold, ``wf.jobs`` at
+    once; returns each fold's record and test, by (market, fold)."""
+    calls = []
+    trained = 0
     uri = absolute_store_uri(cfg.tracking.uri) if cfg.tracking.enabled else None
     for plan in plans:
         for fold in plan.folds:
             fold_dir = out / plan.name / fold.name
             marker = fold_dir / FOLD_DONE
-            if marker.is_file():
-                done[(plan.name, fold.number)] = {**read_json(marker), "trained": False}
-            else:
-                fcfg = fold_config(cfg, plan, fold, uri)
-                todo.append(((plan.name, fold.number), fcfg, str(fold_dir.resolve()), fold, plan))
-    print(f"walkforward: {len(done)} fold(s) already trained, {len(todo)} to train in {out}")
-    if not todo:
-        return done
+            record = {**read_json(marker), "trained": False} if marker.is_file() else None
+            trained += record is not None
+            fcfg = fold_config(cfg, plan, fold, uri if record is None else None)
+            args = (fcfg, str(fold_dir.resolve()), fold_overrides(cfg, plan, fold, overrides))
+            calls.append(((plan.name, fold.number), args, record))
+    todo = len(calls) - trained
+    print(f"walkforward: {trained} fold(s) already trained, {todo} to train in {out}")
     parent = None
-    if uri is not None:
+    if uri is not None and todo:
         experiment_id = prepare_store(uri, cfg.tracking.experiment)
-        tags = {"kind": KIND, "walkforward_dir": str(out.resolve()), "folds": str(len(todo))}
+        tags = {"kind": KIND, "walkforward_dir": str(out.resolve()), "folds": str(todo)}
         parent = start_parent_run(uri, experiment_id, f"walkforward {out.name}", tags)
     root = str(out.resolve())
-    calls = [
-        (fcfg, fdir, fold_overrides(cfg, plan, fold, overrides), parent, root)
-        for _, fcfg, fdir, fold, plan in todo
-    ]
+    ready: dict[tuple[str, int], tuple[dict[str, Any], FoldTest | None]] = {}
+    keys, jobs = [], []
+    for key, args, record in calls:
+        if record is not None and not test:  # trained, and nothing to test
+            ready[key] = (record, None)
+        else:
+            keys.append(key)
+            jobs.append((*args, parent, root, record, wf if test else None))
     try:
-        if wf.jobs > 1:
+        if wf.jobs > 1 and len(jobs) > 1:
             from joblib import Parallel, delayed
 
-            docs = Parallel(n_jobs=wf.jobs)(delayed(train_fold)(*c) for c in calls)
+            results = Parallel(n_jobs=min(wf.jobs, len(jobs)))(delayed(fold_job)(*j) for j in jobs)
         else:
-            docs = [train_fold(*c) for c in calls]
+            results = [fold_job(*j) for j in jobs]
     except BaseException:
         export_env(None, None)
         if uri is not None and parent is not None:
             abort_sweep(uri, parent)
         raise
     export_env(None, None)
-    for (key, *_), doc in zip(todo, docs, strict=True):
-        done[key] = {**doc, "trained": True}
     if uri is not None and parent is not None:
-        status, problems = finish_sweep(uri, parent, len(todo))
+        status, problems = finish_sweep(uri, parent, todo)
         if status != "FINISHED":
             raise RuntimeError(f"walkforward: parent run {parent} ended {status}: {problems}")
-    return done
+    return {**ready, **dict(zip(keys, results, strict=True))}
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -273,24 +311,28 @@ def stitched_report(
     calendar = Calendar()
     runs = stitched_runs([t.runs for t in tests], edges)
     stats = stats_of(runs, calendar, 0, cfg.seed)
-    nulls = {}
+    nulls: dict[str, dict[str, float | int]] = {}
     from hmarl.market.env import EnvParams
 
     env = EnvParams.from_config(cfg.env)
     band = None
     if wf.random_timing > 0:
         for name in (ADVISED, NETWORK):
-            null = random_timing(
-                runs[name],
-                market_returns(runs[name]),
-                env,
-                n=wf.random_timing,
-                seed=cfg.seed,
-                calendar=calendar,
-            )
-            nulls[name] = random_timing_stats(null)
+            if name == NETWORK and runs[NETWORK].equals(runs[ADVISED]):
+                # every fold found an edge: the same record, the same seed, the same null
+                nulls[name] = nulls[ADVISED]
+            else:
+                null = random_timing(
+                    runs[name],
+                    market_returns(runs[name]),
+                    env,
+                    n=wf.random_timing,
+                    seed=cfg.seed,
+                    calendar=calendar,
+                )
+                nulls[name] = random_timing_stats(null)
+                band = null.band if name == ADVISED else band
             stats[name] = {**stats[name], **nulls[name]}
-            band = null.band if name == ADVISED else band
     table = stats_table(stats)
     first, last = runs[ADVISED].index[0], runs[ADVISED].index[-1]
     doc = {
@@ -357,27 +399,20 @@ def walk_forward(
     }
     if wf.fold is not None:  # one job of a multirun over folds: train that fold, no tables
         only = one_fold(plans, wf.fold)
-        records = train_folds(cfg, wf, only, out, list(overrides or []))
+        records = run_folds(cfg, wf, only, out, list(overrides or []), test=False)
         print(
             f"walkforward: fold {wf.fold} of {len(only)} market(s) trained in {out}; once every "
             f"fold is, the same command without walkforward.fold builds the tables"
         )
         return {"out": str(out), "fold": wf.fold, "trained": len(records)}
     write_json(out / "plan.json", plan_doc)
-    records = train_folds(cfg, wf, plans, out, list(overrides or []))
+    results = run_folds(cfg, wf, plans, out, list(overrides or []))
     rows, summaries = [], []
     for plan in plans:
         tests, edges = [], []
         for fold in plan.folds:
-            record = records[(plan.name, fold.number)]
-            test = evaluate_fold(
-                fold_config(cfg, plan, fold, None),
-                Path(record["checkpoint"]),
-                momentum_lookbacks=list(wf.momentum_lookbacks),
-                random_timing_n=wf.random_timing,
-                calendar=Calendar(),
-                supervised_cfg=wf.supervised,
-            )
+            record, test = results[(plan.name, fold.number)]
+            assert test is not None  # run_folds tests every fold unless told not to
             rows.append(fold_row(plan, fold, record, test))
             tests.append(test)
             edges.append(bool(record["edge_found"]))
