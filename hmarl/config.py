@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
@@ -770,14 +771,27 @@ def check_mixture_terms(cfg: Config) -> list[str]:
     ]
 
 
+_SESSION = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
+
+
+def parse_session(text: str) -> tuple[int, int]:
+    """``"HH:MM-HH:MM"`` (UTC) as (start, end) nanoseconds after midnight: a session filter
+    (``data.ticks.session``, hmarl.sources.book) read once here, where the config is checked."""
+    match = _SESSION.match(text.strip())
+    if not match:
+        raise ValueError(f"session {text!r} must look like 13:00-20:50 (UTC, HH:MM-HH:MM)")
+    h0, m0, h1, m1 = (int(g) for g in match.groups())
+    if h0 > 24 or h1 > 24 or m0 > 59 or m1 > 59 or (h0, m0) == (h1, m1):
+        raise ValueError(f"session {text!r}: hours 0-24, minutes 0-59, start != end")
+    return (h0 * 60 + m0) * 60_000_000_000, (h1 * 60 + m1) * 60_000_000_000
+
+
 def check_capture(data: DataConfig, prefix: str) -> list[str]:
     """``data=ticks`` reads one capture file (``data.path`` must name an existing file) or the
     files and day folders of ``data.paths`` (each entry is checked when the tapes are read:
     one that matches nothing is refused by name before training); ``data.ticks.session``
     must read as a UTC window."""
     if data.ticks.session is not None:
-        from hmarl.sources.book import parse_session  # pandas-heavy: only when a session is set
-
         try:
             parse_session(data.ticks.session)
         except ValueError as exc:

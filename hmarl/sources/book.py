@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from hmarl.config import parse_session
 from hmarl.data.candles import DataError, first_bad, show
 from hmarl.data.parsing import timestamps_to_ns
 from hmarl.io import write_parquet
@@ -96,7 +96,6 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 # Column positions of (ts, price, qty, is_buyer_maker) in the two trade layouts.
 _TRADE_FIELDS = {"trades": (4, 1, 2, 5), "aggTrades": (5, 1, 2, 6)}
-_SESSION = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 _DAY_NS = 86_400 * 1_000_000_000
 QUOTE_COLUMNS = ("ts", "bid_price", "bid_qty", "ask_price", "ask_qty")
 Log = Callable[[str], None]
@@ -495,17 +494,6 @@ def read_generic(
 
 
 # --- sessions and days --------------------------------------------------------------------
-
-
-def parse_session(text: str) -> tuple[int, int]:
-    """``"HH:MM-HH:MM"`` (UTC) as (start, end) nanoseconds after midnight."""
-    match = _SESSION.match(text.strip())
-    if not match:
-        raise ValueError(f"session {text!r} must look like 13:00-20:50 (UTC, HH:MM-HH:MM)")
-    h0, m0, h1, m1 = (int(g) for g in match.groups())
-    if h0 > 24 or h1 > 24 or m0 > 59 or m1 > 59 or (h0, m0) == (h1, m1):
-        raise ValueError(f"session {text!r}: hours 0-24, minutes 0-59, start != end")
-    return (h0 * 60 + m0) * 60_000_000_000, (h1 * 60 + m1) * 60_000_000_000
 
 
 def in_session(ts: np.ndarray, session: str) -> np.ndarray:
