@@ -31,7 +31,7 @@ import torch
 
 from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.quote_rollout import collect_quotes
-from hmarl.backtest.tape_days import ACTIONS, DayResult, day_result
+from hmarl.backtest.tape_days import ACTIONS, DayResult, action_kinds, day_result
 from hmarl.market.quoting import QuoteParams, action_levels
 from hmarl.train.quote_tape import TapePart, TapeSplit
 
@@ -53,10 +53,9 @@ def action_probabilities(
     finally:
         policy.train(was)
     bid, ask = action_levels(params)
-    kinds = [(bid > 0) & (ask > 0), (bid > 0) & (ask == 0), (bid == 0) & (ask > 0)]
-    kinds.append((bid == 0) & (ask == 0))
+    kind = action_kinds(bid > 0, ask > 0)  # each joint action's kind, the step logs' rule
     probs = traj.probs.double().numpy().reshape(-1, params.n_actions)
-    return np.stack([probs[:, k].sum(1) for k in kinds], axis=1)
+    return np.stack([probs[:, kind == name].sum(1) for name in ACTIONS], axis=1)
 
 
 def part_steps(
