@@ -82,12 +82,6 @@ def _capture_days(path: str, mtime: float) -> dict[date, Ticks]:
     return split_days(read_ws_capture(path))
 
 
-def _capture_ticker(path: Path) -> str:
-    """``binance_<market>_<symbol>_<day>_ws.gz`` names its symbol; else the file's stem."""
-    parts = path.name.split("_")
-    return (parts[2] if len(parts) > 3 else path.name.split(".")[0]).upper()
-
-
 def _generic(quotes: Path) -> Ticks:
     from hmarl.sources.book import Repairs, read_generic
 
@@ -97,7 +91,7 @@ def _generic(quotes: Path) -> Ticks:
 
 def list_days(folders: Iterable[Path]) -> tuple[list[TickDay], list[str]]:
     """Every (ticker, day) the folders offer, and one line per file that could not be read."""
-    from hmarl.sources.book import split_days
+    from hmarl.sources.book import capture_ticker, split_days
 
     days: list[TickDay] = []
     problems: list[str] = []
@@ -108,7 +102,7 @@ def list_days(folders: Iterable[Path]) -> tuple[list[TickDay], list[str]]:
         for path in sorted(folder.glob("*_ws.gz")):
             try:
                 for day in _capture_days(str(path), path.stat().st_mtime):
-                    days.append(TickDay(_capture_ticker(path), day, str(path), "capture"))
+                    days.append(TickDay(capture_ticker(path), day, str(path), "capture"))
             except (ValueError, OSError, EOFError) as exc:
                 problems.append(f"{path}: {exc}")
         for quotes in sorted(folder.glob("*/*/quotes.parquet")):
