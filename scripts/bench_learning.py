@@ -19,8 +19,8 @@ Markets (one row each):
 * ``planted_flow``: the Q4 candles with short seeded regimes (45 bars on average) planted in
   their prices and a raw column ``flow`` revealing the next bar's regime with noise
   (hmarl/market/planted.py ``plant_flow``); trained with three specialists (``price`` on
-  group:price, ``flow`` on col:flow, ``volume`` on group:volume) under one MacroNet. The edge
-  is visible to the flow specialist and only faintly to the others.
+  group:price, ``flow`` on col:flow and its 8-bar EMA col_ema8:flow, ``volume`` on group:volume)
+  under one MacroNet. The edge is visible to the flow specialist and only faintly to the others.
 
 ``--ablate`` re-runs every specialists market with each specialist removed in turn (rows
 ``planted_flow -flow`` ...; ``--ablations-only`` runs only those, for a table merged with an
@@ -86,6 +86,8 @@ from hmarl.agent.rollout import market_tensors
 from hmarl.config import Config, SpecialistConfig, conf_dir, register_configs, to_config
 from hmarl.data.reading import load_candles
 from hmarl.io import atomic_write, write_text
+from hmarl.market.features import feature_lookback
+from hmarl.market.groups import expand_groups
 from hmarl.market.planted import FLOW_COLUMN, oracle_positions, plant_edge, plant_flow
 from hmarl.stats.baselines import baseline_steps, settled_frame
 from hmarl.stats.metrics import GATE_PREFIX, TRADE_SHARE_PREFIX, compute_stats
@@ -106,15 +108,20 @@ THRESHOLDS = {
     "real_q4": 1.0,
     "planted_flow": 3.0,
 }
-# planted_flow's three specialists (the flow reader sees the planted edge)
+# planted_flow's three specialists (the flow reader sees the planted edge). The flow reader
+# reads the column and its 8-bar EMA (since 2026-12-07, session 5: 8/10 seeds on the target
+# against 6/10 on the column alone, docs/specialists.md; `--specialist flow.features=col:flow`
+# gives the earlier reader back).
 FLOW_SPECIALISTS = (
     SpecialistConfig(name="price", features=["group:price"], window=60),
-    SpecialistConfig(name="flow", features=[f"col:{FLOW_COLUMN}"], window=12),
+    SpecialistConfig(
+        name="flow", features=[f"col:{FLOW_COLUMN}", f"col_ema8:{FLOW_COLUMN}"], window=12
+    ),
     SpecialistConfig(name="volume", features=["group:volume"], window=60),
 )
 
 
-SPECIALIST_FIELDS = ("window", "hidden", "dim", "head_hidden", "lr", "every")
+SPECIALIST_FIELDS = ("features", "window", "hidden", "dim", "head_hidden", "lr", "every")
 
 
 def set_specialists(
@@ -133,7 +140,14 @@ def set_specialists(
                 f"KEY one of {list(SPECIALIST_FIELDS)} (e.g. --specialist flow.window=8)"
             )
         spec = by_name[name]
-        setattr(spec, key, type(getattr(spec, key))(value))
+        if key == "features":  # a comma-separated feature list, e.g. col:flow,col_ema6:flow
+            spec.features = [f for f in value.split(",") if f]
+            try:  # a bad name stops here, before any run starts
+                feature_lookback(expand_groups(spec.features))
+            except ValueError as err:
+                raise SystemExit(f"--specialist {item!r}: {err}") from None
+        else:
+            setattr(spec, key, type(getattr(spec, key))(value))
     return tuple(out)
 
 

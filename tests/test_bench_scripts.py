@@ -182,9 +182,15 @@ def test_specialist_settings_change_one_field_of_one_specialist() -> None:
     assert by_name["flow"].window == 8 and by_name["flow"].lr == 1e-3
     assert by_name["price"] == flow[0] and by_name["volume"] == flow[2]
     assert flow[1].window == 12  # the module's definition is untouched
-    for bad in ("flow.window", "nope.window=8", "flow.features=x"):
+    for bad in ("flow.window", "nope.window=8", "flow.colour=x"):
         with pytest.raises(SystemExit, match=r"give NAME\.KEY=VALUE"):
             bench_learning.set_specialists(flow, [bad])
+    # a feature list, comma-separated; an unknown name is refused before any run
+    specs = bench_learning.set_specialists(flow, ["flow.features=col:flow,col_ema4:flow"])
+    assert specs[1].features == ["col:flow", "col_ema4:flow"]
+    assert flow[1].features == ["col:flow", "col_ema8:flow"]
+    with pytest.raises(SystemExit, match=r"flow\.features=nope.*unknown feature name"):
+        bench_learning.set_specialists(flow, ["flow.features=nope"])
 
 
 def test_table_merges_the_parts_of_one_benchmark(

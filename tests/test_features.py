@@ -80,7 +80,7 @@ def _pipeline(candles: pd.DataFrame, names: list[str], t: int) -> list[np.ndarra
 def test_nothing_at_or_before_t_depends_on_later_candles(seed: int) -> None:
     candles = make_candles(420, seed=seed, zero_volume=0.1)
     candles["spread"] = np.random.default_rng(seed).uniform(0.5, 1.5, len(candles))
-    names = [*DEFAULT_FEATURES, "ret_48", "col:spread"]
+    names = [*DEFAULT_FEATURES, "ret_48", "col:spread", "col_ema6:spread"]
     rng = np.random.default_rng(100 + seed)
     # The scaler needs finite macro rows at or before t: feature lookback + 49.
     first_full = feature_lookback(names) + 49
@@ -217,6 +217,20 @@ def test_ema_features_match_a_plain_recursion() -> None:
     )
     ratio = np.log(_ema_loop(close, 12) / _ema_loop(close, 48))
     np.testing.assert_allclose(frame["ema_ratio_12_48"][144:], ratio[144:], rtol=1e-9)
+
+
+def test_column_ema_matches_a_plain_recursion_and_keeps_the_columns_nans() -> None:
+    candles = make_candles(60, seed=7)
+    flow = np.random.default_rng(7).standard_normal(60)
+    flow[40] = np.nan
+    frame = build_features(candles.assign(flow=flow), ["col_ema5:flow"])
+    got = frame["col_ema5:flow"].to_numpy()
+    assert feature_lookback(["col_ema5:flow"]) == 15
+    assert required_columns(["col_ema5:flow"]) == ["flow"]
+    assert np.isnan(got[:15]).all() and np.isnan(got[40])
+    # after the gap the EMA carries on from its last value (pandas' ignore_na=False decay)
+    np.testing.assert_allclose(got[15:40], _ema_loop(flow[:40], 5)[15:40], rtol=1e-12)
+    assert np.isfinite(got[41:]).all()
 
 
 def test_atr_volume_features_on_known_bars() -> None:

@@ -548,6 +548,21 @@ def _column_change(candles: pd.DataFrame, column: str) -> np.ndarray:
     return _diff(_col(candles, column))
 
 
+@register_feature(
+    "col_ema{span}:{column:str}",
+    "exponential moving average of a raw column (alpha 2 / (span + 1)): a smoothed reading of a "
+    "noisy flow; NaN where the column is",
+    columns=lambda column, **_: (column,),
+    lookback=lambda span, **_: _ema_rows(span),
+)
+def _column_ema(candles: pd.DataFrame, span: int, column: str) -> np.ndarray:
+    # Why beside a specialist's window mean: a mean over n bars weighs the bar n-1 back as much
+    # as the last one, so after a change in what the column reveals it lags by n/2 bars; an EMA
+    # weighs the recent bars most at the same smoothing (a flow reader's usual filter).
+    raw = _col(candles, column)
+    return np.where(np.isnan(raw), np.nan, _ema(raw, 2.0 / (span + 1)))
+
+
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1",
     "ret_12",
