@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import bench_learning
+import flow_rule_bounds as frb
 import replay_selection as rs
 
 BH = {"val": 2.0, "val_a": 1.0, "val_b": 1.0, "test": -5.0}
@@ -215,3 +218,30 @@ def test_table_merges_the_parts_of_one_benchmark(
     other.write_text(json.dumps({"overrides": ["x=2"], "runs": [_record("default", 2)]}))
     with pytest.raises(SystemExit, match="its overrides"):
         bench_learning.main(["--table", str(first), str(other)])
+
+
+def test_flow_rule_bounds_settle_hold_and_filter() -> None:
+    # settlement: +1 over +10%, then -1 over -10%: (1.1 * 0.999) * (1.1 * 0.998) - 1
+    got = frb.settle(np.array([1.0, -1.0]), np.array([0.1, -0.1]), 0.001)
+    assert got == pytest.approx(1.1 * 0.999 * 1.1 * 0.998 - 1.0, rel=1e-12)
+    # the rule holds its side between the thresholds and starts flat
+    side = frb.hysteresis(np.array([0.0, 0.7, 0.2, -0.2, -0.9, 0.1]), 0.5)
+    assert side.tolist() == [0.0, 1.0, 1.0, 1.0, -1.0, -1.0]
+    # the filter is causal, in [-1, 1], and follows a clean up regime
+    flow = np.r_[np.zeros(20), np.ones(20)] + 0.3 * np.random.default_rng(0).standard_normal(40)
+    filt = frb.forward_filter(flow, 45.0, 1.0)
+    assert np.all(np.abs(filt) <= 1.0) and filt[-1] > 0.5 > filt[10]
+    changed = flow.copy()
+    changed[30:] = -1.0
+    np.testing.assert_array_equal(frb.forward_filter(changed, 45.0, 1.0)[:30], filt[:30])
+    # each rule takes part of what the oracle makes, on a market where the planted drift dominates
+    n = 2000
+    index = pd.date_range("2024-01-01", periods=n, freq="5min", tz="UTC")
+    close = 100.0 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 2e-4, n)))
+    candles = pd.DataFrame(
+        {"open": close, "high": close, "low": close, "close": close, "volume": 1.0}, index=index
+    )
+    row = frb.bounds(candles, 0, 1e-3, 0.001)  # the planted drift well above the noise
+    rules = ("mean12", "mean8", "ema10", "filter")
+    assert row["oracle_pct"] > 0 and set(row) == {"oracle_pct", *rules}
+    assert all(0.0 < row[k] < 1.0 for k in rules)
