@@ -122,6 +122,13 @@ class GateInput(str, Enum):
     all = "all"  # the MacroNet embedding and every specialist's: *when* to follow which one
 
 
+class SoloValues(str, Enum):
+    """Whose exact grid values weigh a specialist's own term (``model.solo_coef``)."""
+
+    mixture = "mixture"  # the team's: the best action given how the mixture acts on
+    own = "own"  # the specialist's own policy's: the best action were it acting alone
+
+
 @dataclass
 class AvellanedaConfig:
     """The Avellaneda-Stoikov market (``data=avellaneda``): hmarl.market.avellaneda.ASParams.
@@ -281,6 +288,9 @@ class ModelConfig:
     # pushed along the mixture's exact advantages as if it acted alone, whatever its gate
     # weight; 0 = the mixture's gradient only (docs/specialists.md)
     solo_coef: float = 0.0
+    # whose values give that term's advantages: mixture (the team's) | own (each specialist's
+    # own policy's on the grid: one more exact pass per specialist; docs/specialists.md)
+    solo_values: SoloValues = SoloValues.mixture
     # weight of the gate's log-barrier, mean_k log g_k + log K, as a multiple of the action's
     # exploration weight at that episode (trainer.entropy_coef and its schedule): no specialist
     # is ruled out for good while the policy still explores; 0 = none (mixture only)
@@ -714,6 +724,7 @@ SPECIALIST_KEYS = (
     "gate_hidden",
     "gate_input",
     "solo_coef",
+    "solo_values",
     "gate_barrier",
 )
 
@@ -726,6 +737,7 @@ def model_record(model: ModelConfig) -> dict[str, Any]:
         return {k: v for k, v in record.items() if k not in SPECIALIST_KEYS}
     record["combine"] = Combine(model.combine).value
     record["gate_input"] = GateInput(model.gate_input).value
+    record["solo_values"] = SoloValues(model.solo_values).value
     return record
 
 
@@ -736,6 +748,7 @@ def model_from_record(record: dict[str, Any]) -> ModelConfig:
     fields_["combine"] = Combine(fields_.get("combine", Combine.mixture.value))
     # checkpoints written before gate_input existed had the MacroNet-only gate
     fields_["gate_input"] = GateInput(fields_.get("gate_input", GateInput.macro.value))
+    fields_["solo_values"] = SoloValues(fields_.get("solo_values", SoloValues.mixture.value))
     return ModelConfig(**fields_)
 
 

@@ -13,9 +13,16 @@ import torch
 from helpers import assert_identical, compose_config, full_and_resumed, tiny_overrides
 
 from hmarl.agent.checkpoint import load_checkpoint, policy_from_checkpoint
+from hmarl.agent.expected import grid_rewards
 from hmarl.agent.policy import HierarchicalPolicy, count_parameters
-from hmarl.agent.reinforce import gate_bonus, solo_surrogate
-from hmarl.agent.rollout import market_tensors
+from hmarl.agent.reinforce import (
+    GridModel,
+    gate_bonus,
+    own_advantages,
+    solo_surrogate,
+    visited_advantages,
+)
+from hmarl.agent.rollout import MarketTensors, collect, market_tensors, sample_starts
 from hmarl.agent.specialists import (
     MixtureHead,
     SpecialistPolicy,
@@ -32,6 +39,7 @@ from hmarl.config import (
     model_from_record,
     model_record,
 )
+from hmarl.market.env import EnvParams, cash_ratio, position_grid
 from hmarl.market.groups import FEATURE_GROUPS, expand_groups
 from hmarl.market.market_data import build_market
 from hmarl.market.specialist_data import SpecialistInputs, market_for_model
@@ -251,6 +259,67 @@ def test_solo_term_is_each_specialists_own_loss_and_spares_the_gate() -> None:
         assert moved == name.startswith("spec/"), name
 
 
+def _specialists_rollout(specs: list[SpecialistConfig], length: int = 5) -> tuple[Any, ...]:
+    """A float64 mixture of ``specs`` (dropout off) and two collected trajectories on random
+    market tensors, with the grid model the exact advantages need."""
+    model = small_model(gate_input="all")
+    model.specialists = [SpecialistConfig(**vars(s)) for s in specs]
+    n_in = [len(s.features) for s in specs]
+    torch.manual_seed(11)
+    policy = build_policy(3, model, n_in).double().eval()
+    g = torch.Generator().manual_seed(12)
+    market = MarketTensors(
+        macro=torch.randn(200, 9, generator=g, dtype=torch.float64),
+        micro=torch.randn(200, 3 * sum(n_in), generator=g, dtype=torch.float64),
+        returns=0.02 * torch.randn(200, generator=g, dtype=torch.float64),
+    )
+    env = EnvParams()
+    grid = position_grid(env)
+    starts = sample_starts(1, 190, length, 2, g)
+    traj = collect(policy, market, starts, length, grid, env, generator=g)
+    return policy, GridModel(grid, env, market.returns), traj
+
+
+def test_own_advantages_of_a_lone_specialist_are_the_mixtures() -> None:
+    """With one specialist the gate's softmax is 1 and the mixture is that specialist's
+    policy: its own advantages (model.solo_values=own) are the mixture's, which the rollout's
+    grid probabilities give through another path."""
+    policy, model, traj = _specialists_rollout(SPECS[:1])
+    own = own_advantages(policy, model, traj, 0.9, 2.0)
+    assert own.shape == (2, 5, 1, 3)
+    torch.testing.assert_close(own[:, :, 0], visited_advantages(model, traj, 0.9, 2.0))
+
+
+def test_own_advantages_are_each_specialists_values_by_brute_force() -> None:
+    """A_k(s_t, a) = R(s_t, a) + gamma V_k(t + 1, s') - V_k(t, s_t), with V_k written out as a
+    plain backward loop over the grid under pi_k alone; and not the mixture's advantages."""
+    gamma, length = 0.9, 4
+    policy, model, traj = _specialists_rollout(SPECS, length)
+    own = own_advantages(policy, model, traj, gamma, 1.0)
+    grid, positions = model.grid, torch.as_tensor(model.grid.positions)
+    rows = traj.rows
+    rewards = grid_rewards(grid, model.env, model.returns[rows - 1], model.returns[rows])
+    with torch.no_grad():
+        for b in range(2):
+            for k in range(len(SPECS)):
+                v = torch.zeros(length + 1, len(positions), dtype=torch.float64)
+                q = torch.zeros(length, len(positions), 3, dtype=torch.float64)
+                for t in reversed(range(length)):
+                    for s, pos in enumerate(positions):
+                        p = pos.reshape(1).double()
+                        _, logp = policy.head.parts_from_context(traj.ctx[b, t], p, cash_ratio(p))
+                        pi = logp[0, k].exp()
+                        for a in range(3):
+                            nxt = int(grid.next_state[s, a])
+                            q[t, s, a] = rewards[b, t, s, a] + gamma * v[t + 1, nxt]
+                        v[t, s] = (pi * q[t, s]).sum()
+                for t in range(length):
+                    s_t = int(traj.states[b, t])
+                    torch.testing.assert_close(own[b, t, k], q[t, s_t] - v[t, s_t])
+    mixture = visited_advantages(model, traj, gamma, 1.0)
+    assert not torch.allclose(own[:, :, 0], mixture, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def plain_episode(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
     """The first episode's metrics of the tiny specialists run, without the mixture's terms."""
@@ -264,16 +333,27 @@ def _first_episode(tmp_path: Path, *extra: str) -> dict[str, float]:
     return seen[0]
 
 
-@pytest.mark.parametrize("estimator", ["all_actions", "expected"])
+@pytest.mark.parametrize(
+    ("estimator", "values"),
+    [("all_actions", "mixture"), ("expected", "mixture"), ("all_actions", "own")],
+)
 def test_solo_coef_moves_the_specialists_not_the_gate(
-    tmp_path: Path, plain_episode: dict[str, float], estimator: str
+    tmp_path: Path, plain_episode: dict[str, float], estimator: str, values: str
 ) -> None:
     """One episode from the same seed with and without model.solo_coef: the same rollout, so
     the gate and the MacroNet get the same gradient and step; each specialist's differs (with
-    `expected` too: the term takes the grid's exact advantages at the visited states)."""
+    `expected` too: the term takes the grid's exact advantages at the visited states; with
+    `solo_values=own`, each specialist's own values: a gradient of its own again)."""
     extra = f"trainer.estimator={estimator}"
     plain = plain_episode if estimator == "all_actions" else _first_episode(tmp_path / "p", extra)
-    solo = _first_episode(tmp_path / "solo", "model.solo_coef=0.5", extra)
+    solo = _first_episode(
+        tmp_path / "solo", "model.solo_coef=0.5", f"model.solo_values={values}", extra
+    )
+    if values == "own":
+        team = _first_episode(tmp_path / "team", "model.solo_coef=0.5", extra)
+        for name in ("price", "fast", "volume"):
+            key = f"grad_norm/spec/{name}"
+            assert solo[key] != pytest.approx(team[key], rel=1e-3), name
     assert solo["reward/mean"] == plain["reward/mean"]
     for key in ("grad_norm/head", "grad_norm/macro", "param_delta/head", "param_delta/macro"):
         assert solo[key] == pytest.approx(plain[key], rel=1e-6), key

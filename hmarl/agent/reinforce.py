@@ -42,6 +42,7 @@ from hmarl.agent.expected import (
 )
 from hmarl.agent.rollout import Trajectory, entropy_of, grid_tensors, visited_log_probs
 from hmarl.agent.specialists import MixtureHead
+from hmarl.market.env import cash_ratio
 
 if TYPE_CHECKING:
     from hmarl.agent.policy import HierarchicalPolicy
@@ -165,20 +166,28 @@ def policy_loss(
     gamma: float = 0.99,
     exploration: str = "entropy",
     solo_coef: float = 0.0,
+    solo_values: str = "mixture",
 ) -> PolicyLoss:
     """The policy loss of one estimator, with the entropy and exploration bonus per step.
 
     ``solo_coef`` (a mixture of specialists): adds each specialist's own term
     ``-solo_coef * sum_a pi_k(a|s) A(s, a)`` at the visited states with the grid's exact
-    advantages, whatever the estimator of the mixture's own gradient (:func:`solo_surrogate`).
+    advantages, whatever the estimator of the mixture's own gradient (:func:`solo_surrogate`):
+    the mixture's advantages (``solo_values="mixture"``) or each specialist's own policy's
+    (``"own"``, :func:`own_advantages`).
     """
     result, weight = _estimator_loss(policy, traj, returns, estimator, model, gamma, exploration)
     if solo_coef <= 0:
         return result
     if model is None:
         raise ValueError("model.solo_coef needs the grid model (GridModel)")
-    if weight is None:
-        weight = visited_advantages(model, traj, gamma, float(returns.std()) + 1e-8)
+    scale = float(returns.std()) + 1e-8
+    if solo_values == "own":
+        weight = own_advantages(policy, model, traj, gamma, scale)
+    elif solo_values != "mixture":
+        raise ValueError(f"model.solo_values must be mixture or own, got {solo_values!r}")
+    elif weight is None:
+        weight = visited_advantages(model, traj, gamma, scale)
     solo = solo_surrogate(policy, traj, weight)
     return result._replace(loss=result.loss + solo_coef * solo)
 
@@ -233,6 +242,39 @@ def visited_advantages(model: GridModel, traj: Trajectory, gamma: float, scale: 
     return adv / scale
 
 
+@torch.no_grad()
+def own_advantages(
+    policy: HierarchicalPolicy, model: GridModel, traj: Trajectory, gamma: float, scale: float
+) -> Tensor:
+    """Each specialist's exact advantages under its *own* policy, ``A_k(s_t, a)`` at the visited
+    states over ``scale``, ``[B, L, K, 3]`` float64, no graph.
+
+    Why: with the mixture's advantages a specialist learns the best action given how the team
+    acts on; where the team has settled into a habit that fees make costly to leave (always
+    long on a rising market), one step away from it loses, and no specialist learns what it
+    would earn by acting on its own reading. Here each ``pi_k`` is valued as if it acted alone
+    from every grid state (its own probabilities in the same exact recursion as the mixture's),
+    so a flow reader learns to follow the flow whatever the gate does; the gate then weighs it.
+    Costs one exact grid pass per specialist.
+    """
+    head = policy.head
+    if not isinstance(head, MixtureHead):
+        raise ValueError("model.solo_values=own needs a mixture of specialists (model=specialists)")
+    if traj.states is None:
+        raise ValueError("the visited states' advantages need a trajectory from collect()")
+    ctx = traj.ctx
+    pos = grid_tensors(model.grid, ctx.device)[1].to(ctx.dtype).view(-1, *([1] * (ctx.dim() - 1)))
+    masks = [None if m is None else m.unsqueeze(0) for m in traj.head_masks]
+    _, own = head.parts_from_context(ctx.unsqueeze(0), pos, cash_ratio(pos), masks)
+    s_k = traj.states.view(*traj.states.shape, 1, 1).expand(-1, -1, 1, 3)  # [B, L, 1, 3]
+    out = []
+    for k in range(own.shape[-2]):
+        probs = own[..., k, :].exp().to(torch.float64).permute(1, 2, 0, 3)  # [B, L, S, 3]
+        values = _grid_values(model, traj, probs, gamma, occupancy=False)
+        out.append((values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2))
+    return torch.stack(out, dim=-2) / scale
+
+
 def solo_surrogate(policy: HierarchicalPolicy, traj: Trajectory, weight: Tensor) -> Tensor:
     """Every specialist's own ``all_actions``-style loss, as if it acted alone: ``-sum_k sum_a
     pi_k(a|s) A(s, a)`` summed over the steps, mean over trajectories (``weight``: the scaled
@@ -250,7 +292,9 @@ def solo_surrogate(policy: HierarchicalPolicy, traj: Trajectory, weight: Tensor)
     if not isinstance(head, MixtureHead):
         raise ValueError("model.solo_coef > 0 needs a mixture of specialists (model=specialists)")
     _, own = head.parts_from_context(traj.ctx, traj.positions, traj.cash, traj.head_masks)
-    return -(weight.to(own.dtype).unsqueeze(-2) * own.exp()).sum(dim=(1, 2, 3)).mean()
+    if weight.dim() == 3:  # the mixture's advantages, the same for every specialist
+        weight = weight.unsqueeze(-2)
+    return -(weight.to(own.dtype) * own.exp()).sum(dim=(1, 2, 3)).mean()
 
 
 def gate_bonus(policy: HierarchicalPolicy, traj: Trajectory) -> Tensor:
@@ -298,6 +342,7 @@ def reinforce_update(
     frozen: Collection[str] = (),
     solo_coef: float = 0.0,
     gate_barrier: float = 0.0,
+    solo_values: str = "mixture",
 ) -> dict[str, float]:
     """One REINFORCE update from a collected batch of trajectories; returns episode metrics.
 
@@ -312,7 +357,7 @@ def reinforce_update(
     # The exploration term is summed over t like the policy term, so that entropy_coef weighs
     # one step's bonus against one step's normalised return whatever the episode length.
     loss_policy, b_entropy, b_bonus = policy_loss(
-        policy, traj, b_returns, estimator, model, gamma, exploration, solo_coef
+        policy, traj, b_returns, estimator, model, gamma, exploration, solo_coef, solo_values
     )
     loss = loss_policy - entropy_coef * b_bonus.sum(dim=1).mean()
     if gate_barrier > 0:

@@ -472,6 +472,7 @@ class Trainer:
             frozen=frozen_groups(self.cfg.model, episode),
             solo_coef=model.solo_coef if mixture else 0.0,
             gate_barrier=model.gate_barrier if mixture else 0.0,
+            solo_values=model.solo_values.value,
         )
         self.entropies.append(metrics["entropy"])
         if update_macro:
