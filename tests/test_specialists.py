@@ -350,7 +350,9 @@ def test_solo_coef_moves_the_specialists_not_the_gate(
         tmp_path / "solo", "model.solo_coef=0.5", f"model.solo_values={values}", extra
     )
     if values == "own":
-        team = _first_episode(tmp_path / "team", "model.solo_coef=0.5", extra)
+        team = _first_episode(
+            tmp_path / "team", "model.solo_coef=0.5", "model.solo_values=mixture", extra
+        )
         for name in ("price", "fast", "volume"):
             key = f"grad_norm/spec/{name}"
             assert solo[key] != pytest.approx(team[key], rel=1e-3), name

@@ -266,13 +266,14 @@ def own_advantages(
     pos = grid_tensors(model.grid, ctx.device)[1].to(ctx.dtype).view(-1, *([1] * (ctx.dim() - 1)))
     masks = [None if m is None else m.unsqueeze(0) for m in traj.head_masks]
     _, own = head.parts_from_context(ctx.unsqueeze(0), pos, cash_ratio(pos), masks)
-    s_k = traj.states.view(*traj.states.shape, 1, 1).expand(-1, -1, 1, 3)  # [B, L, 1, 3]
-    out = []
-    for k in range(own.shape[-2]):
-        probs = own[..., k, :].exp().to(torch.float64).permute(1, 2, 0, 3)  # [B, L, S, 3]
-        values = _grid_values(model, traj, probs, gamma, occupancy=False)
-        out.append((values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2))
-    return torch.stack(out, dim=-2) / scale
+    n_spec = own.shape[-2]
+    # the specialists side by side along the batch: one exact pass for all of them
+    probs = own.exp().to(torch.float64).permute(3, 1, 2, 0, 4).flatten(0, 1)  # [K B, L, S, 3]
+    rewards = _rewards(model, traj).repeat(n_spec, 1, 1, 1)
+    values = grid_values(model.grid, probs, rewards, gamma, occupancy=False)
+    states = traj.states.repeat(n_spec, 1).view(-1, traj.states.shape[1], 1, 1).expand(-1, -1, 1, 3)
+    adv = (values.q - values.v.unsqueeze(-1)).gather(2, states).squeeze(2)  # [K B, L, 3]
+    return adv.view(n_spec, *traj.states.shape, 3).permute(1, 2, 0, 3) / scale
 
 
 def solo_surrogate(policy: HierarchicalPolicy, traj: Trajectory, weight: Tensor) -> Tensor:
@@ -321,10 +322,14 @@ def _grid_values(
 ) -> GridValues:
     """Exact occupancy (unless ``occupancy=False``) and values over the grid for the
     trajectory's market paths and every state's probabilities ``probs [B, L, S, 3]``."""
+    return grid_values(model.grid, probs, _rewards(model, traj), gamma, occupancy=occupancy)
+
+
+def _rewards(model: GridModel, traj: Trajectory) -> Tensor:
+    """``R[b, k, s, a]`` of the trajectory's market paths (:func:`grid_rewards`)."""
     rows = traj.rows
     prev, now = model.returns[(rows - 1).clamp(min=0)], model.returns[rows]
-    rewards = grid_rewards(model.grid, model.env, prev, now)
-    return grid_values(model.grid, probs, rewards, gamma, occupancy=occupancy)
+    return grid_rewards(model.grid, model.env, prev, now)
 
 
 def reinforce_update(
