@@ -514,7 +514,7 @@ def load_runs(
         )
     frame = name_groups(pd.DataFrame([run_row(r) for r in runs]).set_index("run_id"))
     mixes = mixed_params(frame, {r.info.run_id: dict(r.data.params) for r in runs})
-    frame["mixes"] = frame["group"].map(mixes).fillna("")
+    frame["mixes"] = [mixes.get(g, "") for g in frame["group"]]  # "" where a group is uniform
     frame = frame.join(selected_validation(client, frame))
     steps = metric_histories(client, frame.index, [STEPS_KEY])
     frame["steps_per_s"] = steps.groupby("run_id")["value"].median().reindex(frame.index)
