@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import bench_learning
+import flow_positions as fp
 import flow_rule_bounds as frb
 import replay_selection as rs
 
@@ -245,3 +246,19 @@ def test_flow_rule_bounds_settle_hold_and_filter() -> None:
     rules = ("mean12", "mean8", "ema10", "filter")
     assert row["oracle_pct"] > 0 and set(row) == {"oracle_pct", *rules}
     assert all(0.0 < row[k] < 1.0 for k in rules)
+
+
+def test_flow_positions_split_log_growth_by_regime() -> None:
+    oracle = np.array([1.0, 1.0, 0.0, -1.0])
+    returns = np.array([0.01, -0.02, 0.03, -0.01])
+    net = np.array([1.0, -1.0, -1.0, -1.0])
+    # per bar: log(1 + x r) + log(1 - fee |dx|), flat before the first bar
+    want = np.log1p(net * returns) + np.log1p(-0.001 * np.array([1.0, 2.0, 0.0, 0.0]))
+    np.testing.assert_allclose(fp.log_growth(net, returns, 0.001), want, rtol=1e-15)
+    table = fp.by_regime({"network": net, "oracle": oracle}, oracle, returns, 0.001)
+    assert table.loc["up", "bars"] == 2 and table.loc["flat", "bars"] == 1
+    assert table.loc["up", "network"] == pytest.approx(want[:2].sum(), rel=1e-15)
+    assert table.loc["all", "network"] == pytest.approx(want.sum(), rel=1e-15)
+    assert table.loc["up", "network long %"] == 50.0
+    assert table.loc["down", "network short %"] == 100.0
+    assert table.loc["flat", "oracle long %"] == 0.0 and table.loc["flat", "oracle short %"] == 0.0
