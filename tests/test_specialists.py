@@ -259,7 +259,9 @@ def test_solo_term_is_each_specialists_own_loss_and_spares_the_gate() -> None:
         assert moved == name.startswith("spec/"), name
 
 
-def _specialists_rollout(specs: list[SpecialistConfig], length: int = 5) -> tuple[Any, ...]:
+def _specialists_rollout(
+    specs: list[SpecialistConfig], length: int = 5, keep_grid_own: bool = False
+) -> tuple[Any, ...]:
     """A float64 mixture of ``specs`` (dropout off) and two collected trajectories on random
     market tensors, with the grid model the exact advantages need."""
     model = small_model(gate_input="all")
@@ -276,7 +278,9 @@ def _specialists_rollout(specs: list[SpecialistConfig], length: int = 5) -> tupl
     env = EnvParams()
     grid = position_grid(env)
     starts = sample_starts(1, 190, length, 2, g)
-    traj = collect(policy, market, starts, length, grid, env, generator=g)
+    traj = collect(
+        policy, market, starts, length, grid, env, generator=g, keep_grid_own=keep_grid_own
+    )
     return policy, GridModel(grid, env, market.returns), traj
 
 
@@ -318,6 +322,20 @@ def test_own_advantages_are_each_specialists_values_by_brute_force() -> None:
                     torch.testing.assert_close(own[b, t, k], q[t, s_t] - v[t, s_t])
     mixture = visited_advantages(model, traj, gamma, 1.0)
     assert not torch.allclose(own[:, :, 0], mixture, atol=1e-6)
+
+
+def test_rollout_keeps_the_own_grid_pass_without_changing_the_episode() -> None:
+    """collect(keep_grid_own=True) (model.solo_values=own) keeps each specialist's grid
+    log-probabilities from the pass it runs anyway: the same episode bit for bit, and the same
+    own advantages as the update computing them again."""
+    _, _, plain = _specialists_rollout(SPECS, 6)
+    policy, model, kept = _specialists_rollout(SPECS, 6, keep_grid_own=True)
+    assert plain.grid_own is None and kept.grid_own is not None
+    assert kept.grid_own.shape == (3, 2, 6, len(SPECS), 3)
+    for field in ("actions", "states", "probs", "grid_probs"):
+        assert torch.equal(getattr(plain, field), getattr(kept, field)), field
+    again = own_advantages(policy, model, plain, 0.9, 1.0)
+    torch.testing.assert_close(own_advantages(policy, model, kept, 0.9, 1.0), again)
 
 
 @pytest.fixture(scope="module")

@@ -118,13 +118,7 @@ class ActionHead(nn.Module):
         """Logits ``[S, *ctx.shape[:-1], n_actions]`` for every position in ``positions [S]``,
         with the same context and dropout masks: the rollout's pass over the position grid
         (without autograd) and the ``expected`` estimator's (with it)."""
-        pos = positions.to(ctx.dtype).view(-1, *([1] * (ctx.dim() - 1)))
-        return self.from_context(
-            ctx.unsqueeze(0),
-            pos,
-            cash_ratio(pos),
-            None if masks is None else [None if m is None else m.unsqueeze(0) for m in masks],
-        )
+        return self.from_context(*grid_arguments(ctx, positions, masks))
 
     def forward(
         self,
@@ -135,6 +129,16 @@ class ActionHead(nn.Module):
         masks: Sequence[Tensor | None] | None = None,
     ) -> Tensor:
         return self.from_context(self.context(macro, micro), position, cash, masks)
+
+
+def grid_arguments(
+    ctx: Tensor, positions: Tensor, masks: Sequence[Tensor | None] | None = None
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor | None] | None]:
+    """``from_context``'s arguments for every position in ``positions [S]`` at once: the context
+    and masks with a leading grid axis, each state's position and cash ratio broadcast to it."""
+    pos = positions.to(ctx.dtype).view(-1, *([1] * (ctx.dim() - 1)))
+    grid_masks = None if masks is None else [None if m is None else m.unsqueeze(0) for m in masks]
+    return ctx.unsqueeze(0), pos, cash_ratio(pos), grid_masks
 
 
 class DecisionHead(ActionHead):

@@ -40,9 +40,9 @@ from hmarl.agent.expected import (
     grid_values,
     occupancy_weighted,
 )
+from hmarl.agent.policy import grid_arguments
 from hmarl.agent.rollout import Trajectory, entropy_of, grid_tensors, visited_log_probs
 from hmarl.agent.specialists import MixtureHead
-from hmarl.market.env import cash_ratio
 
 if TYPE_CHECKING:
     from hmarl.agent.policy import HierarchicalPolicy
@@ -262,10 +262,10 @@ def own_advantages(
         raise ValueError("model.solo_values=own needs a mixture of specialists (model=specialists)")
     if traj.states is None:
         raise ValueError("the visited states' advantages need a trajectory from collect()")
-    ctx = traj.ctx
-    pos = grid_tensors(model.grid, ctx.device)[1].to(ctx.dtype).view(-1, *([1] * (ctx.dim() - 1)))
-    masks = [None if m is None else m.unsqueeze(0) for m in traj.head_masks]
-    _, own = head.parts_from_context(ctx.unsqueeze(0), pos, cash_ratio(pos), masks)
+    own = traj.grid_own  # kept by the rollout (collect's keep_grid_own), else computed here
+    if own is None:
+        positions = grid_tensors(model.grid, traj.ctx.device)[1]
+        _, own = head.parts_from_context(*grid_arguments(traj.ctx, positions, traj.head_masks))
     n_spec = own.shape[-2]
     # the specialists side by side along the batch: one exact pass for all of them
     probs = own.exp().to(torch.float64).permute(3, 1, 2, 0, 4).flatten(0, 1)  # [K B, L, S, 3]

@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hmarl.agent.policy import HierarchicalPolicy, draw_mask
+from hmarl.agent.policy import HierarchicalPolicy, draw_mask, grid_arguments
+from hmarl.agent.specialists import MixtureHead
 from hmarl.market.env import EnvParams, Grid, Settlement, cash_ratio, settle
 from hmarl.market.many import MarketsError
 
@@ -100,6 +101,9 @@ class Trajectory(NamedTuple):
     grid_logits: Tensor | None = None
     states: Tensor | None = None  # [B, L] grid state index before each decision
     grid_probs: Tensor | None = None  # [S, B, L, 3] every grid state's probabilities, no graph
+    # [S, B, L, K, 3] each specialist's own log-probabilities at every grid state, no graph; only
+    # when collected with keep_grid_own (model.solo_values=own: its values need them)
+    grid_own: Tensor | None = None
 
 
 @torch.no_grad()
@@ -296,6 +300,7 @@ def collect(
     cache: MacroCache | LazyMacroCache | None = None,
     train_macro: bool = True,
     keep_grid_logits: bool = False,
+    keep_grid_own: bool = False,
 ) -> Trajectory:
     """Run ``len(starts)`` episodes of ``length`` decisions.
 
@@ -338,12 +343,20 @@ def collect(
     grid_logits = None
     if keep_grid_logits and torch.is_grad_enabled():
         grid_logits = policy.head.all_states(ctx, grid_pos, head_masks)  # [S, B, L, 3]
+    grid_own = None
     with torch.no_grad():
-        logits_all = (
-            grid_logits.detach()
-            if grid_logits is not None
-            else policy.head.all_states(ctx.detach(), grid_pos, head_masks)
-        )
+        if keep_grid_own and isinstance(policy.head, MixtureHead):
+            # the same pass, keeping its parts: the mixture is their log-sum-exp (from_context)
+            log_gate, grid_own = policy.head.parts_from_context(
+                *grid_arguments(ctx.detach(), grid_pos, head_masks)
+            )
+            logits_all = torch.logsumexp(log_gate.unsqueeze(-1) + grid_own, dim=-2)
+        else:
+            logits_all = (
+                grid_logits.detach()
+                if grid_logits is not None
+                else policy.head.all_states(ctx.detach(), grid_pos, head_masks)
+            )
         probs_all = torch.softmax(logits_all, dim=-1)  # [S, B, L, 3]
         if greedy:
             choice = probs_all.argmax(dim=-1)
@@ -375,6 +388,7 @@ def collect(
         grid_logits=grid_logits,
         states=states,
         grid_probs=probs_all,
+        grid_own=grid_own,
     )
 
 

@@ -49,6 +49,7 @@ from hmarl.cli import Interrupted
 from hmarl.config import (
     Combine,
     Config,
+    SoloValues,
     Task,
     TrainerConfig,
     flatten,
@@ -385,6 +386,15 @@ class Trainer:
         self.env = env_params(cfg)
         self.grid = position_grid(self.env)
         self.grid_model = GridModel(self.grid, self.env, self.tensors.returns)
+        model = cfg.model
+        # model.solo_values=own reads every specialist's own grid probabilities: the rollout's
+        # all-states pass keeps them instead of the update running it again
+        self.solo_own = (
+            bool(model.specialists)
+            and model.combine == Combine.mixture
+            and model.solo_coef > 0
+            and model.solo_values == SoloValues.own
+        )
         self.val_buy_and_hold_pct = self._val_buy_and_hold()
         self.cache: LazyMacroCache | None = None
         self.val: dict[str, Any] = {}
@@ -455,6 +465,7 @@ class Trainer:
             cache=self.cache if use_cache else None,
             train_macro=update_macro,
             keep_grid_logits=tc.estimator.value == "expected",
+            keep_grid_own=self.solo_own,
         )
         model = self.cfg.model
         mixture = bool(model.specialists) and model.combine == Combine.mixture  # concat: no gate
