@@ -237,9 +237,13 @@ def visited_advantages(model: GridModel, traj: Trajectory, gamma: float, scale: 
         raise ValueError("the visited states' advantages need a trajectory from collect()")
     probs = traj.grid_probs.permute(1, 2, 0, 3)  # [B, L, S, 3]
     values = _grid_values(model, traj, probs, gamma, occupancy=False)
-    s_k = traj.states.view(*traj.states.shape, 1, 1).expand(-1, -1, 1, 3)  # [B, L, 1, 3]
-    adv = (values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2)  # [B, L, 3]
-    return adv / scale
+    return _at_states(values, traj.states) / scale
+
+
+def _at_states(values: GridValues, states: Tensor) -> Tensor:
+    """``Q(s_t, a) - V(s_t)`` ``[B, L, 3]`` at the grid states ``states [B, L]``."""
+    s_k = states.view(*states.shape, 1, 1).expand(-1, -1, 1, 3)  # [B, L, 1, 3]
+    return (values.q - values.v.unsqueeze(-1)).gather(2, s_k).squeeze(2)
 
 
 @torch.no_grad()
@@ -255,7 +259,7 @@ def own_advantages(
     would earn by acting on its own reading. Here each ``pi_k`` is valued as if it acted alone
     from every grid state (its own probabilities in the same exact recursion as the mixture's),
     so a flow reader learns to follow the flow whatever the gate does; the gate then weighs it.
-    Costs one exact grid pass per specialist.
+    Costs one exact grid pass over K times the batch (the specialists side by side).
     """
     head = policy.head
     if not isinstance(head, MixtureHead):
@@ -267,12 +271,10 @@ def own_advantages(
         positions = grid_tensors(model.grid, traj.ctx.device)[1]
         _, own = head.parts_from_context(*grid_arguments(traj.ctx, positions, traj.head_masks))
     n_spec = own.shape[-2]
-    # the specialists side by side along the batch: one exact pass for all of them
     probs = own.exp().to(torch.float64).permute(3, 1, 2, 0, 4).flatten(0, 1)  # [K B, L, S, 3]
     rewards = _rewards(model, traj).repeat(n_spec, 1, 1, 1)
     values = grid_values(model.grid, probs, rewards, gamma, occupancy=False)
-    states = traj.states.repeat(n_spec, 1).view(-1, traj.states.shape[1], 1, 1).expand(-1, -1, 1, 3)
-    adv = (values.q - values.v.unsqueeze(-1)).gather(2, states).squeeze(2)  # [K B, L, 3]
+    adv = _at_states(values, traj.states.repeat(n_spec, 1))  # [K B, L, 3]
     return adv.view(n_spec, *traj.states.shape, 3).permute(1, 2, 0, 3) / scale
 
 

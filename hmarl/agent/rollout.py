@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from hmarl.agent.policy import HierarchicalPolicy, draw_mask, grid_arguments
-from hmarl.agent.specialists import MixtureHead
+from hmarl.agent.specialists import MixtureHead, mixture_log_probs
 from hmarl.market.env import EnvParams, Grid, Settlement, cash_ratio, settle
 from hmarl.market.many import MarketsError
 
@@ -350,7 +350,7 @@ def collect(
             log_gate, grid_own = policy.head.parts_from_context(
                 *grid_arguments(ctx.detach(), grid_pos, head_masks)
             )
-            logits_all = torch.logsumexp(log_gate.unsqueeze(-1) + grid_own, dim=-2)
+            logits_all = mixture_log_probs(log_gate, grid_own)
         else:
             logits_all = (
                 grid_logits.detach()

@@ -164,8 +164,13 @@ class MixtureHead(ActionHead):
         masks: Sequence[Tensor | None] | None = None,
     ) -> Tensor:
         """``log sum_k g_k pi_k(a)`` ``[..., 3]``, a log-sum-exp (stable for tiny weights)."""
-        log_gate, own = self.parts_from_context(ctx, position, cash, masks)
-        return torch.logsumexp(log_gate.unsqueeze(-1) + own, dim=-2)
+        return mixture_log_probs(*self.parts_from_context(ctx, position, cash, masks))
+
+
+def mixture_log_probs(log_gate: Tensor, own: Tensor) -> Tensor:
+    """``log sum_k g_k pi_k(a)`` ``[..., 3]`` from :meth:`MixtureHead.parts_from_context`'s log
+    gate weights ``[..., K]`` and own log-probabilities ``[..., K, 3]``."""
+    return torch.logsumexp(log_gate.unsqueeze(-1) + own, dim=-2)
 
 
 class SpecialistPolicy(HierarchicalPolicy):

@@ -387,14 +387,11 @@ class Trainer:
         self.grid = position_grid(self.env)
         self.grid_model = GridModel(self.grid, self.env, self.tensors.returns)
         model = cfg.model
+        # a mixture of specialists has a gate and own policies; concat has neither
+        self.mixture = bool(model.specialists) and model.combine == Combine.mixture
         # model.solo_values=own reads every specialist's own grid probabilities: the rollout's
         # all-states pass keeps them instead of the update running it again
-        self.solo_own = (
-            bool(model.specialists)
-            and model.combine == Combine.mixture
-            and model.solo_coef > 0
-            and model.solo_values == SoloValues.own
-        )
+        self.solo_own = self.mixture and model.solo_coef > 0 and model.solo_values == SoloValues.own
         self.val_buy_and_hold_pct = self._val_buy_and_hold()
         self.cache: LazyMacroCache | None = None
         self.val: dict[str, Any] = {}
@@ -467,8 +464,7 @@ class Trainer:
             keep_grid_logits=tc.estimator.value == "expected",
             keep_grid_own=self.solo_own,
         )
-        model = self.cfg.model
-        mixture = bool(model.specialists) and model.combine == Combine.mixture  # concat: no gate
+        model, mixture = self.cfg.model, self.mixture
         metrics = reinforce_update(
             self.policy,
             self.optimizers,
