@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_learning import PLANTED_DRIFT, Q4, SHARED
 
 from hmarl.data.reading import load_candles
 from hmarl.market.planted import FLOW_COLUMN, oracle_positions, plant_flow
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-Q4 = "binance_spot_BTCUSDT_5m_2024Q4.csv"
 THRESHOLDS = (0.4, 0.5, 0.6)
 
 
@@ -86,7 +85,7 @@ def bounds(candles: pd.DataFrame, seed: int, drift: float, fee: float) -> dict[s
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--drift", type=float, default=3e-4, help="planted log drift per bar")
+    parser.add_argument("--drift", type=float, default=PLANTED_DRIFT, help="log drift per bar")
     parser.add_argument("--fee", type=float, default=0.001, help="per unit traded (EnvConfig)")
     parser.add_argument("--data", type=Path, default=SHARED / Q4, help="the candles to plant on")
     args = parser.parse_args(argv)
