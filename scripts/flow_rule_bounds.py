@@ -8,8 +8,9 @@ oracle on the same bars, at the same fee:
 
 * ``mean12``, ``mean8``, ``ema10``: long above +a, short below -a, hold in between; ``a`` the best
   of 0.4 / 0.5 / 0.6 on these very bars (an optimistic bound);
-* ``filter``: the three-state forward filter of the planted model (stay probability 1 - 1/45,
-  ``flow ~ N(regime, 1)``), long when P(up) - P(down) > 0.5, short below -0.5, a fixed threshold.
+* ``filter``: the three-state forward filter of the planted model
+  (:func:`hmarl.market.planted.regime_filter`: stay probability 1 - 1/45, ``flow ~ N(regime, 1)``),
+  long when P(up) - P(down) > 0.5, short below -0.5, a fixed threshold.
 
     python scripts/flow_rule_bounds.py --seeds 10
 
@@ -27,7 +28,7 @@ import pandas as pd
 from bench_learning import PLANTED_DRIFT, Q4, SHARED
 
 from hmarl.data.reading import load_candles
-from hmarl.market.planted import FLOW_COLUMN, oracle_positions, plant_flow
+from hmarl.market.planted import FLOW_COLUMN, oracle_positions, plant_flow, regime_filter
 
 THRESHOLDS = (0.4, 0.5, 0.6)
 
@@ -43,21 +44,6 @@ def hysteresis(signal: np.ndarray, a: float) -> np.ndarray:
     """+1 once the signal rises above a, -1 once it falls below -a, the last side in between."""
     side = np.where(signal > a, 1.0, np.where(signal < -a, -1.0, np.nan))
     return pd.Series(side).ffill().fillna(0.0).to_numpy()
-
-
-def forward_filter(flow: np.ndarray, mean_regime_bars: float, noise: float) -> np.ndarray:
-    """P(up) - P(down) of a three-state chain (down / flat / up, each change to either other
-    state alike) given ``flow[:t+1]`` with ``flow ~ N(state, noise)``; causal."""
-    states = np.array([-1.0, 0.0, 1.0])
-    stay = 1.0 - 1.0 / mean_regime_bars
-    move = np.full((3, 3), (1.0 - stay) / 2.0)
-    np.fill_diagonal(move, stay)
-    belief, out = np.full(3, 1.0 / 3.0), np.empty(len(flow))
-    for t, reading in enumerate(flow):
-        belief = (belief @ move) * np.exp(-0.5 * ((reading - states) / noise) ** 2)
-        belief /= belief.sum()
-        out[t] = belief[2] - belief[0]
-    return out
 
 
 def bounds(candles: pd.DataFrame, seed: int, drift: float, fee: float) -> dict[str, float]:
@@ -77,9 +63,28 @@ def bounds(candles: pd.DataFrame, seed: int, drift: float, fee: float) -> dict[s
     for name, signal in smooth.items():
         best = max(settle(hysteresis(signal, a)[rows], paid, fee) for a in THRESHOLDS)
         out[name] = best / oracle
-    filtered = forward_filter(flow, 45.0, 1.0)
+    post = regime_filter(flow, 1.0, (-1.0, 0.0, 1.0), mean_regime_bars=45.0)
+    filtered = post[:, 2] - post[:, 0]  # P(up) - P(down)
     out["filter"] = settle(hysteresis(filtered, 0.5)[rows], paid, fee) / oracle
     return out
+
+
+def print_captures(
+    label: str, keys: Sequence[int], rows: Sequence[dict[str, float]], digits: int
+) -> None:
+    """A markdown table: per draw the oracle's return and each rule's capture, then the mean and
+    range of each rule's capture over the draws."""
+    names = [k for k in rows[0] if k != "oracle_pct"]
+    print(f"| {label} | oracle % | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 2) + "|")
+    for key, row in zip(keys, rows, strict=True):
+        cells = " | ".join(f"{100 * row[k]:.{digits}f}%" for k in names)
+        print(f"| {key} | {row['oracle_pct']:+.1f} | {cells} |", flush=True)
+    spans = [[100 * r[k] for r in rows] for k in names]
+    means = " | ".join(
+        f"{np.mean(v):.{digits}f}% ({min(v):.{digits}f}-{max(v):.{digits}f}%)" for v in spans
+    )
+    print(f"| mean (min-max) | | {means} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,18 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     candles = load_candles(args.data, log=None)
     rows = [bounds(candles, seed, args.drift, args.fee) for seed in range(args.seeds)]
-    names = [k for k in rows[0] if k != "oracle_pct"]
-    print("| seed | oracle % | " + " | ".join(names) + " |")
-    print("|---" * (len(names) + 2) + "|")
-    for seed, row in enumerate(rows):
-        cells = " | ".join(f"{100 * row[k]:.0f}%" for k in names)
-        print(f"| {seed} | {row['oracle_pct']:+.1f} | {cells} |")
-    means = " | ".join(
-        f"{100 * np.mean([r[k] for r in rows]):.0f}% "
-        f"({100 * min(r[k] for r in rows):.0f}-{100 * max(r[k] for r in rows):.0f}%)"
-        for k in names
-    )
-    print(f"| mean (min-max) | | {means} |")
+    print_captures("seed", list(range(args.seeds)), rows, digits=0)
     return 0
 
 

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import bench_learning
 import flow_positions as fp
 import flow_rule_bounds as frb
+import planted_bounds as pb
 import replay_selection as rs
 
 BH = {"val": 2.0, "val_a": 1.0, "val_b": 1.0, "test": -5.0}
@@ -228,13 +229,6 @@ def test_flow_rule_bounds_settle_hold_and_filter() -> None:
     # the rule holds its side between the thresholds and starts flat
     side = frb.hysteresis(np.array([0.0, 0.7, 0.2, -0.2, -0.9, 0.1]), 0.5)
     assert side.tolist() == [0.0, 1.0, 1.0, 1.0, -1.0, -1.0]
-    # the filter is causal, in [-1, 1], and follows a clean up regime
-    flow = np.r_[np.zeros(20), np.ones(20)] + 0.3 * np.random.default_rng(0).standard_normal(40)
-    filt = frb.forward_filter(flow, 45.0, 1.0)
-    assert np.all(np.abs(filt) <= 1.0) and filt[-1] > 0.5 > filt[10]
-    changed = flow.copy()
-    changed[30:] = -1.0
-    np.testing.assert_array_equal(frb.forward_filter(changed, 45.0, 1.0)[:30], filt[:30])
     # each rule takes part of what the oracle makes, on a market where the planted drift dominates
     n = 2000
     index = pd.date_range("2024-01-01", periods=n, freq="5min", tz="UTC")
@@ -262,3 +256,26 @@ def test_flow_positions_split_log_growth_by_regime() -> None:
     assert table.loc["up", "network long %"] == 50.0
     assert table.loc["down", "network short %"] == 100.0
     assert table.loc["flat", "oracle long %"] == 0.0 and table.loc["flat", "oracle short %"] == 0.0
+
+
+def test_planted_bounds_score_the_benchmarks_bars_and_read_a_clear_drift() -> None:
+    # the walk-forward's stitched rows: 6 test weeks after 30 + 14 days, each but its last bar
+    rows = pb.walkforward_rows(30_000)
+    week = 7 * 288
+    assert len(rows) == 6 * (week - 1) and rows[0] == 44 * 288
+    assert rows[week - 1] == 44 * 288 + week  # the next fold's first decision
+    assert pb.three_way(np.array([0.5, 0.1, -0.1, -0.5]), 0.3).tolist() == [1.0, 0.0, 0.0, -1.0]
+    # with the planted drift far above the noise the filter reads the regimes early, the oracle
+    # 100 bars late does not; every rule takes about what the oracle makes or less (a rule that
+    # is never flat may gain on the noise of a flat regime, where the oracle stands aside)
+    n = 6000
+    index = pd.date_range("2024-01-01", periods=n, freq="5min", tz="UTC")
+    close = 100.0 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 2e-4, n)))
+    candles = pd.DataFrame(
+        {"open": close, "high": close, "low": close, "close": close, "volume": 1.0}, index=index
+    )
+    row = pb.bounds(candles, 0, 1e-3, 0.001, "split", 288)
+    rules = ("markov", "duration", "duration+flat", "late100")
+    assert row["oracle_pct"] > 0 and set(row) == {"oracle_pct", *rules}
+    assert all(0.0 < row[k] < 1.05 for k in rules)
+    assert row["duration"] > 0.9 and row["markov"] > 0.9 and row["late100"] < 0.9

@@ -129,3 +129,74 @@ def _shifted(
     for column in PRICE_COLUMNS:
         out[column] = candles[column].to_numpy(dtype=np.float64) * shift
     return out, regime
+
+
+def regime_durations(mean_regime_bars: float, min_regime_bars: int, longest: int) -> np.ndarray:
+    """P(a regime lasts d bars) for d = 1 .. ``longest``, as :func:`regime_path` draws them:
+    ``max(min_regime_bars, round(gamma(2, mean / 2)))``; the tail past ``longest``
+    folded into it."""
+    from scipy.stats import gamma  # the planted benchmark's analysis only
+
+    edges = np.arange(1, longest + 1, dtype=np.float64) + 0.5  # round(g) = d: g in [d-.5, d+.5)
+    cdf = gamma.cdf(edges, 2.0, scale=mean_regime_bars / 2.0)
+    pmf = np.diff(np.r_[0.0, cdf])  # pmf[i]: d = i + 1 (d = 1 takes g < 1.5)
+    pmf[min_regime_bars - 1] += pmf[: min_regime_bars - 1].sum()
+    pmf[: min_regime_bars - 1] = 0.0
+    pmf[-1] += 1.0 - pmf.sum()
+    return pmf
+
+
+def regime_filter(
+    readings: np.ndarray,
+    scale: np.ndarray | float,
+    means: tuple[float, float, float],
+    *,
+    mean_regime_bars: float,
+    min_regime_bars: int | None = None,
+) -> np.ndarray:
+    """The Bayes filter of the planted model: P(regime of bar t = down / flat / up | readings
+    up to t), an ``[n, 3]`` array; causal (row t reads ``readings[: t + 1]``).
+
+    Why: it bounds what any reader of the planted market can know (it is told the model's drift
+    and regime lengths), so a learner's capture of the oracle is judged against it, not against
+    the oracle that knows the regime outright. ``readings[t] ~ N(means[regime_t], scale[t])``;
+    each regime ends into either other state alike (the generator's pull back toward the start
+    price is ignored). Without ``min_regime_bars`` the regimes are geometric (ending with
+    probability ``1 / mean_regime_bars`` a bar); with it, they last as :func:`regime_path`
+    draws them (gamma(2) lengths, at least ``min_regime_bars``): an explicit-duration filter,
+    which knows that a regime just begun will not end soon.
+    """
+    x = np.asarray(readings, dtype=np.float64)
+    sd = np.broadcast_to(np.asarray(scale, dtype=np.float64), x.shape)
+    mu = np.asarray(means, dtype=np.float64)
+    log_lik = -0.5 * ((x[:, None] - mu[None, :]) / sd[:, None]) ** 2
+    log_lik = np.where(np.isfinite(log_lik), log_lik, 0.0)  # no reading: no news
+    likelihood = np.exp(log_lik - log_lik.max(axis=1, keepdims=True))  # never all underflow
+    other = (np.ones((3, 3)) - np.eye(3)) / 2.0  # the next regime: either other state alike
+    out = np.empty((len(x), 3))
+    if min_regime_bars is None:
+        stay = 1.0 - 1.0 / mean_regime_bars
+        move = other * (1.0 - stay) + np.eye(3) * stay
+        belief = np.full(3, 1.0 / 3.0)
+        for t in range(len(x)):
+            belief = (belief @ move) * likelihood[t]
+            belief /= belief.sum()
+            out[t] = belief
+        return out
+    longest = int(10 * mean_regime_bars) + min_regime_bars
+    pmf = regime_durations(mean_regime_bars, min_regime_bars, longest)
+    survive = np.cumsum(pmf[::-1])[::-1]  # P(D >= d)
+    hazard = np.divide(pmf, survive, out=np.ones_like(pmf), where=survive > 1e-300)
+    hazard[-1] = 1.0
+    # belief[s, d - 1]: regime s, begun d bars ago (bar t is its d-th); start as a fresh regime
+    belief = np.zeros((3, longest))
+    belief[:, 0] = likelihood[0] / likelihood[0].sum()
+    out[0] = belief[:, 0]
+    for t in range(1, len(x)):
+        ended = belief * hazard
+        belief[:, 1:] = (belief - ended)[:, :-1]
+        belief[:, 0] = ended.sum(axis=1) @ other
+        belief *= likelihood[t][:, None]
+        belief /= belief.sum()
+        out[t] = belief.sum(axis=1)
+    return out
