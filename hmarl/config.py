@@ -295,6 +295,12 @@ class ModelConfig:
     # exploration weight at that episode (trainer.entropy_coef and its schedule): no specialist
     # is ruled out for good while the policy still explores; 0 = none (mixture only)
     gate_barrier: float = 0.0
+    # the probability of HOLD that every specialist's own policy (mixture) or the DecisionHead
+    # (concat) starts with, set through the output layer's bias (the weights keep their draw);
+    # 0 = the layers' plain initialisation, about 1/3 each. Why: a policy that starts by
+    # trading on every other bar loses so much to fees that it can learn "never trade" before
+    # any specialist has found its signal (docs/specialists.md)
+    hold_init: float = 0.0
 
 
 @dataclass
@@ -338,6 +344,10 @@ class TrainerConfig:
     # against 5/10 constant)
     entropy_coef_final: float | None = 0.0
     grad_clip: float = 1.0  # per-module gradient-norm clip; 0 disables
+    # True: training episodes earn each bar's return less the training split's mean bar return
+    # (each market's own): the policy is paid for timing, not for the drift of the training
+    # period; validation and test settle the true returns (docs/training.md "Excess returns")
+    excess_returns: bool = False
     # frozen MacroNet: embeddings computed in eval mode, kept until it steps
     cache_frozen_macro: bool = True
     # rows per cache chunk, computed when an episode first needs it; 0 = whole split at once
@@ -572,6 +582,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "gate_hidden": POSITIVE_INT,
         "solo_coef": at_least(0),
         "gate_barrier": at_least(0),
+        "hold_init": fraction(lo_open=False),
     },
     SpecialistConfig: {
         "window": at_least(2),
@@ -726,6 +737,7 @@ SPECIALIST_KEYS = (
     "solo_coef",
     "solo_values",
     "gate_barrier",
+    "hold_init",
 )
 
 
@@ -772,15 +784,17 @@ def check_specialists(specialists: list[SpecialistConfig]) -> list[str]:
 
 def check_mixture_terms(cfg: Config) -> list[str]:
     """``model.solo_coef`` and ``model.gate_barrier`` (hmarl/agent/reinforce.py) act on the
-    specialists' own policies and gate: SPEC's model has neither. ``model.combine=concat``
-    has neither either and ignores them, as it ignores ``gate_input`` (mixture-only keys, so
-    that ``model=specialists model.combine=concat`` runs as written)."""
+    specialists' own policies and gate, ``model.hold_init`` on their first policy: SPEC's model
+    has none of them (its initialisation is the specification's). ``model.combine=concat``
+    has no gate or own policies and ignores the first two, as it ignores ``gate_input``
+    (mixture-only keys, so that ``model=specialists model.combine=concat`` runs as written)."""
     model = cfg.model
+    keys = ("solo_coef", "gate_barrier", "hold_init")
     return [
-        f"model.{key}={value} acts on the specialists' gate and own policies: it needs "
-        f"model=specialists (or set model.{key}=0)"
-        for key, value in (("solo_coef", model.solo_coef), ("gate_barrier", model.gate_barrier))
-        if value != 0 and not model.specialists
+        f"model.{key}={getattr(model, key)} acts on the specialists' gate and policies: it "
+        f"needs model=specialists (or set model.{key}=0)"
+        for key in keys
+        if getattr(model, key) != 0 and not model.specialists
     ]
 
 

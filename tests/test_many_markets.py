@@ -212,3 +212,20 @@ def test_a_resumed_many_market_run_is_bit_identical(trained: dict[str, Any]) -> 
     rest = replace(cfg, trainer=replace(cfg.trainer, resume=str(last)))
     resumed = train(rest, tmp / "half", progress=False)
     assert_identical(resumed.last_checkpoint, trained["result"].last_checkpoint)
+
+
+def test_excess_returns_remove_each_markets_own_training_drift(trained: dict[str, Any]) -> None:
+    from hmarl.train.trainer import Trainer
+
+    tmp = trained["tmp"]
+    cfg = _config(tmp, f"{trained['data']}/*.csv", "trainer.excess_returns=true")
+    run = Trainer(cfg, tmp / "excess")
+    got, true = run.train_tensors.returns, run.tensors.returns
+    ranges = run.markets.ranges("train")
+    assert set(ranges) == {"alpha", "beta"}
+    drifts = []
+    for lo, hi in ranges.values():
+        drifts.append(float(true[lo:hi].mean()))
+        assert abs(float(got[lo:hi].mean())) < 1e-15
+        assert torch.equal(got[lo:hi], true[lo:hi] - true[lo:hi].mean())
+    assert drifts[0] != drifts[1]  # each market its own mean, not the pooled one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -43,7 +44,7 @@ from hmarl.market.env import EnvParams, cash_ratio, position_grid
 from hmarl.market.groups import FEATURE_GROUPS, expand_groups
 from hmarl.market.market_data import build_market
 from hmarl.market.specialist_data import SpecialistInputs, market_for_model
-from hmarl.steps import gate_column
+from hmarl.steps import HOLD, gate_column
 from hmarl.train.trainer import load_market, train
 
 SPECS = [
@@ -129,6 +130,40 @@ def test_gate_input_all_reads_every_embedding_and_old_records_read_macro() -> No
     old = model_record(small_model())
     del old["gate_input"]
     assert model_from_record(old).gate_input == GateInput.macro
+
+
+@pytest.mark.parametrize("combine", ["mixture", "concat"])
+def test_hold_init_starts_every_policy_holding_and_changes_nothing_else(combine: str) -> None:
+    """model.hold_init sets only the action layers' biases (own heads, or the DecisionHead's
+    output): every other parameter, drawn from the same stream, is the same; the first policy
+    mostly holds; a record keeps the key and one written before it existed reads 0."""
+    torch.manual_seed(3)
+    plain = build_policy(3, small_model(combine), [1, 1, 2]).double().eval()
+    model = replace(small_model(combine), hold_init=0.9)
+    torch.manual_seed(3)
+    holding = build_policy(3, model, [1, 1, 2]).double().eval()
+    head = holding.head
+    outs = list(head.own_out) if isinstance(head, MixtureHead) else [head.out]
+    biases = {id(layer.bias) for layer in outs}
+    for (name, a), b in zip(plain.named_parameters(), holding.parameters(), strict=True):
+        assert torch.equal(a, b) == (id(b) not in biases), name
+    for layer in outs:
+        probs = torch.softmax(layer.bias, -1)
+        torch.testing.assert_close(probs, torch.tensor([0.9, 0.05, 0.05], dtype=torch.float64))
+    macro_x, micro_x, state = _inputs()
+
+    def p_hold(policy: SpecialistPolicy) -> torch.Tensor:
+        ctx = policy.head.context(policy.macro(macro_x), policy.micro(micro_x))
+        return policy.head.from_context(ctx, state[:, 0], state[:, 1]).exp()[:, HOLD]
+
+    assert isinstance(plain, SpecialistPolicy) and isinstance(holding, SpecialistPolicy)
+    with torch.no_grad():
+        before, after = p_hold(plain), p_hold(holding)
+    assert bool((after > before).all()) and float(after.min()) > 0.8
+    record = model_record(model)
+    assert record["hold_init"] == 0.9 and model_from_record(record) == model
+    del record["hold_init"]
+    assert model_from_record(record).hold_init == 0.0
 
 
 def _plain_mixture(
@@ -417,7 +452,8 @@ def test_gate_barrier_is_the_gates_log_barrier_on_the_exploration_schedule(
 
 
 def test_mixture_terms_need_specialists_and_concat_ignores_them(tmp_path: Path) -> None:
-    """SPEC's model refuses model.solo_coef / gate_barrier (nothing to act on); concat has no
+    """SPEC's model refuses model.solo_coef / gate_barrier / hold_init (its initialisation is
+    the specification's; the first two have nothing to act on); concat has no
     gate or own policies either and trains as without them (as it ignores gate_input)."""
     with pytest.raises(ConfigError, match=r"model.solo_coef=0.5 .* needs model=specialists"):
         compose_config("model.solo_coef=0.5")
@@ -425,6 +461,10 @@ def test_mixture_terms_need_specialists_and_concat_ignores_them(tmp_path: Path) 
         compose_config("model.gate_barrier=1")
     with pytest.raises(ConfigError, match=r"model.solo_coef must be"):
         compose_config("model=specialists", "model.solo_coef=-1")
+    with pytest.raises(ConfigError, match=r"model.hold_init=0.9 .* needs model=specialists"):
+        compose_config("model.hold_init=0.9")
+    with pytest.raises(ConfigError, match=r"model.hold_init must be"):
+        compose_config("model=specialists", "model.hold_init=1")
     concat = ("model.combine=concat", "model.solo_coef=0", "model.gate_barrier=0")
     plain = _first_episode(tmp_path / "plain", *concat)
     terms = _first_episode(

@@ -178,3 +178,25 @@ def test_interrupt_ends_the_run_killed(tmp_path: Path, monkeypatch) -> None:
     client = MlflowClient(cfg.tracking.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("hmarl").experiment_id])
     assert run.info.status == "KILLED"
+
+
+def test_excess_returns_pay_timing_not_the_training_drift(tmp_path: Path) -> None:
+    """trainer.excess_returns: training episodes earn each bar's return less the training split's
+    mean; validation and test (``tensors``) keep the true returns; off, nothing changes."""
+    from hmarl.train.trainer import Trainer
+
+    plain = Trainer(compose_config(*tiny_overrides(tmp_path)), tmp_path / "plain")
+    assert plain.train_tensors is plain.tensors
+    cfg = compose_config(*tiny_overrides(tmp_path, "trainer.excess_returns=true"))
+    run = Trainer(cfg, tmp_path / "excess")
+    lo, hi = run.market.splits["train"]
+    got, true = run.train_tensors.returns, run.tensors.returns
+    drift = true[lo:hi].mean()
+    assert abs(float(drift)) > 1e-6  # the synthetic training split has a drift to remove
+    assert torch.equal(got[lo:hi], true[lo:hi] - drift)
+    assert abs(float(got[lo:hi].mean())) < 1e-15
+    assert torch.equal(got[:lo], true[:lo]) and torch.equal(got[hi:], true[hi:])
+    assert torch.equal(true, plain.tensors.returns)  # evaluation settles the true returns
+    # the same first episode (same weights, same draws) is paid the drift-free rewards
+    a, b = plain.episode(0), run.episode(0)
+    assert a["entropy"] == b["entropy"] and a["reward/mean"] != b["reward/mean"]

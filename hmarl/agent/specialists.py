@@ -30,6 +30,7 @@ DecisionHead) steps every episode.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 
@@ -49,6 +50,7 @@ from hmarl.agent.policy import (
     apply_dropout,
 )
 from hmarl.config import SPECIALIST_KEYS, Combine, GateInput, ModelConfig, SpecialistConfig
+from hmarl.steps import HOLD
 
 SPEC_PREFIX = "spec/"  # parameter groups (optimizers, metrics) of the specialists: spec/<name>
 
@@ -167,6 +169,18 @@ class MixtureHead(ActionHead):
         return mixture_log_probs(*self.parts_from_context(ctx, position, cash, masks))
 
 
+@torch.no_grad()
+def start_holding(layer: nn.Linear, p_hold: float) -> None:
+    """Set an action layer's bias to ``log`` of (``p_hold``, the rest shared by BUY and SELL):
+    the policy starts near P(HOLD) = ``p_hold`` (exactly so where the layer's input is zero).
+    The weights keep their draw, so every other parameter and the random stream are what they
+    would be without this."""
+    side = math.log((1.0 - p_hold) / 2.0)
+    bias = torch.full((N_ACTIONS,), side, dtype=layer.bias.dtype)
+    bias[HOLD] = math.log(p_hold)
+    layer.bias.copy_(bias)
+
+
 def mixture_log_probs(log_gate: Tensor, own: Tensor) -> Tensor:
     """``log sum_k g_k pi_k(a)`` ``[..., 3]`` from :meth:`MixtureHead.parts_from_context`'s log
     gate weights ``[..., K]`` and own log-probabilities ``[..., K, 3]``."""
@@ -197,6 +211,12 @@ class SpecialistPolicy(HierarchicalPolicy):
             self.head = DecisionHead(
                 model.macro_dim, bank.out_dim, model.head_hidden, N_ACTIONS, model.dropout
             )
+        if model.hold_init > 0:
+            head = self.head
+            outs = list(head.own_out) if isinstance(head, MixtureHead) else [head.out]
+            for layer in outs:
+                assert isinstance(layer, nn.Linear)
+                start_holding(layer, model.hold_init)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """macro, one group per specialist (its encoder and, in a mixture, its own head),

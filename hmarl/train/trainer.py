@@ -39,6 +39,7 @@ from hmarl.agent.policy import HierarchicalPolicy
 from hmarl.agent.reinforce import GridModel, macro_steps_at, make_optimizers, reinforce_update
 from hmarl.agent.rollout import (
     LazyMacroCache,
+    MarketTensors,
     collect,
     market_tensors,
     sample_market_starts,
@@ -385,7 +386,9 @@ class Trainer:
             self._resume(tc.resume, device)
         self.env = env_params(cfg)
         self.grid = position_grid(self.env)
-        self.grid_model = GridModel(self.grid, self.env, self.tensors.returns)
+        # what training episodes earn (validation and test settle self.tensors' true returns)
+        self.train_tensors = self._training_tensors()
+        self.grid_model = GridModel(self.grid, self.env, self.train_tensors.returns)
         model = cfg.model
         # a mixture of specialists has a gate and own policies; concat has neither
         self.mixture = bool(model.specialists) and model.combine == Combine.mixture
@@ -436,6 +439,18 @@ class Trainer:
         )
         return save_checkpoint(path, payload)
 
+    def _training_tensors(self) -> MarketTensors:
+        """The market's tensors, with ``trainer.excess_returns`` each training range's returns
+        less their mean: a policy that holds the training period's drift earns nothing for it,
+        so what it learns is timing (a rising training split otherwise teaches "stay long")."""
+        if not self.cfg.trainer.excess_returns:
+            return self.tensors
+        returns = self.tensors.returns.clone()
+        ranges = self.markets.ranges("train").values() if self.markets else []
+        for lo, hi in list(ranges) or [self.market.splits["train"]]:
+            returns[lo:hi] -= returns[lo:hi].mean()
+        return self.tensors._replace(returns=returns)
+
     def episode(self, episode: int) -> dict[str, float]:
         """Collect a batch of trajectories and apply one scheduled REINFORCE update."""
         tc = self.cfg.trainer
@@ -453,7 +468,7 @@ class Trainer:
             starts = sample_starts(lo, hi, tc.episode_len, tc.n_envs, self.gen)
         traj = collect(
             self.policy,
-            self.tensors,
+            self.train_tensors,
             starts,
             tc.episode_len,
             self.grid,
