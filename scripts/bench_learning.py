@@ -21,6 +21,8 @@ Markets (one row each):
   (hmarl/market/planted.py ``plant_flow``); trained with three specialists (``price`` on
   group:price, ``flow`` on col:flow and its 8-bar EMA col_ema8:flow, ``volume`` on group:volume)
   under one MacroNet. The edge is visible to the flow specialist and only faintly to the others.
+  Issue 23's figures add ``trainer.excess_returns=true`` (the Q4 training split rose 53%; see
+  docs/specialists.md, "Excess returns and starting by holding").
 
 ``--ablate`` re-runs every specialists market with each specialist removed in turn (rows
 ``planted_flow -flow`` ...; ``--ablations-only`` runs only those, for a table merged with an
