@@ -12,8 +12,8 @@ policy, a trained network included, can capture, on exactly the bars a benchmark
 * ``--bars split``: the last 15% of the file, ``scripts/bench_learning.py``'s ``planted`` test.
 
 Each bar's return is read as ``N(drift * regime, sigma)``, sigma the exponentially weighted
-volatility of the returns before it (``--vol-span`` bars). Rules, each settled at the
-benchmark's fee from flat:
+volatility of the returns before it (``--vol-span`` bars). Rules, each settled by the
+environment at the benchmark's fee from flat (:func:`hmarl.market.env.settle`):
 
 * ``markov`` / ``duration``: the filter with geometric regimes, or with the generator's own
   gamma(2) lengths (at least 144 bars); long when P(up) - P(down) rises above +a, short below -a,
@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from bench_learning import PLANTED_DRIFT, Q4, SHARED
-from flow_rule_bounds import hysteresis, print_captures, settle
+from flow_rule_bounds import hysteresis, print_captures
 
 from hmarl.data.reading import load_candles
+from hmarl.market.env import EnvParams, settle
 from hmarl.market.planted import (
     late_oracle_positions,
     oracle_positions,
@@ -63,6 +64,14 @@ def walkforward_rows(n_bars: int) -> np.ndarray:
     return np.concatenate([np.arange(f.test_start, f.end - 1) for f in folds])
 
 
+def settled(positions: np.ndarray, paid: np.ndarray, fee: float) -> float:
+    """Compounded return of ``positions`` over the bars they are paid on, settled by the
+    environment (:func:`hmarl.market.env.settle`: the fee on each rebalance, a position's drift
+    within the bar), from flat: the settlement of every benchmark's record and oracle."""
+    equity = settle(positions[None, :], paid[None, :], EnvParams(commission=fee)).equity
+    return float(equity[0, -1]) - 1.0
+
+
 def three_way(signal: np.ndarray, a: float) -> np.ndarray:
     """+1 above a, -1 below -a, flat in between."""
     return np.where(signal > a, 1.0, np.where(signal < -a, -1.0, 0.0))
@@ -77,7 +86,7 @@ def bounds(
     n = len(close)
     rows = walkforward_rows(n) if bars == "walkforward" else np.arange(int(n * 0.85), n - 1)
     paid = close[rows + 1] / close[rows] - 1.0  # a decision at row t earns bar t+1
-    oracle = settle(oracle_positions(regime, rows), paid, fee)
+    oracle = settled(oracle_positions(regime, rows), paid, fee)
     log_ret = np.r_[np.nan, np.diff(np.log(close))]
     # sigma of bar t from the returns before it (causal); the first bars use the first estimate
     var = pd.Series(log_ret**2).ewm(span=vol_span, min_periods=20).mean().shift(1)
@@ -89,11 +98,11 @@ def bounds(
             log_ret, sigma, means, mean_regime_bars=MEAN_REGIME_BARS, min_regime_bars=least
         )
         signal = (post[:, 2] - post[:, 0])[rows]
-        out[name] = max(settle(hysteresis(signal, a), paid, fee) for a in THRESHOLDS) / oracle
+        out[name] = max(settled(hysteresis(signal, a), paid, fee) for a in THRESHOLDS) / oracle
         if least is not None:
-            flat = max(settle(three_way(signal, a), paid, fee) for a in THRESHOLDS)
+            flat = max(settled(three_way(signal, a), paid, fee) for a in THRESHOLDS)
             out["duration+flat"] = flat / oracle
-    out["late100"] = settle(late_oracle_positions(regime, rows, 100), paid, fee) / oracle
+    out["late100"] = settled(late_oracle_positions(regime, rows, 100), paid, fee) / oracle
     return out
 
 
