@@ -4,8 +4,9 @@ Why: the planted market (hmarl/market/planted.py: real BTCUSDT 2024Q4 candles wi
 regime drift of 3e-4 a bar) has a known best policy, the oracle that knows the regime; no reader
 of prices can know the regime, only infer it. The filter that is *told* the model (the drift, the
 regime lengths) and reads every past return is the best such inference
-(:func:`hmarl.market.planted.regime_filter`); the rules on its posterior here bound what a causal
-policy, a trained network included, can capture, on exactly the bars a benchmark scores:
+(:func:`hmarl.market.planted.regime_filter`); the rules on its posterior here show what a causal
+policy, a trained network included, can expect to capture on exactly the bars a benchmark scores
+(a bound in expectation, not on every run: on a few thousand bars a policy may beat it by luck):
 
 * ``--bars walkforward`` (default): the stitched test bars of ``scripts/walkforward_planted.py``'s
   walk-forward (expanding folds of 30 / 14 / 7 days, 6 folds), issue 27's planted target;
