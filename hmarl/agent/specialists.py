@@ -175,10 +175,8 @@ def start_holding(layer: nn.Linear, p_hold: float) -> None:
     the policy starts near P(HOLD) = ``p_hold`` (exactly so where the layer's input is zero).
     The weights keep their draw, so every other parameter and the random stream are what they
     would be without this."""
-    side = math.log((1.0 - p_hold) / 2.0)
-    bias = torch.full((N_ACTIONS,), side, dtype=layer.bias.dtype)
-    bias[HOLD] = math.log(p_hold)
-    layer.bias.copy_(bias)
+    layer.bias.fill_(math.log((1.0 - p_hold) / 2.0))
+    layer.bias[HOLD] = math.log(p_hold)
 
 
 def mixture_log_probs(log_gate: Tensor, own: Tensor) -> Tensor:

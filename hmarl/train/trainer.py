@@ -386,6 +386,8 @@ class Trainer:
             self._resume(tc.resume, device)
         self.env = env_params(cfg)
         self.grid = position_grid(self.env)
+        # each market's training rows (empty: one market, whose rows are splits["train"])
+        self.train_ranges = list(self.markets.ranges("train").values()) if self.markets else []
         # what training episodes earn (validation and test settle self.tensors' true returns)
         self.train_tensors = self._training_tensors()
         self.grid_model = GridModel(self.grid, self.env, self.train_tensors.returns)
@@ -446,8 +448,7 @@ class Trainer:
         if not self.cfg.trainer.excess_returns:
             return self.tensors
         returns = self.tensors.returns.clone()
-        ranges = self.markets.ranges("train").values() if self.markets else []
-        for lo, hi in list(ranges) or [self.market.splits["train"]]:
+        for lo, hi in self.train_ranges or [self.market.splits["train"]]:
             returns[lo:hi] -= returns[lo:hi].mean()
         return self.tensors._replace(returns=returns)
 
@@ -455,7 +456,7 @@ class Trainer:
         """Collect a batch of trajectories and apply one scheduled REINFORCE update."""
         tc = self.cfg.trainer
         t0 = time.perf_counter()
-        ranges = list(self.markets.ranges("train").values()) if self.markets else []
+        ranges = self.train_ranges
         lo, hi = self.market.splits["train"] if not ranges else _span(ranges)
         update_macro = macro_steps_at(episode, tc.macro_every)
         use_cache = tc.cache_frozen_macro and not update_macro
